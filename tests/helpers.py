@@ -1,0 +1,37 @@
+"""Test helpers: a snapshot of everything about a model that a call must not change."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+HOOK_DICTS = (
+    "_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks",
+    "_state_dict_hooks", "_load_state_dict_pre_hooks", "_forward_hooks_with_kwargs",
+    "_forward_pre_hooks_with_kwargs",
+)
+
+
+def snapshot(model: nn.Module) -> dict:
+    return {
+        "state": {k: v.detach().clone() for k, v in model.state_dict(keep_vars=True).items()},
+        "modules": [(name, type(m), id(m), m.training, {h: dict(getattr(m, h, {})) for h in HOOK_DICTS},
+                     dict(vars(m)).get("inplace")) for name, m in model.named_modules(remove_duplicate=False)],
+        "params": [(name, id(p), p.requires_grad, None if p.grad is None else p.grad.clone())
+                   for name, p in model.named_parameters()],
+        "mode_stack": torch._C._len_torch_function_stack(),
+    }
+
+
+def assert_unchanged(model: nn.Module, before: dict) -> None:
+    after = snapshot(model)
+    assert after["modules"] == before["modules"]
+    assert after["mode_stack"] == before["mode_stack"]
+    assert [p[:3] for p in after["params"]] == [p[:3] for p in before["params"]]
+    for (_, _, _, g0), (name, _, _, g1) in zip(before["params"], after["params"]):
+        assert (g0 is None) == (g1 is None), name
+        if g0 is not None:
+            assert torch.equal(g0, g1), name
+    assert before["state"].keys() == after["state"].keys()
+    for k in before["state"]:
+        assert torch.equal(before["state"][k], after["state"][k]), k

@@ -1,0 +1,182 @@
+"""Closed forms and limits of the soft gates (METHOD.md §2–3)."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import pullbacks
+from pullbacks.gates import soft_max_pool2d_backward
+
+torch.manual_seed(0)
+
+
+def s(u, gate):
+    return torch.sigmoid(u) if gate == "sigmoid" else 0.5 * (1 + torch.erf(u / math.sqrt(2)))
+
+
+def grad_through(fn, z, t, gate="sigmoid", grad_out=None):
+    """Input gradient of ``<grad_out, fn(z)>`` computed inside soft_gates."""
+    z = z.clone().requires_grad_(True)
+    with pullbacks.soft_gates(t, gate=gate):
+        y = fn(z * 1.0)  # *1.0: in-place variants need a non-leaf
+    g = torch.ones_like(y) if grad_out is None else grad_out
+    (y * g).sum().backward()
+    return z.grad
+
+
+@pytest.mark.parametrize("gate", ["sigmoid", "normal_cdf"])
+def test_two_layer_mlp_closed_form(gate):
+    W1, b1 = torch.randn(7, 5, dtype=torch.float64), torch.randn(7, dtype=torch.float64)
+    w2 = torch.randn(7, dtype=torch.float64)
+    mlp = nn.Sequential(nn.Linear(5, 7), nn.ReLU(), nn.Linear(7, 1)).double().eval()
+    with torch.no_grad():
+        mlp[0].weight.copy_(W1), mlp[0].bias.copy_(b1), mlp[2].weight.copy_(w2[None])
+    x = torch.randn(3, 5, dtype=torch.float64)
+    t = 0.7
+    got = pullbacks.excitation_pullback(mlp, x, 0, temperature=t, gate=gate)
+    z = x @ W1.T + b1
+    expected = (w2 * s(z / t, gate)) @ W1
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+    # and it is not the vanilla gradient
+    assert not torch.allclose(got, (w2 * (z > 0)) @ W1)
+
+
+@pytest.mark.parametrize("gate", ["sigmoid", "normal_cdf"])
+@pytest.mark.parametrize("call", [
+    lambda z: F.relu(z), lambda z: torch.relu(z), lambda z: z.relu(), lambda z: z.relu_(),
+    lambda z: F.relu(z, inplace=True), lambda z: nn.ReLU(inplace=True)(z), lambda z: torch.relu_(z),
+])
+def test_relu_calls_get_the_gate(call, gate):
+    z = torch.randn(50, dtype=torch.float64) * 3
+    torch.testing.assert_close(grad_through(call, z, 0.5, gate), s(z / 0.5, gate), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("gate", ["sigmoid", "normal_cdf"])
+@pytest.mark.parametrize("call", [
+    lambda z: F.relu6(z), lambda z: nn.ReLU6(inplace=True)(z), lambda z: F.hardtanh(z, 0.0, 6.0),
+])
+def test_relu6_closed_form(call, gate):
+    z = torch.linspace(-3, 9, 61, dtype=torch.float64) + 0.013
+    expected = s(z / 0.4, gate) * s((6 - z) / 0.4, gate)
+    torch.testing.assert_close(grad_through(call, z, 0.4, gate), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_hardtanh_general_bounds():
+    z = torch.linspace(-4, 4, 41, dtype=torch.float64) + 0.01
+    expected = torch.sigmoid((z + 2) / 0.3) * torch.sigmoid((1.5 - z) / 0.3)
+    got = grad_through(lambda v: F.hardtanh(v, -2.0, 1.5, inplace=True), z, 0.3)
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("call", [
+    lambda z: F.leaky_relu(z, 0.2), lambda z: nn.LeakyReLU(0.2, inplace=True)(z),
+])
+def test_leaky_relu_closed_form(call):
+    z = torch.randn(40, dtype=torch.float64) * 2
+    expected = 0.2 + 0.8 * torch.sigmoid(z / 0.6)
+    torch.testing.assert_close(grad_through(call, z, 0.6), expected, rtol=1e-12, atol=1e-12)
+
+
+def slow_soft_pool_grad(x, grad_out, k, s_, p, d, ceil_mode, t, variant):
+    """METHOD.md §3 by explicit loops over windows and their entries."""
+    n, c, h, w = x.shape
+    h_out, w_out = grad_out.shape[-2:]
+    grad = torch.zeros_like(x)
+    for b in range(n):
+        for ch in range(c):
+            for i in range(h_out):
+                for j in range(w_out):
+                    pos = [(i * s_[0] - p[0] + a * d[0], j * s_[1] - p[1] + e * d[1])
+                           for a in range(k[0]) for e in range(k[1])]
+                    pos = [(r, q) for r, q in pos if 0 <= r < h and 0 <= q < w]
+                    vals = torch.stack([x[b, ch, r, q] for r, q in pos])
+                    wts = torch.softmax(vals / t, 0)
+                    sw = (wts * vals).sum()
+                    der = wts * (1 + (vals - sw) / t) if variant == "soft" else wts
+                    for (r, q), dv in zip(pos, der):
+                        grad[b, ch, r, q] += grad_out[b, ch, i, j] * dv
+    return grad
+
+
+POOL_CASES = [
+    dict(kernel_size=3, stride=2, padding=1),                                  # ResNet's stem
+    dict(kernel_size=2, stride=2),                                             # VGG
+    dict(kernel_size=3, stride=2, padding=1, ceil_mode=True),
+    dict(kernel_size=(3, 2), stride=1, padding=(1, 0), dilation=2, ceil_mode=True),
+    dict(kernel_size=3, stride=2, ceil_mode=True),
+]
+
+
+@pytest.mark.parametrize("variant", ["soft", "detached"])
+@pytest.mark.parametrize("case", POOL_CASES)
+def test_max_pool_closed_form(case, variant):
+    x = torch.randn(2, 2, 7, 8, dtype=torch.float64)
+    pool = nn.MaxPool2d(**case)
+    z = x.clone().requires_grad_(True)
+    with pullbacks.soft_gates(0.3, pool_temperature=0.5, pool=variant):
+        y = pool(z)
+    torch.testing.assert_close(y, F.max_pool2d(x, **case), rtol=0, atol=0)  # forward unchanged
+    g = torch.randn_like(y)
+    y.backward(g)
+    pair = lambda v: (v, v) if isinstance(v, int) else v
+    expected = slow_soft_pool_grad(x, g, pair(case["kernel_size"]), pair(case.get("stride")),
+                                   pair(case.get("padding", 0)), pair(case.get("dilation", 1)),
+                                   case.get("ceil_mode", False), 0.5, variant)
+    torch.testing.assert_close(z.grad, expected, rtol=1e-10, atol=1e-12)
+
+
+def test_max_pool_functional_with_indices_and_unbatched():
+    x = torch.randn(3, 6, 6, dtype=torch.float64)
+    z = x.clone().requires_grad_(True)
+    with pullbacks.soft_gates(0.3):
+        y, idx = F.max_pool2d(z, 2, return_indices=True)
+    ref_y, ref_idx = F.max_pool2d(x, 2, return_indices=True)
+    assert torch.equal(y, ref_y) and torch.equal(idx, ref_idx)
+    y.sum().backward()
+    expected = slow_soft_pool_grad(x[None], torch.ones_like(ref_y)[None], (2, 2), (2, 2), (0, 0), (1, 1), False, 0.3, "soft")
+    torch.testing.assert_close(z.grad, expected[0], rtol=1e-10, atol=1e-12)
+
+
+def test_pool_backward_tends_to_max_pool_gradient():
+    x = torch.randn(1, 3, 9, 9, dtype=torch.float64)
+    g = torch.randn(1, 3, 5, 5, dtype=torch.float64)
+    z = x.clone().requires_grad_(True)
+    F.max_pool2d(z, 3, 2, 1).backward(g)
+    soft = soft_max_pool2d_backward(x, g, 3, 2, 1, 1, 1e-7)
+    torch.testing.assert_close(soft, z.grad, rtol=1e-8, atol=1e-8)
+
+
+def small_cnn():
+    return nn.Sequential(
+        nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+        nn.Conv2d(6, 8, 3), nn.LeakyReLU(0.1), nn.Flatten(), nn.Linear(8 * 6 * 6, 4),
+    ).double().eval()
+
+
+def test_low_temperature_gives_vanilla_gradient():
+    torch.manual_seed(1)
+    model = small_cnn()
+    x = torch.randn(2, 3, 16, 16, dtype=torch.float64)
+    xv = x.clone().requires_grad_(True)
+    model(xv)[:, 2].sum().backward()
+    soft = pullbacks.excitation_pullback(model, x, 2, temperature=1e-9)
+    torch.testing.assert_close(soft, xv.grad, rtol=1e-7, atol=1e-10)
+    # while the paper's temperature differs from it
+    assert not torch.allclose(pullbacks.excitation_pullback(model, x, 2), xv.grad, rtol=1e-2)
+
+
+def test_high_temperature_linearises_a_bias_free_mlp():
+    torch.manual_seed(2)
+    mlp = nn.Sequential(nn.Linear(6, 9, bias=False), nn.ReLU(), nn.Linear(9, 9, bias=False), nn.ReLU(),
+                        nn.Linear(9, 3, bias=False)).double().eval()
+    x = torch.randn(4, 6, dtype=torch.float64)
+    g = pullbacks.excitation_pullback(mlp, x, 1, temperature=1e9)
+    W1, W2, W3 = (m.weight for m in mlp if isinstance(m, nn.Linear))
+    expected = (0.25 * W3[1] @ W2 @ W1).detach()  # every gate 1/2
+    torch.testing.assert_close(g, expected.expand_as(g), rtol=1e-7, atol=1e-9)
+    # at the paper's temperature the pullback depends on the input
+    g = pullbacks.excitation_pullback(mlp, x, 1)
+    assert not torch.allclose(g[0], g[1])

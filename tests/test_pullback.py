@@ -1,0 +1,102 @@
+"""excitation_pullback(): targets and bad input get clear errors."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import pullbacks
+
+
+def mlp():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3)).eval()
+
+
+X = torch.randn(2, 4)
+
+
+def test_target_forms_agree():
+    m = mlp()
+    a = pullbacks.excitation_pullback(m, X, [2, 2])
+    for t in (2, (2, 2), torch.tensor([2, 2]), torch.tensor(2), torch.tensor([2, 2], dtype=torch.int32)):
+        assert torch.equal(pullbacks.excitation_pullback(m, X, t), a)
+
+
+def test_per_sample_targets():
+    m = mlp()
+    both = pullbacks.excitation_pullback(m, X, [0, 1])
+    torch.testing.assert_close(both[0], pullbacks.excitation_pullback(m, X[:1], 0)[0])
+    torch.testing.assert_close(both[1], pullbacks.excitation_pullback(m, X[1:], 1)[0])
+    assert not torch.allclose(both[0], pullbacks.excitation_pullback(m, X[:1], 1)[0])
+
+
+def test_inputs_are_not_modified_and_get_no_grad():
+    x = X.clone().requires_grad_(True)
+    pullbacks.excitation_pullback(mlp(), x, 0)
+    assert x.grad is None and torch.equal(x, X)
+
+
+@pytest.mark.parametrize("t,exc,msg", [
+    (0, ValueError, "temperature"), (-1.0, ValueError, "temperature"), (math.inf, ValueError, "temperature"),
+    (math.nan, ValueError, "temperature"), ("0.3", TypeError, "temperature"),
+])
+def test_bad_temperature(t, exc, msg):
+    with pytest.raises(exc, match=msg):
+        pullbacks.excitation_pullback(mlp(), X, 0, temperature=t)
+    with pytest.raises(exc, match=msg):
+        pullbacks.soft_gates(t).__enter__()
+
+
+def test_bad_pool_temperature_gate_and_pool():
+    with pytest.raises(ValueError, match="pool_temperature"):
+        pullbacks.excitation_pullback(mlp(), X, 0, pool_temperature=0.0)
+    with pytest.raises(ValueError, match="gate"):
+        pullbacks.excitation_pullback(mlp(), X, 0, gate="tanh")
+    with pytest.raises(ValueError, match="pool"):
+        pullbacks.excitation_pullback(mlp(), X, 0, pool="avg")
+
+
+@pytest.mark.parametrize("targets,exc,msg", [
+    (3, ValueError, "out of range.*3 classes"), (-1, ValueError, "out of range"),
+    ([0, 1, 2], ValueError, "3 targets for a batch of 2"), ([0.5, 1.0], TypeError, "ints"),
+    (torch.tensor([0.0, 1.0]), TypeError, "integer"), (True, TypeError, "bool"),
+    (torch.zeros(2, 1, dtype=torch.long), ValueError, "1-D"), ("cat", TypeError, "ints"),
+])
+def test_bad_targets(targets, exc, msg):
+    with pytest.raises(exc, match=msg):
+        pullbacks.excitation_pullback(mlp(), X, targets)
+
+
+def test_bad_inputs():
+    m = mlp()
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        pullbacks.excitation_pullback(m, torch.tensor([[0.0, math.nan, 0.0, 0.0]]), 0)
+    with pytest.raises(TypeError, match="floating-point"):
+        pullbacks.excitation_pullback(m, torch.ones(1, 4, dtype=torch.long), 0)
+    with pytest.raises(ValueError, match="batch dimension"):
+        pullbacks.excitation_pullback(m, torch.ones(4), 0)
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        pullbacks.excitation_pullback(m, [[0.0] * 4], 0)
+
+
+def test_training_mode_is_refused_without_switching():
+    m = mlp().train()
+    with pytest.raises(ValueError, match=r"training mode.*model\.eval\(\)"):
+        pullbacks.excitation_pullback(m, X, 0)
+    assert m.training and all(c.training for c in m.modules())
+    m.eval()[1].train()
+    with pytest.raises(ValueError, match="training mode"):
+        pullbacks.gradient_ascent(m, X, 0)
+
+
+def test_model_without_gates_is_refused():
+    linear = nn.Sequential(nn.Linear(4, 3), nn.Tanh()).eval()
+    with pytest.raises(ValueError, match="no ReLU-family"):
+        pullbacks.excitation_pullback(linear, X, 0)
+    with pytest.raises(ValueError, match="no ReLU-family"):
+        pullbacks.gradient_ascent(linear, X, 0)
+    pullbacks.gradient_ascent(linear, X, 0, method="gradient")  # a vanilla gradient is fine
+    with pytest.raises(TypeError, match="nn.Module"):
+        pullbacks.excitation_pullback(lambda x: x, X, 0)
