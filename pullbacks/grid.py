@@ -1,0 +1,199 @@
+"""``class_target_grid()``: the paper's class × target figure (METHOD.md §6).
+
+Every (image, target) pair is one sample of a batched ``gradient_ascent``; the cell shown
+is ``x_steps - x0``, min–max rescaled on its own (a cell with no change is mid-grey).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+from matplotlib.figure import Figure
+from tqdm.auto import tqdm
+
+from .ascent import gradient_ascent
+
+
+@dataclass
+class Grid:
+    """The tensors of a class × target grid and its figure.
+
+    ``images``: (R, 3, H, W) clean inputs in [-1, 1]; ``perturbed``: (R, C, 3, H, W), the
+    result of the ascent of image r towards target c; ``targets``: the C class ids.
+    """
+
+    images: Tensor
+    perturbed: Tensor
+    targets: list[int]
+    row_names: list[str]
+    target_names: list[str]
+    method: str
+    figure: Figure
+
+    @property
+    def differences(self) -> Tensor:
+        """(R, C, 3, H, W): ``perturbed - images``, the attribution the paper shows."""
+        return self.perturbed - self.images[:, None]
+
+    def save(self, path: str | Path, dpi: int = 100) -> Path:
+        """Write the figure (format from the suffix, e.g. ``.jpg``), creating folders."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.figure.savefig(path, dpi=dpi, pil_kwargs={"quality": 92} if path.suffix in (".jpg", ".jpeg") else None)
+        return path
+
+
+def grid_targets(row_labels: Sequence[int], extra: int = 1, seed: int = 0, num_classes: int = 1000) -> list[int]:
+    """The grid's columns: the rows' own classes (in order, without repeats), then
+    ``extra`` classes drawn uniformly from the remaining ones with a fixed ``seed``."""
+    own = list(dict.fromkeys(int(c) for c in row_labels))
+    rest = torch.tensor([c for c in range(num_classes) if c not in own])
+    if extra > len(rest):
+        raise ValueError(f"cannot draw {extra} extra classes: only {len(rest)} classes are left")
+    pick = torch.randperm(len(rest), generator=torch.Generator().manual_seed(seed))[:extra]
+    return own + rest[pick].tolist()
+
+
+def rescale_cells(cells: Tensor) -> Tensor:
+    """Min–max rescale each (3, H, W) cell of ``(..., 3, H, W)`` on its own to [0, 1];
+    a constant cell becomes 0.5 (mid-grey)."""
+    flat = cells.flatten(-3)
+    lo, hi = flat.min(-1, keepdim=True).values, flat.max(-1, keepdim=True).values
+    span = hi - lo
+    out = torch.where(span > 0, (flat - lo) / span.clamp_min(1e-30), torch.full_like(flat, 0.5))
+    return out.view_as(cells)
+
+
+def class_target_grid(
+    model: nn.Module,
+    images: Tensor,
+    targets: Sequence[int],
+    *,
+    row_names: Sequence[str],
+    target_names: Sequence[str],
+    method: str = "pullback",
+    steps: int = 5,
+    alpha: float = 20.0,
+    eps: float | None = 100.0,
+    temperature: float = 0.3,
+    pool_temperature: float | None = None,
+    gate: str = "sigmoid",
+    pool: str = "soft",
+    batch_size: int = 16,
+    progress: bool = True,
+    title: str | None = None,
+) -> Grid:
+    """Run the ascent for every (image, target) pair, ``batch_size`` pairs at a time,
+    and draw the grid: the clean image, then one column per target.
+
+    Each pair is an independent sample of ``gradient_ascent`` (METHOD.md §5), so the
+    result does not depend on ``batch_size``.
+    """
+    if images.dim() != 4:
+        raise ValueError(f"images must have shape (rows, 3, H, W), got {tuple(images.shape)}")
+    rows, cols = images.shape[0], len(targets)
+    if len(row_names) != rows or len(target_names) != cols:
+        raise ValueError(f"need {rows} row names and {cols} target names, got {len(row_names)} and {len(target_names)}")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    pair_images = images.repeat_interleave(cols, dim=0)          # (R*C, 3, H, W): row-major
+    pair_targets = torch.tensor(list(targets), dtype=torch.long).repeat(rows)
+    results = []
+    with tqdm(total=rows * cols, desc=f"{method} grid", unit="pair", disable=not progress) as bar:
+        for start in range(0, rows * cols, batch_size):
+            chunk = slice(start, start + batch_size)
+            results.append(gradient_ascent(
+                model, pair_images[chunk], pair_targets[chunk].to(images.device), steps=steps, alpha=alpha,
+                eps=eps, method=method, temperature=temperature, pool_temperature=pool_temperature,
+                gate=gate, pool=pool,
+            ))
+            bar.update(len(results[-1]))
+    perturbed = torch.cat(results).view(rows, cols, *images.shape[1:])
+    grid = Grid(images.detach(), perturbed.detach(), [int(t) for t in targets], list(row_names),
+                list(target_names), method, None)
+    grid.figure = draw_grid(grid, title=title)
+    return grid
+
+
+def draw_grid(grid: Grid, title: str | None = None, cell_inches: float = 1.9, show: str = "difference") -> Figure:
+    """The figure: column 0 the clean images, then one column per target showing the
+    rescaled difference (``show="difference"``) or the perturbed image (``"perturbed"``)."""
+    rows, cols = grid.perturbed.shape[:2]
+    if show == "difference":
+        cells = rescale_cells(grid.differences.float().cpu())
+    elif show == "perturbed":
+        cells = ((grid.perturbed.float().cpu() + 1) / 2).clamp(0, 1)
+    else:
+        raise ValueError(f"show must be 'difference' or 'perturbed', got {show!r}")
+    clean = ((grid.images.float().cpu() + 1) / 2).clamp(0, 1)
+    fig = Figure(figsize=(cell_inches * (cols + 1), cell_inches * rows + 0.4))
+    axes = fig.subplots(rows, cols + 1, squeeze=False, gridspec_kw=dict(wspace=0.02, hspace=0.02))
+    for r in range(rows):
+        for c in range(cols + 1):
+            ax = axes[r, c]
+            ax.imshow((clean[r] if c == 0 else cells[r, c - 1]).permute(1, 2, 0).numpy())
+            ax.set_xticks([]), ax.set_yticks([])
+            if r == 0:
+                ax.set_title("original" if c == 0 else grid.target_names[c - 1], fontsize=9)
+        axes[r, 0].set_ylabel(grid.row_names[r], fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.subplots_adjust(left=0.03, right=0.995, bottom=0.005, top=0.93 if title else 0.96)
+    return fig
+
+
+# Where the figures land (METHOD.md §6 names): <out>/<folder>/<model>_alpha_<a>_steps_<s>.jpg
+DIFF_FOLDERS = {"pullback": "pullback_diff", "gradient": "vanilla_grad_diff"}
+PERTURBED_FOLDERS = {"pullback": "pullback", "gradient": "vanilla_grad"}
+
+
+def grid_file_name(model_name: str, alpha: float, steps: int) -> str:
+    return f"{model_name}_alpha_{alpha:g}_steps_{steps}.jpg"
+
+
+def render_grids(
+    model: nn.Module,
+    images: Tensor,
+    row_labels: Sequence[int],
+    classes: Sequence[str],
+    model_name: str,
+    *,
+    targets: Sequence[int] | None = None,
+    extra: int = 1,
+    seed: int = 0,
+    methods: Sequence[str] = ("pullback", "gradient"),
+    out: str | Path | None = "media",
+    save_perturbed: bool = False,
+    row_names: Sequence[str] | None = None,
+    **ascent,
+) -> dict[str, Grid]:
+    """The paper's figure for each method, on the same images and targets.
+
+    ``targets`` default to the rows' own classes plus ``extra`` classes drawn with
+    ``seed``. With ``out``, each grid is saved as
+    ``<out>/pullback_diff/<model>_alpha_<a>_steps_<s>.jpg`` (``vanilla_grad_diff`` for the
+    gradient), and with ``save_perturbed`` the perturbed images under
+    ``<out>/pullback/`` (``vanilla_grad/``). ``ascent``: options of
+    :func:`class_target_grid` (steps, alpha, eps, temperature, ...).
+    """
+    targets = grid_targets(row_labels, extra, seed, len(classes)) if targets is None else list(targets)
+    row_names = [classes[int(c)] for c in row_labels] if row_names is None else list(row_names)
+    steps, alpha = ascent.get("steps", 5), ascent.get("alpha", 20.0)
+    grids = {}
+    for method in methods:
+        label = "excitation pullback" if method == "pullback" else "vanilla gradient"
+        grid = class_target_grid(
+            model, images, targets, row_names=row_names, target_names=[classes[t] for t in targets],
+            method=method, title=f"{model_name}: {label}, {steps} step(s), alpha {alpha:g}", **ascent)
+        if out is not None:
+            name = grid_file_name(model_name, alpha, steps)
+            grid.save(Path(out) / DIFF_FOLDERS[method] / name)
+            if save_perturbed:
+                fig = draw_grid(grid, title=f"{model_name}: perturbed images ({label})", show="perturbed")
+                Grid(**{**grid.__dict__, "figure": fig}).save(Path(out) / PERTURBED_FOLDERS[method] / name)
+        grids[method] = grid
+    return grids
