@@ -274,8 +274,11 @@ MODELS: dict[str, ModelSpec] = {
         name="efficientnet_lite0",
         build=_build_efficientnet_lite0,
         default_weights=_efficientnet_lite0_state_dict,
-        # Placeholder until the temperature sweep (METHOD §7) confirms or replaces it:
-        # a first look showed clean pullbacks near 1.0, checkerboard artefacts above 2.
+        # Chosen from the sweep in media/temperature_sweep/efficientnet_lite0.jpg (5 steps):
+        # T <= 0.5 (0.7 too, in a closer look) is close to the vanilla gradient (speckle,
+        # faint outlines), T = 1 shows the clearest object outlines (eyes, rocket and
+        # towers), T >= 1.5 adds a growing diagonal cross-hatch / checkerboard, and at 4
+        # the image is lost in it.
         temperature=1.0,
         pool_temperature=1.0,  # the network has no max pool; kept equal for callers
         mean=None,  # read from timm's pretrained_cfg: 0.5/0.5, the identity on [-1, 1]

@@ -1,0 +1,115 @@
+"""``temperature_sweep()``: how the pullback changes with the gate temperature T.
+
+One row per image: the clean image, then the difference ``x_steps - x0`` of the ascent
+towards the target for each temperature, then the vanilla gradient for reference. Low T
+approaches the vanilla gradient (METHOD.md §2), high T linearises the network, so the
+difference stops depending on the image. Used to choose a model's default temperature.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from matplotlib.figure import Figure
+from torch import Tensor, nn
+
+from .ascent import gradient_ascent
+from .grid import rescale_cells
+
+__all__ = ["DEFAULT_TEMPERATURES", "temperature_sweep", "draw_sweep"]
+
+DEFAULT_TEMPERATURES = (0.05, 0.1, 0.3, 0.5, 1.0, 2.0, 4.0)
+
+
+def _check_temperatures(temperatures: Sequence[float]) -> list[float]:
+    try:
+        values = [float(t) for t in temperatures]
+    except (TypeError, ValueError):
+        raise TypeError(f"temperatures must be a sequence of numbers, got {temperatures!r}") from None
+    if not values:
+        raise ValueError("temperatures must not be empty")
+    bad = [t for t in values if not math.isfinite(t) or t <= 0]
+    if bad:
+        raise ValueError(f"temperatures must be finite and > 0, got {bad}")
+    return values
+
+
+def temperature_sweep(
+    model: nn.Module,
+    image: Tensor,
+    target: int | Sequence[int],
+    temperatures: Sequence[float] = DEFAULT_TEMPERATURES,
+    *,
+    steps: int = 5,
+    alpha: float = 20.0,
+    eps: float | None = 100.0,
+    pool_temperature: float | None = None,
+    vanilla: bool = True,
+    row_names: Sequence[str] | None = None,
+    target_names: Sequence[str] | None = None,
+    title: str | None = None,
+) -> tuple[Tensor, Figure]:
+    """Ascend ``image`` towards ``target`` once per temperature (and once along the
+    vanilla gradient when ``vanilla``); return the differences and their figure.
+
+    ``image``: (3, H, W), or (N, 3, H, W) for N rows with one target each (``target`` an
+    int for all, or N ints). ``pool_temperature``: the max-pool temperature for every
+    column (``None``: equal to each column's ReLU temperature, like the demo).
+    Returns ``differences`` of shape (K, 3, H, W) for one image, (N, K, 3, H, W) for a
+    batch, with K = ``len(temperatures)`` (+1, the last, for the vanilla gradient), and
+    the figure.
+    """
+    temps = _check_temperatures(temperatures)
+    single = image.dim() == 3
+    images = image[None] if single else image
+    if images.dim() != 4:
+        raise ValueError(f"image must have shape (3, H, W) or (N, 3, H, W), got {tuple(image.shape)}")
+    n = images.shape[0]
+    targets = [int(target)] * n if isinstance(target, int) else [int(t) for t in target]
+    if len(targets) != n:
+        raise ValueError(f"need one target per image: {n} images, {len(targets)} targets")
+    x0 = images.detach()
+    common = dict(steps=steps, alpha=alpha, eps=eps)
+    columns = [
+        gradient_ascent(model, x0, targets, method="pullback", temperature=t,
+                        pool_temperature=pool_temperature, **common) - x0
+        for t in temps
+    ]
+    titles = [f"T = {t:g}" for t in temps]
+    if vanilla:
+        columns.append(gradient_ascent(model, x0, targets, method="gradient", **common) - x0)
+        titles.append("vanilla gradient")
+    diffs = torch.stack(columns, dim=1).detach()  # (N, K, 3, H, W)
+    if row_names is None:
+        row_names = [""] * n
+    if target_names is not None and len(target_names) == n:
+        row_names = [f"{r} → {t}" if r else f"→ {t}" for r, t in zip(row_names, target_names)]
+    figure = draw_sweep(x0, diffs, titles, list(row_names), title=title)
+    return (diffs[0] if single else diffs), figure
+
+
+def draw_sweep(
+    images: Tensor, diffs: Tensor, titles: Sequence[str], row_names: Sequence[str],
+    *, title: str | None = None, cell_inches: float = 1.7,
+) -> Figure:
+    """Clean image, then one min–max rescaled difference per column, one row per image."""
+    rows, cols = diffs.shape[:2]
+    clean = ((images.float().cpu() + 1) / 2).clamp(0, 1)
+    cells = rescale_cells(diffs.float().cpu())
+    fig = Figure(figsize=(cell_inches * (cols + 1), cell_inches * rows + (0.6 if title else 0.35)))
+    axes = fig.subplots(rows, cols + 1, squeeze=False, gridspec_kw=dict(wspace=0.02, hspace=0.02))
+    for r in range(rows):
+        for c in range(cols + 1):
+            ax = axes[r, c]
+            ax.imshow((clean[r] if c == 0 else cells[r, c - 1]).permute(1, 2, 0).numpy())
+            ax.set_xticks([]), ax.set_yticks([])
+            if r == 0:
+                ax.set_title("original" if c == 0 else titles[c - 1], fontsize=9)
+        axes[r, 0].set_ylabel(row_names[r], fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    top = 1 - (0.6 if title else 0.3) / (cell_inches * rows + (0.6 if title else 0.35))
+    fig.subplots_adjust(left=0.03, right=0.995, bottom=0.01, top=top)
+    return fig
