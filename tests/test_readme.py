@@ -1,0 +1,23 @@
+"""The README's example runs as written, and CI runs the README's test command."""
+
+import re
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def test_readme_example_runs_and_its_claim_holds():
+    code = re.search(r"```python\n(.*?)```", README, re.S).group(1)
+    scope: dict = {}
+    exec(compile(code, "README.md", "exec"), scope)
+    torch.testing.assert_close(scope["x"].grad, scope["g"])
+    assert scope["x5"].shape == scope["x"].shape and not torch.equal(scope["x5"], scope["x"].detach())
+
+
+def test_ci_runs_the_readme_test_command():
+    command = re.search(r"<!-- test-command -->\n```bash\n(.*?)\n```", README).group(1)
+    assert "pytest" in command and "pip install" in command
+    assert "test-command" in (ROOT / ".ci" / "run").read_text()
