@@ -17,19 +17,20 @@ def target_gradient(model: nn.Module, inputs: Tensor, targets: Tensor, mode: Sof
 
     Uses ``torch.autograd.grad`` so no parameter's ``.grad`` is ever written.
     """
-    x = inputs.detach().requires_grad_(True)
-    with torch.enable_grad(), (mode if mode is not None else nullcontext()):
-        logits = model(x)
-    if mode is not None and mode.gates_seen == 0:
-        raise ValueError(
-            f"no ReLU-family or max-pool call was seen in the forward pass of "
-            f"{type(model).__name__}, so the pullback would silently equal the vanilla "
-            "gradient; pullbacks gates nn.ReLU/ReLU6/LeakyReLU/Hardtanh, F.relu, torch.relu, "
-            "Tensor.relu(_), F.max_pool2d (use method='gradient' for a vanilla gradient)"
-        )
-    check_target_range(targets, logits)
-    loss = logits.gather(1, targets[:, None]).sum()
-    (grad,) = torch.autograd.grad(loss, x)
+    with torch.enable_grad():  # also when called under no_grad (e.g. by Captum's NoiseTunnel)
+        x = inputs.detach().requires_grad_(True)
+        with mode if mode is not None else nullcontext():
+            logits = model(x)
+        if mode is not None and mode.gates_seen == 0:
+            raise ValueError(
+                f"no ReLU-family or max-pool call was seen in the forward pass of "
+                f"{type(model).__name__}, so the pullback would silently equal the vanilla "
+                "gradient; pullbacks gates nn.ReLU/ReLU6/LeakyReLU/Hardtanh, F.relu, torch.relu, "
+                "Tensor.relu(_), F.max_pool2d (use method='gradient' for a vanilla gradient)"
+            )
+        check_target_range(targets, logits)
+        loss = logits.gather(1, targets[:, None]).sum()
+        (grad,) = torch.autograd.grad(loss, x)
     return grad
 
 

@@ -100,3 +100,12 @@ def test_model_without_gates_is_refused():
     pullbacks.gradient_ascent(linear, X, 0, method="gradient")  # a vanilla gradient is fine
     with pytest.raises(TypeError, match="nn.Module"):
         pullbacks.excitation_pullback(lambda x: x, X, 0)
+
+
+def test_works_under_no_grad():
+    m = mlp()
+    expected = pullbacks.excitation_pullback(m, X, 1)
+    with torch.no_grad():
+        torch.testing.assert_close(pullbacks.excitation_pullback(m, X, 1), expected)
+        out = pullbacks.gradient_ascent(m, X, 1, steps=1, alpha=1.0, eps=None, clip=None)
+    torch.testing.assert_close(out - X, expected / expected.norm(dim=1, keepdim=True))

@@ -1,0 +1,436 @@
+"""pullbacks.evaluate / pullbacks.metrics: each metric on a case computed by hand, the
+randomisation check on what it claims to re-initialise, and the library adapters."""
+
+import argparse
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+pytest.importorskip("captum")
+pytest.importorskip("quantus")
+
+from helpers import assert_unchanged, snapshot  # noqa: E402
+
+import pullbacks  # noqa: E402
+from pullbacks import evaluate as E  # noqa: E402
+from pullbacks import metrics as M  # noqa: E402
+
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """The models here are tiny: thread start-up costs more than it saves on a shared CPU."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+# ---------------------------------------------------------------------------- models
+
+
+class Linear(nn.Module):
+    """``logits = relu(W x + 100)``: exactly linear (``W x`` stays far below 100), and its
+    one ReLU is so strongly excited that the soft gate ``sigmoid(z / T)`` is 1.0 in float32,
+    so the pullback must equal the gradient ``W[target]`` exactly."""
+
+    def __init__(self, weight):
+        super().__init__()
+        w = torch.as_tensor(weight, dtype=torch.float32)
+        self.fc = nn.Linear(w.shape[1], w.shape[0])
+        with torch.no_grad():
+            self.fc.weight.copy_(w)
+            self.fc.bias.fill_(100.0)
+        self.eval()
+
+    def forward(self, x):
+        return torch.relu(self.fc(x.flatten(1)))
+
+
+def tiny_cnn(classes=10):
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+        nn.Conv2d(6, 6, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(24, classes),
+    ).eval()
+
+
+FAST = E.Settings(temperature=0.5, ig_steps=4, smoothgrad_samples=3, blocks=3, patch=8, fc_runs=12,
+                  infidelity_samples=6, batch=8)
+
+
+# ---------------------------------------------------------------------------- methods on a linear model
+
+
+def test_every_method_on_a_linear_model_matches_the_hand_computed_attribution():
+    torch.manual_seed(1)
+    w = torch.randn(3, 2 * 4 * 4) * 0.1
+    model = Linear(w)
+    x = torch.rand(2, 2, 4, 4) - 0.5
+    y = torch.tensor([2, 0])
+    grad = w[y].view_as(x)
+    s = E.Settings(temperature=0.3, alpha=0.01, ig_steps=8, smoothgrad_samples=4)
+    expected = {
+        "pullback": grad,  # soft gates at z ≈ 100 are exactly 1
+        "gradient": grad,
+        "smoothgrad": grad,  # the gradient of a linear model is the same at every noisy copy
+        "input_x_gradient": x * grad,
+        "integrated_gradients": x * grad,  # exact for a linear model, baseline 0
+        # 5 unclipped steps of 0.01 along the (constant) normalised gradient
+        "pullback_ascent": 5 * 0.01 * grad / grad.flatten(1).norm(dim=1).view(-1, 1, 1, 1),
+        "gradient_ascent": 5 * 0.01 * grad / grad.flatten(1).norm(dim=1).view(-1, 1, 1, 1),
+    }
+    assert set(expected) == set(E.METHODS)
+    for method, want in expected.items():
+        got = E.attribute(model, x, y, method, s)
+        assert got.shape == x.shape, method
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6, msg=method)
+
+
+def test_attribute_chunks_batches_without_changing_results():
+    m, x = tiny_cnn(), torch.rand(5, 3, 16, 16) * 2 - 1
+    for method in ("pullback", "smoothgrad", "integrated_gradients"):
+        whole = E.attribute(m, x, [1, 2, 3, 4, 5], method, E.Settings(batch=16, smoothgrad_samples=2, ig_steps=3))
+        parts = E.attribute(m, x, [1, 2, 3, 4, 5], method, E.Settings(batch=2, smoothgrad_samples=2, ig_steps=3))
+        torch.testing.assert_close(whole, parts, rtol=1e-4, atol=1e-6)  # SmoothGrad's noise too
+
+
+# ---------------------------------------------------------------------------- faithfulness correlation
+
+
+def test_faithfulness_correlation_hand_computed():
+    # one channel, 2×2 pixels, patch 1: four patches; each run removes one patch (to 0)
+    w = [[1.0, 2.0, 3.0, 4.0]]
+    model = Linear(w)
+    x = torch.tensor([1.0, 1.0, 1.0, -1.0]).view(1, 1, 2, 2)
+    y = torch.tensor([0])
+    masks = np.eye(4, dtype=bool)[None]  # (1 input, 4 runs, 4 patches)
+    grad = torch.tensor(w).view(1, 1, 2, 2)
+    scores = M.faithfulness_correlation(model, x, y, {"grad": grad, "ixg": x * grad, "neg": -x * grad},
+                                        patch=1, masks=masks)
+    # drops = w * x = [1, 2, 3, -4]; the gradient's sums = w = [1, 2, 3, 4]
+    # Pearson: deviations [-1.5, -.5, .5, 1.5] and [.5, 1.5, 2.5, -4.5]: -7 / sqrt(5 * 29)
+    assert scores["grad"][0] == pytest.approx(-7 / math.sqrt(145))
+    assert scores["ixg"][0] == pytest.approx(1.0)
+    assert scores["neg"][0] == pytest.approx(-1.0)
+
+
+def test_faithfulness_correlation_random_patches_is_exact_for_input_x_gradient():
+    torch.manual_seed(2)
+    w = torch.randn(2, 3 * 8 * 8) * 0.1
+    model = Linear(w)
+    x = torch.rand(3, 3, 8, 8) - 0.5
+    y = torch.tensor([0, 1, 0])
+    ixg = x * w[y].view_as(x)  # drop(S) = sum over S of w * x, whatever the subset
+    scores = M.faithfulness_correlation(model, x, y, {"ixg": ixg}, patch=2, subset=5, runs=20, seed=3)
+    np.testing.assert_allclose(scores["ixg"], 1.0, atol=1e-6)
+
+
+def test_patch_masks_have_the_subset_size_and_follow_the_seed():
+    m = M.patch_masks(2, 50, 16, 4, seed=1)
+    assert m.shape == (2, 50, 16) and (m.sum(-1) == 4).all()
+    assert (m == M.patch_masks(2, 50, 16, 4, seed=1)).all() and (m != M.patch_masks(2, 50, 16, 4, seed=2)).any()
+
+
+# ---------------------------------------------------------------------------- infidelity
+
+
+def test_infidelity_is_zero_for_any_rescaled_gradient_of_a_linear_model():
+    torch.manual_seed(4)
+    w = torch.randn(2, 3 * 8 * 8) * 0.1
+    model, x, y = Linear(w), torch.rand(2, 3, 8, 8) - 0.5, torch.tensor([1, 0])
+    grad = w[y].view_as(x)  # f(x) - f(x - I) = w · I exactly
+    s = M.infidelity(model, x, y, {"grad": grad, "scaled": -3 * grad, "ixg": x * grad}, patch=2, samples=16)
+    np.testing.assert_allclose(s["grad"], 0, atol=1e-8)
+    np.testing.assert_allclose(s["scaled"], 0, atol=1e-8)  # normalize=True: scale-invariant
+    assert (s["ixg"] > 1e-6).all()
+
+
+def test_infidelity_does_not_depend_on_the_batch_size():
+    m, x, y = tiny_cnn(), torch.rand(3, 3, 16, 16) * 2 - 1, torch.tensor([1, 2, 3])
+    a = {"g": E.attribute(m, x, y, "gradient")}
+    one = M.infidelity(m, x, y, a, patch=4, samples=10, batch=2)["g"]
+    other = M.infidelity(m, x, y, a, patch=4, samples=10, batch=64)["g"]
+    np.testing.assert_allclose(one, other, rtol=1e-4)
+
+
+def test_infidelity_hand_computed_expectation():
+    # f = x1 + x2, x = (1, 1), two 1-pixel patches removed independently with p = 1/2.
+    # Attribution (1, 0): I·a = m1, drop = m1 + m2, best scale beta = E[m1 (m1+m2)] / E[m1²] = 1 + p,
+    # infidelity = E[(p m1 - m2)²] = p - p³ = 0.375.
+    model = Linear([[1.0, 1.0]])
+    x, y = torch.ones(1, 1, 1, 2), torch.tensor([0])
+    a = torch.tensor([1.0, 0.0]).view(1, 1, 1, 2)
+    s = M.infidelity(model, x, y, {"a": a}, patch=1, p=0.5, samples=4000, batch=4000)
+    assert s["a"][0] == pytest.approx(0.375, abs=0.03)
+
+
+# ---------------------------------------------------------------------------- region perturbation
+
+
+def test_region_perturbation_hand_computed_curve():
+    # one channel 4×4, patch 2: four patches whose contributions w·x are [3, -1, 2, 0.5]
+    contrib = {(0, 0): 3.0, (0, 1): -1.0, (1, 0): 2.0, (1, 1): 0.5}
+    x = torch.full((1, 1, 4, 4), 0.25)
+    w = torch.zeros(1, 1, 4, 4)
+    for (i, j), c in contrib.items():
+        w[0, 0, 2 * i:2 * i + 2, 2 * j:2 * j + 2] = c / (4 * 0.25)
+    model, y = Linear(w.view(1, -1)), torch.tensor([0])
+    ixg = x * w  # ranks the patches 3, 2, 0.5, -1
+    aopc, curves = M.region_perturbation(model, x, y, {"ixg": ixg, "neg": -ixg}, patch=2)
+    np.testing.assert_allclose(curves["ixg"][0], [3, 5, 5.5, 4.5], atol=1e-4)
+    np.testing.assert_allclose(curves["neg"][0], [-1, -0.5, 1.5, 4.5], atol=1e-4)
+    assert aopc["ixg"][0] == pytest.approx(4.5, abs=1e-4)
+    assert aopc["neg"][0] == pytest.approx(1.125, abs=1e-4)
+
+
+# ---------------------------------------------------------------------------- random logit
+
+
+def test_random_logit_hand_computed():
+    # class 0 weighs the pixels 1..4; both other classes weigh them in reverse order, so
+    # whichever off-class Quantus draws, |gradient| ranks are reversed: Spearman -1.
+    model = Linear([[1.0, 2.0, 3.0, 4.0], [4.0, 3.0, 2.0, 1.0], [8.0, 6.0, 4.0, 2.0]])
+    x = torch.full((2, 1, 2, 2), 0.5)
+    y = torch.tensor([0, 0])
+    grad = torch.tensor([1.0, 2.0, 3.0, 4.0]).view(1, 1, 2, 2).expand(2, 1, 2, 2)
+    before = np.random.get_state()[1].copy()
+    s = M.random_logit(model, x, y, {"gradient": grad}, E.explain_func, num_classes=3,
+                       explain_kwargs={"gradient": {"reduce": "abs"}})
+    np.testing.assert_allclose(s["gradient"], -1.0, atol=1e-9)
+    assert (np.random.get_state()[1] == before).all()  # Quantus's np.random.seed is undone
+
+
+# ---------------------------------------------------------------------------- randomisation
+
+
+def test_randomisation_blocks_cover_every_layer_once_top_first():
+    m = tiny_cnn()
+    blocks = M.randomisation_blocks(m, 3)
+    assert blocks[0].modules == ("8",)  # the logit layer alone
+    flat = [n for b in reversed(blocks) for n in b.modules]
+    assert flat == ["0", "1", "4", "8"]  # every parameterised layer, once, in order
+    assert len(M.randomisation_blocks(m, 10)) == 4  # never more blocks than layers
+
+
+@pytest.mark.parametrize("name, labels", [
+    ("tf_efficientnet_lite0", ["classifier", "blocks.5–bn2", "blocks.4", "blocks.3", "conv_stem–blocks.2"]),
+    ("resnet18", ["fc", "layer4", "layer3", "layer2", "conv1–layer1"]),
+])
+def test_randomisation_blocks_cut_at_stage_boundaries(name, labels):
+    if name.startswith("tf_"):
+        import timm
+
+        net = timm.create_model(name, pretrained=False)
+    else:
+        import torchvision
+
+        net = getattr(torchvision.models, name)(weights=None)
+    blocks = M.randomisation_blocks(net, 5)
+    assert [b.label for b in blocks] == labels
+    layers = [n for n, m in net.named_modules() if any(True for _ in m.parameters(recurse=False))]
+    assert [n for b in reversed(blocks) for n in b.modules] == layers
+
+
+def test_randomised_copies_reinitialise_exactly_the_named_blocks_and_leave_the_model_alone():
+    m = tiny_cnn()
+    with torch.no_grad():  # non-default BatchNorm values, so that a reset is visible
+        m[1].running_mean.fill_(0.3)
+        m[1].running_var.fill_(2.0)
+        m[1].weight.fill_(0.7)
+        m[1].bias.fill_(0.2)
+    before = snapshot(m)
+    rng = torch.get_rng_state()
+    original = {k: v.clone() for k, v in m.state_dict().items()}
+    blocks = M.randomisation_blocks(m, 3)
+    done = set()
+    for block, copy in M.randomised_copies(m, blocks, seed=0):
+        assert copy is not m
+        done.update(block.modules)
+        for key, value in copy.state_dict().items():
+            layer = key.rsplit(".", 1)[0]
+            if key.endswith("num_batches_tracked"):
+                continue
+            if layer in done:
+                assert not torch.equal(value, original[key]), key
+            else:
+                assert torch.equal(value, original[key]), key
+    assert torch.equal(copy[1].running_mean, torch.zeros(6)) and torch.equal(copy[1].running_var, torch.ones(6))
+    assert_unchanged(m, before)
+    assert torch.equal(torch.get_rng_state(), rng)
+
+
+def test_randomisation_score_on_a_linear_model_is_the_hand_computed_rank_correlation():
+    torch.manual_seed(5)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 3)).eval()  # gradient = the weight row
+    w = model[1].weight.detach().clone()
+    x, y = torch.rand(2, 1, 4, 4) - 0.5, torch.tensor([0, 2])
+    r = E.evaluate(model, x, y, methods=["gradient"], metrics=["randomisation"], progress=False,
+                   settings=E.Settings(blocks=1, seed=7))
+    (_, copy), = list(M.randomised_copies(model, 1, seed=7))
+    new_w = copy[1].weight.detach()
+    assert not torch.equal(new_w, w) and torch.equal(model[1].weight, w)
+    from scipy.stats import spearmanr
+
+    want = [spearmanr(w[t].abs(), new_w[t].abs())[0] for t in y.tolist()]
+    np.testing.assert_allclose(r.scores["randomisation_top"]["gradient"], want, atol=1e-9)
+    assert r.stages == ["original", "1"]
+
+
+# ---------------------------------------------------------------------------- statistics
+
+
+def test_mean_se_and_bootstrap():
+    assert M.mean_se([1.0, 2.0, 3.0]) == pytest.approx((2.0, 1 / math.sqrt(3)))
+    assert M.mean_se([1.0, float("nan"), 3.0]) == pytest.approx((2.0, 1.0))
+    assert M.bootstrap_ci([0.7, 0.7, 0.7]) == pytest.approx((0.7, 0.7))
+    lo, hi = M.bootstrap_ci([0.0, 1.0, 0.0, 1.0])
+    assert 0.0 <= lo < 0.5 < hi <= 1.0
+    assert M.spearman(np.array([[1, 2, 3, 4]]), np.array([[10, 20, 30, 35]]))[0] == pytest.approx(1.0)
+
+
+# ---------------------------------------------------------------------------- adapters
+
+
+def test_captum_adapters_are_captum_attributions_with_the_right_values():
+    from captum.attr import GradientAttribution, NoiseTunnel
+
+    m, x = tiny_cnn(), torch.rand(3, 3, 16, 16) * 2 - 1
+    pb = E.ExcitationPullback(m, temperature=0.5)
+    assert isinstance(pb, GradientAttribution)
+    a = pb.attribute(x, target=[1, 2, 3])
+    assert isinstance(a, torch.Tensor) and a.shape == x.shape
+    torch.testing.assert_close(a, pullbacks.excitation_pullback(m, x, [1, 2, 3], temperature=0.5))
+    torch.testing.assert_close(pb.attribute(x, target=4), pullbacks.excitation_pullback(m, x, 4, temperature=0.5))
+    predicted = m(x).argmax(1)
+    torch.testing.assert_close(pb.attribute(x), pullbacks.excitation_pullback(m, x, predicted, temperature=0.5))
+    smooth = NoiseTunnel(pb).attribute(x, nt_type="smoothgrad", nt_samples=3, stdevs=0.1, target=torch.tensor([1, 2, 3]))
+    assert smooth.shape == x.shape
+    asc = E.PullbackAscent(m, steps=2, temperature=0.5).attribute(x, target=1)
+    torch.testing.assert_close(asc, pullbacks.gradient_ascent(m, x, 1, steps=2, temperature=0.5) - x)
+    gasc = E.GradientAscent(m, steps=2).attribute(x, target=1)
+    torch.testing.assert_close(gasc, pullbacks.gradient_ascent(m, x, 1, steps=2, method="gradient") - x)
+    with pytest.raises(TypeError):
+        pb.attribute(x, target=[(1, 2)] * 3)
+
+
+def test_explain_func_returns_numpy_in_the_shapes_quantus_expects():
+    import quantus
+
+    m = tiny_cnn()
+    x = (np.random.default_rng(0).random((2, 3, 16, 16)) * 2 - 1).astype(np.float32)
+    y = np.array([3, 4])
+    a = E.explain_func(m, x, y, method="pullback", temperature=0.5, device="cpu")
+    assert isinstance(a, np.ndarray) and a.dtype == np.float32 and a.shape == (2, 1, 16, 16)
+    assert E.explain_func(m, x, y, method="gradient", reduce=None).shape == (2, 3, 16, 16)
+    assert (E.explain_func(m, x, y, method="gradient", reduce="abs") >= 0).all()
+    with pytest.raises(TypeError, match="unknown settings"):
+        E.explain_func(m, x, y, temprature=0.5)
+    # a Quantus metric that calls explain_func itself (no a_batch given)
+    metric = quantus.FaithfulnessEstimate(features_in_step=64, perturb_baseline=0.0, disable_warnings=True)
+    scores = metric(model=m, x_batch=x, y_batch=y, a_batch=None, explain_func=E.explain_func,
+                    explain_func_kwargs={"method": "pullback", "temperature": 0.5}, channel_first=True,
+                    softmax=False, device="cpu")
+    assert len(scores) == 2 and all(np.isfinite(scores))
+
+
+# ---------------------------------------------------------------------------- the whole evaluation
+
+
+def test_evaluate_leaves_model_and_random_states_untouched_and_writes_the_report(tmp_path):
+    m = tiny_cnn()
+    x = torch.rand(3, 3, 16, 16) * 2 - 1
+    before, rng, nprng = snapshot(m), torch.get_rng_state(), np.random.get_state()[1].copy()
+    r = E.evaluate(m, x, [1, 2, 3], settings=FAST, progress=False, names=["a", "b", "c"], model_name="tiny")
+    assert_unchanged(m, before)
+    assert torch.equal(torch.get_rng_state(), rng) and (np.random.get_state()[1] == nprng).all()
+    assert set(r.scores) == set(E.COLUMNS)
+    for column, per_method in r.scores.items():
+        assert set(per_method) == set(E.METHODS) and all(v.shape == (3,) for v in per_method.values()), column
+    assert r.randomisation["pullback"].shape == (3, 4)  # original + 3 blocks
+    np.testing.assert_allclose(r.randomisation["pullback"][:, 0], 1.0)
+    paths = r.save(tmp_path / "out")
+    text = paths["report"].read_text()
+    assert "| Excitation pullback |" in text and "Excitation pullback − Vanilla gradient" in text and "±" in text
+    import re
+
+    for table in (r.table(), r.differences_table()):  # every row has as many cells as the header
+        cells = {len(re.split(r"(?<!\\)\|", row)) for row in table.splitlines()}
+        assert cells == {len(E.COLUMNS) + 3}, table
+    assert json.loads(paths["json"].read_text())["methods"] == list(E.METHODS)
+    assert paths["figure"].stat().st_size > 10_000
+    # the same seed gives the same numbers
+    again = E.evaluate(m, x, [1, 2, 3], settings=FAST, progress=False, metrics=["faithfulness_correlation"])
+    np.testing.assert_allclose(again.scores["faithfulness_correlation"]["smoothgrad"],
+                               r.scores["faithfulness_correlation"]["smoothgrad"])
+
+
+def test_evaluate_rejects_unknown_names():
+    m, x = tiny_cnn(), torch.rand(1, 3, 16, 16)
+    with pytest.raises(ValueError, match="did you mean 'pullback'"):
+        E.evaluate(m, x, 1, methods=["pulback"], progress=False)
+    with pytest.raises(ValueError, match="unknown metric"):
+        E.evaluate(m, x, 1, metrics=["accuracy"], progress=False)
+
+
+class _Tiny224(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 8, stride=8)
+        self.fc = nn.Linear(4, 1000)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.conv(x)).mean(dim=(2, 3)))
+
+
+@pytest.fixture
+def tiny_registered():
+    from pullbacks import models
+
+    def build():
+        torch.manual_seed(0)
+        return _Tiny224()
+
+    spec = models.ModelSpec(name="tiny_eval_test", build=build, default_weights=lambda: build().state_dict(),
+                            temperature=0.5, pool_temperature=0.5, mean=(0.5,) * 3, std=(0.5,) * 3)
+    models.register_model(spec)
+    yield spec.name
+    models.MODELS.pop(spec.name, None)
+
+
+def test_command_line_run_writes_table_and_figure(tmp_path, tiny_registered, capsys):
+    parser = argparse.ArgumentParser()
+    E.add_arguments(parser)
+    args = parser.parse_args(["--model", tiny_registered, "--out", str(tmp_path), "--ig-steps", "2",
+                              "--smoothgrad-samples", "2", "--blocks", "2", "--no-progress",
+                              "--methods", "pullback,gradient", "integrated_gradients"])
+    assert E.run(args) == 0
+    out = capsys.readouterr().out
+    assert "| Excitation pullback |" in out and "Integrated Gradients" in out
+    assert (tmp_path / "evaluation.md").is_file() and (tmp_path / "randomisation.png").is_file()
+    result = json.loads((tmp_path / "results.json").read_text())
+    assert result["targets"] == [285, 967, 657, 665] and result["settings"]["temperature"] == 0.5
+    bad = parser.parse_args(["--model", tiny_registered, "--metrics", "randomization"])
+    with pytest.raises(ValueError, match="randomisation"):
+        E.run(bad)
+
+
+def test_real_model_smoke():
+    """The one real-model check: the embedded EfficientNet-Lite0 on one photo, cheaply."""
+    from pullbacks.images import builtin_photos
+    from pullbacks.models import load_model
+
+    loaded = load_model("efficientnet_lite0")
+    photo = builtin_photos()[1]  # coffee → espresso
+    before = snapshot(loaded.model)
+    r = E.evaluate(loaded.model, photo.image[None], [photo.label], methods=["pullback", "gradient"],
+                   metrics=["randomisation", "faithfulness_correlation"], progress=False,
+                   settings=E.Settings(temperature=loaded.temperature, blocks=2, fc_runs=8))
+    assert_unchanged(loaded.model, before)
+    assert r.stages == ["original", "classifier", "conv_stem–bn2"]
+    sims = r.randomisation["pullback"][0]
+    assert sims[0] == 1.0 and sims[1] < 0.9 and np.isfinite(r.scores["faithfulness_correlation"]["pullback"]).all()
