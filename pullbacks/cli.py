@@ -25,7 +25,7 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
@@ -35,7 +35,7 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _positive_float(text: str) -> float:
+def positive_float(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
@@ -46,7 +46,7 @@ def _positive_float(text: str) -> float:
 
 
 def _eps(text: str) -> float | None:
-    return None if text.lower() == "none" else _positive_float(text)
+    return None if text.lower() == "none" else positive_float(text)
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -56,12 +56,12 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    help=f"one of {', '.join(available_models())} (default: %(default)s, works offline)")
     p.add_argument("--weights", default="default",
                    help="'default' (pretrained), 'random', or a state_dict file (default: %(default)s)")
-    p.add_argument("--steps", type=_positive_int, default=5, help="ascent steps (default: %(default)s)")
-    p.add_argument("--alpha", type=_positive_float, default=20.0, help="L2 length of a step (default: %(default)s)")
+    p.add_argument("--steps", type=positive_int, default=5, help="ascent steps (default: %(default)s)")
+    p.add_argument("--alpha", type=positive_float, default=20.0, help="L2 length of a step (default: %(default)s)")
     p.add_argument("--eps", type=_eps, default=100.0, help="L2 radius of the projection, or 'none' (default: %(default)s)")
-    p.add_argument("--temperature", type=_positive_float, default=None,
+    p.add_argument("--temperature", type=positive_float, default=None,
                    help="soft-gate temperature T (default: the model's recommended one)")
-    p.add_argument("--pool-temperature", type=_positive_float, default=None,
+    p.add_argument("--pool-temperature", type=positive_float, default=None,
                    help="max-pool temperature (default: the model's recommended one)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto (default: %(default)s)")
 
@@ -80,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="target classes, ids or names (default: the rows' classes plus --extra random ones)")
     grid.add_argument("--extra", type=int, default=1, help="random extra target classes (default: %(default)s)")
     grid.add_argument("--seed", type=int, default=0, help="seed of the extra classes (default: %(default)s)")
-    grid.add_argument("--batch-size", type=_positive_int, default=16, help="(image, target) pairs per batch")
+    grid.add_argument("--batch-size", type=positive_int, default=16, help="(image, target) pairs per batch")
     grid.add_argument("--out", default="media", help="output folder (default: %(default)s)")
     grid.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     grid.set_defaults(run=run_grid)

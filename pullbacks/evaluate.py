@@ -47,6 +47,8 @@ from torch import Tensor, nn
 
 from .ascent import gradient_ascent
 from .checks import as_target_tensor, check_inputs, check_model
+from .cli import positive_float, positive_int
+from .metrics import _device_of
 from .pullback import excitation_pullback
 
 __all__ = [
@@ -115,14 +117,6 @@ METHODS: dict[str, Method] = {
     "integrated_gradients": Method("Integrated Gradients", "Captum IntegratedGradients", lambda s: s.ig_steps),
 }
 PAIRS = (("pullback", "gradient"), ("pullback_ascent", "gradient_ascent"))
-
-
-def _device_of(model: nn.Module) -> torch.device:
-    for t in model.parameters():
-        return t.device
-    for t in model.buffers():
-        return t.device
-    return torch.device("cpu")
 
 
 def _chunks(n: int, size: int):
@@ -690,26 +684,6 @@ def evaluate(
 # --------------------------------------------------------------------------- command line
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``pullbacks evaluate``."""
     s = Settings()
@@ -728,15 +702,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="output folder for evaluation.md, results.json, randomisation.png (default: %(default)s)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="seed of every random draw (default: %(default)s)")
-    parser.add_argument("--batch", type=_positive_int, default=s.batch,
+    parser.add_argument("--batch", type=positive_int, default=s.batch,
                         help="images per forward/backward pass (default: %(default)s)")
-    parser.add_argument("--temperature", type=_positive_float, default=None,
+    parser.add_argument("--temperature", type=positive_float, default=None,
                         help="pullback temperature (default: the model's recommended one)")
-    parser.add_argument("--blocks", type=_positive_int, default=s.blocks,
+    parser.add_argument("--blocks", type=positive_int, default=s.blocks,
                         help="layer blocks in the randomisation cascade (default: %(default)s)")
-    parser.add_argument("--ig-steps", type=_positive_int, default=s.ig_steps,
+    parser.add_argument("--ig-steps", type=positive_int, default=s.ig_steps,
                         help="Integrated Gradients steps (default: %(default)s)")
-    parser.add_argument("--smoothgrad-samples", type=_positive_int, default=s.smoothgrad_samples,
+    parser.add_argument("--smoothgrad-samples", type=positive_int, default=s.smoothgrad_samples,
                         help="SmoothGrad noise samples (default: %(default)s)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 

@@ -122,15 +122,23 @@ def class_target_grid(
 def draw_grid(grid: Grid, title: str | None = None, cell_inches: float = 1.9, show: str = "difference") -> Figure:
     """The figure: column 0 the clean images, then one column per target showing the
     rescaled difference (``show="difference"``) or the perturbed image (``"perturbed"``)."""
-    rows, cols = grid.perturbed.shape[:2]
     if show == "difference":
         cells = rescale_cells(grid.differences.float().cpu())
     elif show == "perturbed":
         cells = ((grid.perturbed.float().cpu() + 1) / 2).clamp(0, 1)
     else:
         raise ValueError(f"show must be 'difference' or 'perturbed', got {show!r}")
-    clean = ((grid.images.float().cpu() + 1) / 2).clamp(0, 1)
-    fig = Figure(figsize=(cell_inches * (cols + 1), cell_inches * rows + 0.4))
+    return draw_cells(grid.images, cells, grid.target_names, grid.row_names, title=title, cell_inches=cell_inches)
+
+
+def draw_cells(images: Tensor, cells: Tensor, col_titles: Sequence[str], row_names: Sequence[str], *,
+               title: str | None = None, cell_inches: float = 1.9) -> Figure:
+    """A table of pictures: column 0 the clean ``images`` (R, 3, H, W) in [-1, 1], then the
+    ``cells`` (R, C, 3, H, W), already in [0, 1], under ``col_titles``; rows labelled."""
+    rows, cols = cells.shape[:2]
+    clean = ((images.float().cpu() + 1) / 2).clamp(0, 1)
+    height = cell_inches * rows + (0.6 if title else 0.35)
+    fig = Figure(figsize=(cell_inches * (cols + 1), height))
     axes = fig.subplots(rows, cols + 1, squeeze=False, gridspec_kw=dict(wspace=0.02, hspace=0.02))
     for r in range(rows):
         for c in range(cols + 1):
@@ -138,11 +146,11 @@ def draw_grid(grid: Grid, title: str | None = None, cell_inches: float = 1.9, sh
             ax.imshow((clean[r] if c == 0 else cells[r, c - 1]).permute(1, 2, 0).numpy())
             ax.set_xticks([]), ax.set_yticks([])
             if r == 0:
-                ax.set_title("original" if c == 0 else grid.target_names[c - 1], fontsize=9)
-        axes[r, 0].set_ylabel(grid.row_names[r], fontsize=9)
+                ax.set_title("original" if c == 0 else col_titles[c - 1], fontsize=9)
+        axes[r, 0].set_ylabel(row_names[r], fontsize=9)
     if title:
         fig.suptitle(title, fontsize=11)
-    fig.subplots_adjust(left=0.03, right=0.995, bottom=0.005, top=0.93 if title else 0.96)
+    fig.subplots_adjust(left=0.03, right=0.995, bottom=0.005, top=1 - (0.6 if title else 0.3) / height)
     return fig
 
 

@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from torch import Tensor, nn
 
 from .ascent import gradient_ascent
-from .grid import rescale_cells
+from .grid import draw_cells, rescale_cells
 
 __all__ = ["DEFAULT_TEMPERATURES", "temperature_sweep", "draw_sweep"]
 
@@ -95,21 +95,5 @@ def draw_sweep(
     *, title: str | None = None, cell_inches: float = 1.7,
 ) -> Figure:
     """Clean image, then one min–max rescaled difference per column, one row per image."""
-    rows, cols = diffs.shape[:2]
-    clean = ((images.float().cpu() + 1) / 2).clamp(0, 1)
-    cells = rescale_cells(diffs.float().cpu())
-    fig = Figure(figsize=(cell_inches * (cols + 1), cell_inches * rows + (0.6 if title else 0.35)))
-    axes = fig.subplots(rows, cols + 1, squeeze=False, gridspec_kw=dict(wspace=0.02, hspace=0.02))
-    for r in range(rows):
-        for c in range(cols + 1):
-            ax = axes[r, c]
-            ax.imshow((clean[r] if c == 0 else cells[r, c - 1]).permute(1, 2, 0).numpy())
-            ax.set_xticks([]), ax.set_yticks([])
-            if r == 0:
-                ax.set_title("original" if c == 0 else titles[c - 1], fontsize=9)
-        axes[r, 0].set_ylabel(row_names[r], fontsize=8)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    top = 1 - (0.6 if title else 0.3) / (cell_inches * rows + (0.6 if title else 0.35))
-    fig.subplots_adjust(left=0.03, right=0.995, bottom=0.01, top=top)
-    return fig
+    return draw_cells(images, rescale_cells(diffs.float().cpu()), titles, row_names, title=title,
+                      cell_inches=cell_inches)
