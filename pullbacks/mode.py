@@ -4,6 +4,11 @@ A :class:`torch.overrides.TorchFunctionMode` sees each call as it happens, wheth
 comes from a module (``nn.ReLU``, reused or not, in place or not), a functional call
 (``F.relu``, ``torch.relu``, ``Tensor.relu_``) or a pooling layer. Nothing is attached to
 the model, so nothing has to be undone: the model is never touched.
+
+The mode also watches eval-mode ``F.batch_norm`` calls and additions onto their outputs
+(a ResNet's ``out += identity``), without changing them: when such an output then enters
+a gate, the gate keeps a :class:`~pullbacks.gates.Replay` (the inputs autograd keeps
+anyway) instead of its own copy of ``z``, which saves one activation-sized buffer per gate.
 """
 
 from __future__ import annotations
@@ -16,7 +21,10 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-from .gates import GATES, POOLS, SoftHardtanh, SoftLeakyReLU, SoftMaxPool2d, SoftReLU
+from torch.utils.weak import WeakIdKeyDictionary
+
+from .gates import (GATES, POOLS, Replay, SoftHardtanh, SoftLeakyReLU, SoftMaxPool2d, SoftReLU,
+                    replay_add, replay_batch_norm)
 
 
 def check_temperature(value, name: str = "temperature") -> float:
@@ -70,6 +78,17 @@ class SoftGateMode(TorchFunctionMode):
             torch.max_pool2d: self._max_pool2d,
             F.max_pool2d_with_indices: self._max_pool2d_with_indices,
         }
+        # calls that run unchanged but whose outputs get a replay: output -> (version, Replay)
+        self._replays = WeakIdKeyDictionary()
+        add = self._add
+        self._recorders = {
+            F.batch_norm: self._batch_norm,
+            torch.add: add,
+            torch.Tensor.add: add,
+            torch.Tensor.__add__: add,
+            torch.Tensor.add_: add,
+            torch.Tensor.__iadd__: add,
+        }
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -79,7 +98,52 @@ class SoftGateMode(TorchFunctionMode):
             if isinstance(x, torch.Tensor) and x.requires_grad:
                 self.gates_seen += 1
                 return handler(args, kwargs)
+        recorder = self._recorders.get(func)
+        if recorder is not None and torch.is_grad_enabled():
+            return recorder(func, args, kwargs)
         return func(*args, **kwargs)
+
+    def __exit__(self, *exc):
+        self._replays = WeakIdKeyDictionary()  # hold no tensor past the block
+        return super().__exit__(*exc)
+
+    # --- replays -------------------------------------------------------------------------
+    def _replay(self, z) -> Replay | None:
+        """The replay of ``z``, if ``z`` came out of a recorded call and neither it nor the
+        replay's inputs were modified since."""
+        entry = self._replays.get(z) if isinstance(z, torch.Tensor) else None
+        if entry is None:
+            return None
+        version, replay = entry
+        return replay if z._version == version and replay.unchanged() else None
+
+    def _batch_norm(self, func, args, kwargs):
+        out = func(*args, **kwargs)
+        x, mean, var = (_arg(args, kwargs, i, n, None) for i, n in
+                        enumerate(("input", "running_mean", "running_var")))
+        weight, bias = _arg(args, kwargs, 3, "weight", None), _arg(args, kwargs, 4, "bias", None)
+        training, eps = _arg(args, kwargs, 5, "training", False), _arg(args, kwargs, 7, "eps", 1e-5)
+        if not training and mean is not None and var is not None and out.requires_grad:
+            self._replays[out] = (out._version, replay_batch_norm(x, mean, var, weight, bias, float(eps)))
+        return out
+
+    def _add(self, func, args, kwargs):
+        a = self._input(args, kwargs)
+        b = _arg(args, kwargs, 1, "other", None)
+        alpha = kwargs.get("alpha", 1)
+        if kwargs.get("out") is not None or not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)):
+            return func(*args, **kwargs)
+        ra, rb = self._replay(a), self._replay(b)
+        out = func(*args, **kwargs)
+        fits = lambda t: t.shape == out.shape and t.dtype == out.dtype  # noqa: E731
+        replay = None
+        if ra is not None and fits(a):
+            replay = replay_add(ra, b if rb is None else rb, alpha)
+        elif rb is not None and fits(b) and alpha == 1 and out is not a:  # a + b == b + a exactly
+            replay = replay_add(rb, a)
+        if replay is not None and isinstance(out, torch.Tensor) and out.requires_grad:
+            self._replays[out] = (out._version, replay)
+        return out
 
     # --- ReLU family -------------------------------------------------------------------
     def _input(self, args, kwargs):
@@ -88,7 +152,8 @@ class SoftGateMode(TorchFunctionMode):
     def _relu(self, args, kwargs, inplace=None):
         if inplace is None:
             inplace = bool(_arg(args, kwargs, 1, "inplace", False))
-        return SoftReLU.apply(self._input(args, kwargs), self.temperature, self.gate, inplace)
+        x = self._input(args, kwargs)
+        return SoftReLU.apply(x, self.temperature, self.gate, inplace, self._replay(x))
 
     def _relu_inplace(self, args, kwargs):
         return self._relu(args, kwargs, inplace=True)
@@ -99,7 +164,7 @@ class SoftGateMode(TorchFunctionMode):
         if inplace is None:
             inplace = bool(_arg(args, kwargs, 3, "inplace", False))
         x = self._input(args, kwargs)
-        return SoftHardtanh.apply(x, lo, hi, self.temperature, self.gate, inplace)
+        return SoftHardtanh.apply(x, lo, hi, self.temperature, self.gate, inplace, self._replay(x))
 
     def _hardtanh_inplace(self, args, kwargs):
         return self._hardtanh(args, kwargs, inplace=True)
@@ -108,7 +173,7 @@ class SoftGateMode(TorchFunctionMode):
         if inplace is None:
             inplace = bool(_arg(args, kwargs, 1, "inplace", False))
         x = self._input(args, kwargs)
-        return SoftHardtanh.apply(x, 0.0, 6.0, self.temperature, self.gate, inplace)
+        return SoftHardtanh.apply(x, 0.0, 6.0, self.temperature, self.gate, inplace, self._replay(x))
 
     def _relu6_inplace(self, args, kwargs):
         return self._relu6(args, kwargs, inplace=True)
@@ -118,7 +183,7 @@ class SoftGateMode(TorchFunctionMode):
         if inplace is None:
             inplace = bool(_arg(args, kwargs, 2, "inplace", False))
         x = self._input(args, kwargs)
-        return SoftLeakyReLU.apply(x, slope, self.temperature, self.gate, inplace)
+        return SoftLeakyReLU.apply(x, slope, self.temperature, self.gate, inplace, self._replay(x))
 
     def _leaky_relu_inplace(self, args, kwargs):
         return self._leaky_relu(args, kwargs, inplace=True)

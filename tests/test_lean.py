@@ -1,0 +1,120 @@
+"""The lean paths of the gates: gates after an eval batch norm (and a residual addition)
+keep a replay, not a copy of ``z`` (same gradients, no activation-sized buffer of their
+own, safe fallbacks), and the soft max pool works block by block."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import pullbacks
+import pullbacks.gates as gates
+from reference import reference_pullback
+from test_gates import POOL_CASES, slow_soft_pool_grad
+
+
+def saved_bytes(model, x, mode=None):
+    """Bytes of the distinct non-parameter storages autograd keeps for the backward pass."""
+    own = {t.untyped_storage().data_ptr() for t in [*model.parameters(), *model.buffers()]}
+    seen = {}
+
+    def pack(t):
+        if t.untyped_storage().data_ptr() not in own:
+            seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        if mode is None:
+            model(x.detach().requires_grad_(True))
+        else:
+            with mode:
+                model(x.detach().requires_grad_(True))
+    return sum(seen.values())
+
+
+class Block(nn.Module):
+    """conv-bn-relu(in place) twice, a residual ``out += identity`` and a last relu."""
+
+    def __init__(self, identity_bn: bool):
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4)
+        self.conv2, self.bn2 = nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4)
+        self.down = nn.Sequential(nn.Conv2d(4, 4, 1), nn.BatchNorm2d(4)) if identity_bn else nn.Identity()
+        self.relu = nn.ReLU(inplace=True)
+        self.head = nn.Linear(4 * 6 * 6, 3)
+
+    def forward(self, x):
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        out += self.down(x)
+        return self.head(self.relu(out).flatten(1))
+
+
+def block(identity_bn):
+    torch.manual_seed(0)
+    model = Block(identity_bn).double().eval()
+    for m in model.modules():  # non-trivial running statistics
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5), m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5), m.bias.data.uniform_(-0.3, 0.3)
+    return model
+
+
+def test_residual_block_equals_reference_and_saves_no_copy():
+    x = torch.randn(2, 4, 6, 6, dtype=torch.float64)
+    for identity_bn in (False, True):
+        model = block(identity_bn)
+        got = pullbacks.excitation_pullback(model, x, [0, 2], temperature=0.4)
+        torch.testing.assert_close(got, reference_pullback(model, x, [0, 2], 0.4), rtol=1e-10, atol=1e-12)
+        # every gate here follows an eval batch norm: it keeps that op's inputs, not z
+        assert saved_bytes(model, x, pullbacks.soft_gates(0.4)) <= saved_bytes(model, x)
+
+
+def test_changed_batch_norm_output_falls_back_to_a_copy():
+    bn = nn.BatchNorm1d(5).double().eval()
+    bn.running_mean.uniform_(-1, 1)
+    z0 = torch.randn(7, 5, dtype=torch.float64, requires_grad=True)
+    with pullbacks.soft_gates(0.5):
+        z = bn(z0 * 1.0)
+        z.add_(0.25)  # the replay of bn's output no longer holds
+        y = F.relu(z, inplace=True)
+    y.sum().backward()
+    pre = (bn(z0.detach()) + 0.25)
+    expected = torch.sigmoid(pre / 0.5) * (bn.weight / torch.sqrt(bn.running_var + bn.eps)).detach()
+    torch.testing.assert_close(z0.grad, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_training_mode_batch_norm_is_not_replayed():
+    bn = nn.BatchNorm1d(3).double().train()
+    z0 = torch.randn(6, 3, dtype=torch.float64, requires_grad=True)
+    with pullbacks.soft_gates(0.5):
+        y = torch.relu(bn(z0))
+    g = torch.autograd.grad(y.sum(), z0)[0]
+    z = z0.detach().clone().requires_grad_(True)
+    pre = F.batch_norm(z, None, None, bn.weight, bn.bias, True)
+    expected = torch.autograd.grad(pre, z, torch.sigmoid(pre.detach() / 0.5))[0]
+    torch.testing.assert_close(g, expected, rtol=1e-10, atol=1e-12)
+
+
+def test_replayed_backward_may_run_twice():
+    model = block(True)
+    x = torch.randn(1, 4, 6, 6, dtype=torch.float64, requires_grad=True)
+    with pullbacks.soft_gates(0.3):
+        out = model(x)[0, 1]
+    first = torch.autograd.grad(out, x, retain_graph=True)[0]
+    torch.testing.assert_close(torch.autograd.grad(out, x)[0], first, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("block_bytes", [1, 200, 5000])
+def test_soft_pool_in_blocks_of_samples_and_channels(monkeypatch, block_bytes):
+    monkeypatch.setattr(gates, "_POOL_BLOCK_BYTES", block_bytes)
+    x = torch.randn(3, 5, 7, 8, dtype=torch.float64)
+    for case in POOL_CASES:
+        pair = lambda v: (v, v) if isinstance(v, int) else v  # noqa: E731
+        k, s = pair(case["kernel_size"]), pair(case.get("stride"))
+        p, d = pair(case.get("padding", 0)), pair(case.get("dilation", 1))
+        g = torch.randn_like(F.max_pool2d(x, **case))
+        for xx in (x, x.contiguous(memory_format=torch.channels_last)):
+            got = gates.soft_max_pool2d_backward(xx, g, k, s, p, d, 0.5)
+            expected = slow_soft_pool_grad(x, g, k, s, p, d, case.get("ceil_mode", False), 0.5, "soft")
+            torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)
