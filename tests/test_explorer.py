@@ -6,9 +6,9 @@ import torch
 from PIL import Image
 from torch import nn
 
-from pullbacks import explorer
-from pullbacks.explain import Explanation, explain_image
-from pullbacks.explorer import explore, explorer_widget, image_options, resolve_image
+from pullbacks.apps import explorer
+from pullbacks.figures.explain import Explanation, explain_image
+from pullbacks.apps.explorer import explore, explorer_widget, image_options, resolve_image
 from pullbacks.images import DataUnavailableError, ImageLoadError
 from pullbacks.models import InputSpaceWrapper, LoadedModel, WeightsUnavailableError, imagenet_classes
 

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import pullbacks
-from pullbacks.gates import soft_max_pool2d_backward
+from pullbacks.core.rules.pool import soft_max_pool2d_backward
 
 torch.manual_seed(0)
 

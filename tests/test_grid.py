@@ -5,7 +5,8 @@ from PIL import Image
 from torch import nn
 
 import pullbacks
-from pullbacks.grid import class_target_grid, grid_targets, render_grids, rescale_cells
+from pullbacks.figures.cells import rescale_cells
+from pullbacks.figures.grid import class_target_grid, grid_targets, render_grids
 
 CLASSES = [f"class {i}" for i in range(10)]
 

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import pullbacks
-import pullbacks.gates as gates
+import pullbacks.core.rules.pool as pool_rule
 from reference import reference_pullback
 from test_gates import POOL_CASES, slow_soft_pool_grad
 
@@ -107,7 +107,7 @@ def test_replayed_backward_may_run_twice():
 
 @pytest.mark.parametrize("block_bytes", [1, 200, 5000])
 def test_soft_pool_in_blocks_of_samples_and_channels(monkeypatch, block_bytes):
-    monkeypatch.setattr(gates, "_POOL_BLOCK_BYTES", block_bytes)
+    monkeypatch.setattr(pool_rule, "_POOL_BLOCK_BYTES", block_bytes)
     x = torch.randn(3, 5, 7, 8, dtype=torch.float64)
     for case in POOL_CASES:
         pair = lambda v: (v, v) if isinstance(v, int) else v  # noqa: E731
@@ -115,6 +115,6 @@ def test_soft_pool_in_blocks_of_samples_and_channels(monkeypatch, block_bytes):
         p, d = pair(case.get("padding", 0)), pair(case.get("dilation", 1))
         g = torch.randn_like(F.max_pool2d(x, **case))
         for xx in (x, x.contiguous(memory_format=torch.channels_last)):
-            got = gates.soft_max_pool2d_backward(xx, g, k, s, p, d, 0.5)
+            got = pool_rule.soft_max_pool2d_backward(xx, g, k, s, p, d, 0.5)
             expected = slow_soft_pool_grad(x, g, k, s, p, d, case.get("ceil_mode", False), 0.5, "soft")
             torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from pullbacks import models as models_module
-from pullbacks import paper
+from pullbacks.apps import notebook as paper
 from pullbacks.images import IMAGENETTE_ROWS, DataUnavailableError, Photo, builtin_photos
 from pullbacks.models import WeightsUnavailableError, load_model
 

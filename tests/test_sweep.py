@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from pullbacks import gradient_ascent
-from pullbacks.sweep import DEFAULT_TEMPERATURES, temperature_sweep
+from pullbacks.figures.sweep import DEFAULT_TEMPERATURES, temperature_sweep
 
 
 def cnn():

@@ -8,15 +8,15 @@ difference stops depending on the image. Used to choose a model's default temper
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 
-from .ascent import gradient_ascent
-from .grid import draw_cells, rescale_cells
+from ..core.ascent import gradient_ascent
+from ..core.options import AscentOptions, build, temperature
+from .cells import draw_cells, rescale_cells
 
 __all__ = ["DEFAULT_TEMPERATURES", "temperature_sweep", "draw_sweep"]
 
@@ -24,15 +24,11 @@ DEFAULT_TEMPERATURES = (0.05, 0.1, 0.3, 0.5, 1.0, 2.0, 4.0)
 
 
 def _check_temperatures(temperatures: Sequence[float]) -> list[float]:
-    try:
-        values = [float(t) for t in temperatures]
-    except (TypeError, ValueError):
-        raise TypeError(f"temperatures must be a sequence of numbers, got {temperatures!r}") from None
+    if isinstance(temperatures, (str, bytes)) or not hasattr(temperatures, "__iter__"):
+        raise TypeError(f"temperatures must be a sequence of numbers, got {temperatures!r}")
+    values = [temperature(t, "each of temperatures") for t in temperatures]
     if not values:
         raise ValueError("temperatures must not be empty")
-    bad = [t for t in values if not math.isfinite(t) or t <= 0]
-    if bad:
-        raise ValueError(f"temperatures must be finite and > 0, got {bad}")
     return values
 
 
@@ -42,25 +38,26 @@ def temperature_sweep(
     target: int | Sequence[int],
     temperatures: Sequence[float] = DEFAULT_TEMPERATURES,
     *,
-    steps: int = 5,
-    alpha: float = 20.0,
-    eps: float | None = 100.0,
-    pool_temperature: float | None = None,
+    options: AscentOptions | None = None,
     vanilla: bool = True,
     row_names: Sequence[str] | None = None,
     target_names: Sequence[str] | None = None,
     title: str | None = None,
+    **overrides,
 ) -> tuple[Tensor, Figure]:
     """Ascend ``image`` towards ``target`` once per temperature (and once along the
     vanilla gradient when ``vanilla``); return the differences and their figure.
 
     ``image``: (3, H, W), or (N, 3, H, W) for N rows with one target each (``target`` an
-    int for all, or N ints). ``pool_temperature``: the max-pool temperature for every
-    column (``None``: equal to each column's ReLU temperature, like the demo).
+    int for all, or N ints). Options: an :class:`AscentOptions` and/or its fields as
+    keywords; ``temperature`` and ``method`` are set per column, and ``pool_temperature``
+    is the max-pool temperature for every column (``None``: each column's ``temperature``,
+    like the demo).
     Returns ``differences`` of shape (K, 3, H, W) for one image, (N, K, 3, H, W) for a
     batch, with K = ``len(temperatures)`` (+1, the last, for the vanilla gradient), and
     the figure.
     """
+    o = build(AscentOptions, options, overrides)
     temps = _check_temperatures(temperatures)
     single = image.dim() == 3
     images = image[None] if single else image
@@ -71,15 +68,11 @@ def temperature_sweep(
     if len(targets) != n:
         raise ValueError(f"need one target per image: {n} images, {len(targets)} targets")
     x0 = images.detach()
-    common = dict(steps=steps, alpha=alpha, eps=eps)
-    columns = [
-        gradient_ascent(model, x0, targets, method="pullback", temperature=t,
-                        pool_temperature=pool_temperature, **common) - x0
-        for t in temps
-    ]
+    columns = [gradient_ascent(model, x0, targets, o.replace(method="pullback", temperature=t)) - x0
+               for t in temps]
     titles = [f"T = {t:g}" for t in temps]
     if vanilla:
-        columns.append(gradient_ascent(model, x0, targets, method="gradient", **common) - x0)
+        columns.append(gradient_ascent(model, x0, targets, o.replace(method="gradient")) - x0)
         titles.append("vanilla gradient")
     diffs = torch.stack(columns, dim=1).detach()  # (N, K, 3, H, W)
     if row_names is None:

@@ -1,4 +1,4 @@
-"""``class_target_grid()``: the paper's class × target figure (METHOD.md §6).
+"""``class_target_grid()``: the paper's class × target figure (docs/method.md, "The figure").
 
 Every (image, target) pair is one sample of a batched ``gradient_ascent``; the cell shown
 is ``x_steps - x0``, min–max rescaled on its own (a cell with no change is mid-grey).
@@ -15,7 +15,9 @@ from torch import Tensor, nn
 from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
-from .ascent import gradient_ascent
+from ..core.ascent import gradient_ascent
+from ..core.options import AscentOptions, build, positive_integer
+from .cells import draw_cells, rescale_cells
 
 
 @dataclass
@@ -58,16 +60,6 @@ def grid_targets(row_labels: Sequence[int], extra: int = 1, seed: int = 0, num_c
     return own + rest[pick].tolist()
 
 
-def rescale_cells(cells: Tensor) -> Tensor:
-    """Min–max rescale each (3, H, W) cell of ``(..., 3, H, W)`` on its own to [0, 1];
-    a constant cell becomes 0.5 (mid-grey)."""
-    flat = cells.flatten(-3)
-    lo, hi = flat.min(-1, keepdim=True).values, flat.max(-1, keepdim=True).values
-    span = hi - lo
-    out = torch.where(span > 0, (flat - lo) / span.clamp_min(1e-30), torch.full_like(flat, 0.5))
-    return out.view_as(cells)
-
-
 def class_target_grid(
     model: nn.Module,
     images: Tensor,
@@ -75,46 +67,37 @@ def class_target_grid(
     *,
     row_names: Sequence[str],
     target_names: Sequence[str],
-    method: str = "pullback",
-    steps: int = 5,
-    alpha: float = 20.0,
-    eps: float | None = 100.0,
-    temperature: float = 0.3,
-    pool_temperature: float | None = None,
-    gate: str = "sigmoid",
-    pool: str = "soft",
+    options: AscentOptions | None = None,
     batch_size: int = 16,
     progress: bool = True,
     title: str | None = None,
+    **overrides,
 ) -> Grid:
     """Run the ascent for every (image, target) pair, ``batch_size`` pairs at a time,
     and draw the grid: the clean image, then one column per target.
 
-    Each pair is an independent sample of ``gradient_ascent`` (METHOD.md §5), so the
-    result does not depend on ``batch_size``.
+    Options: an :class:`AscentOptions` and/or its fields as keywords (``method``,
+    ``steps``, ``temperature``, ...). Each pair is an independent sample of
+    ``gradient_ascent``, so the result does not depend on ``batch_size``.
     """
+    o = build(AscentOptions, options, overrides)
+    positive_integer(batch_size, "batch_size")
     if images.dim() != 4:
         raise ValueError(f"images must have shape (rows, 3, H, W), got {tuple(images.shape)}")
     rows, cols = images.shape[0], len(targets)
     if len(row_names) != rows or len(target_names) != cols:
         raise ValueError(f"need {rows} row names and {cols} target names, got {len(row_names)} and {len(target_names)}")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     pair_images = images.repeat_interleave(cols, dim=0)          # (R*C, 3, H, W): row-major
     pair_targets = torch.tensor(list(targets), dtype=torch.long).repeat(rows)
     results = []
-    with tqdm(total=rows * cols, desc=f"{method} grid", unit="pair", disable=not progress) as bar:
+    with tqdm(total=rows * cols, desc=f"{o.method} grid", unit="pair", disable=not progress) as bar:
         for start in range(0, rows * cols, batch_size):
             chunk = slice(start, start + batch_size)
-            results.append(gradient_ascent(
-                model, pair_images[chunk], pair_targets[chunk].to(images.device), steps=steps, alpha=alpha,
-                eps=eps, method=method, temperature=temperature, pool_temperature=pool_temperature,
-                gate=gate, pool=pool,
-            ))
+            results.append(gradient_ascent(model, pair_images[chunk], pair_targets[chunk].to(images.device), o))
             bar.update(len(results[-1]))
     perturbed = torch.cat(results).view(rows, cols, *images.shape[1:])
     grid = Grid(images.detach(), perturbed.detach(), [int(t) for t in targets], list(row_names),
-                list(target_names), method, None)
+                list(target_names), o.method, None)
     grid.figure = draw_grid(grid, title=title)
     return grid
 
@@ -131,30 +114,7 @@ def draw_grid(grid: Grid, title: str | None = None, cell_inches: float = 1.9, sh
     return draw_cells(grid.images, cells, grid.target_names, grid.row_names, title=title, cell_inches=cell_inches)
 
 
-def draw_cells(images: Tensor, cells: Tensor, col_titles: Sequence[str], row_names: Sequence[str], *,
-               title: str | None = None, cell_inches: float = 1.9) -> Figure:
-    """A table of pictures: column 0 the clean ``images`` (R, 3, H, W) in [-1, 1], then the
-    ``cells`` (R, C, 3, H, W), already in [0, 1], under ``col_titles``; rows labelled."""
-    rows, cols = cells.shape[:2]
-    clean = ((images.float().cpu() + 1) / 2).clamp(0, 1)
-    height = cell_inches * rows + (0.6 if title else 0.35)
-    fig = Figure(figsize=(cell_inches * (cols + 1), height))
-    axes = fig.subplots(rows, cols + 1, squeeze=False, gridspec_kw=dict(wspace=0.02, hspace=0.02))
-    for r in range(rows):
-        for c in range(cols + 1):
-            ax = axes[r, c]
-            ax.imshow((clean[r] if c == 0 else cells[r, c - 1]).permute(1, 2, 0).numpy())
-            ax.set_xticks([]), ax.set_yticks([])
-            if r == 0:
-                ax.set_title("original" if c == 0 else col_titles[c - 1], fontsize=9)
-        axes[r, 0].set_ylabel(row_names[r], fontsize=9)
-    if title:
-        fig.suptitle(title, fontsize=11)
-    fig.subplots_adjust(left=0.03, right=0.995, bottom=0.005, top=1 - (0.6 if title else 0.3) / height)
-    return fig
-
-
-# Where the figures land (METHOD.md §6 names): <out>/<folder>/<model>_alpha_<a>_steps_<s>.jpg
+# Where the figures land (the paper's names): <out>/<folder>/<model>_alpha_<a>_steps_<s>.jpg
 DIFF_FOLDERS = {"pullback": "pullback_diff", "gradient": "vanilla_grad_diff"}
 PERTURBED_FOLDERS = {"pullback": "pullback", "gradient": "vanilla_grad"}
 
@@ -177,7 +137,10 @@ def render_grids(
     out: str | Path | None = "media",
     save_perturbed: bool = False,
     row_names: Sequence[str] | None = None,
-    **ascent,
+    options: AscentOptions | None = None,
+    batch_size: int = 16,
+    progress: bool = True,
+    **overrides,
 ) -> dict[str, Grid]:
     """The paper's figure for each method, on the same images and targets.
 
@@ -185,20 +148,22 @@ def render_grids(
     ``seed``. With ``out``, each grid is saved as
     ``<out>/pullback_diff/<model>_alpha_<a>_steps_<s>.jpg`` (``vanilla_grad_diff`` for the
     gradient), and with ``save_perturbed`` the perturbed images under
-    ``<out>/pullback/`` (``vanilla_grad/``). ``ascent``: options of
-    :func:`class_target_grid` (steps, alpha, eps, temperature, ...).
+    ``<out>/pullback/`` (``vanilla_grad/``). Options: an :class:`AscentOptions` and/or its
+    fields as keywords (``steps``, ``alpha``, ``temperature``, ...); ``method`` is each of
+    ``methods`` in turn.
     """
+    o = build(AscentOptions, options, overrides)
     targets = grid_targets(row_labels, extra, seed, len(classes)) if targets is None else list(targets)
     row_names = [classes[int(c)] for c in row_labels] if row_names is None else list(row_names)
-    steps, alpha = ascent.get("steps", 5), ascent.get("alpha", 20.0)
     grids = {}
     for method in methods:
         label = "excitation pullback" if method == "pullback" else "vanilla gradient"
         grid = class_target_grid(
             model, images, targets, row_names=row_names, target_names=[classes[t] for t in targets],
-            method=method, title=f"{model_name}: {label}, {steps} step(s), alpha {alpha:g}", **ascent)
+            options=o.replace(method=method), batch_size=batch_size, progress=progress,
+            title=f"{model_name}: {label}, {o.steps} step(s), alpha {o.alpha:g}")
         if out is not None:
-            name = grid_file_name(model_name, alpha, steps)
+            name = grid_file_name(model_name, o.alpha, o.steps)
             grid.save(Path(out) / DIFF_FOLDERS[method] / name)
             if save_perturbed:
                 fig = draw_grid(grid, title=f"{model_name}: perturbed images ({label})", show="perturbed")

@@ -1,4 +1,4 @@
-"""The notebook's logic for reproducing the paper's figures (``pullbacks.ipynb``).
+"""The notebook's helpers for reproducing the paper's figures (``pullbacks.ipynb``).
 
     for setup in paper_setups(["resnet50", "vgg11_bn", "densenet121"], device="auto"):
         print(setup.message)                      # one line per model
@@ -25,10 +25,11 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from .grid import DIFF_FOLDERS, PERTURBED_FOLDERS, Grid, grid_file_name, render_grids
-from .images import DataUnavailableError, Photo, builtin_photos, imagenette_rows
-from .models import OFFLINE_MODEL, LoadedModel, WeightsUnavailableError, load_model, resolve_device
-from .sweep import DEFAULT_TEMPERATURES, temperature_sweep
+from ..core.options import AscentOptions
+from ..figures.grid import DIFF_FOLDERS, PERTURBED_FOLDERS, Grid, grid_file_name, render_grids
+from ..figures.sweep import DEFAULT_TEMPERATURES, temperature_sweep
+from ..images import DataUnavailableError, Photo, builtin_photos, imagenette_rows
+from ..models import OFFLINE_MODEL, LoadedModel, WeightsUnavailableError, load_model, resolve_device
 
 __all__ = [
     "DATA_SOURCES",
@@ -109,19 +110,12 @@ def _quiet_downloads():
         yield
 
 
-def _weights_arg(weights):
-    if weights is None or (isinstance(weights, str) and weights == "random"):
-        return None
-    return weights
-
-
 def _describe_weights(weights, model_name: str) -> str:
-    w = _weights_arg(weights)
-    if w is None:
+    if weights is None or weights == "random":
         return "random weights"
-    if isinstance(w, str) and w == "default":
+    if isinstance(weights, str) and weights == "default":
         return "embedded pretrained weights" if loaded_is_offline(model_name) else "pretrained weights"
-    return f"weights from {Path(os.fspath(w)).name}"
+    return f"weights from {Path(os.fspath(weights)).name}"
 
 
 def paper_setup(
@@ -155,7 +149,7 @@ def paper_setup(
     used_fallback = False
     try:
         with _quiet_downloads():
-            loaded = load_model(model_name, weights=_weights_arg(weights), device=dev)
+            loaded = load_model(model_name, weights=weights, device=dev)
         parts.append(_describe_weights(weights, model_name))
     except WeightsUnavailableError as e:
         if not fallback or loaded_is_offline(model_name):
@@ -235,12 +229,8 @@ def _class_id(setup: PaperSetup, name_or_id) -> int:
 
 def paper_grids(
     setup: PaperSetup,
+    options: AscentOptions | None = None,
     *,
-    steps: int = 5,
-    alpha: float = 20.0,
-    eps: float | None = 100.0,
-    temperature: float | None = None,
-    pool_temperature: float | None = None,
     extra_class: str | int | None = "ostrich",
     seed: int = 0,
     methods: Sequence[str] = ("pullback", "gradient"),
@@ -248,17 +238,20 @@ def paper_grids(
     save_perturbed: bool = True,
     batch_size: int = 16,
     progress: bool = True,
+    **overrides,
 ) -> PaperFigures:
     """Render and save the class × target grids of ``setup`` (the paper's Figure 1).
 
     Columns: the rows' own classes, then ``extra_class`` (the published figure's ostrich),
-    or, when it is ``None``, one class drawn at random with ``seed``. ``temperature`` /
-    ``pool_temperature``: ``None`` for the model's recommended values. Files:
+    or, when it is ``None``, one class drawn at random with ``seed``. Options: an
+    :class:`AscentOptions` and/or its fields as keywords (``steps=5``, ``temperature``:
+    None for the model's recommended values, as in :meth:`LoadedModel.options`). Files:
     ``<out>/pullback_diff/<model>_alpha_<a>_steps_<s>.jpg`` (``vanilla_grad_diff`` for the
     gradient) and, with ``save_perturbed``, the perturbed images under ``<out>/pullback/``
     (``vanilla_grad/``).
     """
     loaded = setup.loaded
+    o = loaded.options(options, **overrides)
     targets = None
     if extra_class is not None:
         own = list(dict.fromkeys(setup.labels))
@@ -267,13 +260,10 @@ def paper_grids(
     grids = render_grids(
         loaded.model, setup.images, setup.labels, loaded.classes, loaded.name,
         targets=targets, extra=1, seed=seed, methods=methods, out=out,
-        save_perturbed=save_perturbed, row_names=setup.row_names,
-        steps=steps, alpha=alpha, eps=eps,
-        temperature=loaded.temperature if temperature is None else temperature,
-        pool_temperature=loaded.pool_temperature if pool_temperature is None else pool_temperature,
+        save_perturbed=save_perturbed, row_names=setup.row_names, options=o,
         batch_size=batch_size, progress=progress,
     )
-    name = grid_file_name(loaded.name, alpha, steps)
+    name = grid_file_name(loaded.name, o.alpha, o.steps)
     diff_files = {m: Path(out) / DIFF_FOLDERS[m] / name for m in grids}
     perturbed = {m: Path(out) / PERTURBED_FOLDERS[m] / name for m in grids} if save_perturbed else {}
     return PaperFigures(grids, diff_files, perturbed)
@@ -290,19 +280,20 @@ def paper_sweep(
     rows: Sequence[int] = (0,),
     target: str | int | None = None,
     temperatures: Sequence[float] = DEFAULT_TEMPERATURES,
-    steps: int = 5,
-    alpha: float = 20.0,
-    eps: float | None = 100.0,
+    options: AscentOptions | None = None,
     out: str | os.PathLike | None = "media",
+    **overrides,
 ) -> tuple[Tensor, Figure, Path | None]:
     """The temperature sweep of ``setup``'s rows ``rows`` towards ``target`` (``None``:
     each row's own class), saved as ``<out>/temperature_sweep/<model>.jpg``. Rows beyond
     the setup's (cut by ``max_rows``) are skipped; if none is left, row 0 is shown.
 
     Returns the differences (rows, temperatures + vanilla, 3, H, W), the figure and the
-    file (``None`` without ``out``).
+    file (``None`` without ``out``). Options: as in :func:`paper_grids` (the temperature is
+    set per column).
     """
     loaded = setup.loaded
+    o = loaded.options(options, **overrides)
     n = len(setup.photos)
     wanted = [int(r) for r in rows]
     if any(r < 0 for r in wanted):
@@ -313,9 +304,9 @@ def paper_sweep(
     targets = [p.label for p in photos] if target is None else [_class_id(setup, target)] * len(rows)
     images = torch.stack([p.image for p in photos]).to(loaded.device)
     diffs, figure = temperature_sweep(
-        loaded.model, images, targets, temperatures, steps=steps, alpha=alpha, eps=eps,
+        loaded.model, images, targets, temperatures, options=o.replace(pool_temperature=None),
         row_names=[p.name for p in photos], target_names=[loaded.classes[t] for t in targets],
-        title=f"{loaded.name}: excitation pullback at temperature T ({steps} step(s), alpha {alpha:g}; "
+        title=f"{loaded.name}: excitation pullback at temperature T ({o.steps} step(s), alpha {o.alpha:g}; "
               f"recommended T = {loaded.temperature:g})",
     )
     path = None

@@ -2,7 +2,7 @@
 
 :func:`explore` is the plain callback (no widgets, tested without a browser): an image, a
 model, a target class and the ascent's settings in; an
-:class:`~pullbacks.explain.Explanation` out (clean | perturbed | difference, top-5 before
+:class:`~pullbacks.figures.Explanation` out (clean | perturbed | difference, top-5 before
 and after). :func:`explorer_widget` wraps it in ipywidgets controls.
 
 Images are named by a key: ``"builtin:<name>"`` (the scikit-image photos),
@@ -19,9 +19,10 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from .explain import Explanation, explain_image
-from .images import DataUnavailableError, ImageLoadError, Photo, builtin_photos, imagenette_rows, load_image
-from .models import (
+from ..figures.explain import Explanation, explain_image
+from ..images import DataUnavailableError, ImageLoadError, Photo, builtin_photos, imagenette_rows, load_image
+from ..models import (
+    DEFAULT_MODEL,
     LoadedModel,
     WeightsUnavailableError,
     available_models,
@@ -94,7 +95,7 @@ def _model(model: str | LoadedModel, device, weights) -> LoadedModel:
     dev = resolve_device(device)
     key = (get_model_spec(model).name, str(dev), str(weights))
     if key not in _MODELS:
-        _MODELS[key] = load_model(model, weights=None if weights in (None, "random") else weights, device=dev)
+        _MODELS[key] = load_model(model, weights=weights, device=dev)
     return _MODELS[key]
 
 
@@ -112,7 +113,7 @@ def _optional_positive(value, name: str) -> float | None:
 
 def explore(
     image: str | os.PathLike | Photo | Tensor,
-    model: str | LoadedModel = "efficientnet_lite0",
+    model: str | LoadedModel = DEFAULT_MODEL,
     target: str | int | None = None,
     *,
     steps: int = 5,
@@ -133,7 +134,7 @@ def explore(
     ``281``, ``"281"``); empty or ``None`` means the image's own class, or the model's
     prediction for a file. ``eps`` and ``temperature``/``pool_temperature``: 0 or ``None``
     mean no projection and the model's recommended temperatures.
-    Returns the :class:`~pullbacks.explain.Explanation` (``.figure``, ``.top5_before``,
+    Returns the :class:`~pullbacks.figures.Explanation` (``.figure``, ``.top5_before``,
     ``.top5_after``).
     """
     loaded = _model(model, device, weights)
@@ -146,14 +147,11 @@ def explore(
         target_id = label
     else:
         target_id = loaded.classes.index(target)
-    t = _optional_positive(temperature, "temperature")
-    pt = _optional_positive(pool_temperature, "pool_temperature")
-    return explain_image(
-        loaded.model, x, target_id, loaded.classes, method=method, steps=int(steps),
-        alpha=float(alpha), eps=_optional_positive(eps, "eps"),
-        temperature=loaded.temperature if t is None else t,
-        pool_temperature=(loaded.pool_temperature if t is None else None) if pt is None else pt,
-    )
+    options = loaded.options(
+        method=method, steps=int(steps), alpha=float(alpha), eps=_optional_positive(eps, "eps"),
+        temperature=_optional_positive(temperature, "temperature"),
+        pool_temperature=_optional_positive(pool_temperature, "pool_temperature"))
+    return explain_image(loaded.model, x, target_id, loaded.classes, options)
 
 
 def _top5_html(result: Explanation) -> str:
@@ -177,7 +175,7 @@ def explorer_widget(
     *,
     device=None,
     image: str = "builtin:chelsea",
-    model: str = "efficientnet_lite0",
+    model: str = DEFAULT_MODEL,
     target: str = "",
     steps: int = 5,
     alpha: float = 20.0,
@@ -198,7 +196,7 @@ def explorer_widget(
     import ipywidgets as w
     from IPython.display import HTML, display
 
-    from .paper import show_image
+    from .notebook import show_image
 
     models = list(models) if models is not None else available_models()
     if model not in models:

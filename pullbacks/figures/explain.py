@@ -12,8 +12,9 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 
-from .ascent import gradient_ascent
-from .grid import rescale_cells
+from ..core.ascent import gradient_ascent
+from ..core.options import AscentOptions, build
+from .cells import rescale_cells
 
 
 @dataclass
@@ -53,23 +54,19 @@ def explain_image(
     image: Tensor,
     target: int,
     classes: Sequence[str],
-    *,
-    method: str = "pullback",
-    steps: int = 5,
-    alpha: float = 20.0,
-    eps: float | None = 100.0,
-    temperature: float = 0.3,
-    pool_temperature: float | None = None,
+    options: AscentOptions | None = None,
+    **overrides,
 ) -> Explanation:
-    """Ascend ``image`` (3, H, W) towards ``target`` and describe the result."""
+    """Ascend ``image`` (3, H, W) towards ``target`` and describe the result. Options: an
+    :class:`AscentOptions` and/or its fields as keywords (``method``, ``steps``, ...)."""
+    o = build(AscentOptions, options, overrides)
     if image.dim() != 3:
         raise ValueError(f"image must have shape (3, H, W), got {tuple(image.shape)}")
     x0 = image[None]
-    x = gradient_ascent(model, x0, int(target), steps=steps, alpha=alpha, eps=eps, method=method,
-                        temperature=temperature, pool_temperature=pool_temperature)
+    x = gradient_ascent(model, x0, int(target), o)
     before, after = top_k(model, torch.cat([x0, x]), classes)
     name = classes[int(target)]
-    figure = draw_explanation(x0[0], x[0], name, before, after, method, steps)
+    figure = draw_explanation(x0[0], x[0], name, before, after, o.method, o.steps)
     return Explanation(x0[0].detach(), x[0].detach(), int(target), name, before, after, figure)
 
 

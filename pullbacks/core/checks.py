@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Sequence, Union
 
 import torch
@@ -83,14 +82,3 @@ def check_target_range(targets: Tensor, logits: Tensor) -> None:
             f"target class {int(bad[0])} is out of range for a model with {classes} classes "
             f"(valid: 0..{classes - 1})"
         )
-
-
-def check_positive(value, name: str, allow_none: bool = False):
-    """A finite number > 0 (or ``None`` where allowed)."""
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number > 0, got {value!r}")
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    return float(value)

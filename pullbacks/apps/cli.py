@@ -1,0 +1,265 @@
+"""Command line: ``pullbacks grid | explain | evaluate`` (also ``python -m pullbacks``).
+
+The only place arguments are parsed; the argument types call the package's validators.
+
+Every wrong argument exits with status 2 and a one-line message, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+
+from ..core import options
+from ..evaluation.methods import METHODS as EVALUATION_METHODS
+from ..evaluation.methods import Settings, check_names
+from ..evaluation.report import METRICS
+from ..models import DEFAULT_MODEL, available_models
+
+
+class UsageError(Exception):
+    """A wrong argument found after parsing (unknown class, unreadable file, ...)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, status 2
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _argument(validator: Callable, parse: Callable = float, none: bool = False) -> Callable[[str], object]:
+    """An argparse type that parses the text and hands it to the package's own validator."""
+    def convert(text: str):
+        if none and text.strip().lower() == "none":
+            return None
+        try:
+            value = parse(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if parse is int else 'a number'}, "
+                                             f"got {text!r}") from None
+        try:
+            return validator(value, "value")
+        except (TypeError, ValueError) as e:
+            raise argparse.ArgumentTypeError(str(e).replace("value ", "", 1)) from None
+    return convert
+
+
+positive_int = _argument(options.positive_integer, int)
+positive_float = _argument(options.positive_number)
+temperature = _argument(options.temperature)
+optional_positive = _argument(options.positive_number, none=True)
+
+
+def _add_model(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=DEFAULT_MODEL,
+                   help=f"one of {', '.join(available_models())} (default: %(default)s, works offline)")
+    p.add_argument("--weights", default="default",
+                   help="'default' (pretrained), 'random', or a state_dict file (default: %(default)s)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto (default: %(default)s)")
+
+
+def _add_ascent(p: argparse.ArgumentParser) -> None:
+    """The ascent options (defaults from AscentOptions, validators from pullbacks.core.options)."""
+    d = options.AscentOptions()
+    p.add_argument("--steps", type=positive_int, default=d.steps, help="ascent steps (default: %(default)s)")
+    p.add_argument("--alpha", type=positive_float, default=d.alpha, help="L2 length of a step (default: %(default)s)")
+    p.add_argument("--eps", type=optional_positive, default=d.eps, help="L2 radius of the projection, or 'none' (default: %(default)s)")
+    p.add_argument("--temperature", type=temperature, default=None,
+                   help="soft-gate temperature T (default: the model's recommended one)")
+    p.add_argument("--pool-temperature", type=temperature, default=None,
+                   help="max-pool temperature (default: --temperature, or the model's recommended one)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="pullbacks", description="Excitation pullbacks for ReLU networks (arXiv 2507.22832).")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    grid = sub.add_parser("grid", help="render the class × target grid (pullback and vanilla gradient)",
+                          description="Render the paper's class × target grid for the pullback and the vanilla gradient.")
+    _add_model(grid)
+    _add_ascent(grid)
+    grid.add_argument("--images", nargs="+", default=["builtin"], metavar="IMAGES",
+                      help="'builtin' (scikit-image photos, offline), 'imagenette' (the paper's rows), "
+                           "or image files / a folder (rows labelled with the model's prediction)")
+    grid.add_argument("--targets", nargs="+", default=None, metavar="CLASS",
+                      help="target classes, ids or names (default: the rows' classes plus --extra random ones)")
+    grid.add_argument("--extra", type=int, default=1, help="random extra target classes (default: %(default)s)")
+    grid.add_argument("--seed", type=int, default=0, help="seed of the extra classes (default: %(default)s)")
+    grid.add_argument("--batch-size", type=positive_int, default=16, help="(image, target) pairs per batch")
+    grid.add_argument("--out", default="media", help="output folder (default: %(default)s)")
+    grid.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    grid.set_defaults(run=run_grid)
+
+    explain = sub.add_parser("explain", help="explain one image towards one target class",
+                             description="Ascend one image towards a target; write clean | perturbed | difference.")
+    explain.add_argument("image", help="an image file")
+    explain.add_argument("--target", required=True, help="target class: id or name (e.g. 'tabby' or 281)")
+    _add_model(explain)
+    _add_ascent(explain)
+    explain.add_argument("--method", choices=options.METHODS, default="pullback")
+    explain.add_argument("--out", default=None, help="output image (default: <image stem>_<target>_explained.png)")
+    explain.set_defaults(run=run_explain)
+
+    ev = sub.add_parser("evaluate", help="faithfulness metrics against gradient baselines",
+                        description="Compare attribution methods with sanity checks and faithfulness metrics.")
+    _add_evaluate(ev)
+    ev.set_defaults(run=run_evaluate)
+    return parser
+
+
+def _load(args):
+    """The model of ``--model/--weights/--device``, and the ascent options of the arguments."""
+    from ..models import load_model
+
+    loaded = load_model(args.model, weights=args.weights, device=args.device)
+    fields = ("steps", "alpha", "eps", "temperature", "pool_temperature")
+    return loaded, loaded.options(**{f: getattr(args, f) for f in fields if hasattr(args, f)})
+
+
+def _photos(sources: list[str], loaded):
+    """``--images``: (images, labels, names, labelled); file rows get the model's prediction."""
+    from ..images import builtin_photos, imagenette_rows, load_images
+
+    if sources in (["builtin"], ["imagenette"]):
+        photos = builtin_photos() if sources == ["builtin"] else imagenette_rows()
+        return torch.stack([p.image for p in photos]), [p.label for p in photos], [p.name for p in photos], True
+    images, names = load_images(sources[0] if len(sources) == 1 else sources)
+    with torch.no_grad():
+        labels = loaded.model(images.to(loaded.device)).argmax(1).tolist()
+    return images, labels, names, False
+
+
+def _class_id(classes, text: str) -> int:
+    try:
+        return classes.index(text)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+
+
+def run_grid(args) -> int:
+    from ..figures.grid import DIFF_FOLDERS, grid_file_name, render_grids
+
+    if args.extra < 0:
+        raise UsageError(f"--extra must be >= 0, got {args.extra}")
+    loaded, o = _load(args)
+    images, labels, names, labelled = _photos(args.images, loaded)
+    row_names = None if labelled else [f"{n} ({loaded.classes[c]})" for n, c in zip(names, labels)]
+    targets = None if args.targets is None else [_class_id(loaded.classes, t) for t in args.targets]
+    render_grids(
+        loaded.model, images.to(loaded.device), labels, loaded.classes, loaded.name,
+        targets=targets, extra=args.extra, seed=args.seed, out=args.out, row_names=row_names,
+        options=o, batch_size=args.batch_size, progress=not args.no_progress,
+    )
+    for folder in DIFF_FOLDERS.values():
+        print(Path(args.out) / folder / grid_file_name(loaded.name, o.alpha, o.steps))
+    return 0
+
+
+def run_explain(args) -> int:
+    from ..figures.explain import explain_image
+    from ..images import load_image
+
+    image = load_image(args.image)
+    loaded, o = _load(args)
+    target = _class_id(loaded.classes, args.target)
+    result = explain_image(loaded.model, image.to(loaded.device), target, loaded.classes, o.replace(method=args.method))
+    for title, top in (("before", result.top5_before), (f"after {args.steps} step(s) towards {result.target_name}",
+                                                        result.top5_after)):
+        print(f"top-5 {title}:")
+        for name, p in top:
+            print(f"  {p:7.2%}  {name}")
+    out = args.out or f"{Path(args.image).stem}_{target}_explained.png"
+    print(result.save(out))
+    return 0
+
+
+def _add_evaluate(parser: argparse.ArgumentParser) -> None:
+    """The options of ``pullbacks evaluate``."""
+    s = Settings()
+    _add_model(parser)
+    parser.add_argument("--images", nargs="+", default=["builtin"], metavar="IMAGES",
+                        help="'builtin' (the scikit-image photos and their classes, offline), 'imagenette' "
+                             "(the paper's five rows), or image files / a folder (target: the predicted class)")
+    parser.add_argument("--methods", nargs="+", default=None, metavar="METHOD",
+                        help=f"any of {', '.join(EVALUATION_METHODS)} (default: all; commas also separate)")
+    parser.add_argument("--metrics", nargs="+", default=None, metavar="METRIC",
+                        help=f"any of {', '.join(METRICS)} (default: all; commas also separate)")
+    parser.add_argument("--out", default="media/evaluation",
+                        help="output folder for evaluation.md, results.json, randomisation.png (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of every random draw (default: %(default)s)")
+    parser.add_argument("--batch-size", type=positive_int, default=s.batch_size,
+                        help="images per forward/backward pass (default: %(default)s)")
+    parser.add_argument("--temperature", type=temperature, default=None,
+                        help="pullback temperature (default: the model's recommended one)")
+    parser.add_argument("--blocks", type=positive_int, default=s.blocks,
+                        help="layer blocks in the randomisation cascade (default: %(default)s)")
+    parser.add_argument("--ig-steps", type=positive_int, default=s.ig_steps,
+                        help="Integrated Gradients steps (default: %(default)s)")
+    parser.add_argument("--smoothgrad-samples", type=positive_int, default=s.smoothgrad_samples,
+                        help="SmoothGrad noise samples (default: %(default)s)")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def _split(values: Sequence[str] | None) -> list[str] | None:
+    if values is None:
+        return None
+    out = [v.strip() for text in values for v in text.split(",") if v.strip()]
+    return None if out == ["all"] else out
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    """``pullbacks evaluate``: evaluate, write the report, table and figure; print the tables."""
+    from ..evaluation import evaluate
+
+    try:  # the extras: fail with their install hint before any work
+        from ..evaluation import captum, quantus  # noqa: F401
+    except ImportError as e:
+        raise UsageError(str(e)) from None
+
+    methods, metric_names = _split(args.methods), _split(args.metrics)
+    check_names(methods, EVALUATION_METHODS, "method")  # fail before loading anything
+    check_names(metric_names, METRICS, "metric")
+    loaded, o = _load(args)
+    images, labels, names, labelled = _photos(args.images, loaded)
+    if not labelled:
+        print("targets: the model's predicted classes (files carry no labels)")
+    settings = Settings(ascent=o, blocks=args.blocks, ig_steps=args.ig_steps,
+                        smoothgrad_samples=args.smoothgrad_samples, batch_size=args.batch_size, seed=args.seed)
+    result = evaluate(loaded.model, images.to(loaded.device), labels, methods=methods, metrics=metric_names,
+                      settings=settings, names=names, classes=loaded.classes, model_name=loaded.name,
+                      progress=not args.no_progress)
+    result.command = "pullbacks " + " ".join(shlex.quote(a) for a in sys.argv[1:]) \
+        if Path(sys.argv[0]).name in ("pullbacks", "__main__.py") else None
+    paths = result.save(args.out)
+    print(result.table())
+    diff = result.differences_table()
+    if diff:
+        print()
+        print(diff)
+    print()
+    for p in paths.values():
+        print(p)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from ..images import DataUnavailableError, ImageLoadError
+    from ..models import WeightsUnavailableError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except (UsageError, ImageLoadError, FileNotFoundError, ValueError, TypeError,
+            WeightsUnavailableError, DataUnavailableError) as e:
+        message = " ".join(str(e).split())  # one line
+        print(f"pullbacks {args.command}: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

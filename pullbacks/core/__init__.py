@@ -1,0 +1,9 @@
+"""The method: rules (one module per family of operators), the mode that applies them,
+the pullback, the ascent, and the options they share."""
+
+from .ascent import gradient_ascent
+from .mode import SoftGateMode, soft_gates
+from .options import AscentOptions, GateOptions
+from .pullback import excitation_pullback
+
+__all__ = ["soft_gates", "SoftGateMode", "excitation_pullback", "gradient_ascent", "GateOptions", "AscentOptions"]

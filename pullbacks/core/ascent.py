@@ -1,0 +1,58 @@
+"""``gradient_ascent()``: projected, L2-normalised gradient ascent in input space.
+
+    d = d/dx sum_i logits[i, target_i]                (pullback or vanilla gradient)
+    x = x + alpha * d / max(||d||, 1e-20)             per sample, over all non-batch dims
+    x = x0 + (x - x0) * min(1, eps / ||x - x0||)      if eps is not None
+    x = clamp(x, lo, hi)                              if clip is not None
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from torch import Tensor, nn
+
+from .checks import Targets, as_target_tensor, check_inputs, check_model
+from .options import AscentOptions, GateOptions, build
+from .pullback import target_gradient
+
+
+def _per_sample_norm(t: Tensor) -> Tensor:
+    """L2 norm of each sample, shaped to broadcast against ``t``."""
+    return t.flatten(1).norm(dim=1).view(-1, *([1] * (t.dim() - 1)))
+
+
+def gradient_ascent(
+    model: nn.Module,
+    inputs: Tensor,
+    targets: Targets,
+    options: Optional[GateOptions] = None,
+    **overrides,
+) -> Tensor:
+    """Return ``inputs`` after ``steps`` steps of projected gradient ascent on the target
+    logits, along the excitation pullback (``method="pullback"``) or the vanilla gradient
+    (``method="gradient"``).
+
+    Options: an :class:`AscentOptions` and/or its fields as keywords (``steps=5``,
+    ``alpha=20``, ``eps=100`` or None, ``clip=(-1, 1)`` or None, ``method``, and the gate
+    options ``temperature``, ``pool_temperature``, ``gate``, ``pool``, ``replay``).
+    Each sample is independent of the rest of its batch. The attribution the paper shows
+    is ``result - inputs``.
+    """
+    o = build(AscentOptions, options, overrides)
+    check_model(model)
+    check_inputs(inputs)
+    t = as_target_tensor(targets, inputs.shape[0], inputs.device)
+    gates = o.gates if o.method == "pullback" else None
+
+    x0 = inputs.detach()
+    x = x0.clone()
+    for _ in range(o.steps):
+        d = target_gradient(model, x, t, gates)
+        x = x + o.alpha * d / _per_sample_norm(d).clamp_min(1e-20)
+        if o.eps is not None:
+            delta = x - x0
+            x = x0 + delta * (o.eps / _per_sample_norm(delta)).clamp(max=1.0)
+        if o.clip is not None:
+            x = x.clamp(*o.clip)
+    return x

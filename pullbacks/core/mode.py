@@ -1,0 +1,85 @@
+"""``soft_gates()``: route every call the rule table knows to its soft backward.
+
+A :class:`torch.overrides.TorchFunctionMode` sees each call as it happens, whether it
+comes from a module (``nn.ReLU``, reused or not, in place or not), a functional call
+(``F.relu``, ``torch.relu``, ``Tensor.relu_``) or a pooling layer. It looks the function
+up in :data:`~pullbacks.core.rules.TABLE`, applies the rule and counts the call under the
+rule's family. Nothing is attached to the model, so nothing has to be undone.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from contextlib import contextmanager
+from typing import Iterator, Optional
+
+import torch
+from torch.overrides import TorchFunctionMode
+
+from .options import GateOptions, build
+from .replay import Recorder, Replay
+from .rules.base import Call
+from .table import TABLE
+
+
+class SoftGateMode(TorchFunctionMode):
+    """Applies the rule table to every call made while it is active.
+
+    ``gated`` counts the calls given a soft backward, per family (only calls whose input
+    requires a gradient, with grad mode on, are gated: the others have no backward pass).
+    """
+
+    def __init__(self, options: GateOptions):
+        super().__init__()
+        self.options = options
+        self.gated: Counter[str] = Counter()
+        self.recorder: Optional[Recorder] = Recorder() if options.replay else None
+
+    @property
+    def gates_seen(self) -> int:
+        """The number of gated calls, all families together."""
+        return sum(self.gated.values())
+
+    def replay(self, z) -> Optional[Replay]:
+        """A replay of ``z`` for a rule to keep instead of ``z`` (None without one)."""
+        return None if self.recorder is None else self.recorder.replay(z)
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        entry = TABLE.get(func)
+        if entry is not None and torch.is_grad_enabled():
+            call = Call(args, kwargs, entry[1])
+            x = call.input
+            if isinstance(x, torch.Tensor) and x.requires_grad:
+                self.gated[entry[0].family] += 1
+                return entry[0].apply(call, self)
+        if self.recorder is not None and torch.is_grad_enabled():
+            record = self.recorder.functions.get(func)
+            if record is not None:
+                return record(func, args, kwargs)
+        return func(*args, **kwargs)
+
+    def __exit__(self, *exc):
+        if self.recorder is not None:
+            self.recorder.clear()  # hold no tensor past the block
+        return super().__exit__(*exc)
+
+
+@contextmanager
+def soft_gates(options: Optional[GateOptions] = None, **overrides) -> Iterator[SoftGateMode]:
+    """Give every ReLU-family and 2-D max-pool call made inside the block a backward-only
+    soft gate: ``relu'(z) = 1[z > 0]`` becomes ``s(z / T)`` and max pooling back-propagates
+    through a soft max pool of temperature ``pool_temperature`` (default: ``temperature``).
+
+    Options: a :class:`GateOptions` and/or its fields as keywords (``temperature=0.3``,
+    ``pool_temperature``, ``gate``, ``pool``, ``replay``). The forward pass is unchanged bit
+    for bit. The gate is fixed when the forward call happens, so ``backward()`` may run
+    after the block. Yields the mode, whose ``gated`` counts the gated calls per family.
+
+    >>> with pullbacks.soft_gates(temperature=0.3):
+    ...     logit = model(x.requires_grad_())[0, 282]
+    >>> logit.backward()            # x.grad is the excitation pullback
+    """
+    mode = SoftGateMode(build(GateOptions, options, overrides))
+    with mode:
+        yield mode

@@ -1,0 +1,168 @@
+"""Every option of the method, declared once: its default, its validator, its meaning.
+
+:class:`GateOptions` configures the soft gates (``soft_gates``, ``excitation_pullback``);
+:class:`AscentOptions` adds the projected gradient ascent (``gradient_ascent`` and all
+that is built on it: grids, sweeps, one-image explanations, the explorer, the evaluation).
+Both are frozen and validated when built, so a bad value fails before any computation::
+
+    opts = AscentOptions(temperature=1.0, steps=10)
+    opts.replace(alpha=5.0)                       # a validated copy
+
+The validators below are the only ones in the package; the command line's argument
+types call them too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, Optional, Tuple, TypeVar
+
+GATES = ("sigmoid", "normal_cdf")  # s in relu'(z) -> s(z / T)
+POOLS = ("soft", "detached")  # the soft max pool's backward (see docs/method.md)
+METHODS = ("pullback", "gradient")  # ascend along the excitation pullback, or the vanilla gradient
+
+
+# --------------------------------------------------------------------------- validators
+
+
+def positive_number(value: Any, name: str, *, allow_none: bool = False) -> Optional[float]:
+    """``value`` as a float if it is a finite number > 0 (``None`` passes where allowed)."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number > 0, got {value!r}")
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return float(value)
+
+
+def positive_integer(value: Any, name: str) -> int:
+    """``value`` if it is an integer >= 1."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    return value
+
+
+def choice(value: Any, name: str, choices: Tuple[str, ...]) -> str:
+    """``value`` if it is one of ``choices``."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+    return value
+
+
+def temperature(value: Any, name: str = "temperature") -> float:
+    """A gate temperature: a finite number > 0."""
+    try:
+        return positive_number(value, name)
+    except ValueError:
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}; small values (e.g. 0.01) "
+                         "approach the vanilla gradient, the paper uses 0.3") from None
+
+
+def clip_range(clip: Any) -> Optional[Tuple[float, float]]:
+    """``None`` or a pair ``(low, high)`` with ``low < high``."""
+    if clip is None:
+        return None
+    try:
+        lo, hi = (float(v) for v in clip)
+    except (TypeError, ValueError):
+        raise TypeError(f"clip must be None or a pair (low, high), got {clip!r}") from None
+    if not lo < hi:
+        raise ValueError(f"clip must satisfy low < high, got {clip!r}")
+    return lo, hi
+
+
+# --------------------------------------------------------------------------- options
+
+O = TypeVar("O", bound="GateOptions")
+
+
+@dataclass(frozen=True)
+class GateOptions:
+    """How the backward pass is softened.
+
+    temperature       T of the ReLU-family gates: ``relu'(z) = 1[z > 0]`` becomes ``s(z / T)``
+    pool_temperature  T of the soft max pool (None: ``temperature``)
+    gate              ``s``: "sigmoid" (the paper) or "normal_cdf" (the authors' later variant)
+    pool              "soft" (the gradient of the soft max pool, the paper) or "detached"
+                      (its softmax weights only, the authors' later variant)
+    replay            recompute gate inputs that came out of eval-mode batch norms instead of
+                      keeping a copy (saves memory; the result is bit for bit the same)
+    """
+
+    temperature: float = 0.3
+    pool_temperature: Optional[float] = None
+    gate: str = "sigmoid"
+    pool: str = "soft"
+    replay: bool = True
+
+    def __post_init__(self) -> None:
+        set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 - frozen
+        set_("temperature", temperature(self.temperature))
+        if self.pool_temperature is not None:
+            set_("pool_temperature", temperature(self.pool_temperature, "pool_temperature"))
+        choice(self.gate, "gate", GATES)
+        choice(self.pool, "pool", POOLS)
+        if not isinstance(self.replay, bool):
+            raise TypeError(f"replay must be True or False, got {self.replay!r}")
+
+    @property
+    def pool_t(self) -> float:
+        """The max-pool temperature in effect."""
+        return self.temperature if self.pool_temperature is None else self.pool_temperature
+
+    @property
+    def gates(self) -> "GateOptions":
+        """Only the gate options."""
+        return GateOptions(**{f.name: getattr(self, f.name) for f in dataclasses.fields(GateOptions)})
+
+    def replace(self: O, **changes) -> O:
+        """A validated copy with ``changes`` (unknown names are a TypeError listing the valid ones)."""
+        return build(type(self), self, changes)
+
+
+@dataclass(frozen=True)
+class AscentOptions(GateOptions):
+    """The projected, L2-normalised gradient ascent (docs/method.md, "The ascent"), plus the
+    gate options it uses when ``method="pullback"``.
+
+    steps    iterations (the paper: 5; also 1 and 10)
+    alpha    L2 length of each step, in the [-1, 1] input space
+    eps      L2 radius of the projection around the start (None: no projection)
+    clip     value range every step is clamped to (None: no clamping)
+    method   "pullback" (excitation pullback) or "gradient" (vanilla gradient)
+    """
+
+    steps: int = 5
+    alpha: float = 20.0
+    eps: Optional[float] = 100.0
+    clip: Optional[Tuple[float, float]] = (-1.0, 1.0)
+    method: str = "pullback"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        positive_integer(self.steps, "steps")
+        object.__setattr__(self, "alpha", positive_number(self.alpha, "alpha"))
+        object.__setattr__(self, "eps", positive_number(self.eps, "eps", allow_none=True))
+        object.__setattr__(self, "clip", clip_range(self.clip))
+        choice(self.method, "method", METHODS)
+
+
+def build(cls: type[O], options: Optional[GateOptions], overrides: dict) -> O:
+    """``cls`` from ``options`` (any options object, a number for the temperature, or None
+    for the defaults) with the keyword ``overrides`` applied; the one place keywords
+    become options."""
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(overrides) - set(names))
+    if unknown:
+        raise TypeError(f"unknown option(s) {', '.join(unknown)}; valid: {', '.join(names)}")
+    if isinstance(options, (int, float)) and not isinstance(options, bool):
+        options, overrides = None, {"temperature": options, **overrides}  # soft_gates(0.3)
+    if options is not None and not isinstance(options, GateOptions):
+        raise TypeError(f"options must be a GateOptions or AscentOptions (or a temperature), "
+                        f"got {type(options).__name__}")
+    base = {} if options is None else {f.name: getattr(options, f.name)
+                                       for f in dataclasses.fields(options) if f.name in names}
+    return cls(**{**base, **overrides})

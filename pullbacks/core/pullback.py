@@ -1,0 +1,64 @@
+"""``excitation_pullback()``: the input gradient of the target logits with soft gates."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor, nn
+
+from .checks import Targets, as_target_tensor, check_inputs, check_model, check_target_range
+from .mode import SoftGateMode
+from .options import GateOptions, build
+
+
+def target_gradient(model: nn.Module, inputs: Tensor, targets: Tensor, gates: Optional[GateOptions]) -> Tensor:
+    """``d/dx sum_i logits[i, targets[i]]`` at ``inputs``, with the soft gates of ``gates``
+    (or the vanilla gradient when ``gates`` is None). Inputs are assumed validated.
+
+    Uses ``torch.autograd.grad`` so no parameter's ``.grad`` is ever written.
+    """
+    with torch.enable_grad():  # also when called under no_grad (e.g. by Captum's NoiseTunnel)
+        x = inputs.detach().requires_grad_(True)
+        if gates is None:
+            logits = model(x)
+        else:
+            with SoftGateMode(gates) as mode:
+                logits = model(x)
+            if mode.gates_seen == 0:
+                raise ValueError(
+                    f"no ReLU-family or max-pool call was seen in the forward pass of "
+                    f"{type(model).__name__}, so the pullback would silently equal the vanilla "
+                    "gradient; pullbacks gates nn.ReLU/ReLU6/LeakyReLU/Hardtanh, F.relu, torch.relu, "
+                    "Tensor.relu(_), F.max_pool2d (for a vanilla gradient use "
+                    "gradient_ascent(..., method='gradient') or torch.autograd.grad)"
+                )
+        check_target_range(targets, logits)
+        loss = logits.gather(1, targets[:, None]).sum()
+        (grad,) = torch.autograd.grad(loss, x)
+    return grad
+
+
+def excitation_pullback(
+    model: nn.Module,
+    inputs: Tensor,
+    targets: Targets,
+    options: Optional[GateOptions] = None,
+    **overrides,
+) -> Tensor:
+    """The excitation pullback of the target logits with respect to ``inputs``.
+
+    ``d/dx sum_i logits[i, targets[i]]`` with every ReLU derivative ``1[z > 0]`` replaced by
+    ``s(z / T)`` and max pooling back-propagated through a soft max pool (docs/method.md);
+    the forward pass is unchanged. Returns a tensor of the shape of ``inputs``.
+
+    ``targets``: an int (same class for all), a sequence of ints or a 1-D integer tensor
+    with one class per sample. Options: a :class:`GateOptions` and/or its fields as
+    keywords (``temperature=0.3``, ``pool_temperature``, ``gate``, ``pool``, ``replay``).
+    ``model`` must be in eval mode; it is never modified.
+    """
+    gates = build(GateOptions, options, overrides)
+    check_model(model)
+    check_inputs(inputs)
+    t = as_target_tensor(targets, inputs.shape[0], inputs.device)
+    return target_gradient(model, inputs, t, gates)

@@ -1,0 +1,155 @@
+"""Replays: the memory-saving seam between the forward and the backward pass.
+
+A soft gate needs its forward input ``z`` again in the backward pass. The plain way keeps
+``z`` (a copy when the call overwrites it in place). When ``z`` came out of an eval-mode
+batch norm (possibly plus a residual addition, as in a ResNet's ``out += identity``), the
+inputs of that batch norm are kept by autograd anyway: a :class:`Replay` keeps only a
+recipe, and the backward recomputes ``z`` bit for bit. That saves one activation-sized
+buffer per gate at the price of one batch norm in the backward pass.
+
+:class:`Recorder` watches the calls a replay can be made of; ``soft_gates(replay=False)``
+runs without one, which gives the plain path (bit-identical results, more memory).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Callable, Iterator, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.weak import WeakIdKeyDictionary
+
+from .rules.base import arg
+
+
+class Replay:
+    """A recipe that recomputes a tensor bit for bit by re-running the ops that made it.
+
+    ``fn(*values)`` returns the tensor in a fresh buffer; each argument is a tensor (or
+    None) or another :class:`Replay`, whose fresh result ``fn`` may overwrite.
+    """
+
+    __slots__ = ("fn", "args", "leaves", "versions")
+
+    def __init__(self, fn: Callable[..., Tensor], *args):
+        self.fn, self.args = fn, args
+        self.leaves = [t for a in args for t in (a.leaves if isinstance(a, Replay) else [a])]
+        self.versions = self._versions()
+
+    def _versions(self) -> list:
+        return [t._version for t in self.leaves if t is not None]
+
+    def unchanged(self) -> bool:
+        """True if no input was modified in place since the replay was recorded."""
+        return self._versions() == self.versions
+
+    def keep(self, ctx) -> "Replay":
+        """Save the inputs on ``ctx`` (autograd checks they stay unmodified) and return the
+        recipe without them."""
+        ctx.save_for_backward(*self.leaves)
+        return self._stripped()
+
+    def _stripped(self) -> "Replay":
+        bare = Replay.__new__(Replay)
+        bare.fn, bare.leaves, bare.versions = self.fn, None, None
+        bare.args = tuple(a._stripped() if isinstance(a, Replay) else None for a in self.args)
+        return bare
+
+    def run(self, leaves: Iterator) -> Tensor:
+        """Recompute, taking the inputs from ``leaves`` in the order of ``self.leaves``."""
+        return self.fn(*[a.run(leaves) if isinstance(a, Replay) else next(leaves) for a in self.args])
+
+
+def _batch_norm_eval(x, mean, var, weight, bias, *, eps):
+    return F.batch_norm(x, mean, var, weight, bias, False, 0.0, eps)
+
+
+def _add_(fresh, other, *, alpha):
+    return fresh.add_(other, alpha=alpha)
+
+
+def replay_batch_norm(x, mean, var, weight, bias, eps: float) -> Replay:
+    """``F.batch_norm(x, mean, var, weight, bias, training=False, eps=eps)``."""
+    return Replay(functools.partial(_batch_norm_eval, eps=eps), x, mean, var, weight, bias)
+
+
+def replay_add(fresh: Replay, other, alpha=1) -> Replay:
+    """``fresh + alpha * other`` where ``fresh`` is itself replayed (``other``: a tensor or a replay)."""
+    return Replay(functools.partial(_add_, alpha=alpha), fresh, other)
+
+
+class Recorder:
+    """Runs eval-mode batch norms and additions onto their outputs unchanged, and remembers
+    for each output the :class:`Replay` that recomputes it."""
+
+    def __init__(self) -> None:
+        self._replays = WeakIdKeyDictionary()  # output -> (its version, Replay)
+        add = self._add
+        self.functions = {
+            F.batch_norm: self._batch_norm,
+            torch.add: add,
+            torch.Tensor.add: add,
+            torch.Tensor.__add__: add,
+            torch.Tensor.add_: add,
+            torch.Tensor.__iadd__: add,
+        }
+
+    def clear(self) -> None:
+        """Forget every output (hold no tensor past the block)."""
+        self._replays = WeakIdKeyDictionary()
+
+    def replay(self, z) -> Optional[Replay]:
+        """The replay of ``z``, if ``z`` came out of a recorded call and neither it nor the
+        replay's inputs were modified since."""
+        entry = self._replays.get(z) if isinstance(z, Tensor) else None
+        if entry is None:
+            return None
+        version, replay = entry
+        return replay if z._version == version and replay.unchanged() else None
+
+    def _batch_norm(self, func, args, kwargs):
+        out = func(*args, **kwargs)
+        x, mean, var = (arg(args, kwargs, i, n, None) for i, n in
+                        enumerate(("input", "running_mean", "running_var")))
+        weight, bias = arg(args, kwargs, 3, "weight", None), arg(args, kwargs, 4, "bias", None)
+        training, eps = arg(args, kwargs, 5, "training", False), arg(args, kwargs, 7, "eps", 1e-5)
+        if not training and mean is not None and var is not None and out.requires_grad:
+            self._replays[out] = (out._version, replay_batch_norm(x, mean, var, weight, bias, float(eps)))
+        return out
+
+    def _add(self, func, args, kwargs):
+        a = arg(args, kwargs, 0, "input", kwargs.get("self"))
+        b = arg(args, kwargs, 1, "other", None)
+        alpha = kwargs.get("alpha", 1)
+        if kwargs.get("out") is not None or not (isinstance(a, Tensor) and isinstance(b, Tensor)):
+            return func(*args, **kwargs)
+        ra, rb = self.replay(a), self.replay(b)
+        out = func(*args, **kwargs)
+        fits = lambda t: t.shape == out.shape and t.dtype == out.dtype  # noqa: E731
+        replay = None
+        if ra is not None and fits(a):
+            replay = replay_add(ra, b if rb is None else rb, alpha)
+        elif rb is not None and fits(b) and alpha == 1 and out is not a:  # a + b == b + a exactly
+            replay = replay_add(rb, a)
+        if replay is not None and isinstance(out, Tensor) and out.requires_grad:
+            self._replays[out] = (out._version, replay)
+        return out
+
+
+def keep_input(ctx, z: Tensor, inplace: bool, replay: Optional[Replay]) -> None:
+    """Keep what the backward pass needs to know ``z``: the replay's inputs if there is
+    one, else ``z`` (a copy if the call is about to overwrite it)."""
+    if replay is not None:
+        ctx.replay = replay.keep(ctx)
+    else:
+        ctx.replay = None
+        ctx.save_for_backward(z.clone() if inplace else z)
+
+
+def saved_input(ctx) -> tuple[Tensor, bool]:
+    """``z`` again, and whether it sits in a fresh buffer that the backward may overwrite."""
+    if ctx.replay is not None:
+        return ctx.replay.run(iter(ctx.saved_tensors)), True
+    return ctx.saved_tensors[0], False

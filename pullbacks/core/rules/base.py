@@ -1,0 +1,54 @@
+"""What a rule is: the torch functions it intercepts, and how it applies its soft backward.
+
+A :class:`Rule` covers one family of operators. The mode (``soft_gates``) looks every
+call up in the table of rules (:data:`pullbacks.core.table.TABLE`); a hit whose input
+needs a gradient becomes ``rule.apply(call, mode)``, which computes the ordinary forward
+value bit for bit through an autograd function with the rule's backward.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+
+def arg(args: tuple, kwargs: dict, index: int, name: str, default: Any) -> Any:
+    """Argument ``index`` of a call, given by position or by ``name``."""
+    return args[index] if len(args) > index else kwargs.get(name, default)
+
+
+class Call:
+    """One intercepted call: its arguments, and whether its form always works in place."""
+
+    __slots__ = ("args", "kwargs", "inplace")
+
+    def __init__(self, args: tuple, kwargs: dict, inplace: bool) -> None:
+        self.args, self.kwargs, self.inplace = args, kwargs, inplace
+
+    @property
+    def input(self) -> Any:
+        return self.args[0] if self.args else self.kwargs.get("input", self.kwargs.get("self"))
+
+    def arg(self, index: int, name: str, default: Any) -> Any:
+        return arg(self.args, self.kwargs, index, name, default)
+
+    def writes_input(self, index: Optional[int] = None) -> bool:
+        """True if the call overwrites its input: an in-place form, or ``inplace=True``
+        (argument ``index``)."""
+        return self.inplace or (index is not None and bool(self.arg(index, "inplace", False)))
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A family of operators with one backward rule.
+
+    family            the name the coverage report counts it under
+    functions         the torch functions it intercepts (module forms call these too)
+    inplace_functions the forms that always overwrite their input (``torch.relu_``, ...)
+    apply             ``apply(call, mode) -> output``: the forward value, with the soft backward
+    """
+
+    family: str
+    functions: tuple[Callable, ...]
+    inplace_functions: tuple[Callable, ...]
+    apply: Callable[[Call, Any], Any]

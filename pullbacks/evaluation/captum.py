@@ -1,0 +1,156 @@
+"""The Captum side: the gradient baselines, our methods as Captum attributions, and
+Captum's infidelity metric.
+
+    ExcitationPullback(model, temperature=1.0).attribute(x, target=y)
+    Ascent(model, method="pullback", steps=5).attribute(x, target=y)    # x_steps - x_0
+    captum.attr.NoiseTunnel(ExcitationPullback(model))                   # a SmoothGrad'ed pullback
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+try:
+    from captum.attr import (GradientAttribution, InputXGradient, IntegratedGradients, NoiseTunnel,
+                             Saliency)
+    from captum.log import log_usage
+    from captum.metrics import infidelity as captum_infidelity
+except ImportError as e:  # pragma: no cover - depends on the installation
+    raise ImportError(f"{e}; the evaluation needs the extras: pip install 'pullbacks[evaluate]'") from e
+
+from ..core.ascent import gradient_ascent
+from ..core.checks import as_target_tensor
+from ..core.options import AscentOptions, GateOptions, build
+from ..core.pullback import excitation_pullback
+from .metrics import forked_rng, patch_grid, upsample
+
+BASELINES = ("gradient", "input_x_gradient", "smoothgrad", "integrated_gradients")
+
+
+def baseline(model: nn.Module, x: Tensor, y: Tensor, method: str, s, index: int = 0) -> Tensor:
+    """Captum's attribution ``method`` (one of ``BASELINES``) with the settings ``s``."""
+    x = x.clone().requires_grad_(True)  # a fresh leaf (Captum warns otherwise)
+    if method == "gradient":
+        return Saliency(model).attribute(x, target=y, abs=False)
+    if method == "input_x_gradient":
+        return InputXGradient(model).attribute(x, target=y)
+    if method == "smoothgrad":
+        with forked_rng(s.seed * 1_000_003 + index, x.device):  # reproducible; the caller's RNG is restored
+            return NoiseTunnel(Saliency(model)).attribute(
+                x, nt_type="smoothgrad", nt_samples=s.smoothgrad_samples, stdevs=s.smoothgrad_sigma,
+                nt_samples_batch_size=max(1, s.batch_size // x.shape[0]), target=y, abs=False)
+    if method == "integrated_gradients":
+        return IntegratedGradients(model).attribute(
+            x, baselines=s.baseline, target=y, n_steps=s.ig_steps, internal_batch_size=s.batch_size)
+    raise ValueError(f"method must be one of {', '.join(BASELINES)}, got {method!r}")
+
+
+def _captum_target(model: nn.Module, inputs: Tensor, target) -> Tensor:
+    """Captum's ``target`` (int, list of ints, tensor, or None for the predicted class)."""
+    if target is None:
+        with torch.no_grad():
+            return model(inputs).argmax(1)
+    if isinstance(target, tuple) or (isinstance(target, list) and target and isinstance(target[0], tuple)):
+        raise TypeError("pullback adapters explain classifier logits: give one int class per input, not tuples")
+    return as_target_tensor(target, inputs.shape[0], inputs.device)
+
+
+def _no_extra_args(additional_forward_args) -> None:
+    if additional_forward_args is not None:
+        raise TypeError("additional_forward_args are not supported: the model must take the inputs alone")
+
+
+class ExcitationPullback(GradientAttribution):
+    """Captum-style excitation pullback: ``ExcitationPullback(model, temperature=...).attribute(x, target=y)``.
+
+    Returns ``d/dx sum_i logits[i, target_i]`` with soft backward gates, a tensor shaped like
+    ``inputs``. ``target=None`` explains the predicted class. Works inside ``NoiseTunnel``.
+    Options: a :class:`GateOptions` and/or its fields as keywords.
+    """
+
+    def __init__(self, model: nn.Module, options: Optional[GateOptions] = None, **overrides) -> None:
+        super().__init__(model)
+        self.options = build(GateOptions, options, overrides)
+
+    @log_usage()  # NoiseTunnel calls the undecorated method through __wrapped__
+    def attribute(self, inputs: Tensor, target=None, additional_forward_args=None) -> Tensor:
+        _no_extra_args(additional_forward_args)
+        t = _captum_target(self.forward_func, inputs, target)
+        return excitation_pullback(self.forward_func, inputs, t, self.options)
+
+
+class Ascent(GradientAttribution):
+    """Captum-style ascent attribution: ``x_steps - x_0`` after the projected ascent along
+    the pullback (``method="pullback"``, the default) or the vanilla gradient
+    (``method="gradient"``), as the paper shows it. Options: an :class:`AscentOptions`
+    and/or its fields as keywords."""
+
+    def __init__(self, model: nn.Module, options: Optional[AscentOptions] = None, **overrides) -> None:
+        super().__init__(model)
+        self.options = build(AscentOptions, options, overrides)
+
+    @log_usage()  # NoiseTunnel calls the undecorated method through __wrapped__
+    def attribute(self, inputs: Tensor, target=None, additional_forward_args=None) -> Tensor:
+        _no_extra_args(additional_forward_args)
+        t = _captum_target(self.forward_func, inputs, target)
+        x0 = inputs.detach()
+        return gradient_ascent(self.forward_func, x0, t, self.options) - x0
+
+
+def infidelity(
+    model: nn.Module,
+    inputs: Tensor,
+    targets: Tensor,
+    attributions: dict[str, Tensor],
+    *,
+    patch: int = 56,
+    p: float = 0.25,
+    samples: int = 32,
+    baseline: float = 0.0,
+    seed: int = 0,
+    batch: int = 16,
+) -> dict[str, np.ndarray]:
+    """Infidelity (Yeh et al. 2019) with Captum's implementation, ``normalize=True``.
+
+    ``E_I[(beta * I·a - (f(x) - f(x - I)))^2]`` where ``I`` removes each ``patch × patch``
+    square independently with probability ``p`` (replaces it by ``baseline``; Yeh et al.'s
+    "square removal") and ``beta`` is the least-squares scale, so a constant rescaling of
+    an attribution does not change its score. Lower is better; the unit is logit². Every
+    method sees the same random perturbations.
+    """
+    n, _, h, w = inputs.shape
+    gh, gw = patch_grid(h, w, patch)
+    device = inputs.device
+    scores = {}
+    # which squares go: drawn once for all inputs and samples, so the numbers depend on
+    # neither the batch size nor the method (every method sees the same perturbations)
+    gen = torch.Generator().manual_seed(seed)
+    removed_all = (torch.rand(n, samples, gh, gw, generator=gen) < p).to(device)
+    grey = torch.as_tensor(baseline, dtype=inputs.dtype, device=device)
+    for method, a in attributions.items():
+        values = []
+        for i in range(0, n, batch):  # Captum needs every sub-batch to hold whole inputs
+            xs, ts, as_ = inputs[i:i + batch], targets[i:i + batch], a[i:i + batch].to(inputs.dtype)
+            k = xs.shape[0]
+            used = [0]  # samples handed out so far; Captum asks for them in order
+
+            def perturb(x: Tensor, removed=removed_all[i:i + k], used=used) -> tuple[Tensor, Tensor]:
+                per_input = x.shape[0] // k  # Captum repeats each input `per_input` times in a row
+                m = removed[:, used[0]:used[0] + per_input].reshape(-1, gh, gw)
+                used[0] += per_input
+                perturbed = torch.where(upsample(m, patch, h, w), grey, x)
+                return x - perturbed, perturbed  # (I, x - I)
+
+            per_batch = max(1, min(samples, batch // k)) * k  # whole inputs per sub-batch
+            with torch.no_grad():
+                values.append(captum_infidelity(
+                    model, perturb, xs, as_, target=ts, n_perturb_samples=samples,
+                    max_examples_per_batch=per_batch, normalize=True,
+                ))
+        value = torch.cat(values)
+        scores[method] = value.double().cpu().numpy()
+    return scores
