@@ -3,8 +3,8 @@
     python benchmarks/grid.py                          # resnet50, batches of 6 and 30
     python benchmarks/grid.py --model vgg11_bn --batch 10 --repeats 2
 
-The grid is 5 images x 6 targets, ``--steps`` steps of gradient ascent each (METHOD.md
-§5-6). Every (image, target) pair is an independent sample, so the grid can be computed
+The grid is 5 images x 6 targets, ``--steps`` steps of gradient ascent each (docs/method.md,
+"The ascent", "The figure"). Every (image, target) pair is an independent sample, so the grid can be computed
 
     batched     all 30 pairs through ``gradient_ascent``, ``--batch`` pairs per call
                 (what ``pullbacks.grid.class_target_grid`` does, without drawing);
@@ -106,7 +106,7 @@ def main(argv=None) -> None:
     model = build_model(args.model, device, args.frozen)
     g = torch.Generator().manual_seed(2)
     images = (torch.rand(ROWS, 3, args.size, args.size, generator=g) * 2 - 1).to(device)
-    targets = [0, 482, 497, 569, 574, 9]  # METHOD.md §6
+    targets = [0, 482, 497, 569, 574, 9]  # the paper's rows and ostrich
 
     runs = {"column": lambda: by_column(model, images, targets, args)}
     for b in args.batch:

@@ -1,4 +1,4 @@
-"""Images in, ``[-1, 1]`` tensors out (METHOD.md §4, §6).
+"""Images in, ``[-1, 1]`` tensors out (docs/method.md, "Input space" and "The figure").
 
 The preprocessing rule (the demo's): a square image is resized to 224×224; any other is
 resized (bilinear, antialiased) so its short side is 256, then centre-cropped to 224×224.

@@ -35,3 +35,13 @@ def assert_unchanged(model: nn.Module, before: dict) -> None:
     assert before["state"].keys() == after["state"].keys()
     for k in before["state"]:
         assert torch.equal(before["state"][k], after["state"][k]), k
+
+
+def tiny_cnn(classes: int = 10, dtype: torch.dtype = torch.float32, seed: int = 0) -> nn.Module:
+    """The shared tiny test model: batch norm, an in-place and a plain ReLU, a max pool,
+    adaptive pooling (any input size), in eval mode."""
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+        nn.Conv2d(6, 6, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(24, classes),
+    ).to(dtype).eval()

@@ -111,3 +111,33 @@ def reference_pullback(model, x, targets, t, gate="sigmoid", pool_t=None, pool="
         logits = ref(x)
     logits.gather(1, torch.as_tensor(targets)[:, None]).sum().backward()
     return x.grad
+
+
+def slow_soft_pool_grad(x, grad_out, k, s_, p, d, ceil_mode, t, variant):
+    """docs/method.md, "The pool", by explicit loops over windows and their entries."""
+    n, c, h, w = x.shape
+    h_out, w_out = grad_out.shape[-2:]
+    grad = torch.zeros_like(x)
+    for b in range(n):
+        for ch in range(c):
+            for i in range(h_out):
+                for j in range(w_out):
+                    pos = [(i * s_[0] - p[0] + a * d[0], j * s_[1] - p[1] + e * d[1])
+                           for a in range(k[0]) for e in range(k[1])]
+                    pos = [(r, q) for r, q in pos if 0 <= r < h and 0 <= q < w]
+                    vals = torch.stack([x[b, ch, r, q] for r, q in pos])
+                    wts = torch.softmax(vals / t, 0)
+                    sw = (wts * vals).sum()
+                    der = wts * (1 + (vals - sw) / t) if variant == "soft" else wts
+                    for (r, q), dv in zip(pos, der):
+                        grad[b, ch, r, q] += grad_out[b, ch, i, j] * dv
+    return grad
+
+
+POOL_CASES = [
+    dict(kernel_size=3, stride=2, padding=1),                                  # ResNet's stem
+    dict(kernel_size=2, stride=2),                                             # VGG
+    dict(kernel_size=3, stride=2, padding=1, ceil_mode=True),
+    dict(kernel_size=(3, 2), stride=1, padding=(1, 0), dilation=2, ceil_mode=True),
+    dict(kernel_size=3, stride=2, ceil_mode=True),
+]

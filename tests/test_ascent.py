@@ -1,16 +1,15 @@
-"""gradient_ascent(): the geometry of METHOD.md §5."""
+"""gradient_ascent(): the geometry of docs/method.md, "The ascent"."""
 
 import pytest
 import torch
 from torch import nn
 
 import pullbacks
+from helpers import tiny_cnn
 
 
 def cnn():
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(inplace=True),
-                         nn.MaxPool2d(2), nn.Flatten(), nn.Linear(8 * 8 * 8, 5)).eval()
+    return tiny_cnn(classes=5)
 
 
 X = torch.rand(3, 3, 16, 16) * 1.6 - 0.8

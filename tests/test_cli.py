@@ -18,6 +18,7 @@ def photo_files(tmp_path_factory):
     return folder
 
 
+@pytest.mark.slow
 def test_grid_end_to_end(tmp_path, photo_files, capsys):
     rc = main(["grid", "--images", str(photo_files), "--targets", "tabby", "481", "--steps", "1",
                "--out", str(tmp_path), "--no-progress"])
@@ -58,6 +59,7 @@ def test_wrong_arguments_exit_2_with_one_line(argv, msg, capsys):
     assert msg in err and err.count("\n") == 1 and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_module_entry_point_help_and_error():
     ok = subprocess.run([sys.executable, "-m", "pullbacks", "grid", "--help"], capture_output=True, text=True)
     assert ok.returncode == 0 and "--temperature" in ok.stdout

@@ -12,7 +12,7 @@ from torch import nn
 pytest.importorskip("captum")
 pytest.importorskip("quantus")
 
-from helpers import assert_unchanged, snapshot  # noqa: E402
+from helpers import assert_unchanged, snapshot, tiny_cnn  # noqa: E402
 
 import pullbacks  # noqa: E402
 from pullbacks import evaluation as E  # noqa: E402
@@ -53,14 +53,6 @@ class Linear(nn.Module):
 
     def forward(self, x):
         return torch.relu(self.fc(x.flatten(1)))
-
-
-def tiny_cnn(classes=10):
-    torch.manual_seed(0)
-    return nn.Sequential(
-        nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(inplace=True), nn.MaxPool2d(2),
-        nn.Conv2d(6, 6, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(24, classes),
-    ).eval()
 
 
 FAST = E.Settings(ascent=AscentOptions(temperature=0.5), ig_steps=4, smoothgrad_samples=3, blocks=3, patch=8, fc_runs=12,
@@ -313,7 +305,10 @@ def test_captum_adapters_are_captum_attributions_with_the_right_values():
     predicted = m(x).argmax(1)
     torch.testing.assert_close(pb.attribute(x), pullbacks.excitation_pullback(m, x, predicted, temperature=0.5))
     smooth = NoiseTunnel(pb).attribute(x, nt_type="smoothgrad", nt_samples=3, stdevs=0.1, target=torch.tensor([1, 2, 3]))
-    assert smooth.shape == x.shape
+    # SmoothGrad with vanishing noise is the pullback itself (not, say, the vanilla gradient)
+    tiny_noise = NoiseTunnel(pb).attribute(x, nt_type="smoothgrad", nt_samples=3, stdevs=1e-7, target=[1, 2, 3])
+    torch.testing.assert_close(tiny_noise, a, rtol=1e-3, atol=1e-6)
+    assert smooth.shape == x.shape and not torch.allclose(smooth, a)
     asc = C.Ascent(m, steps=2, temperature=0.5).attribute(x, target=1)
     torch.testing.assert_close(asc, pullbacks.gradient_ascent(m, x, 1, steps=2, temperature=0.5) - x)
     gasc = C.Ascent(m, steps=2, method="gradient").attribute(x, target=1)
@@ -422,6 +417,7 @@ def test_command_line_run_writes_table_and_figure(tmp_path, tiny_registered, cap
     assert "randomisation" in err and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_real_model_smoke():
     """The one real-model check: the embedded EfficientNet-Lite0 on one photo, cheaply."""
     from pullbacks.images import builtin_photos

@@ -1,4 +1,4 @@
-"""Closed forms and limits of the soft gates (METHOD.md §2–3)."""
+"""Closed forms and limits of the soft gates (docs/method.md, "The gates" and "The pool")."""
 
 import math
 
@@ -9,6 +9,7 @@ from torch import nn
 
 import pullbacks
 from pullbacks.core.rules.pool import soft_max_pool2d_backward
+from reference import POOL_CASES, slow_soft_pool_grad
 
 torch.manual_seed(0)
 
@@ -78,36 +79,6 @@ def test_leaky_relu_closed_form(call):
     z = torch.randn(40, dtype=torch.float64) * 2
     expected = 0.2 + 0.8 * torch.sigmoid(z / 0.6)
     torch.testing.assert_close(grad_through(call, z, 0.6), expected, rtol=1e-12, atol=1e-12)
-
-
-def slow_soft_pool_grad(x, grad_out, k, s_, p, d, ceil_mode, t, variant):
-    """METHOD.md §3 by explicit loops over windows and their entries."""
-    n, c, h, w = x.shape
-    h_out, w_out = grad_out.shape[-2:]
-    grad = torch.zeros_like(x)
-    for b in range(n):
-        for ch in range(c):
-            for i in range(h_out):
-                for j in range(w_out):
-                    pos = [(i * s_[0] - p[0] + a * d[0], j * s_[1] - p[1] + e * d[1])
-                           for a in range(k[0]) for e in range(k[1])]
-                    pos = [(r, q) for r, q in pos if 0 <= r < h and 0 <= q < w]
-                    vals = torch.stack([x[b, ch, r, q] for r, q in pos])
-                    wts = torch.softmax(vals / t, 0)
-                    sw = (wts * vals).sum()
-                    der = wts * (1 + (vals - sw) / t) if variant == "soft" else wts
-                    for (r, q), dv in zip(pos, der):
-                        grad[b, ch, r, q] += grad_out[b, ch, i, j] * dv
-    return grad
-
-
-POOL_CASES = [
-    dict(kernel_size=3, stride=2, padding=1),                                  # ResNet's stem
-    dict(kernel_size=2, stride=2),                                             # VGG
-    dict(kernel_size=3, stride=2, padding=1, ceil_mode=True),
-    dict(kernel_size=(3, 2), stride=1, padding=(1, 0), dilation=2, ceil_mode=True),
-    dict(kernel_size=3, stride=2, ceil_mode=True),
-]
 
 
 @pytest.mark.parametrize("variant", ["soft", "detached"])

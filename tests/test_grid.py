@@ -5,6 +5,7 @@ from PIL import Image
 from torch import nn
 
 import pullbacks
+from helpers import tiny_cnn
 from pullbacks.figures.cells import rescale_cells
 from pullbacks.figures.grid import class_target_grid, grid_targets, render_grids
 
@@ -12,9 +13,7 @@ CLASSES = [f"class {i}" for i in range(10)]
 
 
 def cnn():
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
-                         nn.Linear(6 * 8 * 8, 10)).double().eval()
+    return tiny_cnn(dtype=torch.float64)
 
 
 IMAGES = torch.rand(3, 3, 16, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(1)) * 2 - 1

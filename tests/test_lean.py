@@ -9,8 +9,7 @@ from torch import nn
 
 import pullbacks
 import pullbacks.core.rules.pool as pool_rule
-from reference import reference_pullback
-from test_gates import POOL_CASES, slow_soft_pool_grad
+from reference import POOL_CASES, reference_pullback, slow_soft_pool_grad
 
 
 def saved_bytes(model, x, mode=None):

@@ -23,6 +23,24 @@ def arch(name, dtype=torch.float32):
     return _cache[name, dtype]
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["resnet50", "densenet121"])
+def test_replay_is_bit_identical_to_the_plain_path(name):
+    """The memory-saving replays (recomputing z after eval batch norms) change nothing."""
+    model = arch(name)
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(4))
+    replayed = pullbacks.excitation_pullback(model, x, [3, 7], replay=True)
+    plain = pullbacks.excitation_pullback(model, x, [3, 7], replay=False)
+    assert torch.equal(replayed, plain)
+    with pullbacks.soft_gates(replay=True) as mode:
+        model(x.requires_grad_())
+    assert mode.recorder is not None and mode.gated["relu"] > 0
+    with pullbacks.soft_gates(replay=False) as mode:
+        model(x)
+    assert mode.recorder is None
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ARCHS)
 def test_forward_is_unchanged_bit_for_bit(name):
     model = arch(name)
@@ -34,6 +52,7 @@ def test_forward_is_unchanged_bit_for_bit(name):
     assert torch.equal(plain, soft)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ARCHS)
 def test_equals_slow_reference_float64(name):
     model = arch(name, torch.float64)

@@ -36,6 +36,7 @@ def photos():
 # --------------------------------------------------------------------------- real weights
 
 
+@pytest.mark.slow
 def test_efficientnet_lite0_classifies_builtin_photos(lite0, photos):
     x = torch.stack([p.image for p in photos])
     assert x.shape == (4, 3, 224, 224)
@@ -109,9 +110,17 @@ def test_unknown_model_name_suggests_and_lists():
 def test_resolve_device():
     assert resolve_device(None) == torch.device("cpu")
     assert resolve_device("cpu") == torch.device("cpu")
-    expected = "cuda" if torch.cuda.is_available() else (
-        "mps" if torch.backends.mps.is_available() else "cpu")
-    assert resolve_device("auto").type == expected
+    assert resolve_device("cuda:1") == torch.device("cuda", 1)  # named devices pass through
+
+
+def test_auto_device_prefers_cuda_then_mps(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("cpu")
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert resolve_device(" AUTO ") == torch.device("mps")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("auto") == torch.device("cuda")
 
 
 # --------------------------------------------------------------------------- weights files
@@ -146,6 +155,7 @@ def test_missing_weights_give_helpful_error(name, offline_hub):
     assert isinstance(err.value, RuntimeError)
 
 
+@pytest.mark.slow
 def test_cached_weights_are_used_without_network(offline_hub):
     cache, calls = offline_hub
     net = load_model("densenet121", weights=None, seed=3).model.net

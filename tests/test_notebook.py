@@ -22,6 +22,8 @@ from pullbacks.apps import notebook as paper
 from pullbacks.images import IMAGENETTE_ROWS, DataUnavailableError, Photo, builtin_photos
 from pullbacks.models import WeightsUnavailableError, load_model
 
+pytestmark = pytest.mark.slow  # papermill runs and real-size grids
+
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "pullbacks.ipynb"
 PAPER_MODELS = ["resnet50", "vgg11_bn", "densenet121"]

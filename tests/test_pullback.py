@@ -97,7 +97,11 @@ def test_model_without_gates_is_refused():
         pullbacks.excitation_pullback(linear, X, 0)
     with pytest.raises(ValueError, match="no ReLU-family"):
         pullbacks.gradient_ascent(linear, X, 0)
-    pullbacks.gradient_ascent(linear, X, 0, method="gradient")  # a vanilla gradient is fine
+    # a vanilla gradient is fine: one step of length 1 along the normalised gradient of logit 0
+    out = pullbacks.gradient_ascent(linear, X, 0, method="gradient", steps=1, alpha=1.0, eps=None, clip=None)
+    x = X.detach().clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(linear(x)[:, 0].sum(), x)
+    torch.testing.assert_close(out, X + g / g.norm(dim=1, keepdim=True))
     with pytest.raises(TypeError, match="nn.Module"):
         pullbacks.excitation_pullback(lambda x: x, X, 0)
 

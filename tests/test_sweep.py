@@ -4,14 +4,13 @@ import pytest
 import torch
 from torch import nn
 
+from helpers import tiny_cnn
 from pullbacks import gradient_ascent
 from pullbacks.figures.sweep import DEFAULT_TEMPERATURES, temperature_sweep
 
 
 def cnn():
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(8, 8, 3, padding=1),
-                         nn.ReLU(), nn.Flatten(), nn.Linear(8 * 8 * 8, 10)).double().eval()
+    return tiny_cnn(dtype=torch.float64)
 
 
 IMAGES = torch.rand(2, 3, 16, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(1)) * 2 - 1

@@ -2,7 +2,7 @@
 
 One row per image: the clean image, then the difference ``x_steps - x0`` of the ascent
 towards the target for each temperature, then the vanilla gradient for reference. Low T
-approaches the vanilla gradient (METHOD.md §2), high T linearises the network, so the
+approaches the vanilla gradient (docs/method.md, "The gates"), high T linearises the network, so the
 difference stops depending on the image. Used to choose a model's default temperature.
 """
 

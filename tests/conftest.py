@@ -1,0 +1,24 @@
+"""Shared fixtures. The shared tiny models and the model snapshot live in ``helpers.py``
+(importable from every test module); ``reference.py`` holds the slow references.
+
+``pytest -m "not slow"`` skips the tests marked ``slow`` (real-size models, the notebook,
+subprocesses) for a fast loop; the README's test command runs everything."""
+
+import pytest
+import torch
+
+from helpers import tiny_cnn
+
+
+@pytest.fixture
+def tiny():
+    """A fresh tiny CNN (float32, 10 classes, eval mode)."""
+    return tiny_cnn()
+
+
+@pytest.fixture(autouse=True)
+def user_settings_unchanged():
+    """No test (and so no call of the package) leaves torch's global settings changed."""
+    before = (torch.is_grad_enabled(), torch.get_num_threads(), torch._C._len_torch_function_stack())
+    yield
+    assert (torch.is_grad_enabled(), torch.get_num_threads(), torch._C._len_torch_function_stack()) == before
