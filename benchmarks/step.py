@@ -1,14 +1,15 @@
 """Cost of one excitation-pullback step against one vanilla gradient step.
 
-    python benchmarks/step.py                      # the four default models, batch 8, 224x224
-    python benchmarks/step.py --models resnet50 --repeats 20 --frozen
+    python benchmarks/step.py                      # four models, batch 1 and 8, 1 and 2 threads
+    python benchmarks/step.py --update BENCHMARKS.md   # the same, and rewrite the table there
+    python benchmarks/step.py --models resnet50 --batch 8 --threads 1 --repeats 20 --frozen
 
 Both steps take the input gradient of ``sum_i logits[i, t_i]`` on the same model, batch
 and targets:
 
     vanilla   x = inputs.detach().requires_grad_(True); logits = model(x)
               torch.autograd.grad(logits.gather(1, t[:, None]).sum(), x)
-    pullback  pullbacks.pullback.target_gradient(model, inputs, t, make_mode(0.3))
+    pullback  pullbacks.core.pullback.target_gradient(model, inputs, t, GateOptions(temperature=0.3))
 
 Time: the two steps run interleaved in one process (A B A B ..., after a warm-up); the
 table gives the median wall time of each, the median of the per-pair ratios
@@ -51,8 +52,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from pullbacks.mode import make_mode  # noqa: E402
-from pullbacks.pullback import target_gradient  # noqa: E402
+from pullbacks.core.mode import SoftGateMode  # noqa: E402
+from pullbacks.core.options import GateOptions  # noqa: E402
+from pullbacks.core.pullback import target_gradient  # noqa: E402
 
 DEFAULT_MODELS = ("resnet50", "vgg11_bn", "densenet121", "efficientnet_lite0")
 METHODS = ("vanilla", "pullback")
@@ -98,7 +100,7 @@ def vanilla_step(model, inputs, t, temperature):
 
 
 def pullback_step(model, inputs, t, temperature):
-    return target_gradient(model, inputs, t, make_mode(temperature))
+    return target_gradient(model, inputs, t, GateOptions(temperature=temperature))
 
 
 STEPS = {"vanilla": vanilla_step, "pullback": pullback_step}
@@ -146,7 +148,7 @@ def saved_mib(model, x, t, method, temperature) -> float:
         return tensor
 
     xx = x.detach().requires_grad_(True)
-    mode = make_mode(temperature) if method == "pullback" else contextlib.nullcontext()
+    mode = SoftGateMode(GateOptions(temperature=temperature)) if method == "pullback" else contextlib.nullcontext()
     with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), mode:
         logits = model(xx)
     del logits
@@ -178,7 +180,7 @@ def probe_memory(args) -> dict:
     step = STEPS[args.probe]
     small, small_t = make_batch(1, 64, device)
     step(model, small, small_t, args.temperature)  # load kernels, thread pools
-    x, t = make_batch(args.batch, args.size, device)
+    x, t = make_batch(args.batch[0], args.size, device)
     del small, small_t
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -198,10 +200,8 @@ def probe_memory(args) -> dict:
 
 def measure_memory(args, name: str, method: str) -> dict:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--probe", method, "--probe-model", name,
-           "--batch", str(args.batch), "--size", str(args.size), "--device", args.device,
-           "--temperature", str(args.temperature)]
-    if args.threads:
-        cmd += ["--threads", str(args.threads)]
+           "--batch", str(args.batch[0]), "--size", str(args.size), "--device", args.device,
+           "--temperature", str(args.temperature), "--threads", str(args.threads[0])]
     if args.frozen:
         cmd.append("--frozen")
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
@@ -217,18 +217,22 @@ def parse_args(argv=None):
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS),
                    help="torchvision model names or efficientnet_lite0 (default: %(default)s)")
-    p.add_argument("--batch", type=int, default=8, help="batch size (default: %(default)s)")
+    p.add_argument("--batch", type=int, nargs="+", default=[1, 8], help="batch sizes (default: %(default)s)")
     p.add_argument("--size", type=int, default=224, help="image side (default: %(default)s)")
-    p.add_argument("--repeats", type=int, default=10,
+    p.add_argument("--repeats", type=int, default=7,
                    help="timed (vanilla, pullback) pairs per model (default: %(default)s)")
     p.add_argument("--warmup", type=int, default=2, help="untimed pairs first (default: %(default)s)")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default: %(default)s)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch.set_num_threads on CPU (default: torch's choice)")
+    p.add_argument("--threads", type=int, nargs="+", default=[1, 2],
+                   help="torch.set_num_threads values on CPU, one table each (default: %(default)s)")
     p.add_argument("--temperature", type=float, default=0.3, help="pullback temperature (default: %(default)s)")
     p.add_argument("--frozen", action="store_true",
                    help="parameters requires_grad_(False) (default: as constructed, trainable)")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    p.add_argument("--update", metavar="FILE",
+                   help="also write the tables into FILE between <!-- step-tables --> and <!-- /step-tables -->")
+    p.add_argument("--keep-subnormals", action="store_true",
+                   help="switch off the gates' flushing of subnormal floats (for the before/after comparison)")
     p.add_argument("--probe", choices=METHODS, help=argparse.SUPPRESS)
     p.add_argument("--probe-model", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -237,18 +241,25 @@ def parse_args(argv=None):
     return args
 
 
-def main(argv=None) -> None:
-    args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args.probe:
-        print(json.dumps(probe_memory(args)))
-        return
-    device = torch.device(args.device)
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"
+
+
+def run_config(args, device, threads: int, batch: int) -> list[dict]:
+    """One table: every model at ``batch`` on ``threads`` threads."""
+    torch.set_num_threads(threads)
+    one = argparse.Namespace(**{**vars(args), "batch": [batch], "threads": [threads]})
     rows = []
     for name in args.models:
         model = build_model(name, device, args.frozen)
-        x, t = make_batch(args.batch, args.size, device)
+        x, t = make_batch(batch, args.size, device)
         times, cpu = time_interleaved(model, x, t, device, args.temperature, args.repeats, args.warmup)
         ratios = [p / v for v, p in zip(times["vanilla"], times["pullback"])]
         cpu_ratios = [p / v for v, p in zip(cpu["vanilla"], cpu["pullback"])]
@@ -266,38 +277,73 @@ def main(argv=None) -> None:
             row["saved"] = {m: saved_mib(model, x, t, m, args.temperature) for m in METHODS}
         del model
         if not args.no_memory:
-            row["peak"] = {m: measure_memory(args, name, m) for m in METHODS}
+            row["peak"] = {m: measure_memory(one, name, m) for m in METHODS}
         rows.append(row)
-        print(f"  done {name}: {row['ratio']:.3f}", file=sys.stderr, flush=True)
-    print_table(args, device, rows)
+        print(f"  done {name}, batch {batch}, {threads} thread(s): {row['ratio']:.3f}", file=sys.stderr, flush=True)
+    return rows
 
 
-def print_table(args, device, rows) -> None:
-    threads = torch.get_num_threads() if device.type == "cpu" else "-"
-    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {threads} thread{'s' if threads != 1 else ''}"
-    print(f"One step, batch {args.batch} x 3 x {args.size} x {args.size} float32, {where}, "
-          f"parameters {'frozen' if args.frozen else 'trainable'}, T = {args.temperature}; "
-          f"torch {torch.__version__}, {datetime.date.today().isoformat()}; "
-          f"median of {args.repeats} interleaved pairs after {args.warmup} warm-up pairs.\n")
+def keep_subnormals() -> None:
+    """The gates as they were before the flush (for the before/after table only)."""
+    from pullbacks.core.rules import pool, relu
+
+    relu.flush_subnormals_ = pool.flush_subnormals_ = lambda t: t
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    if args.keep_subnormals:
+        keep_subnormals()
+    if args.probe:
+        torch.set_num_threads(args.threads[0])
+        print(json.dumps(probe_memory(args)))
+        return
+    device = torch.device(args.device)
+    threads = args.threads if device.type == "cpu" else [torch.get_num_threads()]
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model()
+    lines = [f"{where}; torch {torch.__version__}; {datetime.date.today().isoformat()}; "
+             f"`python benchmarks/step.py {' '.join(sys.argv[1:])}`".replace(" `", " `", 1).rstrip(), ""]
+    for n in threads:
+        for batch in args.batch:
+            rows = run_config(args, device, n, batch)
+            lines += table(args, device, rows, n, batch) + [""]
+    text = "\n".join(lines)
+    print(text)
+    if args.update:
+        path = Path(args.update)
+        doc = path.read_text(encoding="utf-8")
+        start, end = "<!-- step-tables -->", "<!-- /step-tables -->"
+        if start not in doc or end not in doc:
+            sys.exit(f"{path} has no {start} ... {end} block to replace")
+        head, rest = doc.split(start, 1)
+        path.write_text(head + start + "\n" + text + "\n" + end + rest.split(end, 1)[1], encoding="utf-8")
+        print(f"wrote the tables into {path}", file=sys.stderr)
+
+
+def table(args, device, rows, threads, batch) -> list[str]:
+    where = "GPU" if device.type == "cuda" else f"{threads} thread{'s' if threads != 1 else ''}"
+    out = [f"Batch {batch} x 3 x {args.size} x {args.size} float32, {where}, parameters "
+           f"{'frozen' if args.frozen else 'trainable'}, T = {args.temperature}; median of {args.repeats} "
+           f"interleaved pairs after {args.warmup} warm-up pairs.", ""]
     head = "| model | vanilla s | pullback s | time ratio (min–max) | CPU-time ratio | fastest/fastest |"
     rule = "|---|---:|---:|---:|---:|---:|"
     if not args.no_memory:
         head += " peak MiB vanilla | peak MiB pullback | peak ratio | saved MiB vanilla → pullback |"
         rule += "---:|---:|---:|---:|"
-    print(head)
-    print(rule)
+    out += [head, rule]
     for r in rows:
         line = (f"| {r['model']} | {r['vanilla_s']:.3f} | {r['pullback_s']:.3f} | "
                 f"**{r['ratio']:.2f}×** ({r['ratio_min']:.2f}–{r['ratio_max']:.2f}) | {r['cpu_ratio']:.2f}× | {r['best_ratio']:.2f}× |")
         if "peak" in r:
             pv, pp = r["peak"]["vanilla"], r["peak"]["pullback"]
-            mark = lambda m: "" if m["exact"] else " (?)"
+            mark = lambda m: "" if m["exact"] else " (?)"  # noqa: E731
             sv, sp = r["saved"]["vanilla"], r["saved"]["pullback"]
             line += (f" {pv['peak_mib']:.0f}{mark(pv)} | {pp['peak_mib']:.0f}{mark(pp)} | "
-                     f"**{pp['peak_mib'] / pv['peak_mib']:.2f}×** | {sv:.0f} → {sp:.0f} ({sp / sv:.2f}×) |")
-        print(line)
+                     f"**{pp['peak_mib'] / max(pv['peak_mib'], 1e-9):.2f}×** | {sv:.0f} → {sp:.0f} ({sp / sv:.2f}×) |")
+        out.append(line)
     if any("peak" in r and not (r["peak"]["vanilla"]["exact"] and r["peak"]["pullback"]["exact"]) for r in rows):
-        print("\n(?) the peak RSS could not be reset before the step; the value is a lower bound.")
+        out += ["", "(?) the peak RSS could not be reset before the step; the value is a lower bound."]
+    return out
 
 
 if __name__ == "__main__":

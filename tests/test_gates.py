@@ -151,3 +151,44 @@ def test_high_temperature_linearises_a_bias_free_mlp():
     # at the paper's temperature the pullback depends on the input
     g = pullbacks.excitation_pullback(mlp, x, 1)
     assert not torch.allclose(g[0], g[1])
+
+
+# ---------------------------------------------------------------------------- subnormal floats
+
+
+def flushes_subnormals() -> bool:
+    """The process's flush-to-zero state, read by experiment (torch has no getter)."""
+    return float(torch.tensor([1e-39], dtype=torch.float32) * 1.0) == 0.0
+
+
+@pytest.mark.parametrize("call", [F.relu, F.relu6, lambda z: F.leaky_relu(z, 0.0), nn.MaxPool2d(2)])
+def test_gates_give_no_subnormal_floats(call):
+    """sigmoid(-100) = 3.7e-44 is subnormal in float32; the gate must pass an exact 0 instead
+    (x86 arithmetic on subnormals is slow), and leave normal values as they are."""
+    z = torch.tensor([[[[-100.0, -100.0], [3.0, -1.0]]]])
+    grad_out = torch.ones_like(call(z)) * torch.tensor(1.0)
+    g = grad_through(call, z, 1.0, grad_out=grad_out)
+    tiny = torch.finfo(torch.float32).tiny
+    assert not ((g != 0) & (g.abs() < tiny)).any(), g
+    if call is not F.relu6 and not isinstance(call, nn.MaxPool2d):
+        assert g[0, 0, 0, 0] == 0 and g[0, 0, 1, 0] == torch.sigmoid(torch.tensor(3.0))
+
+
+@pytest.mark.parametrize("flush", [False, True])
+def test_the_users_flush_denormal_setting_is_kept(flush):
+    if not torch.set_flush_denormal(flush):
+        pytest.skip("this CPU has no flush-denormal mode")
+    try:
+        model = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2)).eval()
+        x = torch.randn(3, 4)
+        pullbacks.excitation_pullback(model, x, 1)
+        assert flushes_subnormals() == flush
+        with pytest.raises(ValueError):
+            pullbacks.excitation_pullback(model, x, 7)  # out of range: raises after the forward pass
+        assert flushes_subnormals() == flush
+        with pullbacks.soft_gates():  # the README's form: backward after the block
+            y = model(x.requires_grad_())
+        y[:, 0].sum().backward()
+        assert flushes_subnormals() == flush
+    finally:
+        torch.set_flush_denormal(False)

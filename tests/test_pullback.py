@@ -113,3 +113,14 @@ def test_works_under_no_grad():
         torch.testing.assert_close(pullbacks.excitation_pullback(m, X, 1), expected)
         out = pullbacks.gradient_ascent(m, X, 1, steps=1, alpha=1.0, eps=None, clip=None)
     torch.testing.assert_close(out - X, expected / expected.norm(dim=1, keepdim=True))
+
+
+def test_a_compiled_model_is_refused_with_the_way_out():
+    m = mlp()
+    compiled = torch.compile(m)
+    with pytest.raises(TypeError, match=r"torch.compile.*_orig_mod"):
+        pullbacks.excitation_pullback(compiled, X, 1)
+    with pytest.raises(TypeError, match="torch.compile"):
+        pullbacks.gradient_ascent(compiled, X, 1)
+    torch.testing.assert_close(pullbacks.excitation_pullback(compiled._orig_mod, X, 1),
+                               pullbacks.excitation_pullback(m, X, 1))

@@ -14,6 +14,12 @@ def check_model(model: nn.Module) -> None:
     """Refuse anything but an ``nn.Module`` whose every submodule is in eval mode."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if hasattr(model, "_orig_mod") and type(model).__name__ == "OptimizedModule":
+        raise TypeError(
+            "model was compiled with torch.compile, which the soft gates do not support (the compiled "
+            "graph hides the ReLU and max-pool calls, or recompiles on every one); pass the "
+            "original module instead: model._orig_mod"
+        )
     training = [name or "<model>" for name, m in model.named_modules() if m.training]
     if training:
         raise ValueError(

@@ -8,13 +8,38 @@ value bit for bit through an autograd function with the rule's backward.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
+
+import torch
+from torch import Tensor
 
 
 def arg(args: tuple, kwargs: dict, index: int, name: str, default: Any) -> Any:
     """Argument ``index`` of a call, given by position or by ``name``."""
     return args[index] if len(args) > index else kwargs.get(name, default)
+
+
+@functools.lru_cache(maxsize=None)
+def _smallest_normal(dtype: torch.dtype) -> float:
+    return torch.finfo(dtype).tiny
+
+
+def flush_subnormals_(t: Tensor) -> Tensor:
+    """Set the entries of ``t`` below the smallest normal float (in magnitude) to 0, in place.
+
+    Soft gates make subnormal floats where hard gates make exact zeros (``sigmoid(z / T)``
+    for ``z / T < -87`` in float32, and products of small gates), and on many x86 CPUs
+    arithmetic on subnormals is tens of times slower: the convolution backward that
+    consumes them slows down the whole step. One pass over the gate's output removes them
+    without touching the process's floating-point mode. The pullback changes only below
+    ``finfo.tiny`` (1.2e-38 in float32). GPUs have no such penalty: there ``t`` is returned
+    as it is.
+    """
+    if t.device.type != "cpu" or not t.is_floating_point():
+        return t
+    return torch.ops.aten.hardshrink.out(t, _smallest_normal(t.dtype), out=t)
 
 
 class Call:

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .base import Call, Rule
+from .base import Call, Rule, flush_subnormals_
 
 
 def _pair(v) -> tuple[int, int]:
@@ -134,7 +134,7 @@ class SoftMaxPool2d(torch.autograd.Function):
     def backward(ctx, grad: Tensor, *_):
         (x,) = ctx.saved_tensors
         g = soft_max_pool2d_backward(x, grad, *ctx.args, ctx.temperature, ctx.pool)
-        return g, None, None, None, None, None, None, None, None
+        return flush_subnormals_(g), None, None, None, None, None, None, None, None
 
 
 

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..replay import Replay, keep_input, saved_input
-from .base import Call, Rule
+from .base import Call, Rule, flush_subnormals_
 
 DEFAULT_TEMPERATURE = 0.3
 
@@ -72,7 +72,7 @@ class SoftReLU(torch.autograd.Function):
     def backward(ctx, grad: Tensor):
         z, fresh = saved_input(ctx)
         g = gate_times(grad, z, 1.0 / ctx.temperature, ctx.gate, out=z if fresh else None)
-        return g, None, None, None, None
+        return flush_subnormals_(g), None, None, None, None
 
 
 class SoftHardtanh(torch.autograd.Function):
@@ -95,7 +95,8 @@ class SoftHardtanh(torch.autograd.Function):
         beta = 1.0 / ctx.temperature
         lower = gate_times(grad, z - ctx.lo if ctx.lo else z, beta, ctx.gate)
         above = z.sub_(ctx.hi) if fresh else z - ctx.hi  # s((hi - z) / T) = s(-(z - hi) / T)
-        return gate_times(lower, above, -beta, ctx.gate, out=above), None, None, None, None, None, None
+        g = gate_times(lower, above, -beta, ctx.gate, out=above)
+        return flush_subnormals_(g), None, None, None, None, None, None
 
 
 class SoftLeakyReLU(torch.autograd.Function):
@@ -116,7 +117,7 @@ class SoftLeakyReLU(torch.autograd.Function):
         z, fresh = saved_input(ctx)
         a = ctx.slope
         g = gate_times(grad, z, 1.0 / ctx.temperature, ctx.gate, out=z if fresh else None)
-        return g.mul_(1.0 - a).add_(grad, alpha=a), None, None, None, None, None
+        return flush_subnormals_(g.mul_(1.0 - a).add_(grad, alpha=a)), None, None, None, None, None
 
 
 
