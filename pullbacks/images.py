@@ -42,6 +42,7 @@ __all__ = [
 
 SIZE = 224
 SHORT_SIDE = 256
+MAX_ASPECT = 20  # longer side / shorter side accepted by the preprocessing
 IMAGE_EXTENSIONS = (
     ".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm",
 )
@@ -120,6 +121,10 @@ def preprocess(image: Image.Image | np.ndarray) -> torch.Tensor:
         image = Image.fromarray(arr)
     img = to_rgb(image)
     w, h = img.size
+    if max(w, h) > MAX_ASPECT * min(w, h):
+        raise ImageLoadError(
+            f"the image is {w}×{h} pixels, more than {MAX_ASPECT}:1; resizing its short side to "
+            f"{SHORT_SIDE} would need a {max(w, h) * SHORT_SIDE // min(w, h)}-pixel long side. Crop it first.")
     if w == h:
         img = img.resize((SIZE, SIZE), Image.Resampling.BILINEAR)
     else:
@@ -213,6 +218,14 @@ def load_images(paths_or_folder: PathLike | Iterable[PathLike]) -> tuple[torch.T
             raise ImageLoadError("no image files given: pass a non-empty list or a folder.")
     images = [load_image(f) for f in files]
     return torch.stack(images), [f.stem for f in files]
+
+
+def skipped_files(folder: PathLike) -> list[Path]:
+    """The files in ``folder`` that :func:`load_images` passes over (not an image extension)."""
+    p = Path(os.fspath(folder)).expanduser()
+    if not p.is_dir():
+        return []
+    return sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() not in IMAGE_EXTENSIONS)
 
 
 # --------------------------------------------------------------------------- sample photos

@@ -212,7 +212,7 @@ MODELS: dict[str, ModelSpec] = {
         name="efficientnet_lite0",
         build=_build_efficientnet_lite0,
         default_weights=_efficientnet_lite0_state_dict,
-        # Chosen from the sweep in media/temperature_sweep/efficientnet_lite0.jpg (5 steps):
+        # Chosen from the sweep in media/temperature_sweep/efficientnet_lite0_alpha_20_steps_5.jpg (5 steps):
         # T <= 0.5 (0.7 too, in a closer look) is close to the vanilla gradient (speckle,
         # faint outlines), T = 1 shows the clearest object outlines (eyes, rocket and
         # towers), T >= 1.5 adds a growing diagonal cross-hatch / checkerboard, and at 4

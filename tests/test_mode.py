@@ -143,7 +143,7 @@ def test_model_untouched_by_pullback_and_ascent():
     model = _user_touched_model()
     try:
         before = snapshot(model)
-        x = torch.randn(2, 3, 64, 64)
+        x = torch.rand(2, 3, 64, 64) * 2 - 1
         pullbacks.excitation_pullback(model, x, [1, 2])
         pullbacks.gradient_ascent(model, x, 5, steps=2)
         pullbacks.gradient_ascent(model, x, 5, steps=1, method="gradient")
@@ -160,7 +160,7 @@ def test_model_untouched_when_forward_or_validation_raises():
             pullbacks.excitation_pullback(Raises(model).eval(), torch.randn(1, 3, 64, 64), 0)
         assert_unchanged(model, before)
         with pytest.raises(ValueError, match="out of range"):
-            pullbacks.gradient_ascent(model, torch.randn(1, 3, 64, 64), 1000)
+            pullbacks.gradient_ascent(model, torch.rand(1, 3, 64, 64) * 2 - 1, 1000)
         assert_unchanged(model, before)
         with pytest.raises(RuntimeError, match="boom"), pullbacks.soft_gates():
             Raises(model)(torch.randn(1, 3, 64, 64, requires_grad=True))

@@ -107,7 +107,7 @@ def test_internet_path_defaults_and_sweep(online, tmp_path):
     assert setup.loaded.temperature == 0.3 and setup.loaded.device == models_module.resolve_device("auto")
     diffs, fig, path = paper.paper_sweep(setup, rows=[0, 2], temperatures=[0.3, 1.0], steps=1,
                                          out=tmp_path / "media")
-    assert path == tmp_path / "media" / "temperature_sweep" / "densenet121.jpg" and path.is_file()
+    assert path == tmp_path / "media" / "temperature_sweep" / "densenet121_alpha_20_steps_1.jpg" and path.is_file()
     assert diffs.shape == (2, 3, 3, 32, 32)
     assert [fig.axes[4 * r].get_ylabel() for r in range(2)] == ["tench → tench", "church → church"]
     _, fig, _ = paper.paper_sweep(setup, rows=[1, 7], target="ostrich", temperatures=[1.0], steps=1, out=None)
@@ -215,7 +215,7 @@ def test_notebook_runs_headless(tmp_path):
     name = "efficientnet_lite0_alpha_20_steps_1.jpg"
     for folder in ("pullback_diff", "vanilla_grad_diff", "pullback", "vanilla_grad"):
         assert (media / folder / name).stat().st_size > 10_000, folder
-    assert (media / "temperature_sweep" / "efficientnet_lite0.jpg").is_file()
+    assert (media / "temperature_sweep" / name).is_file()  # named with its steps, like the grids
     executed = json.loads((tmp_path / "executed.ipynb").read_text(encoding="utf-8"))
     outputs = [o for c in executed["cells"] if c["cell_type"] == "code" for o in c.get("outputs", [])]
     assert not [o for o in outputs if o["output_type"] == "error"]

@@ -48,6 +48,26 @@ def _argument(validator: Callable, parse: Callable = float, none: bool = False) 
     return convert
 
 
+def device(text: str) -> str:
+    """``--device``: cpu, auto, or a CUDA/MPS device that this machine has."""
+    name = text.strip().lower()
+    if name in ("cpu", "auto"):
+        return name
+    available = ["cpu", "auto"]
+    if torch.cuda.is_available():
+        available += ["cuda"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        available.append("mps")
+    if name in available:
+        return name
+    try:
+        kind = torch.device(name).type
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f"unknown device {text!r}; this machine has: {', '.join(available)}") from None
+    raise argparse.ArgumentTypeError(f"device {text!r} ({kind}) is not available on this machine; "
+                                     f"it has: {', '.join(available)}")
+
+
 positive_int = _argument(options.positive_integer, int)
 positive_float = _argument(options.positive_number)
 temperature = _argument(options.temperature)
@@ -59,7 +79,7 @@ def _add_model(p: argparse.ArgumentParser) -> None:
                    help=f"one of {', '.join(available_models())} (default: %(default)s, works offline)")
     p.add_argument("--weights", default="default",
                    help="'default' (pretrained), 'random', or a state_dict file (default: %(default)s)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto (default: %(default)s)")
+    p.add_argument("--device", type=device, default="cpu", help="cpu, cuda, mps or auto (default: %(default)s)")
 
 
 def _add_ascent(p: argparse.ArgumentParser) -> None:
@@ -75,8 +95,11 @@ def _add_ascent(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .. import __version__
+
     parser = _Parser(prog="pullbacks", description="Excitation pullbacks for ReLU networks (arXiv 2507.22832).")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser.add_argument("--version", action="version", version=f"pullbacks {__version__} (torch {torch.__version__})")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
 
     grid = sub.add_parser("grid", help="render the class × target grid (pullback and vanilla gradient)",
                           description="Render the paper's class × target grid for the pullback and the vanilla gradient.")
@@ -90,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     grid.add_argument("--extra", type=int, default=1, help="random extra target classes (default: %(default)s)")
     grid.add_argument("--seed", type=int, default=0, help="seed of the extra classes (default: %(default)s)")
     grid.add_argument("--batch-size", type=positive_int, default=16, help="(image, target) pairs per batch")
-    grid.add_argument("--out", default="media", help="output folder (default: %(default)s)")
+    grid.add_argument("--out", default="out", help="output folder (default: %(default)s)")
     grid.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     grid.set_defaults(run=run_grid)
 
@@ -101,7 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model(explain)
     _add_ascent(explain)
     explain.add_argument("--method", choices=options.METHODS, default="pullback")
-    explain.add_argument("--out", default=None, help="output image (default: <image stem>_<target>_explained.png)")
+    explain.add_argument("--out", default=None,
+                         help="output image, .png added if missing (default: <image name>_<ext>_<target>_explained.png)")
     explain.set_defaults(run=run_explain)
 
     ev = sub.add_parser("evaluate", help="faithfulness metrics against gradient baselines",
@@ -140,11 +164,37 @@ def _class_id(classes, text: str) -> int:
         raise UsageError(str(e)) from None
 
 
+def _writable_folder(folder: str, flag: str) -> Path:
+    """Create ``folder`` and check it can be written, before any computation."""
+    path = Path(folder)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".pullbacks-write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise UsageError(f"cannot write into {str(path)!r} ({e.strerror or e}); choose another folder with {flag}") from None
+    return path
+
+
+def _explain_out(args, target: int) -> Path:
+    if args.out is None:
+        image = Path(args.image)
+        return Path(f"{image.stem}_{image.suffix.lstrip('.').lower() or 'image'}_{target}_explained.png")
+    out = Path(args.out)
+    return out if out.suffix else out.with_suffix(".png")
+
+
 def run_grid(args) -> int:
     from ..figures.grid import DIFF_FOLDERS, grid_file_name, render_grids
+    from ..images import skipped_files
 
     if args.extra < 0:
         raise UsageError(f"--extra must be >= 0, got {args.extra}")
+    _writable_folder(args.out, "--out")
+    if len(args.images) == 1:
+        for f in skipped_files(args.images[0]):
+            print(f"skipping {f.name}: not an image type pullbacks reads", file=sys.stderr)
     loaded, o = _load(args)
     images, labels, names, labelled = _photos(args.images, loaded)
     row_names = None if labelled else [f"{n} ({loaded.classes[c]})" for n, c in zip(names, labels)]
@@ -166,13 +216,14 @@ def run_explain(args) -> int:
     image = load_image(args.image)
     loaded, o = _load(args)
     target = _class_id(loaded.classes, args.target)
+    out = _explain_out(args, target)
+    _writable_folder(str(out.parent), "--out")
     result = explain_image(loaded.model, image.to(loaded.device), target, loaded.classes, o.replace(method=args.method))
     for title, top in (("before", result.top5_before), (f"after {args.steps} step(s) towards {result.target_name}",
                                                         result.top5_after)):
         print(f"top-5 {title}:")
         for name, p in top:
             print(f"  {p:7.2%}  {name}")
-    out = args.out or f"{Path(args.image).stem}_{target}_explained.png"
     print(result.save(out))
     return 0
 
@@ -246,18 +297,33 @@ def run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+CLI_HINTS = {  # what a command-line user types instead of the Python keyword a message names
+    "WeightsUnavailableError": "on the command line: --weights FILE (a state_dict), --weights random, "
+                               "or --model efficientnet_lite0 (embedded, offline)",
+    "DataUnavailableError": "on the command line: --images builtin (offline photos) or --images FOLDER",
+    "ImageLoadError": "on the command line: pass another file, or downscale this one",
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from ..images import DataUnavailableError, ImageLoadError
     from ..models import WeightsUnavailableError
 
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 2
     try:
         return args.run(args)
-    except (UsageError, ImageLoadError, FileNotFoundError, ValueError, TypeError,
+    except KeyboardInterrupt:
+        print(f"pullbacks {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except (UsageError, ImageLoadError, FileNotFoundError, ValueError, TypeError, RuntimeError,
             WeightsUnavailableError, DataUnavailableError) as e:
         message = " ".join(str(e).split())  # one line
-        print(f"pullbacks {args.command}: error: {message}", file=sys.stderr)
+        hint = CLI_HINTS.get(type(e).__name__)
+        print(f"pullbacks {args.command}: error: {message}" + (f" ({hint})" if hint else ""), file=sys.stderr)
         return 2
 
 

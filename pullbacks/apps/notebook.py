@@ -269,9 +269,10 @@ def paper_grids(
     return PaperFigures(grids, diff_files, perturbed)
 
 
-def sweep_file(model_name: str, out: str | os.PathLike = "media") -> Path:
-    """``<out>/temperature_sweep/<model>.jpg``."""
-    return Path(out) / SWEEP_FOLDER / f"{model_name}.jpg"
+def sweep_file(model_name: str, alpha: float, steps: int, out: str | os.PathLike = "media") -> Path:
+    """``<out>/temperature_sweep/<model>_alpha_<a>_steps_<s>.jpg`` (named like the grids, so
+    runs with other settings never overwrite each other)."""
+    return Path(out) / SWEEP_FOLDER / grid_file_name(model_name, alpha, steps)
 
 
 def paper_sweep(
@@ -285,7 +286,7 @@ def paper_sweep(
     **overrides,
 ) -> tuple[Tensor, Figure, Path | None]:
     """The temperature sweep of ``setup``'s rows ``rows`` towards ``target`` (``None``:
-    each row's own class), saved as ``<out>/temperature_sweep/<model>.jpg``. Rows beyond
+    each row's own class), saved as :func:`sweep_file`. Rows beyond
     the setup's (cut by ``max_rows``) are skipped; if none is left, row 0 is shown.
 
     Returns the differences (rows, temperatures + vanilla, 3, H, W), the figure and the
@@ -311,7 +312,7 @@ def paper_sweep(
     )
     path = None
     if out is not None:
-        path = sweep_file(loaded.name, out)
+        path = sweep_file(loaded.name, o.alpha, o.steps, out)
         path.parent.mkdir(parents=True, exist_ok=True)
         figure.savefig(path, dpi=100, pil_kwargs={"quality": 92})
     return diffs, figure, path

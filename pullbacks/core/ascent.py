@@ -12,7 +12,7 @@ from typing import Optional
 
 from torch import Tensor, nn
 
-from .checks import Targets, as_target_tensor, check_inputs, check_model
+from .checks import Targets, as_target_tensor, check_in_range, check_inputs, check_model
 from .options import AscentOptions, GateOptions, build
 from .pullback import target_gradient
 
@@ -42,10 +42,11 @@ def gradient_ascent(
     o = build(AscentOptions, options, overrides)
     check_model(model)
     check_inputs(inputs)
+    check_in_range(inputs, o.clip)
     t = as_target_tensor(targets, inputs.shape[0], inputs.device)
     gates = o.gates if o.method == "pullback" else None
 
-    x0 = inputs.detach()
+    x0 = inputs.clone() if inputs.is_inference() else inputs.detach()
     x = x0.clone()
     for _ in range(o.steps):
         d = target_gradient(model, x, t, gates)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Sequence, Union
+import numbers
+from typing import Any, Sequence, Union
 
+import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _NormBase
+from torch.nn.modules.dropout import _DropoutNd
 
 Targets = Union[int, Sequence[int], Tensor]
 
@@ -20,13 +24,32 @@ def check_model(model: nn.Module) -> None:
             "graph hides the ReLU and max-pool calls, or recompiles on every one); pass the "
             "original module instead: model._orig_mod"
         )
-    training = [name or "<model>" for name, m in model.named_modules() if m.training]
+    # only modules whose behaviour depends on the flag count (a DataParallel wrapper's own
+    # flag, or a container's, changes nothing)
+    training = [name or "<model>" for name, m in model.named_modules()
+                if m.training and isinstance(m, (_NormBase, _DropoutNd))]
     if training:
         raise ValueError(
             f"model is in training mode ({len(training)} module(s), e.g. {training[0]!r}); "
             "call model.eval() first: in training mode BatchNorm uses batch statistics "
             "(so a sample's explanation depends on its batch) and updates its running "
             "statistics, and dropout is random"
+        )
+
+
+def check_in_range(inputs: Tensor, clip) -> None:
+    """The ascent clamps every step to ``clip``: an input outside it would be moved by the
+    clamp alone, silently. Refuse it, saying what the library expects."""
+    if clip is None:
+        return
+    lo, hi = float(inputs.detach().min()), float(inputs.detach().max())
+    slack = 1e-4 * (clip[1] - clip[0])
+    if lo < clip[0] - slack or hi > clip[1] + slack:
+        raise ValueError(
+            f"inputs range over [{lo:.3g}, {hi:.3g}], outside clip={tuple(clip)}: the ascent would clamp them "
+            "before any gradient step. The library expects images in [-1, 1] (2 * pixel - 1, see "
+            "docs/method.md, 'Input space'; load_model wraps each model to take them); for inputs "
+            "in another space pass clip=(low, high) of that space, or clip=None to switch clamping off"
         )
 
 
@@ -39,16 +62,31 @@ def check_inputs(inputs: Tensor) -> None:
     if inputs.dim() < 2:
         raise ValueError(
             f"inputs must have a batch dimension, got shape {tuple(inputs.shape)}; "
-            "use inputs.unsqueeze(0) for a single sample"
+            "add a batch dimension: x[None]"
         )
     if not torch.isfinite(inputs).all():
         raise ValueError("inputs contain NaN or infinite values; check the image loading")
 
 
+def _class_hint(value: Any) -> str:
+    return (f"targets must be class indices, got the string {value!r}; look a name up with "
+            "load_model(...).classes.index(name) (e.g. classes.index('tabby') == 281)")
+
+
 def as_target_tensor(targets: Targets, batch: int, device: torch.device) -> Tensor:
-    """``targets`` as a 1-D long tensor with one entry per sample (an int is broadcast)."""
-    if isinstance(targets, bool):
+    """``targets`` as a 1-D long tensor with one entry per sample (an int is broadcast).
+    Python ints, numpy integers and arrays, and integer tensors are accepted."""
+    if isinstance(targets, (bool, np.bool_)):
         raise TypeError("targets must be an int, a sequence of ints or an integer tensor, got a bool")
+    if isinstance(targets, str) or (isinstance(targets, (list, tuple)) and any(isinstance(t, str) for t in targets)):
+        raise TypeError(_class_hint(targets if isinstance(targets, str) else next(
+            t for t in targets if isinstance(t, str))))
+    if isinstance(targets, np.ndarray):
+        if not np.issubdtype(targets.dtype, np.integer):
+            raise TypeError(f"targets must be integers (class indices), got a numpy array of {targets.dtype}")
+        targets = torch.from_numpy(np.ascontiguousarray(targets)).long()
+    if isinstance(targets, numbers.Integral) and not isinstance(targets, Tensor):
+        targets = int(targets)
     if isinstance(targets, int):
         t = torch.full((batch,), targets, dtype=torch.long)
     elif isinstance(targets, Tensor):
@@ -66,9 +104,9 @@ def as_target_tensor(targets: Targets, batch: int, device: torch.device) -> Tens
             raise TypeError(
                 f"targets must be an int, a sequence of ints or an integer tensor, got {type(targets).__name__}"
             ) from None
-        if not all(isinstance(i, int) and not isinstance(i, bool) for i in items):
+        if not all(isinstance(i, numbers.Integral) and not isinstance(i, (bool, np.bool_)) for i in items):
             raise TypeError(f"targets must contain ints (class indices), got {items!r}")
-        t = torch.tensor(items, dtype=torch.long)
+        t = torch.tensor([int(i) for i in items], dtype=torch.long)
     if t.numel() != batch:
         raise ValueError(
             f"got {t.numel()} targets for a batch of {batch} inputs; give one target per "

@@ -59,6 +59,15 @@ class SoftGateMode(TorchFunctionMode):
                 return record(func, args, kwargs)
         return func(*args, **kwargs)
 
+    def __enter__(self):
+        from torch.overrides import _get_current_function_mode_stack
+
+        if any(isinstance(m, SoftGateMode) for m in _get_current_function_mode_stack()):
+            raise RuntimeError(
+                "soft_gates blocks cannot be nested: the inner block would take every call and the outer "
+                "one would see none; use one block with the options you want")
+        return super().__enter__()
+
     def __exit__(self, *exc):
         if self.recorder is not None:
             self.recorder.clear()  # hold no tensor past the block
@@ -75,6 +84,7 @@ def soft_gates(options: Optional[GateOptions] = None, **overrides) -> Iterator[S
     ``pool_temperature``, ``gate``, ``pool``, ``replay``). The forward pass is unchanged bit
     for bit. The gate is fixed when the forward call happens, so ``backward()`` may run
     after the block. Yields the mode, whose ``gated`` counts the gated calls per family.
+    Blocks cannot be nested (a RuntimeError says so).
 
     >>> with pullbacks.soft_gates(temperature=0.3):
     ...     logit = model(x.requires_grad_())[0, 282]

@@ -16,8 +16,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Any, Optional, Tuple, TypeVar
+
+import numpy as np
+import torch
 
 GATES = ("sigmoid", "normal_cdf")  # s in relu'(z) -> s(z / T)
 POOLS = ("soft", "detached")  # the soft max pool's backward (see docs/method.md)
@@ -27,11 +31,20 @@ METHODS = ("pullback", "gradient")  # ascend along the excitation pullback, or t
 # --------------------------------------------------------------------------- validators
 
 
+def _real(value: Any) -> Any:
+    """numpy scalars and 0-d tensors as Python numbers (they are what people have)."""
+    if isinstance(value, np.generic) or (isinstance(value, torch.Tensor) and value.dim() == 0):
+        return value.item()
+    return value
+
+
 def positive_number(value: Any, name: str, *, allow_none: bool = False) -> Optional[float]:
-    """``value`` as a float if it is a finite number > 0 (``None`` passes where allowed)."""
+    """``value`` as a float if it is a finite number > 0 (``None`` passes where allowed).
+    numpy scalars and 0-d tensors are accepted."""
     if value is None and allow_none:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    value = _real(value)
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a number > 0, got {value!r}")
     if not math.isfinite(value) or value <= 0:
         raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
@@ -39,10 +52,11 @@ def positive_number(value: Any, name: str, *, allow_none: bool = False) -> Optio
 
 
 def positive_integer(value: Any, name: str) -> int:
-    """``value`` if it is an integer >= 1."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    """``value`` as an int if it is an integer >= 1 (numpy integers too)."""
+    value = _real(value)
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    return value
+    return int(value)
 
 
 def choice(value: Any, name: str, choices: Tuple[str, ...]) -> str:
@@ -52,13 +66,21 @@ def choice(value: Any, name: str, choices: Tuple[str, ...]) -> str:
     return value
 
 
+MIN_TEMPERATURE = 1e-6  # below it the soft gates equal the hard ones to float precision
+
+
 def temperature(value: Any, name: str = "temperature") -> float:
-    """A gate temperature: a finite number > 0."""
+    """A gate temperature: a finite number >= ``MIN_TEMPERATURE``."""
     try:
-        return positive_number(value, name)
+        t = positive_number(value, name)
     except ValueError:
         raise ValueError(f"{name} must be a finite number > 0, got {value!r}; small values (e.g. 0.01) "
                          "approach the vanilla gradient, the paper uses 0.3") from None
+    if t < MIN_TEMPERATURE:
+        raise ValueError(f"{name} must be at least {MIN_TEMPERATURE:g}, got {t!r}: below that the soft gates "
+                         "are the hard ones to float precision (and the soft max pool underflows); for the "
+                         "vanilla gradient use method='gradient'")
+    return t
 
 
 def clip_range(clip: Any) -> Optional[Tuple[float, float]]:
@@ -158,8 +180,8 @@ def build(cls: type[O], options: Optional[GateOptions], overrides: dict) -> O:
     unknown = sorted(set(overrides) - set(names))
     if unknown:
         raise TypeError(f"unknown option(s) {', '.join(unknown)}; valid: {', '.join(names)}")
-    if isinstance(options, (int, float)) and not isinstance(options, bool):
-        options, overrides = None, {"temperature": options, **overrides}  # soft_gates(0.3)
+    if isinstance(_real(options), numbers.Real) and not isinstance(options, bool):
+        options, overrides = None, {"temperature": _real(options), **overrides}  # soft_gates(0.3)
     if options is not None and not isinstance(options, GateOptions):
         raise TypeError(f"options must be a GateOptions or AscentOptions (or a temperature), "
                         f"got {type(options).__name__}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Optional
 
 import torch
@@ -12,19 +13,54 @@ from .mode import SoftGateMode
 from .options import GateOptions, build
 
 
+def logits_of(output) -> Tensor:
+    """The logits in a model's output: a tensor, a mapping with ``"logits"``, an object with
+    a ``.logits`` tensor (Hugging Face outputs), or a tuple/list whose first item is one."""
+    if isinstance(output, Tensor):
+        return output
+    if isinstance(output, Mapping) and isinstance(output.get("logits"), Tensor):
+        return output["logits"]
+    if isinstance(getattr(output, "logits", None), Tensor):
+        return output.logits
+    if isinstance(output, (tuple, list)) and output and isinstance(output[0], Tensor):
+        return output[0]
+    raise TypeError(
+        f"the model returned a {type(output).__name__}; pullbacks needs the logits as a (batch, classes) "
+        "tensor, a dict with a 'logits' entry, an object with a .logits tensor, or a tuple whose first "
+        "item is the logits; otherwise wrap the model: nn.Sequential(model, PickLogits())"
+    )
+
+
+def _forward(model: nn.Module, x: Tensor) -> Tensor:
+    """``model(x)``'s logits; a 3-D input that the model rejects gets the batch-dimension hint."""
+    try:
+        return logits_of(model(x))
+    except (RuntimeError, ValueError) as e:
+        if x.dim() == 3:
+            raise ValueError(f"the model failed on inputs of shape {tuple(x.shape)} ({str(e).splitlines()[0]}); "
+                             "if this is one image, add a batch dimension: x[None]") from e
+        raise
+
+
 def target_gradient(model: nn.Module, inputs: Tensor, targets: Tensor, gates: Optional[GateOptions]) -> Tensor:
     """``d/dx sum_i logits[i, targets[i]]`` at ``inputs``, with the soft gates of ``gates``
     (or the vanilla gradient when ``gates`` is None). Inputs are assumed validated.
 
     Uses ``torch.autograd.grad`` so no parameter's ``.grad`` is ever written.
     """
+    if torch.is_inference_mode_enabled():
+        raise RuntimeError(
+            "pullbacks cannot run under torch.inference_mode(): it records no autograd graph, so there is "
+            "no gradient to modify; call it outside the `with torch.inference_mode():` block "
+            "(torch.no_grad() around it is fine)")
     with torch.enable_grad():  # also when called under no_grad (e.g. by Captum's NoiseTunnel)
-        x = inputs.detach().requires_grad_(True)
+        # a tensor made under inference mode cannot require a gradient: use a normal copy
+        x = (inputs.clone() if inputs.is_inference() else inputs.detach()).requires_grad_(True)
         if gates is None:
-            logits = model(x)
+            logits = _forward(model, x)
         else:
             with SoftGateMode(gates) as mode:
-                logits = model(x)
+                logits = _forward(model, x)
             if mode.gates_seen == 0:
                 raise ValueError(
                     f"no ReLU-family or max-pool call was seen in the forward pass of "

@@ -156,17 +156,19 @@ def render_grids(
     targets = grid_targets(row_labels, extra, seed, len(classes)) if targets is None else list(targets)
     row_names = [classes[int(c)] for c in row_labels] if row_names is None else list(row_names)
     grids = {}
-    for method in methods:
+    for method in methods:  # every grid is computed before any file is written: no mixed pairs
         label = "excitation pullback" if method == "pullback" else "vanilla gradient"
         grid = class_target_grid(
             model, images, targets, row_names=row_names, target_names=[classes[t] for t in targets],
             options=o.replace(method=method), batch_size=batch_size, progress=progress,
             title=f"{model_name}: {label}, {o.steps} step(s), alpha {o.alpha:g}")
+        grids[method] = grid
+    for method, grid in grids.items():
+        label = "excitation pullback" if method == "pullback" else "vanilla gradient"
         if out is not None:
             name = grid_file_name(model_name, o.alpha, o.steps)
             grid.save(Path(out) / DIFF_FOLDERS[method] / name)
             if save_perturbed:
                 fig = draw_grid(grid, title=f"{model_name}: perturbed images ({label})", show="perturbed")
                 Grid(**{**grid.__dict__, "figure": fig}).save(Path(out) / PERTURBED_FOLDERS[method] / name)
-        grids[method] = grid
     return grids
