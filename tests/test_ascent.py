@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-from torch import nn
 
 import pullbacks
 from helpers import tiny_cnn

@@ -2,7 +2,6 @@
 
 import torch
 from PIL import Image
-from torch import nn
 
 import pullbacks
 from helpers import tiny_cnn

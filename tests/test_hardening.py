@@ -183,7 +183,6 @@ def test_interrupt_exits_130_with_one_line(monkeypatch, capsys, tmp_path):
 
 def test_cli_hints_name_flags(monkeypatch, capsys):
     from pullbacks import models
-    from pullbacks.apps import cli
 
     def offline(*_a, **_k):
         raise models.WeightsUnavailableError("no weights for 'resnet50'; pass weights=... or use efficientnet_lite0")

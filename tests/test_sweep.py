@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-from torch import nn
 
 from helpers import tiny_cnn
 from pullbacks import gradient_ascent

@@ -74,6 +74,14 @@ temperature = _argument(options.temperature)
 optional_positive = _argument(options.positive_number, none=True)
 
 
+def _add_images(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--images", nargs="+", default=["builtin"], metavar="IMAGES",
+                   help="'builtin' (scikit-image photos, offline), 'imagenette' (the paper's rows), "
+                        "or image files / a folder (rows labelled with the model's prediction)")
+    p.add_argument("--imagenette-root", default=None, metavar="FOLDER",
+                   help="where Imagenette is (or is downloaded to) (default: ~/.cache/pullbacks/imagenette)")
+
+
 def _add_model(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=DEFAULT_MODEL,
                    help=f"one of {', '.join(available_models())} (default: %(default)s, works offline)")
@@ -105,9 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
                           description="Render the paper's class × target grid for the pullback and the vanilla gradient.")
     _add_model(grid)
     _add_ascent(grid)
-    grid.add_argument("--images", nargs="+", default=["builtin"], metavar="IMAGES",
-                      help="'builtin' (scikit-image photos, offline), 'imagenette' (the paper's rows), "
-                           "or image files / a folder (rows labelled with the model's prediction)")
+    _add_images(grid)
     grid.add_argument("--targets", nargs="+", default=None, metavar="CLASS",
                       help="target classes, ids or names (default: the rows' classes plus --extra random ones)")
     grid.add_argument("--extra", type=int, default=1, help="random extra target classes (default: %(default)s)")
@@ -124,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model(explain)
     _add_ascent(explain)
     explain.add_argument("--method", choices=options.METHODS, default="pullback")
+    explain.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     explain.add_argument("--out", default=None,
                          help="output image, .png added if missing (default: <image name>_<ext>_<target>_explained.png)")
     explain.set_defaults(run=run_explain)
@@ -144,12 +151,12 @@ def _load(args):
     return loaded, loaded.options(**{f: getattr(args, f) for f in fields if hasattr(args, f)})
 
 
-def _photos(sources: list[str], loaded):
+def _photos(sources: list[str], loaded, imagenette_root=None):
     """``--images``: (images, labels, names, labelled); file rows get the model's prediction."""
     from ..images import builtin_photos, imagenette_rows, load_images
 
     if sources in (["builtin"], ["imagenette"]):
-        photos = builtin_photos() if sources == ["builtin"] else imagenette_rows()
+        photos = builtin_photos() if sources == ["builtin"] else imagenette_rows(imagenette_root)
         return torch.stack([p.image for p in photos]), [p.label for p in photos], [p.name for p in photos], True
     images, names = load_images(sources[0] if len(sources) == 1 else sources)
     with torch.no_grad():
@@ -196,7 +203,7 @@ def run_grid(args) -> int:
         for f in skipped_files(args.images[0]):
             print(f"skipping {f.name}: not an image type pullbacks reads", file=sys.stderr)
     loaded, o = _load(args)
-    images, labels, names, labelled = _photos(args.images, loaded)
+    images, labels, names, labelled = _photos(args.images, loaded, args.imagenette_root)
     row_names = None if labelled else [f"{n} ({loaded.classes[c]})" for n, c in zip(names, labels)]
     targets = None if args.targets is None else [_class_id(loaded.classes, t) for t in args.targets]
     render_grids(
@@ -218,7 +225,8 @@ def run_explain(args) -> int:
     target = _class_id(loaded.classes, args.target)
     out = _explain_out(args, target)
     _writable_folder(str(out.parent), "--out")
-    result = explain_image(loaded.model, image.to(loaded.device), target, loaded.classes, o.replace(method=args.method))
+    result = explain_image(loaded.model, image.to(loaded.device), target, loaded.classes, o.replace(method=args.method),
+                           progress=o.steps > 1 and not args.no_progress)
     for title, top in (("before", result.top5_before), (f"after {args.steps} step(s) towards {result.target_name}",
                                                         result.top5_after)):
         print(f"top-5 {title}:")
@@ -232,9 +240,7 @@ def _add_evaluate(parser: argparse.ArgumentParser) -> None:
     """The options of ``pullbacks evaluate``."""
     s = Settings()
     _add_model(parser)
-    parser.add_argument("--images", nargs="+", default=["builtin"], metavar="IMAGES",
-                        help="'builtin' (the scikit-image photos and their classes, offline), 'imagenette' "
-                             "(the paper's five rows), or image files / a folder (target: the predicted class)")
+    _add_images(parser)
     parser.add_argument("--methods", nargs="+", default=None, metavar="METHOD",
                         help=f"any of {', '.join(EVALUATION_METHODS)} (default: all; commas also separate)")
     parser.add_argument("--metrics", nargs="+", default=None, metavar="METRIC",
@@ -275,7 +281,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     check_names(methods, EVALUATION_METHODS, "method")  # fail before loading anything
     check_names(metric_names, METRICS, "metric")
     loaded, o = _load(args)
-    images, labels, names, labelled = _photos(args.images, loaded)
+    images, labels, names, labelled = _photos(args.images, loaded, args.imagenette_root)
     if not labelled:
         print("targets: the model's predicted classes (files carry no labels)")
     settings = Settings(ascent=o, blocks=args.blocks, ig_steps=args.ig_steps,
@@ -300,7 +306,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
 CLI_HINTS = {  # what a command-line user types instead of the Python keyword a message names
     "WeightsUnavailableError": "on the command line: --weights FILE (a state_dict), --weights random, "
                                "or --model efficientnet_lite0 (embedded, offline)",
-    "DataUnavailableError": "on the command line: --images builtin (offline photos) or --images FOLDER",
+    "DataUnavailableError": "on the command line: --imagenette-root FOLDER, --images builtin (offline photos) "
+                            "or --images FOLDER",
     "ImageLoadError": "on the command line: pass another file, or downscale this one",
 }
 

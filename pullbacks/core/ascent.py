@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Optional
 
 from torch import Tensor, nn
+from tqdm.auto import trange
 
 from .checks import Targets, as_target_tensor, check_in_range, check_inputs, check_model
 from .options import AscentOptions, GateOptions, build
@@ -27,6 +28,8 @@ def gradient_ascent(
     inputs: Tensor,
     targets: Targets,
     options: Optional[GateOptions] = None,
+    *,
+    progress: bool = False,
     **overrides,
 ) -> Tensor:
     """Return ``inputs`` after ``steps`` steps of projected gradient ascent on the target
@@ -37,7 +40,7 @@ def gradient_ascent(
     ``alpha=20``, ``eps=100`` or None, ``clip=(-1, 1)`` or None, ``method``, and the gate
     options ``temperature``, ``pool_temperature``, ``gate``, ``pool``, ``replay``).
     Each sample is independent of the rest of its batch. The attribution the paper shows
-    is ``result - inputs``.
+    is ``result - inputs``. ``progress=True`` shows a bar over the steps.
     """
     o = build(AscentOptions, options, overrides)
     check_model(model)
@@ -48,7 +51,7 @@ def gradient_ascent(
 
     x0 = inputs.clone() if inputs.is_inference() else inputs.detach()
     x = x0.clone()
-    for _ in range(o.steps):
+    for _ in trange(o.steps, desc=f"{o.method} ascent", unit="step", disable=not progress, leave=False):
         d = target_gradient(model, x, t, gates)
         x = x + o.alpha * d / _per_sample_norm(d).clamp_min(1e-20)
         if o.eps is not None:

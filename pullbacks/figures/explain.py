@@ -55,6 +55,8 @@ def explain_image(
     target: int,
     classes: Sequence[str],
     options: AscentOptions | None = None,
+    *,
+    progress: bool = False,
     **overrides,
 ) -> Explanation:
     """Ascend ``image`` (3, H, W) towards ``target`` and describe the result. Options: an
@@ -63,7 +65,7 @@ def explain_image(
     if image.dim() != 3:
         raise ValueError(f"image must have shape (3, H, W), got {tuple(image.shape)}")
     x0 = image[None]
-    x = gradient_ascent(model, x0, int(target), o)
+    x = gradient_ascent(model, x0, int(target), o, progress=progress)
     before, after = top_k(model, torch.cat([x0, x]), classes)
     name = classes[int(target)]
     figure = draw_explanation(x0[0], x[0], name, before, after, o.method, o.steps)
