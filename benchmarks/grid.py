@@ -7,7 +7,7 @@ The grid is 5 images x 6 targets, ``--steps`` steps of gradient ascent each (doc
 "The ascent", "The figure"). Every (image, target) pair is an independent sample, so the grid can be computed
 
     batched     all 30 pairs through ``gradient_ascent``, ``--batch`` pairs per call
-                (what ``pullbacks.grid.class_target_grid`` does, without drawing);
+                (what ``pullbacks.figures.grid.class_target_grid`` does, without drawing);
     by column   one target column at a time: 5 images per call, 6 calls.
 
 Both give the same cells; the runs are interleaved (column, batched, column, batched, ...)
@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from pullbacks.ascent import gradient_ascent  # noqa: E402
+from pullbacks import gradient_ascent  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from step import build_model, sync  # noqa: E402
@@ -60,7 +60,7 @@ def with_figure(model, images, targets, args, batch):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from pullbacks.grid import class_target_grid
+    from pullbacks.figures.grid import class_target_grid
 
     grid = class_target_grid(model, images, targets, row_names=[str(i) for i in range(ROWS)],
                              target_names=[str(t) for t in targets], method=args.method, steps=args.steps,
@@ -113,7 +113,7 @@ def main(argv=None) -> None:
         runs[f"batch {b}"] = (lambda b=b: batched(model, images, targets, args, b))
     if args.figure:
         try:
-            import pullbacks.grid  # noqa: F401
+            import pullbacks.figures.grid  # noqa: F401
         except ImportError:
             print("pullbacks/grid.py not available: --figure skipped", file=sys.stderr)
         else:
