@@ -117,6 +117,7 @@ def draw_grid(grid: Grid, title: str | None = None, cell_inches: float = 1.9, sh
 # Where the figures land (the paper's names): <out>/<folder>/<model>_alpha_<a>_steps_<s>.jpg
 DIFF_FOLDERS = {"pullback": "pullback_diff", "gradient": "vanilla_grad_diff"}
 PERTURBED_FOLDERS = {"pullback": "pullback", "gradient": "vanilla_grad"}
+LABELS = {"pullback": "excitation pullback", "gradient": "vanilla gradient"}
 
 
 def grid_file_name(model_name: str, alpha: float, steps: int) -> str:
@@ -157,18 +158,16 @@ def render_grids(
     row_names = [classes[int(c)] for c in row_labels] if row_names is None else list(row_names)
     grids = {}
     for method in methods:  # every grid is computed before any file is written: no mixed pairs
-        label = "excitation pullback" if method == "pullback" else "vanilla gradient"
         grid = class_target_grid(
             model, images, targets, row_names=row_names, target_names=[classes[t] for t in targets],
             options=o.replace(method=method), batch_size=batch_size, progress=progress,
-            title=f"{model_name}: {label}, {o.steps} step(s), alpha {o.alpha:g}")
+            title=f"{model_name}: {LABELS[method]}, {o.steps} step(s), alpha {o.alpha:g}")
         grids[method] = grid
     for method, grid in grids.items():
-        label = "excitation pullback" if method == "pullback" else "vanilla gradient"
         if out is not None:
             name = grid_file_name(model_name, o.alpha, o.steps)
             grid.save(Path(out) / DIFF_FOLDERS[method] / name)
             if save_perturbed:
-                fig = draw_grid(grid, title=f"{model_name}: perturbed images ({label})", show="perturbed")
+                fig = draw_grid(grid, title=f"{model_name}: perturbed images ({LABELS[method]})", show="perturbed")
                 Grid(**{**grid.__dict__, "figure": fig}).save(Path(out) / PERTURBED_FOLDERS[method] / name)
     return grids
