@@ -7,7 +7,9 @@
 The method is explained in docs/method.md.
 """
 
-from .core import AscentOptions, GateOptions, excitation_pullback, gradient_ascent, soft_gates
+from .core import (AscentOptions, Coverage, GateOptions, PartialPullbackError, PartialPullbackWarning,
+                   excitation_pullback, gradient_ascent, soft_gates)
 
-__all__ = ["soft_gates", "excitation_pullback", "gradient_ascent", "GateOptions", "AscentOptions"]
+__all__ = ["soft_gates", "excitation_pullback", "gradient_ascent", "GateOptions", "AscentOptions",
+           "Coverage", "PartialPullbackWarning", "PartialPullbackError"]
 __version__ = "0.1.0"

@@ -96,9 +96,9 @@ def test_training_mode_is_refused_without_switching():
 
 def test_model_without_gates_is_refused():
     linear = nn.Sequential(nn.Linear(4, 3), nn.Tanh()).eval()
-    with pytest.raises(ValueError, match="no ReLU-family"):
+    with pytest.raises(ValueError, match="no call that pullbacks gates"):
         pullbacks.excitation_pullback(linear, X, 0)
-    with pytest.raises(ValueError, match="no ReLU-family"):
+    with pytest.raises(ValueError, match="no call that pullbacks gates"):
         pullbacks.gradient_ascent(linear, X, 0)
     # a vanilla gradient is fine: one step of length 1 along the normalised gradient of logit 0
     out = pullbacks.gradient_ascent(linear, X, 0, method="gradient", steps=1, alpha=1.0, eps=None, clip=None)

@@ -2,8 +2,10 @@
 the pullback, the ascent, and the options they share."""
 
 from .ascent import gradient_ascent
+from .coverage import Coverage, PartialPullbackError, PartialPullbackWarning
 from .mode import SoftGateMode, soft_gates
 from .options import AscentOptions, GateOptions
 from .pullback import excitation_pullback
 
-__all__ = ["soft_gates", "SoftGateMode", "excitation_pullback", "gradient_ascent", "GateOptions", "AscentOptions"]
+__all__ = ["soft_gates", "SoftGateMode", "excitation_pullback", "gradient_ascent", "GateOptions", "AscentOptions",
+           "Coverage", "PartialPullbackWarning", "PartialPullbackError"]

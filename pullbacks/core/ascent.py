@@ -38,7 +38,8 @@ def gradient_ascent(
 
     Options: an :class:`AscentOptions` and/or its fields as keywords (``steps=5``,
     ``alpha=20``, ``eps=100`` or None, ``clip=(-1, 1)`` or None, ``method``, and the gate
-    options ``temperature``, ``pool_temperature``, ``gate``, ``pool``, ``replay``).
+    options ``temperature``, ``pool_temperature``, ``temperatures``, ``gate``, ``pool``,
+    ``strict``, ``replay``; see :func:`excitation_pullback` for the coverage warning).
     Each sample is independent of the rest of its batch. The attribution the paper shows
     is ``result - inputs``. ``progress=True`` shows a bar over the steps.
     """
@@ -51,8 +52,8 @@ def gradient_ascent(
 
     x0 = inputs.clone() if inputs.is_inference() else inputs.detach()
     x = x0.clone()
-    for _ in trange(o.steps, desc=f"{o.method} ascent", unit="step", disable=not progress, leave=False):
-        d = target_gradient(model, x, t, gates)
+    for step in trange(o.steps, desc=f"{o.method} ascent", unit="step", disable=not progress, leave=False):
+        d = target_gradient(model, x, t, gates, warn=step == 0)  # one coverage warning per ascent
         x = x + o.alpha * d / _per_sample_norm(d).clamp_min(1e-20)
         if o.eps is not None:
             delta = x - x0

@@ -3,8 +3,9 @@
 A :class:`torch.overrides.TorchFunctionMode` sees each call as it happens, whether it
 comes from a module (``nn.ReLU``, reused or not, in place or not), a functional call
 (``F.relu``, ``torch.relu``, ``Tensor.relu_``) or a pooling layer. It looks the function
-up in :data:`~pullbacks.core.rules.TABLE`, applies the rule and counts the call under the
-rule's family. Nothing is attached to the model, so nothing has to be undone.
+up in :data:`~pullbacks.core.table.TABLE`, applies the rule and counts the call under the
+rule's family; nonlinear calls no rule covers are counted too (``mode.coverage``).
+Nothing is attached to the model, so nothing has to be undone.
 """
 
 from __future__ import annotations
@@ -16,24 +17,37 @@ from typing import Iterator, Optional
 import torch
 from torch.overrides import TorchFunctionMode
 
+from .coverage import ORDINARY, Coverage, check_no_checkpoint_hooks
 from .options import GateOptions, build
 from .replay import Recorder, Replay
 from .rules.base import Call
 from .table import TABLE
 
 
+def _needs_grad(args: tuple, kwargs: dict) -> bool:
+    """True if a tensor argument requires a gradient."""
+    return any(isinstance(a, torch.Tensor) and a.requires_grad for a in (*args, *kwargs.values()))
+
+
 class SoftGateMode(TorchFunctionMode):
     """Applies the rule table to every call made while it is active.
 
-    ``gated`` counts the calls given a soft backward, per family (only calls whose input
-    requires a gradient, with grad mode on, are gated: the others have no backward pass).
+    ``coverage.gated`` counts the calls given a soft backward, per family, and
+    ``coverage.ordinary`` the nonlinear calls no rule covers, by operator. Only calls on
+    the gradient path count (grad mode on, some tensor argument requires a gradient): the
+    others have no backward pass.
     """
 
     def __init__(self, options: GateOptions):
         super().__init__()
         self.options = options
-        self.gated: Counter[str] = Counter()
+        self.coverage = Coverage()
         self.recorder: Optional[Recorder] = Recorder() if options.replay else None
+
+    @property
+    def gated(self) -> Counter:
+        """The gated calls per family (``coverage.gated``)."""
+        return self.coverage.gated
 
     @property
     def gates_seen(self) -> int:
@@ -47,12 +61,13 @@ class SoftGateMode(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         entry = TABLE.get(func)
-        if entry is not None and torch.is_grad_enabled():
-            call = Call(args, kwargs, entry[1])
-            x = call.input
-            if isinstance(x, torch.Tensor) and x.requires_grad:
-                self.gated[entry[0].family] += 1
-                return entry[0].apply(call, self)
+        if entry is not None and torch.is_grad_enabled() and _needs_grad(args, kwargs):
+            check_no_checkpoint_hooks()
+            self.coverage.gated[entry[0].family] += 1
+            return entry[0].apply(Call(args, kwargs, entry[1]), self)
+        name = ORDINARY.get(func)
+        if name is not None and torch.is_grad_enabled() and _needs_grad(args, kwargs):
+            self.coverage.ordinary[name] += 1
         if self.recorder is not None and torch.is_grad_enabled():
             record = self.recorder.functions.get(func)
             if record is not None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Optional, Tuple, TypeVar
 
@@ -26,6 +27,11 @@ import torch
 GATES = ("sigmoid", "normal_cdf")  # s in relu'(z) -> s(z / T)
 POOLS = ("soft", "detached")  # the soft max pool's backward (see docs/method.md)
 METHODS = ("pullback", "gradient")  # ascend along the excitation pullback, or the vanilla gradient
+
+# The temperatures of the families beyond ReLU (docs/method.md, "Beyond ReLU"): SiLU and GELU
+# as the authors chose them, Hardswish and Mish at 1 (the activation's own gate), attention
+# as the authors evaluated PVT with. ``temperatures={...}`` overrides any of them.
+FAMILY_TEMPERATURES = {"silu": 1.6, "gelu": 1.0, "hardswish": 1.0, "mish": 1.0, "attention": 1.5}
 
 
 # --------------------------------------------------------------------------- validators
@@ -83,6 +89,34 @@ def temperature(value: Any, name: str = "temperature") -> float:
     return t
 
 
+class Temperatures(dict):
+    """A read-only, hashable mapping family -> temperature (a dict, so it serialises as one)."""
+
+    def __hash__(self) -> int:  # type: ignore[override]
+        return hash(tuple(sorted(self.items())))
+
+    def _read_only(self, *args, **kwargs):
+        raise TypeError("options are frozen: use options.replace(temperatures={...})")
+
+    __setitem__ = __delitem__ = update = pop = popitem = clear = setdefault = _read_only  # type: ignore
+
+
+def family_temperatures(value: Any) -> Mapping[str, float]:
+    """The full per-family temperature mapping: ``FAMILY_TEMPERATURES`` with ``value``
+    (a partial mapping, or None) applied; an unknown family is a ValueError listing the known."""
+    if value is None:
+        value = {}
+    if not isinstance(value, Mapping):
+        raise TypeError(f"temperatures must be a mapping such as {{'gelu': 1.0}}, got {value!r}")
+    unknown = sorted(set(value) - set(FAMILY_TEMPERATURES), key=str)
+    if unknown:
+        raise ValueError(f"unknown famil{'y' if len(unknown) == 1 else 'ies'} {', '.join(map(repr, unknown))} in "
+                         f"temperatures; known: {', '.join(FAMILY_TEMPERATURES)} (the ReLU family and max "
+                         "pooling have their own options: temperature, pool_temperature)")
+    merged = {**FAMILY_TEMPERATURES, **{k: temperature(v, f"temperatures[{k!r}]") for k, v in value.items()}}
+    return Temperatures(merged)
+
+
 def clip_range(clip: Any) -> Optional[Tuple[float, float]]:
     """``None`` or a pair ``(low, high)`` with ``low < high``."""
     if clip is None:
@@ -110,6 +144,9 @@ class GateOptions:
     gate              ``s``: "sigmoid" (the paper) or "normal_cdf" (the authors' later variant)
     pool              "soft" (the gradient of the soft max pool, the paper) or "detached"
                       (its softmax weights only, the authors' later variant)
+    temperatures      T of the other families, by name: ``silu`` 1.6, ``gelu`` 1.0, ``hardswish`` 1.0,
+                      ``mish`` 1.0, ``attention`` 1.5; a partial mapping overrides only what it names
+    strict            raise (instead of warning) when nonlinear calls kept their ordinary gradient
     replay            recompute gate inputs that came out of eval-mode batch norms instead of
                       keeping a copy (saves memory; the result is bit for bit the same)
     """
@@ -118,6 +155,8 @@ class GateOptions:
     pool_temperature: Optional[float] = None
     gate: str = "sigmoid"
     pool: str = "soft"
+    temperatures: Optional[Mapping[str, float]] = None
+    strict: bool = False
     replay: bool = True
 
     def __post_init__(self) -> None:
@@ -127,13 +166,23 @@ class GateOptions:
             set_("pool_temperature", temperature(self.pool_temperature, "pool_temperature"))
         choice(self.gate, "gate", GATES)
         choice(self.pool, "pool", POOLS)
-        if not isinstance(self.replay, bool):
-            raise TypeError(f"replay must be True or False, got {self.replay!r}")
+        set_("temperatures", family_temperatures(self.temperatures))
+        for flag in ("strict", "replay"):
+            if not isinstance(getattr(self, flag), bool):
+                raise TypeError(f"{flag} must be True or False, got {getattr(self, flag)!r}")
 
     @property
     def pool_t(self) -> float:
         """The max-pool temperature in effect."""
         return self.temperature if self.pool_temperature is None else self.pool_temperature
+
+    def temperature_of(self, family: str) -> float:
+        """The temperature of a family of the rule table ("relu", "max_pool", "silu", ...)."""
+        if family == "relu":
+            return self.temperature
+        if family == "max_pool":
+            return self.pool_t
+        return self.temperatures[family]
 
     @property
     def gates(self) -> "GateOptions":
@@ -187,4 +236,6 @@ def build(cls: type[O], options: Optional[GateOptions], overrides: dict) -> O:
                         f"got {type(options).__name__}")
     base = {} if options is None else {f.name: getattr(options, f.name)
                                        for f in dataclasses.fields(options) if f.name in names}
+    if isinstance(base.get("temperatures"), Mapping) and isinstance(overrides.get("temperatures"), Mapping):
+        overrides = {**overrides, "temperatures": {**base["temperatures"], **overrides["temperatures"]}}
     return cls(**{**base, **overrides})

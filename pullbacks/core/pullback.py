@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from .checks import Targets, as_target_tensor, check_inputs, check_model, check_target_range
+from .coverage import Coverage, check_no_checkpoint_nodes, report
 from .mode import SoftGateMode
 from .options import GateOptions, build
 
@@ -42,9 +43,27 @@ def _forward(model: nn.Module, x: Tensor) -> Tensor:
         raise
 
 
-def target_gradient(model: nn.Module, inputs: Tensor, targets: Tensor, gates: Optional[GateOptions]) -> Tensor:
+def check_coverage(model: nn.Module, coverage: Coverage, logits: Tensor, strict: bool, warn: bool = True) -> None:
+    """Raise if nothing was gated or a checkpoint would re-run the forward ungated; warn
+    (raise if ``strict``) if nonlinear calls kept their ordinary gradient."""
+    check_no_checkpoint_nodes(logits)
+    if not coverage.gated:
+        raise ValueError(
+            f"no call that pullbacks gates was seen in the forward pass of {type(model).__name__} "
+            f"(ordinary nonlinear calls: {coverage.describe_ordinary() or 'none'}), so the pullback would "
+            "silently equal the vanilla gradient; pullbacks gates ReLU/ReLU6/LeakyReLU/Hardtanh, SiLU, GELU, "
+            "Hardswish, Mish, layer/group/RMS norm, F.scaled_dot_product_attention, nn.MultiheadAttention and "
+            "2-D max pooling (for a vanilla gradient use gradient_ascent(..., method='gradient') or "
+            "torch.autograd.grad)")
+    if warn or strict:
+        report(coverage, strict, stacklevel=4)
+
+
+def target_gradient(model: nn.Module, inputs: Tensor, targets: Tensor, gates: Optional[GateOptions],
+                    warn: bool = True) -> Tensor:
     """``d/dx sum_i logits[i, targets[i]]`` at ``inputs``, with the soft gates of ``gates``
     (or the vanilla gradient when ``gates`` is None). Inputs are assumed validated.
+    ``warn``: warn when the coverage is partial (``gates.strict`` raises instead).
 
     Uses ``torch.autograd.grad`` so no parameter's ``.grad`` is ever written.
     """
@@ -61,14 +80,7 @@ def target_gradient(model: nn.Module, inputs: Tensor, targets: Tensor, gates: Op
         else:
             with SoftGateMode(gates) as mode:
                 logits = _forward(model, x)
-            if mode.gates_seen == 0:
-                raise ValueError(
-                    f"no ReLU-family or max-pool call was seen in the forward pass of "
-                    f"{type(model).__name__}, so the pullback would silently equal the vanilla "
-                    "gradient; pullbacks gates nn.ReLU/ReLU6/LeakyReLU/Hardtanh, F.relu, torch.relu, "
-                    "Tensor.relu(_), F.max_pool2d (for a vanilla gradient use "
-                    "gradient_ascent(..., method='gradient') or torch.autograd.grad)"
-                )
+            check_coverage(model, mode.coverage, logits, gates.strict, warn)
         check_target_range(targets, logits)
         loss = logits.gather(1, targets[:, None]).sum()
         (grad,) = torch.autograd.grad(loss, x)
@@ -85,12 +97,16 @@ def excitation_pullback(
     """The excitation pullback of the target logits with respect to ``inputs``.
 
     ``d/dx sum_i logits[i, targets[i]]`` with every ReLU derivative ``1[z > 0]`` replaced by
-    ``s(z / T)`` and max pooling back-propagated through a soft max pool (docs/method.md);
-    the forward pass is unchanged. Returns a tensor of the shape of ``inputs``.
+    ``s(z / T)``, max pooling back-propagated through a soft max pool, and SiLU/GELU/
+    Hardswish/Mish, norms and attention through their soft rules (docs/method.md); the
+    forward pass is unchanged. Returns a tensor of the shape of ``inputs``.
 
     ``targets``: an int (same class for all), a sequence of ints or a 1-D integer tensor
     with one class per sample. Options: a :class:`GateOptions` and/or its fields as
-    keywords (``temperature=0.3``, ``pool_temperature``, ``gate``, ``pool``, ``replay``).
+    keywords (``temperature=0.3``, ``pool_temperature``, ``temperatures={"gelu": 1.0}``,
+    ``gate``, ``pool``, ``strict``, ``replay``). When nonlinear calls no rule covers were
+    met (a squeeze-excitation sigmoid, a hand-written softmax), a
+    :class:`PartialPullbackWarning` says so; ``strict=True`` raises instead.
     ``model`` must be in eval mode; it is never modified.
     """
     gates = build(GateOptions, options, overrides)

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from typing import Callable
 
-from .rules import pool, relu
+from .rules import activation, attention, norm, pool, relu
 from .rules.base import Rule
 
-RULES: tuple[Rule, ...] = relu.RULES + pool.RULES
+RULES: tuple[Rule, ...] = relu.RULES + pool.RULES + activation.RULES + norm.RULES + attention.RULES
 FAMILIES: tuple[str, ...] = tuple(dict.fromkeys(r.family for r in RULES))
 
 # torch function -> (rule, whether that form always overwrites its input)

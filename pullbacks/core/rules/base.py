@@ -37,7 +37,7 @@ def flush_subnormals_(t: Tensor) -> Tensor:
     ``finfo.tiny`` (1.2e-38 in float32). GPUs have no such penalty: there ``t`` is returned
     as it is.
     """
-    if t.device.type != "cpu" or not t.is_floating_point():
+    if t is None or t.device.type != "cpu" or not t.is_floating_point():
         return t
     return torch.ops.aten.hardshrink.out(t, _smallest_normal(t.dtype), out=t)
 
@@ -77,3 +77,39 @@ class Rule:
     functions: tuple[Callable, ...]
     inplace_functions: tuple[Callable, ...]
     apply: Callable[[Call, Any], Any]
+
+
+class Softened(torch.autograd.Function):
+    """Forward ``ordinary(*tensors)`` bit for bit; backward: the gradient that ``tensors``
+    would get from ``softened(*tensors)``, recomputed in the backward pass.
+
+    For rules whose soft backward is easiest written as a different forward (norms with
+    their statistics held constant, a softer attention). ``tensors`` may hold None; the
+    output may be a tensor or a tuple of tensors and None. Torch-function modes are off
+    while the softened forward runs, so a soft-gate block around the backward pass does
+    not intercept it a second time.
+    """
+
+    @staticmethod
+    def forward(ctx, ordinary: Callable, softened: Callable, *tensors):
+        ctx.softened = softened
+        ctx.save_for_backward(*tensors)
+        out = ordinary(*tensors)
+        if isinstance(out, tuple):
+            ctx.mark_non_differentiable(*[o for o in out if isinstance(o, Tensor) and not o.is_floating_point()])
+        return out
+
+    @staticmethod
+    def backward(ctx, *grads):
+        need = ctx.needs_input_grad[2:]
+        with torch.enable_grad(), torch._C.DisableTorchFunction():
+            inputs = [t.detach().requires_grad_(n) if isinstance(t, Tensor) and n else t
+                      for t, n in zip(ctx.saved_tensors, need)]
+            out = ctx.softened(*inputs)
+            outs = out if isinstance(out, tuple) else (out,)
+            pairs = [(o, g) for o, g in zip(outs, grads)
+                     if isinstance(o, Tensor) and o.requires_grad and g is not None]
+            wrt = [t for t, n in zip(inputs, need) if n]
+            found = iter(torch.autograd.grad([o for o, _ in pairs], wrt, [g for _, g in pairs], allow_unused=True)
+                         if pairs and wrt else [None] * len(wrt))
+        return (None, None, *[flush_subnormals_(next(found)) if n else None for n in need])

@@ -1,0 +1,116 @@
+"""Layer, group and RMS norms: the statistics held constant in the backward pass
+(docs/method.md, "Beyond ReLU").
+
+Forward bit for bit. The backward is the gradient of the same norm with its statistics
+treated as constants (family "norm", no temperature):
+
+    layer norm   grad_in = grad_out * weight / sqrt(var + eps)     per normalised slice
+    group norm   grad_in = grad_out * weight[c] / sqrt(var_g + eps) per (sample, group)
+    RMS norm     grad_in = grad_out * weight / sqrt(mean(z^2) + eps)
+
+The weight and bias get their ordinary gradients (they do not depend on the statistics).
+Channels-first "LayerNorm2d" variants permute and call ``F.layer_norm``, so they are covered.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .base import Call, Rule, Softened
+
+
+def _stats_dtype(z: Tensor) -> torch.dtype:
+    return torch.float32 if z.dtype in (torch.float16, torch.bfloat16) else z.dtype
+
+
+def _affine(y: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], dtype: torch.dtype) -> Tensor:
+    y = y.to(dtype)
+    if weight is not None:
+        y = y * weight
+    if bias is not None:
+        y = y + bias
+    return y
+
+
+def held_layer_norm(z: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], *,
+                    shape: Sequence[int], eps: float) -> Tensor:
+    """``layer_norm`` with mean and variance detached."""
+    dims = tuple(range(-len(shape), 0))
+    zs = z.to(_stats_dtype(z))
+    var, mean = torch.var_mean(zs.detach(), dim=dims, keepdim=True, correction=0)
+    return _affine((zs - mean) * (var + eps).rsqrt(), weight, bias, z.dtype)
+
+
+def held_group_norm(z: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], *,
+                    groups: int, eps: float) -> Tensor:
+    """``group_norm`` with the per-group mean and variance detached."""
+    n, c = z.shape[:2]
+    zs = z.to(_stats_dtype(z)).reshape(n, groups, -1)
+    var, mean = torch.var_mean(zs.detach(), dim=-1, keepdim=True, correction=0)
+    y = ((zs - mean) * (var + eps).rsqrt()).reshape(z.shape)
+    view = (1, c) + (1,) * (z.dim() - 2)
+    return _affine(y, None if weight is None else weight.reshape(view), None if bias is None else bias.reshape(view),
+                   z.dtype)
+
+
+def held_rms_norm(z: Tensor, weight: Optional[Tensor], *, shape: Sequence[int], eps: Optional[float]) -> Tensor:
+    """``rms_norm`` with the root mean square detached."""
+    dims = tuple(range(-len(shape), 0))
+    zs = z.to(_stats_dtype(z))
+    eps = torch.finfo(z.dtype).eps if eps is None else eps
+    rstd = (zs.detach().pow(2).mean(dim=dims, keepdim=True) + eps).rsqrt()
+    return _affine(zs * rstd, weight, None, z.dtype)
+
+
+# ----------------------------------------------------------------------------- the rules
+
+
+def _layer_norm(call: Call, mode) -> Tensor:
+    shape = _shape(call.arg(1, "normalized_shape", None))
+    weight, bias, eps = call.arg(2, "weight", None), call.arg(3, "bias", None), float(call.arg(4, "eps", 1e-5))
+    ordinary = functools.partial(_ordinary_layer_norm, shape=shape, eps=eps)
+    return Softened.apply(ordinary, functools.partial(held_layer_norm, shape=shape, eps=eps),
+                          call.input, weight, bias)
+
+
+def _ordinary_layer_norm(z, weight, bias, *, shape, eps):
+    return F.layer_norm(z, shape, weight, bias, eps)
+
+
+def _group_norm(call: Call, mode) -> Tensor:
+    groups = int(call.arg(1, "num_groups", None))
+    weight, bias, eps = call.arg(2, "weight", None), call.arg(3, "bias", None), float(call.arg(4, "eps", 1e-5))
+    return Softened.apply(functools.partial(_ordinary_group_norm, groups=groups, eps=eps),
+                          functools.partial(held_group_norm, groups=groups, eps=eps), call.input, weight, bias)
+
+
+def _ordinary_group_norm(z, weight, bias, *, groups, eps):
+    return F.group_norm(z, groups, weight, bias, eps)
+
+
+def _rms_norm(call: Call, mode) -> Tensor:
+    shape = _shape(call.arg(1, "normalized_shape", None))
+    weight, eps = call.arg(2, "weight", None), call.arg(3, "eps", None)
+    eps = None if eps is None else float(eps)
+    return Softened.apply(functools.partial(_ordinary_rms_norm, shape=shape, eps=eps),
+                          functools.partial(held_rms_norm, shape=shape, eps=eps), call.input, weight)
+
+
+def _ordinary_rms_norm(z, weight, *, shape, eps):
+    return F.rms_norm(z, shape, weight, eps)
+
+
+def _shape(v) -> tuple:
+    return (v,) if isinstance(v, int) else tuple(v)
+
+
+RULES = (
+    Rule("norm", (F.layer_norm, torch.layer_norm), (), _layer_norm),
+    Rule("norm", (F.group_norm, torch.group_norm), (), _group_norm),
+    Rule("norm", (F.rms_norm, torch.rms_norm), (), _rms_norm),
+)
