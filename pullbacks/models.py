@@ -95,6 +95,7 @@ class ModelSpec:
     default_weights: Callable[[], StateDict]  # the pretrained state dict, or raise
     temperature: float  # recommended ReLU temperature
     pool_temperature: float  # recommended max-pool temperature
+    temperatures: Mapping[str, float] | None = None  # recommended per-family temperatures (None: defaults)
     mean: tuple[float, ...] | None = IMAGENET_MEAN  # None: take timm's pretrained_cfg
     std: tuple[float, ...] | None = IMAGENET_STD
     classes: Callable[[], ClassNames] = imagenet_classes
@@ -106,12 +107,18 @@ def _weights_file_name(url: str) -> str:
     return os.path.basename(urlparse(url).path)
 
 
-def _torchvision_state_dict(name: str, weights_attr: str) -> StateDict:
-    """Pretrained torchvision weights: from torch.hub's cache, else downloaded into it."""
+def _torchvision_weights(weights_attr: str):
+    """``"ResNet50_Weights.IMAGENET1K_V1"`` as torchvision's weights member."""
     import torchvision.models as tvm
 
     enum_name, member = weights_attr.split(".")
-    weights = getattr(getattr(tvm, enum_name), member)
+    return getattr(getattr(tvm, enum_name), member)
+
+
+def _torchvision_state_dict(name: str, weights_attr: str) -> StateDict:
+    """Pretrained torchvision weights: from torch.hub's cache, else downloaded into it."""
+    weights = _torchvision_weights(weights_attr)
+    enum_name, member = weights_attr.split(".")
     cache = Path(torch.hub.get_dir()) / "checkpoints"
     file_name = _weights_file_name(weights.url)
     cached = cache / file_name
@@ -176,11 +183,11 @@ def _densenet_fix_keys(sd: dict[str, Tensor]) -> dict[str, Tensor]:
     return {_DENSENET_LEGACY_KEY.sub(r"\1\2", k): v for k, v in sd.items()}
 
 
-def _tv_builder(fn_name: str) -> Callable[[], nn.Module]:
+def _tv_builder(fn_name: str, **kwargs) -> Callable[[], nn.Module]:
     def build() -> nn.Module:
         import torchvision.models as tvm
 
-        return getattr(tvm, fn_name)(weights=None)
+        return tvm.get_model(fn_name, weights=None, **kwargs)
 
     return build
 
@@ -191,15 +198,117 @@ def _build_efficientnet_lite0() -> nn.Module:
     return timm.create_model("tf_efficientnet_lite0", pretrained=False)
 
 
-def _tv_spec(name: str, weights_attr: str, **kw) -> ModelSpec:
+def _tv_spec(name: str, weights_attr: str | None = None, **kw) -> ModelSpec:
+    """Any torchvision classification model: its DEFAULT weights (or ``weights_attr``), the
+    mean/std of their transforms and the class names of their metadata."""
+    import torchvision.models as tvm
+
+    if weights_attr is None:
+        default = tvm.get_model_weights(name).DEFAULT
+        weights_attr = f"{type(default).__name__}.{default.name}"
+    weights = _torchvision_weights(weights_attr)
+    transforms = weights.transforms()
+    kw.setdefault("temperature", 0.3)  # the paper's value
+    kw.setdefault("pool_temperature", kw["temperature"])  # the demo uses the ReLU temperature for max pooling too
     return ModelSpec(
         name=name,
         build=_tv_builder(name),
         default_weights=functools.partial(_torchvision_state_dict, name, weights_attr),
-        temperature=0.3,  # the paper's value
-        pool_temperature=0.3,  # the demo uses the ReLU temperature for max pooling too
+        mean=tuple(map(float, transforms.mean)),
+        std=tuple(map(float, transforms.std)),
+        classes=functools.partial(ClassNames, weights.meta["categories"]),
         **kw,
     )
+
+
+TIMM_PREFIX = "timm/"
+HUB_HOST = "huggingface.co"
+
+
+def _hub_reachable(host: str = HUB_HOST, timeout: float = 3.0) -> bool:
+    """True if a TCP connection to ``host`` opens (so an offline machine fails in seconds,
+    not after the hub client's minute of retries)."""
+    import socket
+
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _timm_state_dict(name: str) -> StateDict:
+    """Pretrained timm weights: from the Hugging Face cache, else downloaded into it."""
+    import timm
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    hub_id = timm.create_model(name, pretrained=False).pretrained_cfg.get("hf_hub_id")
+    cached = None
+    for file in ("model.safetensors", "pytorch_model.bin"):
+        found = try_to_load_from_cache(hub_id, file) if hub_id else None
+        if isinstance(found, str):
+            cached = found
+            break
+
+    def unavailable(reason: str) -> WeightsUnavailableError:
+        return WeightsUnavailableError(
+            f"Pretrained weights for {TIMM_PREFIX + name!r} are not available: {reason}\n"
+            f"timm keeps them in the Hugging Face cache folder\n    {constants.HF_HUB_CACHE}\n"
+            f"To use them offline, run `python -c \"import timm; timm.create_model({name!r}, pretrained=True)\"` "
+            "on a machine with internet and copy that cache folder here (or set HF_HUB_CACHE to a copy), or "
+            f"save the model's state_dict to a file and pass it: load_model({TIMM_PREFIX + name!r}, "
+            f"weights=\"/path/to/state_dict.pth\") (command line: --weights PATH).\n"
+            f"weights=None gives random weights, and the embedded model {OFFLINE_MODEL!r} works offline."
+        )
+
+    try:
+        if cached is not None:
+            net = timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": cached})
+        elif _hub_reachable():
+            net = timm.create_model(name, pretrained=True)
+        else:
+            raise unavailable(f"they are not in the cache and {HUB_HOST} cannot be reached.")
+    except WeightsUnavailableError:
+        raise
+    except Exception as e:  # hub errors, corrupt files, ...
+        raise unavailable(f"loading them failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from e
+    return net.state_dict()
+
+
+def _timm_classes(build: Callable[[], nn.Module]) -> ClassNames:
+    """Class names from timm's own ImageNet metadata (the short name before the first comma)."""
+    from timm.data import ImageNetInfo, infer_imagenet_subset
+
+    subset = infer_imagenet_subset(build())
+    if subset is None:
+        return imagenet_classes()
+    return ClassNames([d.split(",")[0].strip() for d in ImageNetInfo(subset).label_descriptions()])
+
+
+def _timm_spec(name: str, check: bool = True, **kw) -> ModelSpec:
+    """Any timm model, as ``timm/<name>``: normalisation from its pretrained config.
+    ``check``: refuse a name timm does not know (imports timm)."""
+    if check:
+        _check_timm_name(name)
+
+    def build() -> nn.Module:
+        import timm
+
+        return timm.create_model(name, pretrained=False)
+
+    kw.setdefault("temperature", 0.3)
+    kw.setdefault("pool_temperature", kw["temperature"])
+    return ModelSpec(name=TIMM_PREFIX + name, build=build, default_weights=functools.partial(_timm_state_dict, name),
+                     mean=None, std=None, classes=functools.partial(_timm_classes, build), **kw)
+
+
+def _check_timm_name(name: str) -> None:
+    import timm
+
+    if not timm.is_model(name):
+        close = difflib.get_close_matches(name, timm.list_models(), n=3, cutoff=0.6)
+        hint = f" Did you mean {', '.join(repr(TIMM_PREFIX + c) for c in close)}?" if close else ""
+        raise ValueError(f"unknown timm model {name!r}.{hint} timm.list_models() lists them.")
 
 
 MODELS: dict[str, ModelSpec] = {
@@ -223,6 +332,10 @@ MODELS: dict[str, ModelSpec] = {
         std=None,
         by_position=True,  # the package's tensor names differ from timm's
     ),
+    # the authors' later models: GELU, layer norm, attention at their defaults (gelu 1.0, attention 1.5)
+    "convnext_tiny": _tv_spec("convnext_tiny", "ConvNeXt_Tiny_Weights.IMAGENET1K_V1"),
+    "vit_b_16": _tv_spec("vit_b_16", "ViT_B_16_Weights.IMAGENET1K_V1"),
+    "timm/pvt_v2_b1": _timm_spec("pvt_v2_b1", check=False),
 }
 
 
@@ -239,14 +352,25 @@ def available_models() -> list[str]:
 
 
 def get_model_spec(name: str) -> ModelSpec:
-    """The registry entry of ``name`` (case and '-' vs '_' do not matter)."""
-    key = str(name).strip().lower().replace("-", "_")
+    """The registry entry of ``name`` (case and '-' vs '_' do not matter), else a spec for
+    any torchvision classification model name or ``timm/<name>``."""
+    text = str(name).strip()
+    key = text.lower().replace("-", "_")
     if key in MODELS:
         return MODELS[key]
-    close = difflib.get_close_matches(key, list(MODELS), n=3, cutoff=0.5)
+    if text.lower().startswith(TIMM_PREFIX):
+        return _timm_spec(text[len(TIMM_PREFIX):])
+    import torchvision.models as tvm
+
+    known = tvm.list_models(module=tvm)
+    if key in known:
+        return _tv_spec(key)
+    close = difflib.get_close_matches(key, list(dict.fromkeys(list(MODELS) + known)), n=3, cutoff=0.5)
     hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
     raise ValueError(
-        f"unknown model {name!r}.{hint} Available models: {', '.join(available_models())}."
+        f"unknown model {name!r}.{hint} Registered models: {', '.join(available_models())}; also any "
+        "torchvision classification model (torchvision.models.list_models()) and any timm model as "
+        "'timm/<name>'."
     )
 
 
@@ -276,6 +400,7 @@ class LoadedModel:
     classes: ClassNames
     temperature: float
     pool_temperature: float
+    temperatures: Mapping[str, float] | None = None
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     weights: str = "default"  # "default", "random" or the path loaded
 
@@ -284,10 +409,13 @@ class LoadedModel:
         where a ``temperature`` of None means this model's recommended temperatures (for the
         ReLU family and max pooling); a given ``temperature`` with no ``pool_temperature``
         sets both, like the authors' demo."""
-        given = {k: v for k, v in overrides.items() if not (k in ("temperature", "pool_temperature") and v is None)}
+        given = {k: v for k, v in overrides.items()
+                 if not (k in ("temperature", "pool_temperature", "temperatures") and v is None)}
         if options is None and "temperature" not in given:
             given.setdefault("pool_temperature", self.pool_temperature)
             given["temperature"] = self.temperature
+        if options is None and self.temperatures:
+            given["temperatures"] = {**self.temperatures, **given.get("temperatures", {})}
         return build(AscentOptions, options, given)
 
 
@@ -366,7 +494,9 @@ def load_model(
     device: Device = None,
     seed: int | None = None,
 ) -> LoadedModel:
-    """Load a registered model, wrapped to take ``[-1, 1]`` images, in eval mode.
+    """Load a model, wrapped to take ``[-1, 1]`` images, in eval mode: a registered name
+    (:func:`available_models`), any torchvision classification model name (its DEFAULT
+    weights, normalisation and class names) or ``"timm/<name>"`` for a timm model.
 
     ``weights``: ``"default"`` the pretrained weights, ``"random"`` (or ``None``) random
     initialisation (tests, benchmarks; ``seed`` makes it reproducible without touching the global RNG),
@@ -403,6 +533,7 @@ def load_model(
         classes=spec.classes(),
         temperature=spec.temperature,
         pool_temperature=spec.pool_temperature,
+        temperatures=spec.temperatures,
         device=dev,
         weights=source,
     )

@@ -473,3 +473,32 @@ def test_tiny_cnn_is_fully_covered():
     with soft_gates() as mode:
         tiny_cnn()(torch.rand(1, 3, 16, 16, requires_grad=True))
     assert mode.coverage.complete
+
+
+# --------------------------------------------------------------------------- command line
+
+
+@pytest.mark.slow
+def test_cli_warns_in_one_line_and_strict_fails_with_the_flag(tmp_path, capsys):
+    from PIL import Image
+
+    from pullbacks.apps.cli import main
+
+    Image.new("RGB", (64, 64), (120, 80, 40)).save(tmp_path / "a.png")
+    common = ["explain", str(tmp_path / "a.png"), "--target", "ostrich", "--model", "mobilenet_v3_small",
+              "--weights", "random", "--steps", "1", "--no-progress", "--temperatures", "hardswish=0.5"]
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-m", "pullbacks", *common, "--out", str(tmp_path / "b")],
+                         capture_output=True, text=True)  # a process of its own: pytest records warnings
+    assert run.returncode == 0, run.stderr
+    err = run.stderr
+    assert "pullbacks: warning: 9 calls to hardsigmoid (squeeze-excitation?)" in err
+    assert err.strip().endswith("--strict makes this an error") and "strict=True" not in err
+    assert main(common + ["--strict"]) == 2
+    err = capsys.readouterr().err
+    assert "drop --strict" in err and "strict=True" not in err and "Traceback" not in err
+    with pytest.raises(SystemExit) as e:
+        main(common[:-1] + ["bogus=1"])
+    assert e.value.code == 2 and "unknown family 'bogus'" in capsys.readouterr().err

@@ -274,3 +274,72 @@ def test_custom_class_names():
     assert names.index("DOG") == 1 and list(names) == ["cat", "dog"]
     with pytest.raises(ValueError, match="0 to 1"):
         names.index(2)
+
+
+# --------------------------------------------------------------------------- any torchvision / timm model
+
+
+def test_any_torchvision_model_takes_its_weights_metadata():
+    import torchvision.models as tvm
+
+    spec = models.get_model_spec("regnet_y_400mf")
+    weights = tvm.RegNet_Y_400MF_Weights.DEFAULT
+    assert spec.mean == tuple(weights.transforms().mean) and spec.std == tuple(weights.transforms().std)
+    assert list(spec.classes()) == weights.meta["categories"]
+    loaded = load_model("regnet_y_400mf", weights="random", seed=0)
+    assert type(loaded.model.net).__name__ == "RegNet" and not loaded.model.training
+    assert torch.allclose(loaded.model.mean.flatten(), torch.tensor(weights.transforms().mean))
+
+
+def test_registry_has_the_authors_later_models_with_family_defaults():
+    for name in ("convnext_tiny", "vit_b_16", "timm/pvt_v2_b1"):
+        assert name in models.available_models()
+    o = load_model("timm/pvt_v2_b1", weights="random", seed=0).options()
+    assert o.temperatures["gelu"] == 1.0 and o.temperatures["attention"] == 1.5
+
+
+def test_timm_model_by_prefix_with_its_config_and_class_names():
+    loaded = load_model("timm/vit_tiny_patch16_224", weights="random", seed=0)
+    assert loaded.name == "timm/vit_tiny_patch16_224"
+    assert loaded.model.mean.flatten().tolist() == [0.5, 0.5, 0.5]  # from timm's pretrained config
+    assert loaded.classes[0] == "tench" and loaded.classes[281] == "tabby" and len(loaded.classes) == 1000
+
+
+def test_unknown_names_get_suggestions():
+    with pytest.raises(ValueError, match="'timm/pvt_v2_b1'"):
+        models.get_model_spec("timm/pvt_v2_b11")
+    with pytest.raises(ValueError, match="any timm model as 'timm/<name>'"):
+        models.get_model_spec("not_a_model")
+
+
+def test_timm_weights_offline_fail_fast_with_the_fix(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))  # an empty cache
+    import huggingface_hub.constants as constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr(models, "_hub_reachable", lambda *a, **k: False)
+    with pytest.raises(WeightsUnavailableError, match="cannot be reached") as e:
+        load_model("timm/pvt_v2_b1")
+    assert "weights=" in str(e.value) and "--weights" in str(e.value) and str(tmp_path) in str(e.value)
+
+
+def test_timm_weights_from_the_cache(monkeypatch, tmp_path):
+    """A state dict in the Hugging Face cache layout loads without the network."""
+    import timm
+    from safetensors.torch import save_file
+
+    torch.manual_seed(3)
+    net = timm.create_model("vit_tiny_patch16_224")
+    snapshot = tmp_path / "models--timm--vit_tiny_patch16_224.augreg_in21k_ft_in1k" / "snapshots" / "abc"
+    snapshot.mkdir(parents=True)
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(snapshot / "model.safetensors"))
+    refs = snapshot.parent.parent / "refs"
+    refs.mkdir()
+    (refs / "main").write_text("abc")
+    import huggingface_hub.constants as constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr(models, "_hub_reachable", lambda *a, **k: pytest.fail("went to the network"))
+    loaded = load_model("timm/vit_tiny_patch16_224")
+    for (k, v), w in zip(net.state_dict().items(), loaded.model.net.state_dict().values()):
+        assert torch.equal(v, w), k

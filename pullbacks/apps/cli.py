@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+import warnings
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -74,6 +75,24 @@ temperature = _argument(options.temperature)
 optional_positive = _argument(options.positive_number, none=True)
 
 
+def temperatures(text: str) -> dict:
+    """``--temperatures gelu=0.5,attention=2``: per-family temperatures (validated like the keyword)."""
+    pairs = {}
+    for item in filter(None, (t.strip() for t in text.split(","))):
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise argparse.ArgumentTypeError(f"expected FAMILY=VALUE pairs such as gelu=1.0,attention=1.5, got {item!r}")
+        try:
+            pairs[name.strip()] = float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number for {name.strip()!r}, got {value!r}") from None
+    try:
+        options.family_temperatures(pairs)
+    except (TypeError, ValueError) as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return pairs
+
+
 def _add_images(p: argparse.ArgumentParser) -> None:
     p.add_argument("--images", nargs="+", default=["builtin"], metavar="IMAGES",
                    help="'builtin' (scikit-image photos, offline), 'imagenette' (the paper's rows), "
@@ -84,7 +103,8 @@ def _add_images(p: argparse.ArgumentParser) -> None:
 
 def _add_model(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=DEFAULT_MODEL,
-                   help=f"one of {', '.join(available_models())} (default: %(default)s, works offline)")
+                   help=f"one of {', '.join(available_models())}, any torchvision classification model, or "
+                        "timm/<name> (default: %(default)s, works offline)")
     p.add_argument("--weights", default="default",
                    help="'default' (pretrained), 'random', or a state_dict file (default: %(default)s)")
     p.add_argument("--device", type=device, default="cpu", help="cpu, cuda, mps or auto (default: %(default)s)")
@@ -100,6 +120,16 @@ def _add_ascent(p: argparse.ArgumentParser) -> None:
                    help="soft-gate temperature T (default: the model's recommended one)")
     p.add_argument("--pool-temperature", type=temperature, default=None,
                    help="max-pool temperature (default: --temperature, or the model's recommended one)")
+    _add_families(p)
+
+
+def _add_families(p: argparse.ArgumentParser) -> None:
+    d = options.FAMILY_TEMPERATURES
+    p.add_argument("--temperatures", type=temperatures, default=None, metavar="FAMILY=T,...",
+                   help="temperatures of the families beyond ReLU (default: "
+                        + ",".join(f"{k}={v:g}" for k, v in d.items()) + ")")
+    p.add_argument("--strict", action="store_true",
+                   help="fail when nonlinear calls keep their ordinary gradient (default: warn)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -147,7 +177,7 @@ def _load(args):
     from ..models import load_model
 
     loaded = load_model(args.model, weights=args.weights, device=args.device)
-    fields = ("steps", "alpha", "eps", "temperature", "pool_temperature")
+    fields = ("steps", "alpha", "eps", "temperature", "pool_temperature", "temperatures", "strict")
     return loaded, loaded.options(**{f: getattr(args, f) for f in fields if hasattr(args, f)})
 
 
@@ -252,6 +282,7 @@ def _add_evaluate(parser: argparse.ArgumentParser) -> None:
                         help="images per forward/backward pass (default: %(default)s)")
     parser.add_argument("--temperature", type=temperature, default=None,
                         help="pullback temperature (default: the model's recommended one)")
+    _add_families(parser)
     parser.add_argument("--blocks", type=positive_int, default=s.blocks,
                         help="layer blocks in the randomisation cascade (default: %(default)s)")
     parser.add_argument("--ig-steps", type=positive_int, default=s.ig_steps,
@@ -309,7 +340,15 @@ CLI_HINTS = {  # what a command-line user types instead of the Python keyword a 
     "DataUnavailableError": "on the command line: --imagenette-root FOLDER, --images builtin (offline photos) "
                             "or --images FOLDER",
     "ImageLoadError": "on the command line: pass another file, or downscale this one",
+    "PartialPullbackError": "on the command line: drop --strict to get a warning instead",
 }
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> str:
+    text = " ".join(str(message).split())
+    if "; strict=True" in text:  # the Python keyword -> the flag
+        text = text.split("; strict=True")[0] + "; --strict makes this an error"
+    return f"pullbacks: warning: {text}\n"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -321,6 +360,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
+    saved, warnings.formatwarning = warnings.formatwarning, _one_line_warning  # one line, no source line
     try:
         return args.run(args)
     except KeyboardInterrupt:
@@ -328,10 +368,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except (UsageError, ImageLoadError, FileNotFoundError, ValueError, TypeError, RuntimeError,
             WeightsUnavailableError, DataUnavailableError) as e:
-        message = " ".join(str(e).split())  # one line
+        message = " ".join(str(e).split()).split("; strict=True")[0]  # one line, no Python keyword
         hint = CLI_HINTS.get(type(e).__name__)
         print(f"pullbacks {args.command}: error: {message}" + (f" ({hint})" if hint else ""), file=sys.stderr)
         return 2
+    finally:
+        warnings.formatwarning = saved
 
 
 if __name__ == "__main__":

@@ -56,7 +56,7 @@ def check_coverage(model: nn.Module, coverage: Coverage, logits: Tensor, strict:
             "2-D max pooling (for a vanilla gradient use gradient_ascent(..., method='gradient') or "
             "torch.autograd.grad)")
     if warn or strict:
-        report(coverage, strict, stacklevel=4)
+        report(coverage, strict, stacklevel=5)  # the caller of excitation_pullback/gradient_ascent
 
 
 def target_gradient(model: nn.Module, inputs: Tensor, targets: Tensor, gates: Optional[GateOptions],
