@@ -18,6 +18,16 @@ def test_readme_example_runs_and_its_claim_holds():
     assert scope["x5"].shape == scope["x"].shape and not torch.equal(scope["x5"], scope["x"].detach())
 
 
+def test_readme_coverage_example_prints_what_it_says():
+    first, second = re.findall(r"```python\n(.*?)```", README, re.S)[:2]
+    scope: dict = {}
+    exec(compile(first, "README.md", "exec"), scope)
+    code = "\n".join(line[2:] for line in second.splitlines())  # the block is indented in a list
+    exec(compile(code.replace("print(mode.coverage)", "printed = str(mode.coverage)"), "README.md", "exec"), scope)
+    claim = re.search(r"print\(mode.coverage\)\s+# (.*)", second).group(1)
+    assert scope["printed"] == claim
+
+
 def test_ci_runs_the_readme_test_command():
     """.ci/run's own extraction (its awk program, run here) yields the README's command."""
     command = re.search(r"<!-- test-command -->\n```bash\n(.*?)\n```", README).group(1)
