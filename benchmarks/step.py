@@ -1,6 +1,6 @@
 """Cost of one excitation-pullback step against one vanilla gradient step.
 
-    python benchmarks/step.py                      # four models, batch 1 and 8, 1 and 2 threads
+    python benchmarks/step.py                      # six models, batch 1 and 8, 1 and 2 threads
     python benchmarks/step.py --update BENCHMARKS.md   # the same, and rewrite the table there
     python benchmarks/step.py --models resnet50 --batch 8 --threads 1 --repeats 20 --frozen
 
@@ -56,8 +56,9 @@ from pullbacks.core.mode import SoftGateMode  # noqa: E402
 from pullbacks.core.options import GateOptions  # noqa: E402
 from pullbacks.core.pullback import target_gradient  # noqa: E402
 
-DEFAULT_MODELS = ("resnet50", "vgg11_bn", "densenet121", "efficientnet_lite0")
+DEFAULT_MODELS = ("resnet50", "vgg11_bn", "densenet121", "efficientnet_lite0", "convnext_tiny", "vit_b_16")
 METHODS = ("vanilla", "pullback")
+FIXED_SIZE = ("vit_b_16",)  # models that take only --size inputs (the warm-up step uses them too)
 
 
 # ----------------------------------------------------------------------------- setup
@@ -178,7 +179,7 @@ def probe_memory(args) -> dict:
     device = torch.device(args.device)
     model = build_model(args.probe_model, device, args.frozen)
     step = STEPS[args.probe]
-    small, small_t = make_batch(1, 64, device)
+    small, small_t = make_batch(1, args.size if args.probe_model in FIXED_SIZE else 64, device)
     step(model, small, small_t, args.temperature)  # load kernels, thread pools
     x, t = make_batch(args.batch[0], args.size, device)
     del small, small_t

@@ -70,6 +70,17 @@ def device(text: str) -> str:
 
 
 positive_int = _argument(options.positive_integer, int)
+
+
+def port(text: str) -> int:
+    """``--port``: 1-65535."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 0 < value < 65536:
+        raise argparse.ArgumentTypeError(f"a port is 1-65535, got {value}")
+    return value
 positive_float = _argument(options.positive_number)
 temperature = _argument(options.temperature)
 optional_positive = _argument(options.positive_number, none=True)
@@ -165,11 +176,43 @@ def build_parser() -> argparse.ArgumentParser:
                          help="output image, .png added if missing (default: <image name>_<ext>_<target>_explained.png)")
     explain.set_defaults(run=run_explain)
 
+    app = sub.add_parser("app", help="the interactive explorer as a local web app (Gradio)",
+                         description="Serve the explorer in the browser: pullback and vanilla-gradient ascent side "
+                                     "by side for your images (pip install -e '.[app]').")
+    app.add_argument("--model", default=DEFAULT_MODEL,
+                     help="the model selected at start (default: %(default)s, works offline); the page offers "
+                          "every registered model")
+    app.add_argument("--host", default="127.0.0.1", help="address to serve on (default: %(default)s)")
+    app.add_argument("--port", type=port, default=7860, help="port (default: %(default)s)")
+    app.add_argument("--device", type=device, default="auto", help="cpu, cuda, mps or auto (default: %(default)s)")
+    app.add_argument("--imagenette-root", default=None, metavar="FOLDER",
+                     help="where Imagenette is, for its example rows (never downloaded by the app)")
+    app.set_defaults(run=run_app)
+
     ev = sub.add_parser("evaluate", help="faithfulness metrics against gradient baselines",
                         description="Compare attribution methods with sanity checks and faithfulness metrics.")
     _add_evaluate(ev)
     ev.set_defaults(run=run_evaluate)
     return parser
+
+
+def run_app(args: argparse.Namespace) -> int:
+    """``pullbacks app``: build the page and serve it until Ctrl-C."""
+    from ..models import get_model_spec
+
+    get_model_spec(args.model)  # an unknown --model fails before Gradio starts
+    try:
+        from .web import build_app
+    except ImportError as e:
+        raise UsageError(f"{e} (then run pullbacks app again)") from None
+    app = build_app(args.model, device=args.device, imagenette_root=args.imagenette_root)
+    print(f"pullbacks app: serving on http://{args.host}:{args.port} (Ctrl-C stops it)", flush=True)
+    try:
+        app.launch(server_name=args.host, server_port=args.port, show_error=True, quiet=True,
+                   max_file_size="50mb", footer_links=[])
+    except OSError as e:
+        raise UsageError(f"cannot serve on {args.host}:{args.port} ({e}); pass another --port or --host") from None
+    return 0
 
 
 def _load(args):

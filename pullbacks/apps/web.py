@@ -1,0 +1,291 @@
+"""``pullbacks app``: the paper's online explorer as a local Gradio app that works offline.
+
+Pick an image (upload, a built-in photo, or an Imagenette row when it is on disk), a model
+and a target class (by name, with search, or by ImageNet index), set the ascent, press
+"Explain!". The page shows the excitation-pullback ascent and the vanilla-gradient ascent
+side by side, each as two before/after sliders (perturbed vs difference, perturbed vs
+source), the top-5 classes before and after, and a PNG of everything to download.
+
+:func:`explain` is the plain callback (tested through Gradio's client and a browser);
+:func:`build_app` lays out the page. Every expected problem (a corrupt upload, an unknown
+class, steps 0, weights that cannot be downloaded) becomes a message in the page, and the
+app keeps serving. Loaded models are the only state shared between requests: a read-only
+cache, filled under a lock.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+import threading
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..classes import ClassNames
+from ..core.ascent import gradient_ascent
+from ..core.coverage import PartialPullbackError, PartialPullbackWarning
+from ..core.options import FAMILY_TEMPERATURES, AscentOptions
+from ..figures.cells import rescale_cells
+from ..figures.explain import top_k
+from ..images import DataUnavailableError, ImageLoadError, builtin_photos, imagenette_rows, load_image
+from ..models import (DEFAULT_MODEL, OFFLINE_MODEL, LoadedModel, WeightsUnavailableError, available_models,
+                      get_model_spec, load_model, resolve_device)
+
+try:
+    import gradio as gr
+except ImportError as e:  # the optional extra
+    raise ImportError("the web app needs Gradio: pip install -e \".[app]\" (or pip install gradio)") from e
+
+__all__ = ["build_app", "explain", "Result", "image_choices", "class_choices"]
+
+FAMILIES = tuple(FAMILY_TEMPERATURES)
+EXPECTED_ERRORS = (WeightsUnavailableError, DataUnavailableError, ImageLoadError, FileNotFoundError, ValueError,
+                   TypeError, PartialPullbackError)
+APP_HINTS = {  # what a person in the page does instead of the keyword a message names
+    "WeightsUnavailableError": f"In the app: choose {OFFLINE_MODEL} (it works offline), or put the weights file "
+                               "where the message says and press Explain! again.",
+}
+
+
+# --------------------------------------------------------------------------- shared, read-only state
+
+
+class _Models:
+    """Loaded models by (name, device): each loaded once, never while another thread loads it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._loaded: dict[tuple[str, str], LoadedModel] = {}
+
+    def get(self, name: str, device: str) -> LoadedModel:
+        key = (get_model_spec(name).name, str(resolve_device(device)))
+        with self._lock:
+            if key not in self._loaded:
+                self._loaded[key] = load_model(key[0], device=key[1])
+            return self._loaded[key]
+
+
+_MODELS = _Models()
+
+
+def image_choices(imagenette_root=None) -> list[tuple[str, str]]:
+    """(label, key) pairs: the built-in photos, then the Imagenette rows if on disk (never downloads)."""
+    choices = [(f"{p.name} (built-in)", f"builtin:{p.name}") for p in builtin_photos()]
+    try:
+        choices += [(f"{p.name} (Imagenette)", f"imagenette:{p.name}")
+                    for p in imagenette_rows(imagenette_root, download=False)]
+    except DataUnavailableError:
+        pass
+    return choices
+
+
+def class_choices(classes: Sequence[str]) -> list[str]:
+    """``"tabby (281)"``: names to search, with their ImageNet index."""
+    return [f"{name} ({i})" for i, name in enumerate(classes)]
+
+
+def target_id(text, classes: ClassNames) -> int:
+    """A class from ``"tabby"``, ``"281"``, ``281`` or ``"tabby (281)"``."""
+    if text is None or (isinstance(text, str) and not text.strip()):
+        raise ValueError("choose a target class: type part of its name (e.g. 'ostrich') or its ImageNet index")
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        return classes.index(int(text))
+    match = re.fullmatch(r"\s*(.*?)\s*\((\d+)\)\s*", str(text))
+    return classes.index(int(match.group(2)) if match else str(text))
+
+
+def _image(upload, example: str | None, imagenette_root=None) -> tuple[torch.Tensor, str]:
+    if upload:
+        path = Path(upload)
+        return load_image(path), path.stem
+    if not example:
+        raise ValueError("choose an example image or upload one")
+    source, _, name = example.partition(":")
+    photos = builtin_photos() if source == "builtin" else imagenette_rows(imagenette_root, download=False)
+    for p in photos:
+        if p.name == name:
+            return p.image, p.name
+    raise ValueError(f"no example image {example!r}")
+
+
+# --------------------------------------------------------------------------- the callback
+
+
+@dataclass
+class Result:
+    """One explanation: uint8 HxWx3 pictures, top-5 tables, the coverage note, the PNG."""
+
+    source: np.ndarray
+    pullback: np.ndarray
+    pullback_diff: np.ndarray
+    vanilla: np.ndarray
+    vanilla_diff: np.ndarray
+    top5_before: dict[str, float]
+    top5_pullback: dict[str, float]
+    top5_vanilla: dict[str, float]
+    note: str
+    png: Path
+
+
+def _picture(x: torch.Tensor) -> np.ndarray:
+    """(3, H, W) in [-1, 1] → HxWx3 uint8."""
+    return ((x.detach().cpu().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+
+
+def _diff(perturbed: torch.Tensor, clean: torch.Tensor) -> np.ndarray:
+    return _picture(rescale_cells((perturbed - clean)[None])[0] * 2 - 1)
+
+
+def explain(
+    upload: str | None,
+    example: str | None,
+    model: str,
+    target,
+    steps=10,
+    alpha=20.0,
+    eps=100.0,
+    temperature=None,
+    family_temperatures: dict | None = None,
+    *,
+    device: str = "cpu",
+    imagenette_root=None,
+    out_dir: str | Path | None = None,
+    progress: bool = False,
+) -> Result:
+    """Ascend the image towards ``target`` along the excitation pullback and the vanilla
+    gradient with the same settings. ``temperature`` None: the model's recommended one.
+    Raises the package's own errors for bad input (the page shows them)."""
+    loaded = _MODELS.get(model, device)
+    x, name = _image(upload, example, imagenette_root)
+    t = target_id(target, loaded.classes)
+    if eps is not None and float(eps) == 0:
+        eps = None
+    o: AscentOptions = loaded.options(steps=_int(steps, "steps"), alpha=alpha, eps=eps,
+                                      temperature=temperature, temperatures=family_temperatures or None)
+    x0 = x[None].to(loaded.device)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", PartialPullbackWarning)
+        pulled = gradient_ascent(loaded.model, x0, t, o, progress=progress)
+    vanilla = gradient_ascent(loaded.model, x0, t, o.replace(method="gradient"), progress=progress)
+    before, after_p, after_v = top_k(loaded.model, torch.cat([x0, pulled, vanilla]), loaded.classes)
+    note = " ".join(str(w.message).split("; strict=True")[0] for w in caught
+                    if issubclass(w.category, PartialPullbackWarning))
+    result = Result(_picture(x0[0]), _picture(pulled[0]), _diff(pulled[0], x0[0]), _picture(vanilla[0]),
+                    _diff(vanilla[0], x0[0]), dict(before), dict(after_p), dict(after_v),
+                    f"Warning: {note}" if note else "", Path())
+    result.png = _save(result, name, loaded.classes[t], out_dir)
+    return result
+
+
+def _int(value, name: str) -> int:
+    if value is None:
+        raise ValueError(f"{name} must be a whole number >= 1, got nothing")
+    f = float(value)
+    if not f.is_integer():
+        raise ValueError(f"{name} must be a whole number, got {value}")
+    return int(f)
+
+
+def _save(r: Result, name: str, target_name: str, out_dir) -> Path:
+    """source | pullback | pullback diff | vanilla | vanilla diff, side by side, as one PNG."""
+    row = np.concatenate([r.source, r.pullback, r.pullback_diff, r.vanilla, r.vanilla_diff], axis=1)
+    folder = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="pullbacks-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    safe = re.sub(r"[^A-Za-z0-9_-]+", "_", f"{name}_to_{target_name}").strip("_")
+    path = folder / f"{safe}.png"
+    Image.fromarray(row).save(path)
+    return path
+
+
+# --------------------------------------------------------------------------- the page
+
+
+def _message(e: Exception) -> str:
+    text = " ".join(str(e).split())
+    hint = APP_HINTS.get(type(e).__name__)
+    return f"{text} {hint}" if hint else text
+
+
+def build_app(model: str = DEFAULT_MODEL, device: str = "cpu", imagenette_root=None,
+              models: Sequence[str] | None = None) -> "gr.Blocks":
+    """The page. ``model`` is selected at start (loaded on the first request); ``models``
+    the dropdown's choices (default: every registered model)."""
+    models = list(models or available_models())
+    if get_model_spec(model).name not in models:
+        models.insert(0, get_model_spec(model).name)
+    start = get_model_spec(model)
+    classes = start.classes()
+    images = image_choices(imagenette_root)
+
+    def run(upload, example, model_name, target, steps, alpha, eps, temperature, *family,
+            progress=gr.Progress(track_tqdm=True)):
+        try:
+            temps = dict(zip(FAMILIES, family))
+            r = explain(upload, example, model_name, target, steps, alpha, eps, temperature, temps,
+                        device=device, imagenette_root=imagenette_root, progress=True)
+        except EXPECTED_ERRORS as e:
+            raise gr.Error(_message(e), print_exception=False) from None
+        return ((r.pullback, r.pullback_diff), (r.pullback, r.source), (r.vanilla, r.vanilla_diff),
+                (r.vanilla, r.source), r.top5_before, r.top5_pullback, r.top5_vanilla, r.note, str(r.png))
+
+    def model_changed(name):
+        try:
+            spec = get_model_spec(name)
+        except ValueError as e:
+            raise gr.Error(_message(e), print_exception=False) from None
+        return gr.update(value=spec.temperature)
+
+    with gr.Blocks(title="pullbacks: excitation pullbacks") as app:
+        gr.Markdown(
+            "## Excitation pullbacks\n"
+            "Ascend an image towards a target class along the **excitation pullback** (forward pass unchanged, "
+            "soft gates in the backward pass) and, for contrast, along the **vanilla gradient** with the same "
+            "settings. Each slider shows the perturbed image against the difference (rescaled) or the source.")
+        with gr.Row():
+            with gr.Column(scale=1):
+                upload = gr.File(label="your image (or pick an example below)", file_types=["image"],
+                                 type="filepath", height=120, elem_id="upload")
+                example = gr.Dropdown(images, value=images[0][1], label="example image")
+                model_box = gr.Dropdown(models, value=start.name, label="model",
+                                        info=f"{OFFLINE_MODEL} works offline; the others download their "
+                                             "weights on first use")
+                target = gr.Dropdown(class_choices(classes), value=None, label="target class",
+                                     info="type part of a name, or an ImageNet index (0-999)",
+                                     allow_custom_value=True, filterable=True, elem_id="target")
+                with gr.Row():
+                    steps = gr.Number(10, label="steps", precision=0)
+                    alpha = gr.Number(20.0, label="alpha (step length)")
+                with gr.Row():
+                    eps = gr.Number(100.0, label="eps (projection radius, 0: none)")
+                    temperature = gr.Number(start.temperature, label="temperature (ReLU family)")
+                with gr.Accordion("temperatures beyond ReLU (used where the model has these operators)",
+                                  open=False):
+                    family = [gr.Number(v, label=k) for k, v in FAMILY_TEMPERATURES.items()]
+                button = gr.Button("Explain!", variant="primary", elem_id="explain")
+            with gr.Column(scale=2):
+                note = gr.Markdown("", elem_id="note")
+                with gr.Row():
+                    gr.Markdown("### excitation pullback")
+                    gr.Markdown("### vanilla gradient")
+                with gr.Row():
+                    p_diff = gr.ImageSlider(label="pullback: perturbed | difference", elem_id="pullback-diff")
+                    v_diff = gr.ImageSlider(label="vanilla: perturbed | difference", elem_id="vanilla-diff")
+                with gr.Row():
+                    p_src = gr.ImageSlider(label="pullback: perturbed | source", elem_id="pullback-source")
+                    v_src = gr.ImageSlider(label="vanilla: perturbed | source", elem_id="vanilla-source")
+                with gr.Row():
+                    top_before = gr.Label(num_top_classes=5, label="top-5 before")
+                    top_pullback = gr.Label(num_top_classes=5, label="top-5 after (pullback)")
+                    top_vanilla = gr.Label(num_top_classes=5, label="top-5 after (vanilla)")
+                download = gr.File(label="download: source | pullback | difference | vanilla | difference")
+        model_box.change(model_changed, model_box, temperature)
+        button.click(run, [upload, example, model_box, target, steps, alpha, eps, temperature, *family],
+                     [p_diff, p_src, v_diff, v_src, top_before, top_pullback, top_vanilla, note, download],
+                     api_name="explain", concurrency_limit=1)
+    return app.queue(default_concurrency_limit=1)

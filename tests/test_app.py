@@ -1,0 +1,143 @@
+"""The web app (``pullbacks app``): through Gradio's Python client and in a real browser."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+gr = pytest.importorskip("gradio", reason="the app extra is not installed (pip install -e '.[app]')")
+from gradio_client import Client, handle_file  # noqa: E402
+
+from pullbacks.apps import web  # noqa: E402
+from pullbacks.models import imagenet_classes  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+FAMILIES = [1.6, 1.0, 1.0, 1.0, 1.5]  # the per-family temperature boxes, in order
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server():
+    app = web.build_app("efficientnet_lite0", device="cpu")
+    port = free_port()
+    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, show_error=True)
+    yield f"http://127.0.0.1:{port}/"
+    app.close()
+
+
+def ask(client, upload=None, example="builtin:chelsea", target="ostrich", steps=5, temperature=1.0):
+    return client.predict(upload, example, "efficientnet_lite0", target, steps, 20.0, 100.0, temperature,
+                          *FAMILIES, api_name="/explain")
+
+
+def test_target_by_name_index_or_label():
+    classes = imagenet_classes()
+    assert web.target_id("ostrich", classes) == 9
+    assert web.target_id("9", classes) == web.target_id(9, classes) == web.target_id("ostrich (9)", classes) == 9
+    assert web.class_choices(classes)[9] == "ostrich (9)"
+    with pytest.raises(ValueError, match="did you mean 'ostrich'"):
+        web.target_id("ostrch", classes)
+
+
+def test_explain_returns_both_ascents_and_does_not_share_results(tmp_path):
+    a = web.explain(None, "builtin:chelsea", "efficientnet_lite0", "ostrich", steps=5, temperature=1.0,
+                    out_dir=tmp_path / "a")
+    b = web.explain(None, "builtin:coffee", "efficientnet_lite0", "tabby", steps=5, temperature=1.0,
+                    out_dir=tmp_path / "b")
+    assert "ostrich" in a.top5_pullback and "tabby" in b.top5_pullback
+    assert not np.array_equal(a.pullback_diff, a.vanilla_diff)  # the contrast the page shows
+    assert not np.array_equal(a.source, b.source) and a.png != b.png
+    saved = np.asarray(Image.open(a.png))
+    assert saved.shape == (224, 5 * 224, 3)
+    assert np.array_equal(saved[:, :224], a.source) and np.array_equal(saved[:, 224:448], a.pullback)
+
+
+@pytest.mark.slow
+def test_app_through_the_python_client(server, tmp_path):
+    client = Client(server, verbose=False)
+    out = ask(client)
+    p_diff, p_src, v_diff, v_src, before, after_p, after_v, note, download = out
+    images = [np.asarray(Image.open(f)) for f in (*p_diff, *v_diff)]
+    assert all(im.size > 0 for im in images)
+    assert not np.array_equal(images[1], images[3])  # pullback and vanilla differences differ
+    assert "ostrich" in [c["label"] for c in after_p["confidences"]]  # top-5 after 5 steps holds the target
+    assert before["label"] != "ostrich"
+    assert note == "" and Path(download).name == "chelsea_to_ostrich.png"
+
+    corrupt = tmp_path / "corrupt.png"
+    corrupt.write_bytes(b"\x89PNG\r\n\x1a\n this is not an image")
+    with pytest.raises(Exception, match="cannot load image .*corrupt") as e:
+        ask(client, upload=handle_file(str(corrupt)))
+    assert "Traceback" not in str(e.value)
+    for bad, message in (({"target": "not a class at all"}, "unknown class name"),
+                         ({"steps": 0}, "steps must be"),
+                         ({"temperature": 0}, "temperature must be")):
+        with pytest.raises(Exception, match=message):
+            ask(client, **bad)
+    out = ask(client, target="9")  # the app still serves, and takes an index
+    assert "ostrich" in [c["label"] for c in out[5]["confidences"]]
+
+
+def test_unavailable_weights_are_a_message(monkeypatch):
+    from pullbacks import models
+
+    def offline(*a, **k):
+        raise models.WeightsUnavailableError("Pretrained weights for 'resnet50' are not available: offline")
+
+    monkeypatch.setitem(models.MODELS, "resnet50",
+                        models.MODELS["resnet50"].__class__(**{**models.MODELS["resnet50"].__dict__,
+                                                               "default_weights": offline}))
+    with pytest.raises(models.WeightsUnavailableError) as e:
+        web.explain(None, "builtin:chelsea", "resnet50", "ostrich", steps=1)
+    assert "choose efficientnet_lite0" in web._message(e.value)
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(CHROMIUM is None, reason="no Chromium installed (Debian: apt-get install chromium)")
+def test_app_in_a_real_browser(server, tmp_path):
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        try:
+            page = browser.new_page(viewport={"width": 1500, "height": 1100})
+            page.goto(server, wait_until="networkidle")
+            box = page.locator("#target input")
+            box.click()
+            box.press_sequentially("ostri")  # part of the name: the list filters as one types
+            page.get_by_role("option", name="ostrich (9)").click()
+            steps = page.get_by_label("steps")
+            steps.fill("5")
+            page.locator("#explain").click()
+            page.locator("#pullback-diff img").first.wait_for(timeout=180_000)
+            page.locator("#vanilla-diff img").first.wait_for(timeout=60_000)
+            page.wait_for_load_state("networkidle")
+            shots = {}
+            for name in ("pullback-diff", "vanilla-diff"):
+                img = page.locator(f"#{name} img").first
+                page.wait_for_function("el => el.complete && el.naturalWidth > 0", arg=img.element_handle())
+                shots[name] = img.screenshot()
+            assert all(len(s) > 1000 for s in shots.values())
+            assert shots["pullback-diff"] != shots["vanilla-diff"]
+            assert "ostrich" in page.locator("body").inner_text()
+            path = tmp_path / "app.png"
+            page.screenshot(path=str(path), full_page=True)
+            assert path.stat().st_size > 10_000
+            keep = os.environ.get("PULLBACKS_APP_SCREENSHOT")  # the README's picture: media/app.png
+            if keep:
+                shutil.copy(path, ROOT / keep)
+        finally:
+            browser.close()

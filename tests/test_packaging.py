@@ -1,0 +1,29 @@
+"""requirements.txt stays in step with pyproject.toml, and .ci/run installs the browser."""
+
+import re
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+EXTRAS = ("notebook", "evaluate", "app")  # what requirements.txt adds to the dependencies
+
+
+def test_requirements_txt_is_pyproject_dependencies_and_user_extras():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    expected = list(project["dependencies"])
+    for extra in EXTRAS:
+        expected += [r for r in project["optional-dependencies"][extra] if r not in expected]
+    lines = [line.strip() for line in (ROOT / "requirements.txt").read_text().splitlines()]
+    listed = [line for line in lines if line and not line.startswith("#")]
+    assert listed == expected, "requirements.txt should read:\n" + "\n".join(expected)
+
+
+def test_notebook_extra_has_a_front_end_and_test_extra_covers_the_app():
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert any(re.match(r"(jupyterlab|notebook)\b", r) for r in extras["notebook"])
+    assert any(r.startswith("gradio") for r in extras["test"]) and any(r.startswith("gradio") for r in extras["app"])
+
+
+def test_ci_installs_chromium_before_the_readme_command():
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert ci.index("apt-get install") < ci.index('bash -euo pipefail -c "$cmd"') and "chromium" in ci
