@@ -96,10 +96,13 @@ def test_layer_norm_closed_form():
     xg = x.clone().requires_grad_(True)
     with soft_gates():
         y = ln(xg)
-    (g,) = torch.autograd.grad(y, xg, grad_out)
+    g, gw, gb = torch.autograd.grad(y, (xg, ln.weight, ln.bias), grad_out)
     var = x.numpy().reshape(2, 5, 12).var(axis=-1).reshape(2, 5, 1, 1)
     expected = grad_out.numpy() * ln.weight.detach().numpy() / np.sqrt(var + 1e-3)
     np.testing.assert_allclose(g.numpy(), expected, rtol=1e-12)
+    gw0, gb0 = torch.autograd.grad(ln(x), (ln.weight, ln.bias), grad_out)  # ordinary parameter gradients
+    torch.testing.assert_close(gw, gw0)
+    torch.testing.assert_close(gb, gb0)
 
 
 def test_group_norm_closed_form_and_parameter_gradients():

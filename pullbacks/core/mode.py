@@ -42,6 +42,7 @@ class SoftGateMode(TorchFunctionMode):
         super().__init__()
         self.options = options
         self.coverage = Coverage()
+        self.wrt: Optional[tuple] = None  # the only leaves whose gradient is wanted (None: any)
         self.recorder: Optional[Recorder] = Recorder() if options.replay else None
 
     @property

@@ -78,7 +78,9 @@ def target_gradient(model: nn.Module, inputs: Tensor, targets: Tensor, gates: Op
         if gates is None:
             logits = _forward(model, x)
         else:
-            with SoftGateMode(gates) as mode:
+            mode = SoftGateMode(gates)
+            mode.wrt = (x,)  # the input gradient alone: parameters need none
+            with mode:
                 logits = _forward(model, x)
             check_coverage(model, mode.coverage, logits, gates.strict, warn)
         check_target_range(targets, logits)

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .base import Call, Rule, Softened
+from .base import Call, Rule, soften
 
 
 def _no_dropout(p) -> None:
@@ -46,7 +46,7 @@ def _attention(call: Call, mode) -> Tensor:
     s = 1.0 / math.sqrt(q.size(-1)) if scale is None else float(scale)
     ordinary = functools.partial(_sdpa, scale=scale, causal=causal, gqa=gqa)
     softened = functools.partial(_sdpa, scale=s / t, causal=causal, gqa=gqa)
-    return Softened.apply(ordinary, softened, q, k, v, mask)
+    return soften(mode, ordinary, softened, q, k, v, mask)
 
 
 # ----------------------------------------------------------------------------- nn.MultiheadAttention
@@ -81,7 +81,7 @@ def _multi_head(call: Call, mode):
     others = {k: v for k, v in kw.items() if k not in names}
     tensors = [kw[k] for k in names]
     t = mode.options.temperature_of("attention")
-    return Softened.apply(functools.partial(_mha, names, others, None),
+    return soften(mode, functools.partial(_mha, names, others, None),
                           functools.partial(_mha, names, others, t), *tensors)
 
 

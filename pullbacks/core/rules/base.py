@@ -79,6 +79,22 @@ class Rule:
     apply: Callable[[Call, Any], Any]
 
 
+def soften(mode, ordinary: Callable, softened: Callable, *tensors):
+    """``Softened.apply``, told which tensors' gradients can be wanted: with ``mode.wrt``
+    set (the pullback asks for the input gradient alone), leaves other than those inputs
+    (the parameters) get none, which spares their weight-gradient work."""
+    return Softened.apply(ordinary, softened, wanted(mode, tensors), *tensors)
+
+
+def wanted(mode, tensors) -> tuple[bool, ...]:
+    """For each of ``tensors``: may its gradient be asked for? Not when it is a leaf other
+    than the inputs the mode's ``wrt`` names (a parameter, while the pullback wants the
+    input gradient alone)."""
+    wrt = getattr(mode, "wrt", None)
+    return tuple(isinstance(t, Tensor) and (wrt is None or not t.is_leaf or any(t is w for w in wrt))
+                 for t in tensors)
+
+
 class Softened(torch.autograd.Function):
     """Forward ``ordinary(*tensors)`` bit for bit; backward: the gradient that ``tensors``
     would get from ``softened(*tensors)``, recomputed in the backward pass.
@@ -91,8 +107,8 @@ class Softened(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, ordinary: Callable, softened: Callable, *tensors):
-        ctx.softened = softened
+    def forward(ctx, ordinary: Callable, softened: Callable, keep: tuple, *tensors):
+        ctx.softened, ctx.keep = softened, keep
         ctx.save_for_backward(*tensors)
         out = ordinary(*tensors)
         if isinstance(out, tuple):
@@ -101,7 +117,7 @@ class Softened(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, *grads):
-        need = ctx.needs_input_grad[2:]
+        need = [bool(n) and k for n, k in zip(ctx.needs_input_grad[3:], ctx.keep)]
         with torch.enable_grad(), torch._C.DisableTorchFunction():
             inputs = [t.detach().requires_grad_(n) if isinstance(t, Tensor) and n else t
                       for t, n in zip(ctx.saved_tensors, need)]
@@ -112,4 +128,4 @@ class Softened(torch.autograd.Function):
             wrt = [t for t, n in zip(inputs, need) if n]
             found = iter(torch.autograd.grad([o for o, _ in pairs], wrt, [g for _, g in pairs], allow_unused=True)
                          if pairs and wrt else [None] * len(wrt))
-        return (None, None, *[flush_subnormals_(next(found)) if n else None for n in need])
+        return (None, None, None, *[flush_subnormals_(next(found)) if n else None for n in need])

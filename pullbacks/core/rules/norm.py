@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .base import Call, Rule, Softened
+from .base import Call, Rule, flush_subnormals_, soften, wanted
 
 
 def _stats_dtype(z: Tensor) -> torch.dtype:
@@ -35,15 +35,6 @@ def _affine(y: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], dtype: 
     if bias is not None:
         y = y + bias
     return y
-
-
-def held_layer_norm(z: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], *,
-                    shape: Sequence[int], eps: float) -> Tensor:
-    """``layer_norm`` with mean and variance detached."""
-    dims = tuple(range(-len(shape), 0))
-    zs = z.to(_stats_dtype(z))
-    var, mean = torch.var_mean(zs.detach(), dim=dims, keepdim=True, correction=0)
-    return _affine((zs - mean) * (var + eps).rsqrt(), weight, bias, z.dtype)
 
 
 def held_group_norm(z: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], *,
@@ -70,22 +61,46 @@ def held_rms_norm(z: Tensor, weight: Optional[Tensor], *, shape: Sequence[int], 
 # ----------------------------------------------------------------------------- the rules
 
 
+class HeldLayerNorm(torch.autograd.Function):
+    """``layer_norm`` forward; backward ``grad * weight / sqrt(var + eps)`` per normalised
+    slice, written out (the statistics recomputed from the saved input in one pass)."""
+
+    @staticmethod
+    def forward(ctx, z: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], shape: tuple, eps: float,
+                keep: tuple):
+        ctx.shape, ctx.eps, ctx.keep = shape, eps, keep
+        ctx.save_for_backward(z, weight)
+        return F.layer_norm(z, shape, weight, bias, eps)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        z, weight = ctx.saved_tensors
+        need = [bool(n) and k for n, k in zip(ctx.needs_input_grad[:3], ctx.keep)]
+        dims = tuple(range(-len(ctx.shape), 0))
+        zs = z.to(_stats_dtype(z))
+        var, mean = torch.var_mean(zs, dim=dims, keepdim=True, correction=0)
+        rstd = var.add_(ctx.eps).rsqrt_()
+        g_z = g_w = g_b = None
+        if need[0]:
+            g_z = (grad * weight if weight is not None else grad.to(rstd.dtype, copy=True)).mul_(rstd).to(z.dtype)
+        lead = tuple(range(grad.dim() - len(ctx.shape)))
+        if need[1]:
+            g_w = (grad * (zs - mean).mul_(rstd)).sum(lead).to(weight.dtype)
+        if need[2]:
+            g_b = grad.sum(lead)
+        return flush_subnormals_(g_z), g_w, g_b, None, None, None
+
+
 def _layer_norm(call: Call, mode) -> Tensor:
     shape = _shape(call.arg(1, "normalized_shape", None))
     weight, bias, eps = call.arg(2, "weight", None), call.arg(3, "bias", None), float(call.arg(4, "eps", 1e-5))
-    ordinary = functools.partial(_ordinary_layer_norm, shape=shape, eps=eps)
-    return Softened.apply(ordinary, functools.partial(held_layer_norm, shape=shape, eps=eps),
-                          call.input, weight, bias)
-
-
-def _ordinary_layer_norm(z, weight, bias, *, shape, eps):
-    return F.layer_norm(z, shape, weight, bias, eps)
+    return HeldLayerNorm.apply(call.input, weight, bias, shape, eps, wanted(mode, (call.input, weight, bias)))
 
 
 def _group_norm(call: Call, mode) -> Tensor:
     groups = int(call.arg(1, "num_groups", None))
     weight, bias, eps = call.arg(2, "weight", None), call.arg(3, "bias", None), float(call.arg(4, "eps", 1e-5))
-    return Softened.apply(functools.partial(_ordinary_group_norm, groups=groups, eps=eps),
+    return soften(mode, functools.partial(_ordinary_group_norm, groups=groups, eps=eps),
                           functools.partial(held_group_norm, groups=groups, eps=eps), call.input, weight, bias)
 
 
@@ -97,7 +112,7 @@ def _rms_norm(call: Call, mode) -> Tensor:
     shape = _shape(call.arg(1, "normalized_shape", None))
     weight, eps = call.arg(2, "weight", None), call.arg(3, "eps", None)
     eps = None if eps is None else float(eps)
-    return Softened.apply(functools.partial(_ordinary_rms_norm, shape=shape, eps=eps),
+    return soften(mode, functools.partial(_ordinary_rms_norm, shape=shape, eps=eps),
                           functools.partial(held_rms_norm, shape=shape, eps=eps), call.input, weight)
 
 
