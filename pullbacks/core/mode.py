@@ -43,6 +43,7 @@ class SoftGateMode(TorchFunctionMode):
         self.options = options
         self.coverage = Coverage()
         self.wrt: Optional[tuple] = None  # the only leaves whose gradient is wanted (None: any)
+        self.gradless = 0  # calls a rule covers, made with gradients off (a reentrant checkpoint?)
         self.recorder: Optional[Recorder] = Recorder() if options.replay else None
 
     @property
@@ -62,10 +63,13 @@ class SoftGateMode(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         entry = TABLE.get(func)
-        if entry is not None and torch.is_grad_enabled() and _needs_grad(args, kwargs):
-            check_no_checkpoint_hooks()
-            self.coverage.gated[entry[0].family] += 1
-            return entry[0].apply(Call(args, kwargs, entry[1]), self)
+        if entry is not None:
+            if not torch.is_grad_enabled():
+                self.gradless += 1
+            elif _needs_grad(args, kwargs):
+                check_no_checkpoint_hooks()
+                self.coverage.gated[entry[0].family] += 1
+                return entry[0].apply(Call(args, kwargs, entry[1]), self)
         name = ORDINARY.get(func)
         if name is not None and torch.is_grad_enabled() and _needs_grad(args, kwargs):
             self.coverage.ordinary[name] += 1

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from .checks import Targets, as_target_tensor, check_inputs, check_model, check_target_range
-from .coverage import Coverage, check_no_checkpoint_nodes, report
+from .coverage import check_no_checkpoint_nodes, report
 from .mode import SoftGateMode
 from .options import GateOptions, build
 
@@ -43,10 +43,15 @@ def _forward(model: nn.Module, x: Tensor) -> Tensor:
         raise
 
 
-def check_coverage(model: nn.Module, coverage: Coverage, logits: Tensor, strict: bool, warn: bool = True) -> None:
+def check_coverage(model: nn.Module, mode: SoftGateMode, logits: Tensor, strict: bool, warn: bool = True) -> None:
     """Raise if nothing was gated or a checkpoint would re-run the forward ungated; warn
-    (raise if ``strict``) if nonlinear calls kept their ordinary gradient."""
-    check_no_checkpoint_nodes(logits)
+    (raise if ``strict``) if nonlinear calls kept their ordinary gradient.
+
+    A reentrant checkpoint runs its segment with gradients off, so the graph is searched
+    for one only when the mode saw gradient-free calls that a rule covers."""
+    if mode.gradless:
+        check_no_checkpoint_nodes(logits)
+    coverage = mode.coverage
     if not coverage.gated:
         raise ValueError(
             f"no call that pullbacks gates was seen in the forward pass of {type(model).__name__} "
@@ -82,7 +87,7 @@ def target_gradient(model: nn.Module, inputs: Tensor, targets: Tensor, gates: Op
             mode.wrt = (x,)  # the input gradient alone: parameters need none
             with mode:
                 logits = _forward(model, x)
-            check_coverage(model, mode.coverage, logits, gates.strict, warn)
+            check_coverage(model, mode, logits, gates.strict, warn)
         check_target_range(targets, logits)
         loss = logits.gather(1, targets[:, None]).sum()
         (grad,) = torch.autograd.grad(loss, x)

@@ -13,13 +13,12 @@ runs without one, which gives the plain path (bit-identical results, more memory
 
 from __future__ import annotations
 
-import functools
+import weakref
 from typing import Callable, Iterator, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.weak import WeakIdKeyDictionary
 
 from .rules.base import arg
 
@@ -27,15 +26,15 @@ from .rules.base import arg
 class Replay:
     """A recipe that recomputes a tensor bit for bit by re-running the ops that made it.
 
-    ``fn(*values)`` returns the tensor in a fresh buffer; each argument is a tensor (or
-    None) or another :class:`Replay`, whose fresh result ``fn`` may overwrite.
+    ``leaves`` are the tensors (or None) it reads; ``run(leaves)`` takes them from an
+    iterator, in that order, and returns the tensor in a fresh buffer. ``run`` holds no
+    tensor, so a rule keeps the leaves as saved tensors and ``run`` on its context.
     """
 
-    __slots__ = ("fn", "args", "leaves", "versions")
+    __slots__ = ("run", "leaves", "versions")
 
-    def __init__(self, fn: Callable[..., Tensor], *args):
-        self.fn, self.args = fn, args
-        self.leaves = [t for a in args for t in (a.leaves if isinstance(a, Replay) else [a])]
+    def __init__(self, run: Callable[[Iterator], Tensor], leaves: list):
+        self.run, self.leaves = run, leaves
         self.versions = self._versions()
 
     def _versions(self) -> list:
@@ -45,39 +44,39 @@ class Replay:
         """True if no input was modified in place since the replay was recorded."""
         return self._versions() == self.versions
 
-    def keep(self, ctx) -> "Replay":
-        """Save the inputs on ``ctx`` (autograd checks they stay unmodified) and return the
-        recipe without them."""
+    def keep(self, ctx) -> Callable[[Iterator], Tensor]:
+        """Save the inputs on ``ctx`` (autograd checks they stay unmodified) and return ``run``."""
         ctx.save_for_backward(*self.leaves)
-        return self._stripped()
-
-    def _stripped(self) -> "Replay":
-        bare = Replay.__new__(Replay)
-        bare.fn, bare.leaves, bare.versions = self.fn, None, None
-        bare.args = tuple(a._stripped() if isinstance(a, Replay) else None for a in self.args)
-        return bare
-
-    def run(self, leaves: Iterator) -> Tensor:
-        """Recompute, taking the inputs from ``leaves`` in the order of ``self.leaves``."""
-        return self.fn(*[a.run(leaves) if isinstance(a, Replay) else next(leaves) for a in self.args])
-
-
-def _batch_norm_eval(x, mean, var, weight, bias, *, eps):
-    return F.batch_norm(x, mean, var, weight, bias, False, 0.0, eps)
-
-
-def _add_(fresh, other, *, alpha):
-    return fresh.add_(other, alpha=alpha)
+        return self.run
 
 
 def replay_batch_norm(x, mean, var, weight, bias, eps: float) -> Replay:
-    """``F.batch_norm(x, mean, var, weight, bias, training=False, eps=eps)``."""
-    return Replay(functools.partial(_batch_norm_eval, eps=eps), x, mean, var, weight, bias)
+    """``F.batch_norm(x, mean, var, weight, bias, training=False, eps=eps)``, which is
+    ``torch.batch_norm`` with the cuDNN flag of the moment."""
+    cudnn = torch.backends.cudnn.enabled
+
+    def run(leaves: Iterator) -> Tensor:  # the arguments are taken left to right
+        return torch.batch_norm(next(leaves), next(leaves), next(leaves), next(leaves), next(leaves),
+                                False, 0.0, eps, cudnn)
+
+    return Replay(run, [x, weight, bias, mean, var])
 
 
 def replay_add(fresh: Replay, other, alpha=1) -> Replay:
     """``fresh + alpha * other`` where ``fresh`` is itself replayed (``other``: a tensor or a replay)."""
-    return Replay(functools.partial(_add_, alpha=alpha), fresh, other)
+    first = fresh.run
+    if isinstance(other, Replay):
+        second = other.run
+
+        def run(leaves: Iterator) -> Tensor:
+            return first(leaves).add_(second(leaves), alpha=alpha)
+
+        return Replay(run, fresh.leaves + other.leaves)
+
+    def run(leaves: Iterator) -> Tensor:
+        return first(leaves).add_(next(leaves), alpha=alpha)
+
+    return Replay(run, fresh.leaves + [other])
 
 
 class Recorder:
@@ -85,7 +84,7 @@ class Recorder:
     for each output the :class:`Replay` that recomputes it."""
 
     def __init__(self) -> None:
-        self._replays = WeakIdKeyDictionary()  # output -> (its version, Replay)
+        self._replays: dict = {}  # id(output) -> (weak reference to it, its version, Replay)
         add = self._add
         self.functions = {
             F.batch_norm: self._batch_norm,
@@ -98,16 +97,27 @@ class Recorder:
 
     def clear(self) -> None:
         """Forget every output (hold no tensor past the block)."""
-        self._replays = WeakIdKeyDictionary()
+        self._replays = {}
+
+    def _remember(self, out: Tensor, replay: Replay) -> None:
+        """Remember ``out``'s replay until ``out`` is freed (so its inputs are not held longer)."""
+        key, recorder = id(out), weakref.ref(self)  # no reference cycle: the garbage collector stays idle
+
+        def forget(ref) -> None:
+            replays = getattr(recorder(), "_replays", {})
+            if replays.get(key, (None,))[0] is ref:
+                del replays[key]
+
+        self._replays[key] = (weakref.ref(out, forget), out._version, replay)
 
     def replay(self, z) -> Optional[Replay]:
         """The replay of ``z``, if ``z`` came out of a recorded call and neither it nor the
         replay's inputs were modified since."""
-        entry = self._replays.get(z) if isinstance(z, Tensor) else None
+        entry = self._replays.get(id(z))
         if entry is None:
             return None
-        version, replay = entry
-        return replay if z._version == version and replay.unchanged() else None
+        ref, version, replay = entry
+        return replay if ref() is z and z._version == version and replay.unchanged() else None
 
     def _batch_norm(self, func, args, kwargs):
         out = func(*args, **kwargs)
@@ -116,7 +126,7 @@ class Recorder:
         weight, bias = arg(args, kwargs, 3, "weight", None), arg(args, kwargs, 4, "bias", None)
         training, eps = arg(args, kwargs, 5, "training", False), arg(args, kwargs, 7, "eps", 1e-5)
         if not training and mean is not None and var is not None and out.requires_grad:
-            self._replays[out] = (out._version, replay_batch_norm(x, mean, var, weight, bias, float(eps)))
+            self._remember(out, replay_batch_norm(x, mean, var, weight, bias, float(eps)))
         return out
 
     def _add(self, func, args, kwargs):
@@ -134,7 +144,7 @@ class Recorder:
         elif rb is not None and fits(b) and alpha == 1 and out is not a:  # a + b == b + a exactly
             replay = replay_add(rb, a)
         if replay is not None and isinstance(out, Tensor) and out.requires_grad:
-            self._replays[out] = (out._version, replay)
+            self._remember(out, replay)
         return out
 
 
@@ -151,5 +161,5 @@ def keep_input(ctx, z: Tensor, inplace: bool, replay: Optional[Replay]) -> None:
 def saved_input(ctx) -> tuple[Tensor, bool]:
     """``z`` again, and whether it sits in a fresh buffer that the backward may overwrite."""
     if ctx.replay is not None:
-        return ctx.replay.run(iter(ctx.saved_tensors)), True
+        return ctx.replay(iter(ctx.saved_tensors)), True
     return ctx.saved_tensors[0], False
