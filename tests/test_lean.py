@@ -117,3 +117,52 @@ def test_soft_pool_in_blocks_of_samples_and_channels(monkeypatch, block_bytes):
             got = pool_rule.soft_max_pool2d_backward(xx, g, k, s, p, d, 0.5)
             expected = slow_soft_pool_grad(x, g, k, s, p, d, case.get("ceil_mode", False), 0.5, "soft")
             torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)
+
+
+def _pool_case(case):
+    pair = lambda v: (v, v) if isinstance(v, int) else v  # noqa: E731
+    return (pair(case["kernel_size"]), pair(case.get("stride")), pair(case.get("padding", 0)),
+            pair(case.get("dilation", 1)), case.get("ceil_mode", False))
+
+
+@pytest.mark.parametrize("variant", ["soft", "detached"])
+def test_soft_pool_window_sums_and_window_by_window_agree(monkeypatch, variant):
+    # planes of moderate range take the window sums, the others the window-by-window form;
+    # one call may mix both (blocks of one plane each here), and both equal the slow reference
+    monkeypatch.setattr(pool_rule, "_POOL_BLOCK_BYTES", 1)
+    x = torch.randn(2, 3, 9, 8, dtype=torch.float64)
+    x[1, 2] *= 40  # range / T far above 60: this plane goes window by window
+    taken = []
+    window_sums = pool_rule._pooled
+    monkeypatch.setattr(pool_rule, "_pooled", lambda *a: taken.append(window_sums(*a)) or taken[-1])
+    for case in POOL_CASES:
+        k, s, p, d, ceil_mode = _pool_case(case)
+        g = torch.randn_like(F.max_pool2d(x, **case))
+        taken.clear()
+        got = pool_rule.soft_max_pool2d_backward(x, g, k, s, p, d, 0.5, variant)
+        expected = slow_soft_pool_grad(x, g, k, s, p, d, ceil_mode, 0.5, variant)
+        torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)
+        if d == (1, 1):
+            assert taken.count(True) == 5 and taken.count(False) == 1, taken
+        else:
+            assert not taken  # dilation: window by window
+
+
+def test_soft_pool_window_sums_in_float32_and_large_gradients(monkeypatch):
+    x = torch.rand(2, 4, 12, 12, dtype=torch.float64) * 17  # range / T just below 60
+    for case in POOL_CASES[:3]:
+        k, s, p, d, ceil_mode = _pool_case(case)
+        g = torch.randn_like(F.max_pool2d(x, **case))
+        expected = slow_soft_pool_grad(x, g, k, s, p, d, ceil_mode, 0.3, "soft")
+        got = torch.empty_like(x, dtype=torch.float32)
+        assert pool_rule._pooled(x.float(), g.float(), k, s, p, 0.3, "soft", got)
+        torch.testing.assert_close(got.double(), expected, rtol=1e-5, atol=1e-6)
+    # windows far below their plane's largest entry: grad / S would overflow float32 beyond
+    # |grad| = 1e8, so such gradients go window by window
+    x[0, 0, :6, :6], x[0, 0, 6:, 6:] = 0.0, 17.0
+    for case in POOL_CASES[:3]:
+        k, s, p, d, ceil_mode = _pool_case(case)
+        g = torch.rand_like(F.max_pool2d(x, **case)) * 1e14
+        expected = slow_soft_pool_grad(x, g, k, s, p, d, ceil_mode, 0.3, "soft")
+        got = pool_rule.soft_max_pool2d_backward(x.float(), g.float(), k, s, p, d, 0.3)
+        torch.testing.assert_close(got.double(), expected, rtol=1e-5, atol=1e-6 * 1e14)

@@ -13,6 +13,8 @@ Padding positions are not window entries; ``kernel_size``, ``stride``, ``padding
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -41,7 +43,7 @@ def _fill_outside(t: Tensor, rows: slice, cols: slice, value: float) -> None:
     t[..., rows, cols.stop:].fill_(value)
 
 
-_POOL_BLOCK_BYTES = 8 << 20  # window entries per block: about a cache's worth, and small
+_POOL_BLOCK_BYTES = 4 << 20  # window entries per block: about a cache's worth, and small
                              # enough for the allocator to reuse one block's memory for the next
 
 
@@ -71,6 +73,81 @@ def _soft_pool_local(x: Tensor, grad_out: Tensor, spans, temperature: float, poo
     return eu.mul_(scale).addcmul_(e, shift)
 
 
+_POOLED_RANGE = 60.0  # largest (max - min) / T of a plane that the pooled form takes
+_POOLED_GRAD = 1e8     # largest |grad_out| it takes (so that grad / S cannot overflow)
+_LN_2, _LOG2_E = math.log(2.0), 1.0 / math.log(2.0)
+
+
+def _along(dim: int, index: slice) -> tuple:
+    """An index that applies ``index`` to dimension ``dim`` (-2 or -1)."""
+    return (Ellipsis, index, slice(None)) if dim == -2 else (Ellipsis, index)
+
+
+def _window_sum(v: Tensor, dim: int, k: int, s: int, p: int, size_out: int) -> Tensor:
+    """Sums of ``v`` over the windows of one dimension (entries outside ``v`` count 0)."""
+    shape = list(v.shape)
+    size, shape[dim] = shape[dim], size_out
+    out = v.new_zeros(shape)
+    for i in range(k):
+        at_out, at_in = _offset_span(size, size_out, i - p, s)
+        out[_along(dim, at_out)] += v[_along(dim, at_in)]
+    return out
+
+
+def _window_spread(a: Tensor, dim: int, k: int, s: int, p: int, size: int) -> Tensor:
+    """The adjoint of :func:`_window_sum`: each entry gets the sum of ``a`` over the windows holding it."""
+    shape = list(a.shape)
+    size_out, shape[dim] = shape[dim], size
+    out = a.new_zeros(shape)
+    for i in range(k):
+        at_out, at_in = _offset_span(size, size_out, i - p, s)
+        out[_along(dim, at_in)] += a[_along(dim, at_out)]
+    return out
+
+
+def _pooled(x: Tensor, grad_out: Tensor, k, s, p, temperature: float, pool: str, out: Tensor) -> bool:
+    """The soft max-pool gradient through window sums, written into ``out``; False (and
+    nothing written) where it does not apply.
+
+    With ``c`` the largest entry of each plane, ``t = (x - c) / T`` and ``E = exp(t)``, the
+    window weights are ``w_j = E_j / S_W`` with ``S_W = sum_W E`` (the shift cancels), and
+
+        grad_in = E * (A (1 + t) - B),   A = sum_{W ∋ j} grad_W / S_W,
+                                         B = sum_{W ∋ j} grad_W P_W / S_W^2,  P_W = sum_W E t
+
+    (``E * A`` for "detached"). Window sums are separable (rows, then columns): a few
+    passes over ``x`` instead of many over a ``kh * kw`` times larger buffer. Used when
+    every plane's ``(max - min) / T`` is at most 60 (so ``E`` stays a normal float and the
+    rounding of ``t`` costs at most ``60 eps``) and ``|grad_out| <= 1e8`` (so ``A`` and
+    ``B`` stay finite); elsewhere the caller takes the windows one by one.
+    """
+    inv = 1.0 / temperature
+    hi = x.amax(dim=(2, 3), keepdim=True)
+    spread = float((hi - x.amin(dim=(2, 3), keepdim=True)).max()) * inv
+    if not (spread <= _POOLED_RANGE and float(grad_out.abs().max()) <= _POOLED_GRAD):
+        return False  # also on NaN and inf
+    (h, w), (h_out, w_out) = x.shape[-2:], grad_out.shape[-2:]
+
+    def window_sum(v: Tensor) -> Tensor:
+        return _window_sum(_window_sum(v, -2, k[0], s[0], p[0], h_out), -1, k[1], s[1], p[1], w_out)
+
+    def window_spread(a: Tensor) -> Tensor:
+        return _window_spread(_window_spread(a, -1, k[1], s[1], p[1], w), -2, k[0], s[0], p[0], h)
+
+    t2 = torch.sub(x, hi).mul_(inv * _LOG2_E)  # t / ln 2: exp2 is several times faster than exp on CPU
+    e = torch.exp2(t2)
+    S = window_sum(e)
+    a = grad_out / S
+    A = window_spread(a)
+    if pool == "detached":
+        torch.mul(e, A, out=out)
+        return True
+    P2 = window_sum(e * t2)  # P / ln 2
+    B2 = window_spread(a.mul_(P2.div_(S)))  # B / ln 2
+    torch.mul(t2.mul_(A).sub_(B2).mul_(_LN_2).add_(A), e, out=out)  # E (A + A t - B)
+    return True
+
+
 def soft_max_pool2d_backward(
     x: Tensor,
     grad_out: Tensor,
@@ -83,11 +160,13 @@ def soft_max_pool2d_backward(
 ) -> Tensor:
     """Gradient of the soft max pool at ``x``, pulled back from ``grad_out``.
 
-    Block by block (a few MiB of window entries, so the passes below stay in cache), the
-    window entries are copied out of ``x`` offset by offset into a ``(kh * kw, n, c, h_out,
-    w_out)`` buffer, ``-inf`` where a window reaches past ``x`` (``padding``, ``ceil_mode``).
-    With ``u_j = (x_j - max_W x) / T``, ``e_j = exp(u_j)``, ``S = sum_W e`` and
-    ``Q = sum_W e u`` (so ``w_j = e_j / S`` and ``(x_j - s_W) / T = u_j - Q / S``):
+    Block by block (a few MiB, so the passes below stay in cache): through sum pooling
+    (:func:`_pooled`) where it applies (float32/64, no dilation, planes of moderate range);
+    otherwise window entry by window entry: the entries are copied out of ``x`` offset by
+    offset into a ``(kh * kw, n, c, h_out, w_out)`` buffer, ``-inf`` where a window
+    reaches past ``x`` (``padding``, ``ceil_mode``). With ``u_j = (x_j - max_W x) / T``,
+    ``e_j = exp(u_j)``, ``S = sum_W e`` and ``Q = sum_W e u`` (so ``w_j = e_j / S`` and
+    ``(x_j - s_W) / T = u_j - Q / S``):
 
         d_j = (e_j (1 - Q / S) + e_j u_j) * grad_out[W] / S      ("soft")
         d_j = e_j * grad_out[W] / S                               ("detached")
@@ -100,14 +179,20 @@ def soft_max_pool2d_backward(
         x, grad_out = x.unsqueeze(0), grad_out.unsqueeze(0)
     n, c, h, w = x.shape
     h_out, w_out = grad_out.shape[-2:]
+    pooled = d == (1, 1) and x.dtype in (torch.float32, torch.float64)
     spans = [(_offset_span(h, h_out, i * d[0] - p[0], s[0]), _offset_span(w, w_out, j * d[1] - p[1], s[1]))
              for i in range(k[0]) for j in range(k[1])]
+    grad = torch.empty_like(x)
     # windows that tile x exactly (VGG's 2x2 pools) write every input position once
     tiles = s == k and p == (0, 0) and d == (1, 1) and (h, w) == (h_out * k[0], w_out * k[1])
-    grad = torch.empty_like(x) if tiles else torch.zeros_like(x)
-    for block in _blocks(n, c, len(spans) * h_out * w_out * x.element_size()):
-        local = _soft_pool_local(x[block], grad_out[block], spans, temperature, pool)
+    window_bytes = len(spans) * h_out * w_out * x.element_size()
+    for block in _blocks(n, c, max(window_bytes, h * w * x.element_size()) if pooled else window_bytes):
         g = grad[block]
+        if pooled and _pooled(x[block], grad_out[block], k, s, p, temperature, pool, g):
+            continue
+        local = _soft_pool_local(x[block], grad_out[block], spans, temperature, pool)
+        if not tiles:
+            g.zero_()
         for dj, ((r_out, r_in), (c_out, c_in)) in zip(local, spans):
             target = g[:, :, r_in, c_in]
             target.copy_(dj[:, :, r_out, c_out]) if tiles else target.add_(dj[:, :, r_out, c_out])
