@@ -39,7 +39,7 @@ def flush_subnormals_(t: Tensor) -> Tensor:
     """
     if t is None or t.device.type != "cpu" or not t.is_floating_point():
         return t
-    return torch.ops.aten.hardshrink.out(t, _smallest_normal(t.dtype), out=t)
+    return torch.hardshrink(t, _smallest_normal(t.dtype), out=t)
 
 
 class Call:
