@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..replay import keep_input, saved_input
+from ..replay import Replay, keep_input, saved_input
 from .base import Call, Rule, flush_subnormals_
 from .relu import gate_times
 
@@ -53,9 +53,9 @@ class SoftActivation(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, z: Tensor, forward: Callable[[Tensor, bool], Tensor], gate: str, temperature: float,
-                inplace: bool):
+                inplace: bool, replay: Optional[Replay]):
         ctx.gate, ctx.temperature = gate, temperature
-        keep_input(ctx, z, inplace, None)  # torch's own backward keeps z too: no replay
+        keep_input(ctx, z, inplace, replay)
         if inplace:
             ctx.mark_dirty(z)
         return forward(z, inplace)
@@ -70,7 +70,7 @@ class SoftActivation(torch.autograd.Function):
         else:
             u = z.mul_(beta) if fresh else z * beta
             g = _GATES[ctx.gate](u).mul_(grad)
-        return flush_subnormals_(g), None, None, None, None
+        return flush_subnormals_(g), None, None, None, None, None
 
 
 # ----------------------------------------------------------------------------- the rules
@@ -84,7 +84,7 @@ def _rule(family: str, function: Callable, inplace_function: Optional[Callable])
     def apply(call: Call, mode) -> Tensor:
         z = call.input
         return SoftActivation.apply(z, forward, family, mode.options.temperature_of(family),
-                                    call.writes_input(1))
+                                    call.writes_input(1), mode.replay(z))
 
     return apply
 
@@ -94,7 +94,7 @@ def _gelu(call: Call, mode) -> Tensor:
     approximate = call.arg(1, "approximate", "none")
     forward = lambda z, inplace: F.gelu(z, approximate=approximate)  # noqa: E731 - no in-place form
     gate = "gelu_tanh" if approximate == "tanh" else "gelu"
-    return SoftActivation.apply(z, forward, gate, mode.options.temperature_of("gelu"), False)
+    return SoftActivation.apply(z, forward, gate, mode.options.temperature_of("gelu"), False, mode.replay(z))
 
 
 _nn = torch._C._nn

@@ -79,9 +79,10 @@ class SoftHardtanh(torch.autograd.Function):
     ``grad * s((z - lo) / T) * s((hi - z) / T)`` backward."""
 
     @staticmethod
-    def forward(ctx, z: Tensor, lo: float, hi: float, temperature: float, gate: str, inplace: bool):
+    def forward(ctx, z: Tensor, lo: float, hi: float, temperature: float, gate: str, inplace: bool,
+                replay: Optional[Replay]):
         ctx.lo, ctx.hi, ctx.temperature, ctx.gate = lo, hi, temperature, gate
-        keep_input(ctx, z, inplace, None)  # see "Which gates replay" below
+        keep_input(ctx, z, inplace, replay)
         if inplace:
             ctx.mark_dirty(z)
             return F.hardtanh(z, lo, hi, inplace=True)
@@ -94,7 +95,7 @@ class SoftHardtanh(torch.autograd.Function):
         lower = gate_times(grad, z - ctx.lo if ctx.lo else z, beta, ctx.gate)
         above = z.sub_(ctx.hi) if fresh else z - ctx.hi  # s((hi - z) / T) = s(-(z - hi) / T)
         g = gate_times(lower, above, -beta, ctx.gate, out=above)
-        return flush_subnormals_(g), None, None, None, None, None
+        return flush_subnormals_(g), None, None, None, None, None, None
 
 
 class SoftLeakyReLU(torch.autograd.Function):
@@ -128,26 +129,21 @@ def _relu(call: Call, mode) -> Tensor:
     return SoftReLU.apply(z, o.temperature, o.gate, call.writes_input(1), mode.replay(z))
 
 
-# Which gates replay: only those whose ordinary backward keeps the output, not z (ReLU, and
-# LeakyReLU in place). Torch's own hardtanh backward keeps z (a copy when in place): keeping
-# z costs the same memory as the vanilla gradient and spares the replay's time.
-
-
 def _relu6(call: Call, mode) -> Tensor:
     z, o = call.input, mode.options
-    return SoftHardtanh.apply(z, 0.0, 6.0, o.temperature, o.gate, call.writes_input(1))
+    return SoftHardtanh.apply(z, 0.0, 6.0, o.temperature, o.gate, call.writes_input(1), mode.replay(z))
 
 
 def _hardtanh(call: Call, mode) -> Tensor:
     z, o = call.input, mode.options
     lo, hi = float(call.arg(1, "min_val", -1.0)), float(call.arg(2, "max_val", 1.0))
-    return SoftHardtanh.apply(z, lo, hi, o.temperature, o.gate, call.writes_input(3))
+    return SoftHardtanh.apply(z, lo, hi, o.temperature, o.gate, call.writes_input(3), mode.replay(z))
 
 
 def _leaky_relu(call: Call, mode) -> Tensor:
     z, o = call.input, mode.options
-    slope, inplace = float(call.arg(1, "negative_slope", 0.01)), call.writes_input(2)
-    return SoftLeakyReLU.apply(z, slope, o.temperature, o.gate, inplace, mode.replay(z) if inplace else None)
+    slope = float(call.arg(1, "negative_slope", 0.01))
+    return SoftLeakyReLU.apply(z, slope, o.temperature, o.gate, call.writes_input(2), mode.replay(z))
 
 
 _nn = torch._C._nn
