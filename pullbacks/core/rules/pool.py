@@ -160,8 +160,9 @@ def soft_max_pool2d_backward(
 ) -> Tensor:
     """Gradient of the soft max pool at ``x``, pulled back from ``grad_out``.
 
-    Block by block (a few MiB, so the passes below stay in cache): through sum pooling
-    (:func:`_pooled`) where it applies (float32/64, no dilation, planes of moderate range);
+    Block by block (a few MiB, so the passes below stay in cache): through window sums
+    (:func:`_pooled`) where it applies (overlapping windows, float32/64, no dilation, planes
+    of moderate range);
     otherwise window entry by window entry: the entries are copied out of ``x`` offset by
     offset into a ``(kh * kw, n, c, h_out, w_out)`` buffer, ``-inf`` where a window
     reaches past ``x`` (``padding``, ``ceil_mode``). With ``u_j = (x_j - max_W x) / T``,
@@ -179,7 +180,8 @@ def soft_max_pool2d_backward(
         x, grad_out = x.unsqueeze(0), grad_out.unsqueeze(0)
     n, c, h, w = x.shape
     h_out, w_out = grad_out.shape[-2:]
-    pooled = d == (1, 1) and x.dtype in (torch.float32, torch.float64)
+    overlap = s[0] < k[0] or s[1] < k[1]  # windows that do not overlap are as fast one by one
+    pooled = overlap and d == (1, 1) and x.dtype in (torch.float32, torch.float64)
     spans = [(_offset_span(h, h_out, i * d[0] - p[0], s[0]), _offset_span(w, w_out, j * d[1] - p[1], s[1]))
              for i in range(k[0]) for j in range(k[1])]
     grad = torch.empty_like(x)
