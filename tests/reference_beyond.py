@@ -88,9 +88,9 @@ def _attention(t):
 def patched_functional(temperature=0.3, temperatures=None, gate="sigmoid"):
     """Patch ``torch.nn.functional`` with the straight-through references (ReLU with
     ``temperature``, the other families with ``temperatures``)."""
-    from pullbacks.core.options import FAMILY_TEMPERATURES
+    from pullbacks.core.table import default_temperatures
 
-    ts = {**FAMILY_TEMPERATURES, **(temperatures or {})}
+    ts = {**default_temperatures(), **(temperatures or {})}
 
     def relu(z, inplace=False):
         return straight_through(_ORIGINAL["relu"](z), antiderivative(z, temperature, gate))

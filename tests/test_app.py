@@ -14,11 +14,11 @@ from PIL import Image
 gr = pytest.importorskip("gradio", reason="the app extra is not installed (pip install -e '.[app]')")
 from gradio_client import Client, handle_file  # noqa: E402
 
-from pullbacks.apps import web  # noqa: E402
+from pullbacks.apps import service, web  # noqa: E402
 from pullbacks.models import imagenet_classes  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-FAMILIES = [1.6, 1.0, 1.0, 1.0, 1.5]  # the per-family temperature boxes, in order
+FAMILIES = list(web.FAMILY_TEMPERATURES.values())  # the per-family temperature boxes, in order
 
 
 def free_port() -> int:
@@ -43,11 +43,11 @@ def ask(client, upload=None, example="builtin:chelsea", target="ostrich", steps=
 
 def test_target_by_name_index_or_label():
     classes = imagenet_classes()
-    assert web.target_id("ostrich", classes) == 9
-    assert web.target_id("9", classes) == web.target_id(9, classes) == web.target_id("ostrich (9)", classes) == 9
+    assert service.parse_target("ostrich", classes) == 9
+    assert service.parse_target("9", classes) == service.parse_target(9, classes) == service.parse_target("ostrich (9)", classes) == 9
     assert web.class_choices(classes)[9] == "ostrich (9)"
     with pytest.raises(ValueError, match="did you mean 'ostrich'"):
-        web.target_id("ostrch", classes)
+        service.parse_target("ostrch", classes)
 
 
 def test_explain_returns_both_ascents_and_does_not_share_results(tmp_path):
@@ -100,7 +100,7 @@ def test_unavailable_weights_are_a_message(monkeypatch):
                                                                "default_weights": offline}))
     with pytest.raises(models.WeightsUnavailableError) as e:
         web.explain(None, "builtin:chelsea", "resnet50", "ostrich", steps=1)
-    assert "choose efficientnet_lite0" in web._message(e.value)
+    assert "choose efficientnet_lite0" in service.message(e.value, "app")
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -15,7 +15,8 @@ from torch import nn
 
 import pullbacks
 from pullbacks import PartialPullbackError, PartialPullbackWarning, excitation_pullback, soft_gates
-from pullbacks.core.options import FAMILY_TEMPERATURES, GateOptions
+from pullbacks.core.options import GateOptions
+from pullbacks.core.table import default_temperatures
 
 from helpers import assert_unchanged, snapshot, tiny_cnn
 from reference_beyond import reference_pullback
@@ -242,7 +243,7 @@ def test_attention_dropout_is_refused():
 
 
 def test_temperatures_defaults_partial_and_unknown():
-    assert dict(GateOptions().temperatures) == FAMILY_TEMPERATURES == \
+    assert dict(GateOptions().temperatures) == default_temperatures() == \
         {"silu": 1.6, "gelu": 1.0, "hardswish": 1.0, "mish": 1.0, "attention": 1.5}
     o = GateOptions(temperatures={"gelu": np.float32(2.0)})
     assert o.temperatures["gelu"] == 2.0 and o.temperatures["silu"] == 1.6

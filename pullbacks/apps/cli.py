@@ -1,6 +1,7 @@
-"""Command line: ``pullbacks grid | explain | evaluate`` (also ``python -m pullbacks``).
+"""Command line: ``pullbacks grid | explain | evaluate | app`` (also ``python -m pullbacks``).
 
-The only place arguments are parsed; the argument types call the package's validators.
+The only place arguments are parsed; the argument types (``arguments.py``) call the
+package's validators, and the work is done through the shared service layer.
 
 Every wrong argument exits with status 2 and a one-line message, never a traceback.
 """
@@ -12,7 +13,7 @@ import shlex
 import sys
 import warnings
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
 
@@ -21,87 +22,9 @@ from ..evaluation.methods import METHODS as EVALUATION_METHODS
 from ..evaluation.methods import Settings, check_names
 from ..evaluation.report import METRICS
 from ..models import DEFAULT_MODEL, available_models
-
-
-class UsageError(Exception):
-    """A wrong argument found after parsing (unknown class, unreadable file, ...)."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, status 2
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
-def _argument(validator: Callable, parse: Callable = float, none: bool = False) -> Callable[[str], object]:
-    """An argparse type that parses the text and hands it to the package's own validator."""
-    def convert(text: str):
-        if none and text.strip().lower() == "none":
-            return None
-        try:
-            value = parse(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {'an integer' if parse is int else 'a number'}, "
-                                             f"got {text!r}") from None
-        try:
-            return validator(value, "value")
-        except (TypeError, ValueError) as e:
-            raise argparse.ArgumentTypeError(str(e).replace("value ", "", 1)) from None
-    return convert
-
-
-def device(text: str) -> str:
-    """``--device``: cpu, auto, or a CUDA/MPS device that this machine has."""
-    name = text.strip().lower()
-    if name in ("cpu", "auto"):
-        return name
-    available = ["cpu", "auto"]
-    if torch.cuda.is_available():
-        available += ["cuda"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        available.append("mps")
-    if name in available:
-        return name
-    try:
-        kind = torch.device(name).type
-    except RuntimeError:
-        raise argparse.ArgumentTypeError(f"unknown device {text!r}; this machine has: {', '.join(available)}") from None
-    raise argparse.ArgumentTypeError(f"device {text!r} ({kind}) is not available on this machine; "
-                                     f"it has: {', '.join(available)}")
-
-
-positive_int = _argument(options.positive_integer, int)
-
-
-def port(text: str) -> int:
-    """``--port``: 1-65535."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
-    if not 0 < value < 65536:
-        raise argparse.ArgumentTypeError(f"a port is 1-65535, got {value}")
-    return value
-positive_float = _argument(options.positive_number)
-temperature = _argument(options.temperature)
-optional_positive = _argument(options.positive_number, none=True)
-
-
-def temperatures(text: str) -> dict:
-    """``--temperatures gelu=0.5,attention=2``: per-family temperatures (validated like the keyword)."""
-    pairs = {}
-    for item in filter(None, (t.strip() for t in text.split(","))):
-        name, sep, value = item.partition("=")
-        if not sep:
-            raise argparse.ArgumentTypeError(f"expected FAMILY=VALUE pairs such as gelu=1.0,attention=1.5, got {item!r}")
-        try:
-            pairs[name.strip()] = float(value)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number for {name.strip()!r}, got {value!r}") from None
-    try:
-        options.family_temperatures(pairs)
-    except (TypeError, ValueError) as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-    return pairs
+from .arguments import (UsageError, _Parser, device, optional_positive, port, positive_float, positive_int,
+                        temperature, temperatures, temperatures_help)
+from .service import EXPECTED_ERRORS, coverage_note, format_top5, message, parse_target
 
 
 def _add_images(p: argparse.ArgumentParser) -> None:
@@ -135,10 +58,8 @@ def _add_ascent(p: argparse.ArgumentParser) -> None:
 
 
 def _add_families(p: argparse.ArgumentParser) -> None:
-    d = options.FAMILY_TEMPERATURES
     p.add_argument("--temperatures", type=temperatures, default=None, metavar="FAMILY=T,...",
-                   help="temperatures of the families beyond ReLU (default: "
-                        + ",".join(f"{k}={v:g}" for k, v in d.items()) + ")")
+                   help=f"temperatures of the families beyond ReLU (default: {temperatures_help()})")
     p.add_argument("--strict", action="store_true",
                    help="fail when nonlinear calls keep their ordinary gradient (default: warn)")
 
@@ -146,7 +67,8 @@ def _add_families(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from .. import __version__
 
-    parser = _Parser(prog="pullbacks", description="Excitation pullbacks for ReLU networks (arXiv 2507.22832).")
+    parser = _Parser(prog="pullbacks", description="Excitation pullbacks: explain deep networks with backward-only soft gates "
+                                                      "(arXiv 2507.22832).")
     parser.add_argument("--version", action="version", version=f"pullbacks {__version__} (torch {torch.__version__})")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
 
@@ -239,7 +161,7 @@ def _photos(sources: list[str], loaded, imagenette_root=None):
 
 def _class_id(classes, text: str) -> int:
     try:
-        return classes.index(text)
+        return parse_target(text, classes)
     except ValueError as e:
         raise UsageError(str(e)) from None
 
@@ -303,8 +225,7 @@ def run_explain(args) -> int:
     for title, top in (("before", result.top5_before), (f"after {args.steps} step(s) towards {result.target_name}",
                                                         result.top5_after)):
         print(f"top-5 {title}:")
-        for name, p in top:
-            print(f"  {p:7.2%}  {name}")
+        print(format_top5(top))
     print(result.save(out))
     return 0
 
@@ -377,27 +298,13 @@ def run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-CLI_HINTS = {  # what a command-line user types instead of the Python keyword a message names
-    "WeightsUnavailableError": "on the command line: --weights FILE (a state_dict), --weights random, "
-                               "or --model efficientnet_lite0 (embedded, offline)",
-    "DataUnavailableError": "on the command line: --imagenette-root FOLDER, --images builtin (offline photos) "
-                            "or --images FOLDER",
-    "ImageLoadError": "on the command line: pass another file, or downscale this one",
-    "PartialPullbackError": "on the command line: drop --strict to get a warning instead",
-}
-
-
-def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> str:
-    text = " ".join(str(message).split())
-    if "; strict=True" in text:  # the Python keyword -> the flag
-        text = text.split("; strict=True")[0] + "; --strict makes this an error"
+def _one_line_warning(message_, category, filename, lineno, file=None, line=None) -> str:
+    coverage = getattr(message_, "coverage", None)  # a PartialPullbackWarning: in the flag's terms
+    text = coverage_note(coverage, "cli") if coverage is not None else " ".join(str(message_).split())
     return f"pullbacks: warning: {text}\n"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from ..images import DataUnavailableError, ImageLoadError
-    from ..models import WeightsUnavailableError
-
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
@@ -409,11 +316,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"pullbacks {args.command}: interrupted", file=sys.stderr)
         return 130
-    except (UsageError, ImageLoadError, FileNotFoundError, ValueError, TypeError, RuntimeError,
-            WeightsUnavailableError, DataUnavailableError) as e:
-        message = " ".join(str(e).split()).split("; strict=True")[0]  # one line, no Python keyword
-        hint = CLI_HINTS.get(type(e).__name__)
-        print(f"pullbacks {args.command}: error: {message}" + (f" ({hint})" if hint else ""), file=sys.stderr)
+    except (UsageError, RuntimeError, *EXPECTED_ERRORS) as e:
+        print(f"pullbacks {args.command}: error: {message(e, 'cli')}", file=sys.stderr)
         return 2
     finally:
         warnings.formatwarning = saved

@@ -11,104 +11,24 @@ Images are named by a key: ``"builtin:<name>"`` (the scikit-image photos),
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 from torch import Tensor
 
 from ..figures.explain import Explanation, explain_image
-from ..images import DataUnavailableError, ImageLoadError, Photo, builtin_photos, imagenette_rows, load_image
-from ..models import (
-    DEFAULT_MODEL,
-    LoadedModel,
-    WeightsUnavailableError,
-    available_models,
-    get_model_spec,
-    load_model,
-    resolve_device,
-)
+from ..images import Photo
+from ..models import DEFAULT_MODEL, LoadedModel, available_models, get_model_spec
+from . import service
+from .service import DEFAULTS, EXPECTED_ERRORS, image_choices as image_options, resolve_image
 
 __all__ = ["explore", "explorer_widget", "image_options", "resolve_image", "clear_cache"]
 
-_PHOTOS: dict[str, list[Photo]] = {}
-_MODELS: dict[tuple, LoadedModel] = {}
-
 
 def clear_cache() -> None:
-    """Forget the photos and models loaded so far (they are kept between calls)."""
-    _PHOTOS.clear()
-    _MODELS.clear()
-
-
-def _photos(source: str, imagenette_root=None) -> list[Photo]:
-    key = f"{source}:{imagenette_root}"
-    if key not in _PHOTOS:
-        if source == "builtin":
-            _PHOTOS[key] = builtin_photos()
-        else:  # never downloads: the notebook's paper section does that
-            _PHOTOS[key] = imagenette_rows(imagenette_root, download=False)
-    return _PHOTOS[key]
-
-
-def image_options(imagenette_root=None) -> list[tuple[str, str]]:
-    """``(label, key)`` pairs for a dropdown: the built-in photos, then the Imagenette
-    rows if they are on disk."""
-    options = [(f"{p.name} (built-in)", f"builtin:{p.name}") for p in _photos("builtin")]
-    try:
-        options += [(f"{p.name} (Imagenette)", f"imagenette:{p.name}")
-                    for p in _photos("imagenette", imagenette_root)]
-    except DataUnavailableError:
-        pass
-    return options
-
-
-def resolve_image(image: str | os.PathLike | Photo | Tensor, imagenette_root=None) -> tuple[Tensor, str, int | None]:
-    """An image key, file path, :class:`Photo` or (3, H, W) tensor → (tensor, name, label).
-
-    ``label`` is the ImageNet class of a built-in or Imagenette photo, else ``None``.
-    """
-    if isinstance(image, Photo):
-        return image.image, image.name, image.label
-    if isinstance(image, Tensor):
-        if image.dim() != 3:
-            raise ValueError(f"an image tensor must have shape (3, H, W), got {tuple(image.shape)}")
-        return image, "image", None
-    text = os.fspath(image)
-    source, sep, name = text.partition(":")
-    if sep and source in ("builtin", "imagenette"):
-        photos = _photos(source, imagenette_root)
-        for p in photos:
-            if p.name.casefold() == name.strip().casefold():
-                return p.image, p.name, p.label
-        raise ValueError(f"no {source} image named {name!r}: choose one of "
-                         + ", ".join(repr(p.name) for p in photos))
-    path = Path(text).expanduser()
-    return load_image(path), path.stem, None
-
-
-def _model(model: str | LoadedModel, device, weights) -> LoadedModel:
-    if isinstance(model, LoadedModel):
-        return model
-    dev = resolve_device(device)
-    key = (get_model_spec(model).name, str(dev), str(weights))
-    if key not in _MODELS:
-        _MODELS[key] = load_model(model, weights=weights, device=dev)
-    return _MODELS[key]
-
-
-def _optional_positive(value, name: str) -> float | None:
-    """``None`` or 0 → ``None``; a finite number > 0 → float."""
-    if value is None:
-        return None
-    value = float(value)
-    if value == 0:
-        return None
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name} must be a finite number > 0 (or 0/None), got {value}")
-    return value
+    """Forget the models loaded so far (they are kept between calls)."""
+    service.MODELS.clear()
 
 
 def explore(
@@ -116,12 +36,12 @@ def explore(
     model: str | LoadedModel = DEFAULT_MODEL,
     target: str | int | None = None,
     *,
-    steps: int = 5,
-    alpha: float = 20.0,
-    eps: float | None = 100.0,
+    steps: int = DEFAULTS.steps,
+    alpha: float = DEFAULTS.alpha,
+    eps: float | None = DEFAULTS.eps,
     temperature: float | None = None,
     pool_temperature: float | None = None,
-    method: str = "pullback",
+    method: str = DEFAULTS.method,
     device=None,
     weights="default",
     imagenette_root=None,
@@ -137,7 +57,7 @@ def explore(
     Returns the :class:`~pullbacks.figures.Explanation` (``.figure``, ``.top5_before``,
     ``.top5_after``).
     """
-    loaded = _model(model, device, weights)
+    loaded = service.MODELS.get(model, device, weights)
     x, _name, label = resolve_image(image, imagenette_root)
     x = x.to(loaded.device)
     if target is None or (isinstance(target, str) and not target.strip()):
@@ -146,15 +66,15 @@ def explore(
                 label = int(loaded.model(x[None]).argmax(1))
         target_id = label
     else:
-        target_id = loaded.classes.index(target)
+        target_id = service.parse_target(target, loaded.classes)
     options = loaded.options(
-        method=method, steps=int(steps), alpha=float(alpha), eps=_optional_positive(eps, "eps"),
-        temperature=_optional_positive(temperature, "temperature"),
-        pool_temperature=_optional_positive(pool_temperature, "pool_temperature"))
+        method=method, steps=service.whole(steps, "steps"), alpha=alpha, eps=service.optional(eps, "eps"),
+        temperature=service.optional(temperature, "temperature"),
+        pool_temperature=service.optional(pool_temperature, "pool_temperature"))
     return explain_image(loaded.model, x, target_id, loaded.classes, options)
 
 
-def _top5_html(result: Explanation) -> str:
+def _top5_html(result: Explanation) -> str:  # the notebook's form of service.format_top5
     def rows(top):
         return "".join(f"<tr><td style='text-align:right'>{p:.1%}</td><td>{n}</td></tr>" for n, p in top)
 
@@ -166,10 +86,6 @@ def _top5_html(result: Explanation) -> str:
     )
 
 
-EXPECTED_ERRORS = (WeightsUnavailableError, DataUnavailableError, ImageLoadError, FileNotFoundError,
-                   ValueError, TypeError)
-
-
 def explorer_widget(
     models: Sequence[str] | None = None,
     *,
@@ -177,11 +93,11 @@ def explorer_widget(
     image: str = "builtin:chelsea",
     model: str = DEFAULT_MODEL,
     target: str = "",
-    steps: int = 5,
-    alpha: float = 20.0,
-    eps: float = 100.0,
+    steps: int = DEFAULTS.steps,
+    alpha: float = DEFAULTS.alpha,
+    eps: float = DEFAULTS.eps or 0.0,
     temperature: float | None = None,
-    method: str = "pullback",
+    method: str = DEFAULTS.method,
     weights="default",
     imagenette_root=None,
     width: int = 900,
@@ -237,7 +153,7 @@ def explorer_widget(
                     weights=weights, imagenette_root=imagenette_root,
                 )
             except EXPECTED_ERRORS as e:
-                print(f"{type(e).__name__}: {str(e).splitlines()[0]}")
+                print(f"{type(e).__name__}: {service.message(e)}")
                 return None
             show_image(result.figure, width=width)
             display(HTML(_top5_html(result)))

@@ -17,9 +17,6 @@ from __future__ import annotations
 
 import re
 import tempfile
-import threading
-import warnings
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,15 +24,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..classes import ClassNames
-from ..core.ascent import gradient_ascent
-from ..core.coverage import PartialPullbackError, PartialPullbackWarning
-from ..core.options import FAMILY_TEMPERATURES, AscentOptions
+from ..core.table import default_temperatures
 from ..figures.cells import rescale_cells
-from ..figures.explain import top_k
-from ..images import DataUnavailableError, ImageLoadError, builtin_photos, imagenette_rows, load_image
-from ..models import (DEFAULT_MODEL, OFFLINE_MODEL, LoadedModel, WeightsUnavailableError, available_models,
-                      get_model_spec, load_model, resolve_device)
+from ..models import DEFAULT_MODEL, OFFLINE_MODEL, available_models, get_model_spec
+from . import service
+from .service import DEFAULTS, EXPECTED_ERRORS, class_choices, image_choices
 
 try:
     import gradio as gr
@@ -44,74 +37,7 @@ except ImportError as e:  # the optional extra
 
 __all__ = ["build_app", "explain", "Result", "image_choices", "class_choices"]
 
-FAMILIES = tuple(FAMILY_TEMPERATURES)
-EXPECTED_ERRORS = (WeightsUnavailableError, DataUnavailableError, ImageLoadError, FileNotFoundError, ValueError,
-                   TypeError, PartialPullbackError)
-APP_HINTS = {  # what a person in the page does instead of the keyword a message names
-    "WeightsUnavailableError": f"In the app: choose {OFFLINE_MODEL} (it works offline), or put the weights file "
-                               "where the message says and press Explain! again.",
-}
-
-
-# --------------------------------------------------------------------------- shared, read-only state
-
-
-class _Models:
-    """Loaded models by (name, device): each loaded once, never while another thread loads it."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._loaded: dict[tuple[str, str], LoadedModel] = {}
-
-    def get(self, name: str, device: str) -> LoadedModel:
-        key = (get_model_spec(name).name, str(resolve_device(device)))
-        with self._lock:
-            if key not in self._loaded:
-                self._loaded[key] = load_model(key[0], device=key[1])
-            return self._loaded[key]
-
-
-_MODELS = _Models()
-
-
-def image_choices(imagenette_root=None) -> list[tuple[str, str]]:
-    """(label, key) pairs: the built-in photos, then the Imagenette rows if on disk (never downloads)."""
-    choices = [(f"{p.name} (built-in)", f"builtin:{p.name}") for p in builtin_photos()]
-    try:
-        choices += [(f"{p.name} (Imagenette)", f"imagenette:{p.name}")
-                    for p in imagenette_rows(imagenette_root, download=False)]
-    except DataUnavailableError:
-        pass
-    return choices
-
-
-def class_choices(classes: Sequence[str]) -> list[str]:
-    """``"tabby (281)"``: names to search, with their ImageNet index."""
-    return [f"{name} ({i})" for i, name in enumerate(classes)]
-
-
-def target_id(text, classes: ClassNames) -> int:
-    """A class from ``"tabby"``, ``"281"``, ``281`` or ``"tabby (281)"``."""
-    if text is None or (isinstance(text, str) and not text.strip()):
-        raise ValueError("choose a target class: type part of its name (e.g. 'ostrich') or its ImageNet index")
-    if isinstance(text, (int, float)) and not isinstance(text, bool):
-        return classes.index(int(text))
-    match = re.fullmatch(r"\s*(.*?)\s*\((\d+)\)\s*", str(text))
-    return classes.index(int(match.group(2)) if match else str(text))
-
-
-def _image(upload, example: str | None, imagenette_root=None) -> tuple[torch.Tensor, str]:
-    if upload:
-        path = Path(upload)
-        return load_image(path), path.stem
-    if not example:
-        raise ValueError("choose an example image or upload one")
-    source, _, name = example.partition(":")
-    photos = builtin_photos() if source == "builtin" else imagenette_rows(imagenette_root, download=False)
-    for p in photos:
-        if p.name == name:
-            return p.image, p.name
-    raise ValueError(f"no example image {example!r}")
+FAMILY_TEMPERATURES = default_temperatures()  # the temperature boxes, from the rule table
 
 
 # --------------------------------------------------------------------------- the callback
@@ -147,9 +73,9 @@ def explain(
     example: str | None,
     model: str,
     target,
-    steps=10,
-    alpha=20.0,
-    eps=100.0,
+    steps=DEFAULTS.steps,
+    alpha=DEFAULTS.alpha,
+    eps=DEFAULTS.eps,
     temperature=None,
     family_temperatures: dict | None = None,
     *,
@@ -159,37 +85,22 @@ def explain(
     progress: bool = False,
 ) -> Result:
     """Ascend the image towards ``target`` along the excitation pullback and the vanilla
-    gradient with the same settings. ``temperature`` None: the model's recommended one.
-    Raises the package's own errors for bad input (the page shows them)."""
-    loaded = _MODELS.get(model, device)
-    x, name = _image(upload, example, imagenette_root)
-    t = target_id(target, loaded.classes)
-    if eps is not None and float(eps) == 0:
-        eps = None
-    o: AscentOptions = loaded.options(steps=_int(steps, "steps"), alpha=alpha, eps=eps,
-                                      temperature=temperature, temperatures=family_temperatures or None)
-    x0 = x[None].to(loaded.device)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", PartialPullbackWarning)
-        pulled = gradient_ascent(loaded.model, x0, t, o, progress=progress)
-    vanilla = gradient_ascent(loaded.model, x0, t, o.replace(method="gradient"), progress=progress)
-    before, after_p, after_v = top_k(loaded.model, torch.cat([x0, pulled, vanilla]), loaded.classes)
-    note = " ".join(str(w.message).split("; strict=True")[0] for w in caught
-                    if issubclass(w.category, PartialPullbackWarning))
-    result = Result(_picture(x0[0]), _picture(pulled[0]), _diff(pulled[0], x0[0]), _picture(vanilla[0]),
-                    _diff(vanilla[0], x0[0]), dict(before), dict(after_p), dict(after_v),
+    gradient with the same settings. ``temperature`` None or 0: the model's recommended
+    one; ``eps`` 0: no projection. Raises the package's own errors for bad input (the page
+    shows them)."""
+    loaded = service.MODELS.get(model, device)
+    x, name, _ = service.resolve_image(upload or example, imagenette_root)
+    t = service.parse_target(target, loaded.classes)
+    o = loaded.options(steps=service.whole(steps, "steps"), alpha=alpha, eps=service.optional(eps, "eps"),
+                       temperature=service.optional(temperature, "temperature"),
+                       temperatures=family_temperatures or None)
+    c = service.compare(loaded, x, t, o, progress=progress)
+    note = service.coverage_note(c.coverage, "app")
+    result = Result(_picture(c.clean), _picture(c.pullback), _diff(c.pullback, c.clean), _picture(c.vanilla),
+                    _diff(c.vanilla, c.clean), dict(c.top5_before), dict(c.top5_pullback), dict(c.top5_vanilla),
                     f"Warning: {note}" if note else "", Path())
-    result.png = _save(result, name, loaded.classes[t], out_dir)
+    result.png = _save(result, name, c.target_name, out_dir)
     return result
-
-
-def _int(value, name: str) -> int:
-    if value is None:
-        raise ValueError(f"{name} must be a whole number >= 1, got nothing")
-    f = float(value)
-    if not f.is_integer():
-        raise ValueError(f"{name} must be a whole number, got {value}")
-    return int(f)
 
 
 def _save(r: Result, name: str, target_name: str, out_dir) -> Path:
@@ -206,12 +117,6 @@ def _save(r: Result, name: str, target_name: str, out_dir) -> Path:
 # --------------------------------------------------------------------------- the page
 
 
-def _message(e: Exception) -> str:
-    text = " ".join(str(e).split())
-    hint = APP_HINTS.get(type(e).__name__)
-    return f"{text} {hint}" if hint else text
-
-
 def build_app(model: str = DEFAULT_MODEL, device: str = "cpu", imagenette_root=None,
               models: Sequence[str] | None = None) -> "gr.Blocks":
     """The page. ``model`` is selected at start (loaded on the first request); ``models``
@@ -226,11 +131,11 @@ def build_app(model: str = DEFAULT_MODEL, device: str = "cpu", imagenette_root=N
     def run(upload, example, model_name, target, steps, alpha, eps, temperature, *family,
             progress=gr.Progress(track_tqdm=True)):
         try:
-            temps = dict(zip(FAMILIES, family))
+            temps = dict(zip(FAMILY_TEMPERATURES, family))
             r = explain(upload, example, model_name, target, steps, alpha, eps, temperature, temps,
                         device=device, imagenette_root=imagenette_root, progress=True)
         except EXPECTED_ERRORS as e:
-            raise gr.Error(_message(e), print_exception=False) from None
+            raise gr.Error(service.message(e, "app"), print_exception=False) from None
         return ((r.pullback, r.pullback_diff), (r.pullback, r.source), (r.vanilla, r.vanilla_diff),
                 (r.vanilla, r.source), r.top5_before, r.top5_pullback, r.top5_vanilla, r.note, str(r.png))
 
@@ -238,7 +143,7 @@ def build_app(model: str = DEFAULT_MODEL, device: str = "cpu", imagenette_root=N
         try:
             spec = get_model_spec(name)
         except ValueError as e:
-            raise gr.Error(_message(e), print_exception=False) from None
+            raise gr.Error(service.message(e, "app"), print_exception=False) from None
         return gr.update(value=spec.temperature)
 
     with gr.Blocks(title="pullbacks: excitation pullbacks") as app:
@@ -259,10 +164,10 @@ def build_app(model: str = DEFAULT_MODEL, device: str = "cpu", imagenette_root=N
                                      info="type part of a name, or an ImageNet index (0-999)",
                                      allow_custom_value=True, filterable=True, elem_id="target")
                 with gr.Row():
-                    steps = gr.Number(10, label="steps", precision=0)
-                    alpha = gr.Number(20.0, label="alpha (step length)")
+                    steps = gr.Number(DEFAULTS.steps, label="steps", precision=0)
+                    alpha = gr.Number(DEFAULTS.alpha, label="alpha (step length)")
                 with gr.Row():
-                    eps = gr.Number(100.0, label="eps (projection radius, 0: none)")
+                    eps = gr.Number(DEFAULTS.eps or 0, label="eps (projection radius, 0: none)")
                     temperature = gr.Number(start.temperature, label="temperature (ReLU family)")
                 with gr.Accordion("temperatures beyond ReLU (used where the model has these operators)",
                                   open=False):

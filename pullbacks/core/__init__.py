@@ -6,6 +6,7 @@ from .coverage import Coverage, PartialPullbackError, PartialPullbackWarning
 from .mode import SoftGateMode, soft_gates
 from .options import AscentOptions, GateOptions
 from .pullback import excitation_pullback
+from .rules.base import GateRule, Rule, SoftenedRule
 
 __all__ = ["soft_gates", "SoftGateMode", "excitation_pullback", "gradient_ascent", "GateOptions", "AscentOptions",
-           "Coverage", "PartialPullbackWarning", "PartialPullbackError"]
+           "Coverage", "PartialPullbackWarning", "PartialPullbackError", "GateRule", "Rule", "SoftenedRule"]

@@ -13,6 +13,7 @@ from typing import Optional
 from torch import Tensor, nn
 from tqdm.auto import trange
 
+from .coverage import CoverageCheck
 from .checks import Targets, as_target_tensor, check_in_range, check_inputs, check_model
 from .options import AscentOptions, GateOptions, build
 from .pullback import target_gradient
@@ -38,7 +39,7 @@ def gradient_ascent(
 
     Options: an :class:`AscentOptions` and/or its fields as keywords (``steps=5``,
     ``alpha=20``, ``eps=100`` or None, ``clip=(-1, 1)`` or None, ``method``, and the gate
-    options ``temperature``, ``pool_temperature``, ``temperatures``, ``gate``, ``pool``,
+    options ``temperature``, ``pool_temperature``, ``temperatures``, ``rules``, ``gate``, ``pool``,
     ``strict``, ``replay``; see :func:`excitation_pullback` for the coverage warning).
     Each sample is independent of the rest of its batch. The attribution the paper shows
     is ``result - inputs``. ``progress=True`` shows a bar over the steps.
@@ -49,11 +50,12 @@ def gradient_ascent(
     check_in_range(inputs, o.clip)
     t = as_target_tensor(targets, inputs.shape[0], inputs.device)
     gates = o.gates if o.method == "pullback" else None
+    check = CoverageCheck(o.strict, o.rules)  # one for the whole ascent: it warns once
 
     x0 = inputs.clone() if inputs.is_inference() else inputs.detach()
     x = x0.clone()
-    for step in trange(o.steps, desc=f"{o.method} ascent", unit="step", disable=not progress, leave=False):
-        d = target_gradient(model, x, t, gates, warn=step == 0)  # one coverage warning per ascent
+    for _ in trange(o.steps, desc=f"{o.method} ascent", unit="step", disable=not progress, leave=False):
+        d = target_gradient(model, x, t, gates, check)
         x = x + o.alpha * d / _per_sample_norm(d).clamp_min(1e-20)
         if o.eps is not None:
             delta = x - x0

@@ -1,22 +1,35 @@
-"""Coverage: which calls of a forward pass got a soft backward, and which nonlinear calls
-kept their ordinary gradient (docs/method.md, "Coverage").
+"""Coverage, the one policy: which calls of a forward pass got a soft backward, which
+nonlinear calls kept their ordinary gradient, and what is done about it (docs/method.md,
+"Coverage").
 
 A pullback through a network whose squeeze-excitation sigmoids or hand-written softmax
-stay ordinary is partly a vanilla gradient. The mode counts both kinds of calls; the
-pullback and the ascent warn (:class:`PartialPullbackWarning`) or, with ``strict=True``,
-raise (:class:`PartialPullbackError`) when the second count is not zero.
+stay ordinary is partly a vanilla gradient. The mode counts both kinds of calls
+(:class:`Coverage`); :class:`CoverageCheck` then decides, in one place for every caller:
+
+* nothing gated at all: a ValueError (the "pullback" would be a vanilla gradient);
+* some calls ordinary: a :class:`PartialPullbackWarning`, once per check (a pullback, or a
+  whole ascent), or with ``strict=True`` a :class:`PartialPullbackError`.
+
+Both carry the :class:`Coverage`, so front ends format from it (``coverage.summary()``),
+never from the message's text. ``soft_gates(strict=True)`` applies the same check when its
+block exits.
 """
 
 from __future__ import annotations
 
+import os
+import sys
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from .rules.base import Rule
+from .table import gated_summary
 
 _nn = torch._C._nn
 
@@ -80,6 +93,11 @@ class Coverage:
         return ", ".join(f"{n} call{'s' if n != 1 else ''} to {name}{_HINTS.get(name, '')}"
                          for name, n in self.ordinary.most_common())
 
+    def summary(self) -> str:
+        """What a partial pullback is, in words, with no advice in any interface's terms."""
+        return (f"{self.describe_ordinary()} kept their ordinary gradient: the pullback is partly a vanilla "
+                f"gradient (coverage: {self})")
+
     def __str__(self) -> str:
         gated = ", ".join(f"{family} {n}" for family, n in self.gated.items()) or "nothing"
         ordinary = ", ".join(f"{name} {n}" for name, n in self.ordinary.most_common()) or "nothing"
@@ -87,27 +105,61 @@ class Coverage:
 
 
 class PartialPullbackWarning(UserWarning):
-    """Some nonlinear calls kept their ordinary gradient: the pullback is partly vanilla."""
+    """Some nonlinear calls kept their ordinary gradient: the pullback is partly vanilla.
+    ``.coverage`` is the :class:`Coverage` of the forward pass."""
+
+    def __init__(self, coverage: Coverage) -> None:
+        self.coverage = coverage
+        super().__init__(f"{coverage.summary()}; strict=True makes this an error; silence it with "
+                         "warnings.simplefilter('ignore', pullbacks.PartialPullbackWarning)")
 
 
 class PartialPullbackError(RuntimeError):
-    """``strict=True`` and some nonlinear calls kept their ordinary gradient."""
+    """``strict=True`` and some nonlinear calls kept their ordinary gradient.
+    ``.coverage`` is the :class:`Coverage` of the forward pass."""
+
+    def __init__(self, coverage: Coverage) -> None:
+        self.coverage = coverage
+        super().__init__(f"{coverage.summary()}; strict=True makes this an error, strict=False a warning")
 
 
-def report(coverage: Coverage, strict: bool, *, stacklevel: int = 3) -> None:
-    """Warn, or raise if ``strict``, when nonlinear calls kept their ordinary gradient.
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-    Silence the warning with ``warnings.simplefilter("ignore", PartialPullbackWarning)``.
-    """
-    if not coverage.ordinary:
-        return
-    message = (f"{coverage.describe_ordinary()} kept their ordinary gradient: the pullback is partly a "
-               "vanilla gradient (coverage: " + str(coverage) + ")")
-    if strict:
-        raise PartialPullbackError(message + "; strict=True makes this an error, strict=False a warning")
-    warnings.warn(message + "; strict=True makes this an error; silence it with "
-                  "warnings.simplefilter('ignore', pullbacks.PartialPullbackWarning)",
-                  PartialPullbackWarning, stacklevel=stacklevel)
+
+def _stacklevel() -> int:
+    """The stack level of the first frame outside this package (where the warning points)."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE + os.sep):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+class CoverageCheck:
+    """The coverage policy for one pullback or one whole ascent (see the module docstring)."""
+
+    def __init__(self, strict: bool, rules: Iterable[Rule] = ()) -> None:
+        self.strict, self.rules, self.warned = strict, tuple(rules), False
+
+    def partial(self, coverage: Coverage) -> None:
+        """Warn (once) or raise if ``strict`` when nonlinear calls kept their ordinary gradient."""
+        if not coverage.ordinary:
+            return
+        if self.strict:
+            raise PartialPullbackError(coverage)
+        if not self.warned:
+            self.warned = True
+            warnings.warn(PartialPullbackWarning(coverage), stacklevel=_stacklevel())
+
+    def __call__(self, coverage: Coverage, model_name: str) -> None:
+        """The whole policy after a forward pass of ``model_name``."""
+        if not coverage.gated:
+            raise ValueError(
+                f"no call that pullbacks gates was seen in the forward pass of {model_name} (ordinary nonlinear "
+                f"calls: {coverage.describe_ordinary() or 'none'}), so the pullback would silently equal the "
+                f"vanilla gradient; pullbacks gates: {gated_summary(self.rules)}. For an operator not listed, "
+                "write a rule of your own (pullbacks.GateRule, docs/extending.md); for a vanilla gradient use "
+                "gradient_ascent(..., method='gradient') or torch.autograd.grad")
+        self.partial(coverage)
 
 
 # ----------------------------------------------------------------------------- checkpointing

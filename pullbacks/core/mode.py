@@ -3,9 +3,10 @@
 A :class:`torch.overrides.TorchFunctionMode` sees each call as it happens, whether it
 comes from a module (``nn.ReLU``, reused or not, in place or not), a functional call
 (``F.relu``, ``torch.relu``, ``Tensor.relu_``) or a pooling layer. It looks the function
-up in :data:`~pullbacks.core.table.TABLE`, applies the rule and counts the call under the
-rule's family; nonlinear calls no rule covers are counted too (``mode.coverage``).
-Nothing is attached to the model, so nothing has to be undone.
+up in the rule table (:func:`~pullbacks.core.table.table`, with the user's ``rules``),
+applies the rule and counts the call under the rule's family; nonlinear calls no rule
+covers are counted too (``mode.coverage``). Nothing is attached to the model, so nothing
+has to be undone.
 """
 
 from __future__ import annotations
@@ -17,11 +18,11 @@ from typing import Iterator, Optional
 import torch
 from torch.overrides import TorchFunctionMode
 
-from .coverage import ORDINARY, Coverage, check_no_checkpoint_hooks
+from .coverage import ORDINARY, Coverage, CoverageCheck, check_no_checkpoint_hooks
 from .options import GateOptions, build
 from .replay import Recorder, Replay
 from .rules.base import Call
-from .table import TABLE
+from .table import table
 
 
 def _needs_grad(args: tuple, kwargs: dict) -> bool:
@@ -38,9 +39,11 @@ class SoftGateMode(TorchFunctionMode):
     others have no backward pass.
     """
 
-    def __init__(self, options: GateOptions):
+    def __init__(self, options: GateOptions, *, check_on_exit: bool = False):
         super().__init__()
         self.options = options
+        self.table = table(options.rules)
+        self.check_on_exit = check_on_exit  # soft_gates(strict=True): check the coverage when the block exits
         self.coverage = Coverage()
         self.wrt: Optional[tuple] = None  # the only leaves whose gradient is wanted (None: any)
         self.gradless = 0  # calls a rule covers, made with gradients off (a reentrant checkpoint?)
@@ -56,20 +59,37 @@ class SoftGateMode(TorchFunctionMode):
         """The number of gated calls, all families together."""
         return sum(self.gated.values())
 
+    # ------------------------------------------------------------ what a rule may use (rules.base.Context)
+
+    def temperature_of(self, family: str) -> float:
+        """The temperature of ``family`` in effect."""
+        return self.options.temperature_of(family)
+
     def replay(self, z) -> Optional[Replay]:
         """A replay of ``z`` for a rule to keep instead of ``z`` (None without one)."""
         return None if self.recorder is None else self.recorder.replay(z)
 
+    def wanted(self, tensors: tuple) -> tuple[bool, ...]:
+        """For each of ``tensors``: may its gradient be asked for? Not when it is a leaf other
+        than the inputs ``wrt`` names (a parameter, while the pullback wants the input
+        gradient alone)."""
+        wrt = self.wrt
+        return tuple(isinstance(t, torch.Tensor) and (wrt is None or not t.is_leaf or any(t is w for w in wrt))
+                     for t in tensors)
+
+    # ------------------------------------------------------------ the mode
+
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        entry = TABLE.get(func)
+        entry = self.table.get(func)
         if entry is not None:
             if not torch.is_grad_enabled():
                 self.gradless += 1
             elif _needs_grad(args, kwargs):
                 check_no_checkpoint_hooks()
-                self.coverage.gated[entry[0].family] += 1
-                return entry[0].apply(Call(args, kwargs, entry[1]), self)
+                rule, inplace = entry
+                self.coverage.gated[rule.family] += 1
+                return rule.apply(Call(func, args, kwargs, inplace), self)
         name = ORDINARY.get(func)
         if name is not None and torch.is_grad_enabled() and _needs_grad(args, kwargs):
             self.coverage.ordinary[name] += 1
@@ -91,25 +111,32 @@ class SoftGateMode(TorchFunctionMode):
     def __exit__(self, *exc):
         if self.recorder is not None:
             self.recorder.clear()  # hold no tensor past the block
-        return super().__exit__(*exc)
+        out = super().__exit__(*exc)
+        if self.check_on_exit and self.options.strict and exc[0] is None:
+            CoverageCheck(strict=True, rules=self.options.rules).partial(self.coverage)
+        return out
 
 
 @contextmanager
 def soft_gates(options: Optional[GateOptions] = None, **overrides) -> Iterator[SoftGateMode]:
-    """Give every ReLU-family and 2-D max-pool call made inside the block a backward-only
-    soft gate: ``relu'(z) = 1[z > 0]`` becomes ``s(z / T)`` and max pooling back-propagates
-    through a soft max pool of temperature ``pool_temperature`` (default: ``temperature``).
+    """Give every call the rule table covers, made inside the block, its soft backward:
+    ``relu'(z) = 1[z > 0]`` becomes ``s(z / T)``, max pooling back-propagates through a soft
+    max pool of temperature ``pool_temperature`` (default: ``temperature``), and SiLU/GELU/
+    Hardswish/Mish, norms and attention through their rules (docs/method.md).
 
     Options: a :class:`GateOptions` and/or its fields as keywords (``temperature=0.3``,
-    ``pool_temperature``, ``gate``, ``pool``, ``replay``). The forward pass is unchanged bit
-    for bit. The gate is fixed when the forward call happens, so ``backward()`` may run
-    after the block. Yields the mode, whose ``gated`` counts the gated calls per family.
-    Blocks cannot be nested (a RuntimeError says so).
+    ``pool_temperature``, ``gate``, ``pool``, ``temperatures={"gelu": 1.0}``,
+    ``rules=[GateRule(...)]``, ``strict``, ``replay``). The forward pass is unchanged bit for
+    bit. The gate is fixed when the forward call happens, so ``backward()`` may run after
+    the block. Yields the mode: ``mode.coverage`` says what was gated and which nonlinear
+    calls kept their ordinary gradient. With ``strict=True`` the block raises
+    :class:`PartialPullbackError` when it exits if any did (at the exit, so that the error
+    lists them all). Blocks cannot be nested (a RuntimeError says so).
 
     >>> with pullbacks.soft_gates(temperature=0.3):
     ...     logit = model(x.requires_grad_())[0, 282]
     >>> logit.backward()            # x.grad is the excitation pullback
     """
-    mode = SoftGateMode(build(GateOptions, options, overrides))
+    mode = SoftGateMode(build(GateOptions, options, overrides), check_on_exit=True)
     with mode:
         yield mode

@@ -1,92 +1,34 @@
-"""Every option of the method, declared once: its default, its validator, its meaning.
+"""Every option of the method, declared once: its default and its meaning.
 
 :class:`GateOptions` configures the soft gates (``soft_gates``, ``excitation_pullback``);
 :class:`AscentOptions` adds the projected gradient ascent (``gradient_ascent`` and all
-that is built on it: grids, sweeps, one-image explanations, the explorer, the evaluation).
-Both are frozen and validated when built, so a bad value fails before any computation::
+that is built on it: grids, sweeps, one-image explanations, the apps, the evaluation).
+Both are frozen and validated when built, so a bad value fails before any computation,
+and no attribute (nor the temperatures mapping) can be changed afterwards::
 
     opts = AscentOptions(temperature=1.0, steps=10)
     opts.replace(alpha=5.0)                       # a validated copy
 
-The validators below are the only ones in the package; the command line's argument
-types call them too.
+Defaults of the temperatures come from the rule table (``table.py``); the validators
+from ``validators.py``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import numbers
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Optional, Tuple, TypeVar
 
-import numpy as np
-import torch
+from .rules.base import Rule
+from .table import KEYWORDS, default_temperatures, families
+from .validators import _real, choice, clip_range, positive_integer, positive_number, temperature
 
 GATES = ("sigmoid", "normal_cdf")  # s in relu'(z) -> s(z / T)
 POOLS = ("soft", "detached")  # the soft max pool's backward (see docs/method.md)
 METHODS = ("pullback", "gradient")  # ascend along the excitation pullback, or the vanilla gradient
-
-# The temperatures of the families beyond ReLU (docs/method.md, "Beyond ReLU"): SiLU and GELU
-# as the authors chose them, Hardswish and Mish at 1 (the activation's own gate), attention
-# as the authors evaluated PVT with. ``temperatures={...}`` overrides any of them.
-FAMILY_TEMPERATURES = {"silu": 1.6, "gelu": 1.0, "hardswish": 1.0, "mish": 1.0, "attention": 1.5}
-
-
-# --------------------------------------------------------------------------- validators
-
-
-def _real(value: Any) -> Any:
-    """numpy scalars and 0-d tensors as Python numbers (they are what people have)."""
-    if isinstance(value, np.generic) or (isinstance(value, torch.Tensor) and value.dim() == 0):
-        return value.item()
-    return value
-
-
-def positive_number(value: Any, name: str, *, allow_none: bool = False) -> Optional[float]:
-    """``value`` as a float if it is a finite number > 0 (``None`` passes where allowed).
-    numpy scalars and 0-d tensors are accepted."""
-    if value is None and allow_none:
-        return None
-    value = _real(value)
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a number > 0, got {value!r}")
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    return float(value)
-
-
-def positive_integer(value: Any, name: str) -> int:
-    """``value`` as an int if it is an integer >= 1 (numpy integers too)."""
-    value = _real(value)
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    return int(value)
-
-
-def choice(value: Any, name: str, choices: Tuple[str, ...]) -> str:
-    """``value`` if it is one of ``choices``."""
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
-    return value
-
-
-MIN_TEMPERATURE = 1e-6  # below it the soft gates equal the hard ones to float precision
-
-
-def temperature(value: Any, name: str = "temperature") -> float:
-    """A gate temperature: a finite number >= ``MIN_TEMPERATURE``."""
-    try:
-        t = positive_number(value, name)
-    except ValueError:
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}; small values (e.g. 0.01) "
-                         "approach the vanilla gradient, the paper uses 0.3") from None
-    if t < MIN_TEMPERATURE:
-        raise ValueError(f"{name} must be at least {MIN_TEMPERATURE:g}, got {t!r}: below that the soft gates "
-                         "are the hard ones to float precision (and the soft max pool underflows); for the "
-                         "vanilla gradient use method='gradient'")
-    return t
+RELU_TEMPERATURE: float = families()["relu"][0].temperature  # the paper's 0.3, from the ReLU rules
 
 
 class Temperatures(dict):
@@ -98,36 +40,42 @@ class Temperatures(dict):
     def _read_only(self, *args, **kwargs):
         raise TypeError("options are frozen: use options.replace(temperatures={...})")
 
-    __setitem__ = __delitem__ = update = pop = popitem = clear = setdefault = _read_only  # type: ignore
+    __setitem__ = __delitem__ = update = pop = popitem = clear = setdefault = __ior__ = _read_only  # type: ignore
+
+    def __reduce__(self):  # copy and pickle build it whole, never item by item
+        return (Temperatures, (dict(self),))
 
 
-def family_temperatures(value: Any) -> Mapping[str, float]:
-    """The full per-family temperature mapping: ``FAMILY_TEMPERATURES`` with ``value``
-    (a partial mapping, or None) applied; an unknown family is a ValueError listing the known."""
+def user_rules(value: Any) -> tuple[Rule, ...]:
+    """``rules=``: None or a sequence of rules (``pullbacks.GateRule``), as a tuple."""
+    if value is None:
+        return ()
+    if isinstance(value, Rule):
+        value = (value,)
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        raise TypeError(f"rules must be a list of pullbacks.GateRule objects, got {value!r}")
+    bad = [r for r in value if not isinstance(r, Rule)]
+    if bad:
+        raise TypeError(f"rules must be pullbacks.GateRule objects (see docs/extending.md), got {bad[0]!r}")
+    return tuple(value)
+
+
+def family_temperatures(value: Any, rules: tuple[Rule, ...] = ()) -> Mapping[str, float]:
+    """The full per-family temperature mapping: the table's defaults (with ``rules``) with
+    ``value`` (a partial mapping, or None) applied; an unknown family is a ValueError
+    listing the known ones."""
     if value is None:
         value = {}
     if not isinstance(value, Mapping):
         raise TypeError(f"temperatures must be a mapping such as {{'gelu': 1.0}}, got {value!r}")
-    unknown = sorted(set(value) - set(FAMILY_TEMPERATURES), key=str)
+    defaults = default_temperatures(rules)
+    unknown = sorted(set(value) - set(defaults), key=str)
     if unknown:
+        keywords = ", ".join(f"{k}: {v}" for k, v in KEYWORDS.items())
         raise ValueError(f"unknown famil{'y' if len(unknown) == 1 else 'ies'} {', '.join(map(repr, unknown))} in "
-                         f"temperatures; known: {', '.join(FAMILY_TEMPERATURES)} (the ReLU family and max "
-                         "pooling have their own options: temperature, pool_temperature)")
-    merged = {**FAMILY_TEMPERATURES, **{k: temperature(v, f"temperatures[{k!r}]") for k, v in value.items()}}
-    return Temperatures(merged)
-
-
-def clip_range(clip: Any) -> Optional[Tuple[float, float]]:
-    """``None`` or a pair ``(low, high)`` with ``low < high``."""
-    if clip is None:
-        return None
-    try:
-        lo, hi = (float(v) for v in clip)
-    except (TypeError, ValueError):
-        raise TypeError(f"clip must be None or a pair (low, high), got {clip!r}") from None
-    if not lo < hi:
-        raise ValueError(f"clip must satisfy low < high, got {clip!r}")
-    return lo, hi
+                         f"temperatures; known: {', '.join(defaults)} (these have options of their own: "
+                         f"{keywords})")
+    return Temperatures({**defaults, **{k: temperature(v, f"temperatures[{k!r}]") for k, v in value.items()}})
 
 
 # --------------------------------------------------------------------------- options
@@ -144,18 +92,22 @@ class GateOptions:
     gate              ``s``: "sigmoid" (the paper) or "normal_cdf" (the authors' later variant)
     pool              "soft" (the gradient of the soft max pool, the paper) or "detached"
                       (its softmax weights only, the authors' later variant)
-    temperatures      T of the other families, by name: ``silu`` 1.6, ``gelu`` 1.0, ``hardswish`` 1.0,
-                      ``mish`` 1.0, ``attention`` 1.5; a partial mapping overrides only what it names
+    temperatures      T of the other families, by name (defaults: the rule table's, see
+                      ``pullbacks.core.table.default_temperatures()``); a partial mapping overrides
+                      only what it names
+    rules             rules of your own (``pullbacks.GateRule``), added to the table; they win over
+                      built-in rules for the functions they name (docs/extending.md)
     strict            raise (instead of warning) when nonlinear calls kept their ordinary gradient
     replay            recompute gate inputs that came out of eval-mode batch norms instead of
                       keeping a copy (saves memory; the result is bit for bit the same)
     """
 
-    temperature: float = 0.3
+    temperature: float = RELU_TEMPERATURE
     pool_temperature: Optional[float] = None
     gate: str = "sigmoid"
     pool: str = "soft"
     temperatures: Optional[Mapping[str, float]] = None
+    rules: Tuple[Rule, ...] = ()
     strict: bool = False
     replay: bool = True
 
@@ -166,7 +118,8 @@ class GateOptions:
             set_("pool_temperature", temperature(self.pool_temperature, "pool_temperature"))
         choice(self.gate, "gate", GATES)
         choice(self.pool, "pool", POOLS)
-        set_("temperatures", family_temperatures(self.temperatures))
+        set_("rules", user_rules(self.rules))
+        set_("temperatures", family_temperatures(self.temperatures, self.rules))
         for flag in ("strict", "replay"):
             if not isinstance(getattr(self, flag), bool):
                 raise TypeError(f"{flag} must be True or False, got {getattr(self, flag)!r}")
@@ -236,6 +189,9 @@ def build(cls: type[O], options: Optional[GateOptions], overrides: dict) -> O:
                         f"got {type(options).__name__}")
     base = {} if options is None else {f.name: getattr(options, f.name)
                                        for f in dataclasses.fields(options) if f.name in names}
+    if "rules" in overrides and isinstance(base.get("temperatures"), Mapping):  # keep what the new rules know
+        known = default_temperatures(user_rules(overrides["rules"]))
+        base["temperatures"] = {k: v for k, v in base["temperatures"].items() if k in known}
     if isinstance(base.get("temperatures"), Mapping) and isinstance(overrides.get("temperatures"), Mapping):
         overrides = {**overrides, "temperatures": {**base["temperatures"], **overrides["temperatures"]}}
     return cls(**{**base, **overrides})

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from .checks import Targets, as_target_tensor, check_inputs, check_model, check_target_range
-from .coverage import check_no_checkpoint_nodes, report
+from .coverage import CoverageCheck, check_no_checkpoint_nodes
 from .mode import SoftGateMode
 from .options import GateOptions, build
 
@@ -43,32 +43,12 @@ def _forward(model: nn.Module, x: Tensor) -> Tensor:
         raise
 
 
-def check_coverage(model: nn.Module, mode: SoftGateMode, logits: Tensor, strict: bool, warn: bool = True) -> None:
-    """Raise if nothing was gated or a checkpoint would re-run the forward ungated; warn
-    (raise if ``strict``) if nonlinear calls kept their ordinary gradient.
-
-    A reentrant checkpoint runs its segment with gradients off, so the graph is searched
-    for one only when the mode saw gradient-free calls that a rule covers."""
-    if mode.gradless:
-        check_no_checkpoint_nodes(logits)
-    coverage = mode.coverage
-    if not coverage.gated:
-        raise ValueError(
-            f"no call that pullbacks gates was seen in the forward pass of {type(model).__name__} "
-            f"(ordinary nonlinear calls: {coverage.describe_ordinary() or 'none'}), so the pullback would "
-            "silently equal the vanilla gradient; pullbacks gates ReLU/ReLU6/LeakyReLU/Hardtanh, SiLU, GELU, "
-            "Hardswish, Mish, layer/group/RMS norm, F.scaled_dot_product_attention, nn.MultiheadAttention and "
-            "2-D max pooling (for a vanilla gradient use gradient_ascent(..., method='gradient') or "
-            "torch.autograd.grad)")
-    if warn or strict:
-        report(coverage, strict, stacklevel=5)  # the caller of excitation_pullback/gradient_ascent
-
-
 def target_gradient(model: nn.Module, inputs: Tensor, targets: Tensor, gates: Optional[GateOptions],
-                    warn: bool = True) -> Tensor:
+                    check: Optional[CoverageCheck] = None) -> Tensor:
     """``d/dx sum_i logits[i, targets[i]]`` at ``inputs``, with the soft gates of ``gates``
     (or the vanilla gradient when ``gates`` is None). Inputs are assumed validated.
-    ``warn``: warn when the coverage is partial (``gates.strict`` raises instead).
+    ``check``: the coverage policy to apply after the forward pass (default: a fresh one;
+    an ascent passes one for all its steps, so that it warns once).
 
     Uses ``torch.autograd.grad`` so no parameter's ``.grad`` is ever written.
     """
@@ -87,7 +67,9 @@ def target_gradient(model: nn.Module, inputs: Tensor, targets: Tensor, gates: Op
             mode.wrt = (x,)  # the input gradient alone: parameters need none
             with mode:
                 logits = _forward(model, x)
-            check_coverage(model, mode, logits, gates.strict, warn)
+            if mode.gradless:  # a reentrant checkpoint runs its segment with gradients off
+                check_no_checkpoint_nodes(logits)
+            (check or CoverageCheck(gates.strict, gates.rules))(mode.coverage, type(model).__name__)
         check_target_range(targets, logits)
         loss = logits.gather(1, targets[:, None]).sum()
         (grad,) = torch.autograd.grad(loss, x)
@@ -111,7 +93,7 @@ def excitation_pullback(
     ``targets``: an int (same class for all), a sequence of ints or a 1-D integer tensor
     with one class per sample. Options: a :class:`GateOptions` and/or its fields as
     keywords (``temperature=0.3``, ``pool_temperature``, ``temperatures={"gelu": 1.0}``,
-    ``gate``, ``pool``, ``strict``, ``replay``). When nonlinear calls no rule covers were
+    ``rules=[GateRule(...)]``, ``gate``, ``pool``, ``strict``, ``replay``). When nonlinear calls no rule covers were
     met (a squeeze-excitation sigmoid, a hand-written softmax), a
     :class:`PartialPullbackWarning` says so; ``strict=True`` raises instead.
     ``model`` must be in eval mode; it is never modified.

@@ -1,20 +1,80 @@
 """The rule table: every torch function the soft gates intercept, and the rule for it.
 
-A new family of operators is one new module in ``rules/`` and one entry in ``RULES``.
+Everything that lists families or temperatures is read from here: the default
+temperatures, the validation of ``temperatures=``, the "nothing gated" message, the
+command line's help, the apps' temperature inputs and the table in docs/method.md.
+
+A new built-in family is one module in ``rules/`` and its ``RULES`` added to ``BUILTIN``;
+a user's rules are appended with ``rules=[...]`` and win over built-in ones for the
+functions they name (docs/extending.md).
 """
 
 from __future__ import annotations
 
-from typing import Callable
+import functools
+from typing import Callable, Iterable
 
 from .rules import activation, attention, norm, pool, relu
 from .rules.base import Rule
 
-RULES: tuple[Rule, ...] = relu.RULES + pool.RULES + activation.RULES + norm.RULES + attention.RULES
-FAMILIES: tuple[str, ...] = tuple(dict.fromkeys(r.family for r in RULES))
+BUILTIN: tuple[Rule, ...] = relu.RULES + pool.RULES + activation.RULES + norm.RULES + attention.RULES
 
-# torch function -> (rule, whether that form always overwrites its input)
-TABLE: dict[Callable, tuple[Rule, bool]] = {}
-for _rule in RULES:
-    TABLE.update({f: (_rule, False) for f in _rule.functions})
-    TABLE.update({f: (_rule, True) for f in _rule.inplace_functions})
+# families whose temperature has a keyword of its own (the others go through temperatures={...})
+KEYWORDS = {"relu": "temperature", "max_pool": "pool_temperature"}
+
+
+def rules_in_effect(user: Iterable[Rule] = ()) -> tuple[Rule, ...]:
+    """The built-in rules, then ``user``'s (a later rule wins for a function both name)."""
+    return BUILTIN + tuple(user)
+
+
+@functools.lru_cache(maxsize=64)
+def table(user: tuple[Rule, ...] = ()) -> dict[Callable, tuple[Rule, bool]]:
+    """torch function -> (its rule, whether that form always overwrites its input)."""
+    found: dict[Callable, tuple[Rule, bool]] = {}
+    for rule in rules_in_effect(user):
+        found.update({f: (rule, False) for f in rule.functions})
+        found.update({f: (rule, True) for f in rule.inplace_functions})
+    return found
+
+
+def families(user: Iterable[Rule] = ()) -> dict[str, list[Rule]]:
+    """family -> its rules, in table order."""
+    out: dict[str, list[Rule]] = {}
+    for rule in rules_in_effect(user):
+        out.setdefault(rule.family, []).append(rule)
+    return out
+
+
+def default_temperatures(user: Iterable[Rule] = ()) -> dict[str, float]:
+    """The default temperature of every family set through ``temperatures={...}`` (a user's
+    rule overrides a built-in family's default)."""
+    out: dict[str, float] = {}
+    for rule in rules_in_effect(user):
+        if rule.temperature is not None and rule.family not in KEYWORDS:
+            out[rule.family] = rule.temperature
+    return out
+
+
+def operator_names(rules: Iterable[Rule]) -> list[str]:
+    """The names of the functions ``rules`` intercept, without repeats."""
+    names = (getattr(f, "__name__", repr(f)) for r in rules for f in (*r.functions, *r.inplace_functions))
+    return list(dict.fromkeys(n for n in names if not n.endswith("_") or n.endswith("__")))
+
+
+def gated_summary(user: Iterable[Rule] = ()) -> str:
+    """``relu (relu, relu6, ...), max_pool (...), ...``: what the soft gates cover."""
+    return "; ".join(f"{family} ({', '.join(operator_names(rules))})" for family, rules in families(user).items())
+
+
+def markdown() -> str:
+    """The docs table of the built-in rules (docs/method.md shows it; a test keeps them equal)."""
+    lines = ["| family | operator: backward rule | default temperature |", "|---|---|---|"]
+    for family, rules in families().items():
+        t = rules[0].temperature
+        if family in KEYWORDS:
+            default = f"`{KEYWORDS[family]}=`" + (f" ({t:g})" if t is not None else " (default: `temperature`)")
+        else:
+            default = "none" if t is None else f"{t:g}"
+        lines.append(f"| `{family}` | {'; '.join(r.doc for r in rules)} | {default} |")
+    return "\n".join(lines)

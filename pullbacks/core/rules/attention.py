@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .base import Call, Rule, soften
+from .base import Call, SoftenedRule, soften
 
 
 def _no_dropout(p) -> None:
@@ -42,7 +42,7 @@ def _attention(call: Call, mode) -> Tensor:
     mask, p = call.arg(3, "attn_mask", None), call.arg(4, "dropout_p", 0.0)
     causal, scale, gqa = call.arg(5, "is_causal", False), call.arg(6, "scale", None), call.arg(7, "enable_gqa", False)
     _no_dropout(p)
-    t = mode.options.temperature_of("attention")
+    t = mode.temperature_of("attention")
     s = 1.0 / math.sqrt(q.size(-1)) if scale is None else float(scale)
     ordinary = functools.partial(_sdpa, scale=scale, causal=causal, gqa=gqa)
     softened = functools.partial(_sdpa, scale=s / t, causal=causal, gqa=gqa)
@@ -80,12 +80,15 @@ def _multi_head(call: Call, mode):
     names = tuple(k for k, v in kw.items() if isinstance(v, Tensor))
     others = {k: v for k, v in kw.items() if k not in names}
     tensors = [kw[k] for k in names]
-    t = mode.options.temperature_of("attention")
+    t = mode.temperature_of("attention")
     return soften(mode, functools.partial(_mha, names, others, None),
                           functools.partial(_mha, names, others, t), *tensors)
 
 
+TEMPERATURE = 1.5  # the value the authors evaluated PVT with
 RULES = (
-    Rule("attention", (F.scaled_dot_product_attention,), (), _attention),
-    Rule("attention", (F.multi_head_attention_forward,), (), _multi_head),
+    SoftenedRule("attention", (F.scaled_dot_product_attention,), _attention, TEMPERATURE,
+                 doc="scaled_dot_product_attention: backward of softmax((scale/T) q kᵀ + mask) v"),
+    SoftenedRule("attention", (F.multi_head_attention_forward,), _multi_head, TEMPERATURE,
+                 doc="nn.MultiheadAttention: the query projection divided by T"),
 )

@@ -1,16 +1,27 @@
-"""What a rule is: the torch functions it intercepts, and how it applies its soft backward.
+"""What a rule is: the torch functions it intercepts, and how it gives them a soft backward.
 
-A :class:`Rule` covers one family of operators. The mode (``soft_gates``) looks every
-call up in the table of rules (:data:`pullbacks.core.table.TABLE`); a hit whose input
-needs a gradient becomes ``rule.apply(call, mode)``, which computes the ordinary forward
-value bit for bit through an autograd function with the rule's backward.
+Every rule has a ``family`` (the name the coverage report counts it under and that
+``temperatures={...}`` sets), the ``functions`` it intercepts (module forms call these
+too), the ``inplace_functions`` that always overwrite their input, its default
+``temperature`` and a one-line ``doc``. The mode (``soft_gates``) looks every call up in
+the table of rules; a hit whose input needs a gradient becomes ``rule.apply(call, mode)``,
+which returns the ordinary forward value, bit for bit, with the rule's backward.
+
+Two kinds:
+
+* :class:`GateRule` — an elementwise operator ``y = f(z)``: forward ``f``, backward
+  ``grad_in = grad_out * gate(z, T)``. One generic autograd function serves them all.
+  This is the kind users write (``docs/extending.md``).
+* :class:`SoftenedRule` — anything else (max pool, norms, attention): its own ``run``.
+
+What a rule may ask of the mode (the :class:`Context` it is applied in) is declared below.
 """
 
 from __future__ import annotations
 
-import functools
+import inspect
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Protocol
 
 import torch
 from torch import Tensor
@@ -21,34 +32,36 @@ def arg(args: tuple, kwargs: dict, index: int, name: str, default: Any) -> Any:
     return args[index] if len(args) > index else kwargs.get(name, default)
 
 
-@functools.lru_cache(maxsize=None)
-def _smallest_normal(dtype: torch.dtype) -> float:
-    return torch.finfo(dtype).tiny
+# dtypes whose subnormal floats are below anything a pullback resolves: float16 keeps its
+# subnormals (its smallest normal, 6.1e-5, is an ordinary gradient value)
+_FLUSHED = {torch.float32: torch.finfo(torch.float32).tiny, torch.float64: torch.finfo(torch.float64).tiny}
 
 
-def flush_subnormals_(t: Tensor) -> Tensor:
-    """Set the entries of ``t`` below the smallest normal float (in magnitude) to 0, in place.
+def flush_subnormals_(t: Optional[Tensor]) -> Optional[Tensor]:
+    """Set the subnormal entries of a float32/float64 CPU tensor to 0, in place.
 
     Soft gates make subnormal floats where hard gates make exact zeros (``sigmoid(z / T)``
     for ``z / T < -87`` in float32, and products of small gates), and on many x86 CPUs
     arithmetic on subnormals is tens of times slower: the convolution backward that
     consumes them slows down the whole step. One pass over the gate's output removes them
-    without touching the process's floating-point mode. The pullback changes only below
-    ``finfo.tiny`` (1.2e-38 in float32). GPUs have no such penalty: there ``t`` is returned
-    as it is.
+    without touching the process's floating-point mode; the pullback changes only below
+    ``finfo.tiny`` (1.2e-38 in float32). float16 and bfloat16 are left alone (float16's
+    subnormals are real gradient values), and so are GPU tensors (no such penalty there).
     """
-    if t is None or t.device.type != "cpu" or not t.is_floating_point():
+    if t is None or t.device.type != "cpu":
         return t
-    return torch.hardshrink(t, _smallest_normal(t.dtype), out=t)
+    tiny = _FLUSHED.get(t.dtype)
+    return t if tiny is None else torch.hardshrink(t, tiny, out=t)
 
 
 class Call:
-    """One intercepted call: its arguments, and whether its form always works in place."""
+    """One intercepted call: the function, its arguments, and whether its form always
+    works in place."""
 
-    __slots__ = ("args", "kwargs", "inplace")
+    __slots__ = ("func", "args", "kwargs", "inplace")
 
-    def __init__(self, args: tuple, kwargs: dict, inplace: bool) -> None:
-        self.args, self.kwargs, self.inplace = args, kwargs, inplace
+    def __init__(self, func: Callable, args: tuple, kwargs: dict, inplace: bool) -> None:
+        self.func, self.args, self.kwargs, self.inplace = func, args, kwargs, inplace
 
     @property
     def input(self) -> Any:
@@ -59,40 +72,170 @@ class Call:
 
     def writes_input(self, index: Optional[int] = None) -> bool:
         """True if the call overwrites its input: an in-place form, or ``inplace=True``
-        (argument ``index``)."""
-        return self.inplace or (index is not None and bool(self.arg(index, "inplace", False)))
+        (by keyword, or argument ``index``)."""
+        if self.inplace:
+            return True
+        if index is None:
+            return bool(self.kwargs.get("inplace", False))
+        return bool(self.arg(index, "inplace", False))
 
 
-@dataclass(frozen=True)
+class Context(Protocol):
+    """What a rule may use of the mode it is applied in."""
+
+    options: Any  # the GateOptions in effect (read-only)
+
+    def temperature_of(self, family: str) -> float:
+        """The temperature of ``family`` in effect."""
+
+    def replay(self, z: Tensor) -> Any:
+        """A recipe that recomputes ``z`` in the backward pass (see ``replay.py``), or None."""
+
+    def wanted(self, tensors: tuple) -> tuple[bool, ...]:
+        """For each of ``tensors``: may its gradient be asked for?"""
+
+
 class Rule:
-    """A family of operators with one backward rule.
+    """The interface every rule has (see the module docstring)."""
 
-    family            the name the coverage report counts it under
-    functions         the torch functions it intercepts (module forms call these too)
-    inplace_functions the forms that always overwrite their input (``torch.relu_``, ...)
-    apply             ``apply(call, mode) -> output``: the forward value, with the soft backward
+    family: str
+    functions: tuple[Callable, ...]
+    inplace_functions: tuple[Callable, ...] = ()
+    temperature: Optional[float] = None
+    doc: str = ""
+
+    def apply(self, call: Call, mode: Context) -> Any:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+def _check_rule(rule: Rule) -> None:
+    if not isinstance(rule.family, str) or not rule.family.isidentifier():
+        raise ValueError(f"a rule's family must be a name such as 'elu', got {rule.family!r}")
+    for what in ("functions", "inplace_functions"):
+        value = getattr(rule, what)
+        if not isinstance(value, tuple) or not all(callable(f) for f in value):
+            raise TypeError(f"{type(rule).__name__}({rule.family!r}).{what} must be a tuple of torch functions, "
+                            f"got {value!r}")
+    if not rule.functions and not rule.inplace_functions:
+        raise ValueError(f"{type(rule).__name__}({rule.family!r}) intercepts no function: pass functions=(F.elu,)")
+    if rule.temperature is not None:
+        from ..validators import temperature
+
+        object.__setattr__(rule, "temperature", temperature(rule.temperature, f"{rule.family} temperature"))
+
+
+@dataclass(frozen=True, eq=False)
+class SoftenedRule(Rule):
+    """A rule with its own ``run(call, mode) -> output`` (max pool, norms, attention)."""
+
+    family: str
+    functions: tuple[Callable, ...]
+    run: Callable[[Call, Context], Any]
+    temperature: Optional[float] = None
+    inplace_functions: tuple[Callable, ...] = ()
+    doc: str = ""
+
+    def __post_init__(self) -> None:
+        _check_rule(self)
+
+    def apply(self, call: Call, mode: Context) -> Any:
+        return self.run(call, mode)
+
+
+def _inplace_index(function: Callable) -> Optional[int]:
+    """The position of ``function``'s ``inplace`` parameter, if it has one."""
+    try:
+        names = list(inspect.signature(function).parameters)
+    except (TypeError, ValueError):  # a builtin without a signature
+        return None
+    return names.index("inplace") if "inplace" in names else None
+
+
+@dataclass(frozen=True, eq=False)
+class GateRule(Rule):
+    """An elementwise operator ``y = f(z)`` whose backward becomes ``grad * gate(z, T)``.
+
+    family             the family's name (coverage report, ``temperatures={family: T}``)
+    functions          the torch functions computing ``f`` (``F.elu``, ``torch.nn.functional.silu``, ...)
+    gate               ``gate(z, T, *params) -> Tensor``: the soft local derivative at the forward input ``z``
+    temperature        the default ``T``
+    inplace_functions  forms that always overwrite their input (``torch.relu_``); ``inplace=True``
+                       keywords of ``functions`` are recognised by themselves
+    doc                one line for the docs table
+    params             ``params(call, options) -> tuple``: call arguments (a slope, bounds) and options
+                       handed to ``gate`` after ``T`` (default: none)
+    times              ``times(grad, z, T, fresh, *params) -> grad * gate(z, T, *params)``, a faster form
+                       that may overwrite ``z`` when ``fresh`` (default: ``grad * gate(...)``)
+
+    The forward value is the intercepted call's own, bit for bit.
     """
 
     family: str
     functions: tuple[Callable, ...]
-    inplace_functions: tuple[Callable, ...]
-    apply: Callable[[Call, Any], Any]
+    gate: Callable[..., Tensor]
+    temperature: Optional[float] = 1.0
+    inplace_functions: tuple[Callable, ...] = ()
+    doc: str = ""
+    params: Optional[Callable[[Call, Any], tuple]] = None
+    times: Optional[Callable[..., Tensor]] = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.functions, list):
+            object.__setattr__(self, "functions", tuple(self.functions))
+        if isinstance(self.inplace_functions, list):
+            object.__setattr__(self, "inplace_functions", tuple(self.inplace_functions))
+        if not callable(self.gate):
+            raise TypeError(f"GateRule({self.family!r}).gate must be a function gate(z, T), got {self.gate!r}")
+        _check_rule(self)
+        object.__setattr__(self, "_inplace_at", {f: _inplace_index(f) for f in self.functions})
+
+    def apply(self, call: Call, mode: Context) -> Tensor:
+        z = call.input
+        params = () if self.params is None else tuple(self.params(call, mode.options))
+        inplace = call.writes_input(self._inplace_at.get(call.func))
+        return SoftGate.apply(z, self, call, mode.temperature_of(self.family), params, inplace, mode.replay(z))
+
+    def backward(self, grad: Tensor, z: Tensor, t: float, fresh: bool, params: tuple) -> Tensor:
+        """``grad * gate(z, T, *params)`` (through ``times`` when the rule has one)."""
+        if self.times is not None:
+            return self.times(grad, z, t, fresh, *params)
+        return grad * self.gate(z, t, *params)
 
 
-def soften(mode, ordinary: Callable, softened: Callable, *tensors):
-    """``Softened.apply``, told which tensors' gradients can be wanted: with ``mode.wrt``
-    set (the pullback asks for the input gradient alone), leaves other than those inputs
-    (the parameters) get none, which spares their weight-gradient work."""
-    return Softened.apply(ordinary, softened, wanted(mode, tensors), *tensors)
+class SoftGate(torch.autograd.Function):
+    """The one autograd function of every :class:`GateRule`: forward the intercepted call
+    itself; backward ``grad * gate(z, T)``, with ``z`` kept (a copy if the call overwrites
+    it, or its replay), in-place outputs marked dirty, subnormals flushed once."""
+
+    @staticmethod
+    def forward(ctx, z: Tensor, rule: GateRule, call: Call, temperature: float, params: tuple, inplace: bool,
+                replay):
+        from ..replay import keep_input
+
+        ctx.rule, ctx.temperature, ctx.params = rule, temperature, params
+        keep_input(ctx, z, inplace, replay)
+        out = call.func(*call.args, **call.kwargs)
+        if inplace:
+            ctx.mark_dirty(z)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        from ..replay import saved_input
+
+        z, fresh = saved_input(ctx)
+        g = ctx.rule.backward(grad, z, ctx.temperature, fresh, ctx.params)
+        return flush_subnormals_(g), None, None, None, None, None, None
 
 
-def wanted(mode, tensors) -> tuple[bool, ...]:
-    """For each of ``tensors``: may its gradient be asked for? Not when it is a leaf other
-    than the inputs the mode's ``wrt`` names (a parameter, while the pullback wants the
-    input gradient alone)."""
-    wrt = getattr(mode, "wrt", None)
-    return tuple(isinstance(t, Tensor) and (wrt is None or not t.is_leaf or any(t is w for w in wrt))
-                 for t in tensors)
+# ----------------------------------------------------------------------------- softened forwards
+
+
+def soften(mode: Context, ordinary: Callable, softened: Callable, *tensors):
+    """``Softened.apply``, told which tensors' gradients can be wanted (``mode.wanted``):
+    leaves other than the pullback's inputs (the parameters) get none, which spares their
+    weight-gradient work."""
+    return Softened.apply(ordinary, softened, mode.wanted(tensors), *tensors)
 
 
 class Softened(torch.autograd.Function):
@@ -129,3 +272,4 @@ class Softened(torch.autograd.Function):
             found = iter(torch.autograd.grad([o for o, _ in pairs], wrt, [g for _, g in pairs], allow_unused=True)
                          if pairs and wrt else [None] * len(wrt))
         return (None, None, None, *[flush_subnormals_(next(found)) if n else None for n in need])
+

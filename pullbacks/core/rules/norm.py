@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .base import Call, Rule, flush_subnormals_, soften, wanted
+from .base import Call, SoftenedRule, flush_subnormals_, soften
 
 
 def _stats_dtype(z: Tensor) -> torch.dtype:
@@ -94,7 +94,7 @@ class HeldLayerNorm(torch.autograd.Function):
 def _layer_norm(call: Call, mode) -> Tensor:
     shape = _shape(call.arg(1, "normalized_shape", None))
     weight, bias, eps = call.arg(2, "weight", None), call.arg(3, "bias", None), float(call.arg(4, "eps", 1e-5))
-    return HeldLayerNorm.apply(call.input, weight, bias, shape, eps, wanted(mode, (call.input, weight, bias)))
+    return HeldLayerNorm.apply(call.input, weight, bias, shape, eps, mode.wanted((call.input, weight, bias)))
 
 
 def _group_norm(call: Call, mode) -> Tensor:
@@ -125,7 +125,9 @@ def _shape(v) -> tuple:
 
 
 RULES = (
-    Rule("norm", (F.layer_norm, torch.layer_norm), (), _layer_norm),
-    Rule("norm", (F.group_norm, torch.group_norm), (), _group_norm),
-    Rule("norm", (F.rms_norm, torch.rms_norm), (), _rms_norm),
+    SoftenedRule("norm", (F.layer_norm, torch.layer_norm), _layer_norm,
+                 doc="layer norm: statistics held, grad·weight/sqrt(var+eps)"),
+    SoftenedRule("norm", (F.group_norm, torch.group_norm), _group_norm,
+                 doc="group norm: per-group statistics held"),
+    SoftenedRule("norm", (F.rms_norm, torch.rms_norm), _rms_norm, doc="RMS norm: the root mean square held"),
 )

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .base import Call, Rule, flush_subnormals_
+from .base import Call, SoftenedRule, flush_subnormals_
 
 
 def _pair(v) -> tuple[int, int]:
@@ -238,7 +238,7 @@ def _max_pool2d(call: Call, mode, return_indices: bool | None = None):
     if return_indices is None:
         return_indices = bool(call.arg(6, "return_indices", False))
     return SoftMaxPool2d.apply(call.input, kernel_size, stride, padding, dilation, ceil_mode, return_indices,
-                               mode.options.pool_t, mode.options.pool)
+                               mode.temperature_of("max_pool"), mode.options.pool)
 
 
 def _max_pool2d_with_indices(call: Call, mode):
@@ -246,6 +246,8 @@ def _max_pool2d_with_indices(call: Call, mode):
 
 
 RULES = (
-    Rule("max_pool", (F.max_pool2d, torch.max_pool2d), (), _max_pool2d),
-    Rule("max_pool", (F.max_pool2d_with_indices,), (), _max_pool2d_with_indices),
+    SoftenedRule("max_pool", (F.max_pool2d, torch.max_pool2d), _max_pool2d,
+                 doc="2-D max pool: gradient of the soft max pool (pool=\"soft\") or its weights (\"detached\")"),
+    SoftenedRule("max_pool", (F.max_pool2d_with_indices,), _max_pool2d_with_indices,
+                 doc="2-D max pool with indices: the same"),
 )

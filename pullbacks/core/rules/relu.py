@@ -6,9 +6,10 @@ Forward bit for bit; in the backward pass the local derivative becomes
     hardtanh(lo, hi)     grad_in = grad_out * s((z - lo) / T) * s((hi - z) / T)
     LeakyReLU(a)         grad_in = grad_out * (a + (1 - a) s(z / T))
 
-with ``s`` the sigmoid or the standard normal CDF and ``z`` the forward input of that
-call. ``grad * sigmoid(z / T)`` is exactly the backward of softplus with ``beta = 1 / T``:
-one fused kernel, and all the gate arithmetic stays in the backward pass.
+with ``s`` the sigmoid or the standard normal CDF (the ``gate`` option) and ``z`` the
+forward input of that call. ``grad * sigmoid(z / T)`` is exactly the backward of softplus
+with ``beta = 1 / T``: one fused kernel (``times`` below), and all the gate arithmetic
+stays in the backward pass.
 """
 
 from __future__ import annotations
@@ -21,17 +22,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..replay import Replay, keep_input, saved_input
-from .base import Call, Rule, flush_subnormals_
-
-DEFAULT_TEMPERATURE = 0.3
+from .base import Call, GateRule
 
 
-def _gate_(t: Tensor, gate: str) -> Tensor:
-    """Apply the gate ``s`` to ``t`` in place and return it."""
-    if gate == "sigmoid":
-        return t.sigmoid_()
-    return torch.special.ndtr(t, out=t)  # Phi, the standard normal CDF, in one kernel
+def shape(u: Tensor, gate: str) -> Tensor:
+    """``s(u)``: the sigmoid or Phi, the standard normal CDF."""
+    return torch.sigmoid(u) if gate == "sigmoid" else torch.special.ndtr(u)
 
 
 @functools.lru_cache(maxsize=None)
@@ -52,104 +48,71 @@ def gate_times(grad: Tensor, u: Tensor, beta: float, gate: str, out: Optional[Te
             return torch.ops.aten.softplus_backward(grad, u, beta, threshold)
         return torch.ops.aten.softplus_backward.grad_input(grad, u, beta, threshold, grad_input=out)
     v = torch.mul(u, beta) if out is None else torch.mul(u, beta, out=out)
-    return _gate_(v, gate).mul_(grad)
+    return torch.special.ndtr(v, out=v).mul_(grad)
 
 
-class SoftReLU(torch.autograd.Function):
-    """``relu(z)`` forward; ``grad * s(z / T)`` backward."""
-
-    @staticmethod
-    def forward(ctx, z: Tensor, temperature: float, gate: str, inplace: bool, replay: Optional[Replay]):
-        ctx.temperature, ctx.gate = temperature, gate
-        keep_input(ctx, z, inplace, replay)
-        if inplace:
-            ctx.mark_dirty(z)
-            return torch.relu_(z)
-        return torch.relu(z)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        z, fresh = saved_input(ctx)
-        g = gate_times(grad, z, 1.0 / ctx.temperature, ctx.gate, out=z if fresh else None)
-        return flush_subnormals_(g), None, None, None, None
+# ----------------------------------------------------------------------------- ReLU
 
 
-class SoftHardtanh(torch.autograd.Function):
-    """``hardtanh(z, lo, hi)`` forward (ReLU6 is ``lo=0, hi=6``);
-    ``grad * s((z - lo) / T) * s((hi - z) / T)`` backward."""
-
-    @staticmethod
-    def forward(ctx, z: Tensor, lo: float, hi: float, temperature: float, gate: str, inplace: bool,
-                replay: Optional[Replay]):
-        ctx.lo, ctx.hi, ctx.temperature, ctx.gate = lo, hi, temperature, gate
-        keep_input(ctx, z, inplace, replay)
-        if inplace:
-            ctx.mark_dirty(z)
-            return F.hardtanh(z, lo, hi, inplace=True)
-        return F.hardtanh(z, lo, hi)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        z, fresh = saved_input(ctx)
-        beta = 1.0 / ctx.temperature
-        lower = gate_times(grad, z - ctx.lo if ctx.lo else z, beta, ctx.gate)
-        above = z.sub_(ctx.hi) if fresh else z - ctx.hi  # s((hi - z) / T) = s(-(z - hi) / T)
-        g = gate_times(lower, above, -beta, ctx.gate, out=above)
-        return flush_subnormals_(g), None, None, None, None, None, None
+def _relu_gate(z: Tensor, t: float, gate: str) -> Tensor:
+    return shape(z / t, gate)
 
 
-class SoftLeakyReLU(torch.autograd.Function):
-    """``leaky_relu(z, a)`` forward; ``grad * (a + (1 - a) s(z / T))`` backward."""
-
-    @staticmethod
-    def forward(ctx, z: Tensor, slope: float, temperature: float, gate: str, inplace: bool,
-                replay: Optional[Replay]):
-        ctx.slope, ctx.temperature, ctx.gate = slope, temperature, gate
-        keep_input(ctx, z, inplace, replay)
-        if inplace:
-            ctx.mark_dirty(z)
-            return F.leaky_relu(z, slope, inplace=True)
-        return F.leaky_relu(z, slope)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        z, fresh = saved_input(ctx)
-        a = ctx.slope
-        g = gate_times(grad, z, 1.0 / ctx.temperature, ctx.gate, out=z if fresh else None)
-        return flush_subnormals_(g.mul_(1.0 - a).add_(grad, alpha=a)), None, None, None, None, None
+def _relu_times(grad: Tensor, z: Tensor, t: float, fresh: bool, gate: str) -> Tensor:
+    return gate_times(grad, z, 1.0 / t, gate, out=z if fresh else None)
 
 
+def _gate_option(call: Call, options) -> tuple:
+    return (options.gate,)
 
 
-# ----------------------------------------------------------------------------- the rules
+# ----------------------------------------------------------------------------- hardtanh, ReLU6
 
 
-def _relu(call: Call, mode) -> Tensor:
-    z, o = call.input, mode.options
-    return SoftReLU.apply(z, o.temperature, o.gate, call.writes_input(1), mode.replay(z))
+def _hardtanh_gate(z: Tensor, t: float, lo: float, hi: float, gate: str) -> Tensor:
+    return shape((z - lo) / t, gate) * shape((hi - z) / t, gate)
 
 
-def _relu6(call: Call, mode) -> Tensor:
-    z, o = call.input, mode.options
-    return SoftHardtanh.apply(z, 0.0, 6.0, o.temperature, o.gate, call.writes_input(1), mode.replay(z))
+def _hardtanh_times(grad: Tensor, z: Tensor, t: float, fresh: bool, lo: float, hi: float, gate: str) -> Tensor:
+    beta = 1.0 / t
+    lower = gate_times(grad, z - lo if lo else z, beta, gate)
+    above = z.sub_(hi) if fresh else z - hi  # s((hi - z) / T) = s(-(z - hi) / T)
+    return gate_times(lower, above, -beta, gate, out=above)
 
 
-def _hardtanh(call: Call, mode) -> Tensor:
-    z, o = call.input, mode.options
-    lo, hi = float(call.arg(1, "min_val", -1.0)), float(call.arg(2, "max_val", 1.0))
-    return SoftHardtanh.apply(z, lo, hi, o.temperature, o.gate, call.writes_input(3), mode.replay(z))
+def _relu6_params(call: Call, options) -> tuple:
+    return 0.0, 6.0, options.gate
 
 
-def _leaky_relu(call: Call, mode) -> Tensor:
-    z, o = call.input, mode.options
-    slope = float(call.arg(1, "negative_slope", 0.01))
-    return SoftLeakyReLU.apply(z, slope, o.temperature, o.gate, call.writes_input(2), mode.replay(z))
+def _hardtanh_params(call: Call, options) -> tuple:
+    return float(call.arg(1, "min_val", -1.0)), float(call.arg(2, "max_val", 1.0)), options.gate
+
+
+# ----------------------------------------------------------------------------- LeakyReLU
+
+
+def _leaky_gate(z: Tensor, t: float, slope: float, gate: str) -> Tensor:
+    return slope + (1.0 - slope) * shape(z / t, gate)
+
+
+def _leaky_times(grad: Tensor, z: Tensor, t: float, fresh: bool, slope: float, gate: str) -> Tensor:
+    g = gate_times(grad, z, 1.0 / t, gate, out=z if fresh else None)
+    return g.mul_(1.0 - slope).add_(grad, alpha=slope)
+
+
+def _leaky_params(call: Call, options) -> tuple:
+    return float(call.arg(1, "negative_slope", 0.01)), options.gate
 
 
 _nn = torch._C._nn
+TEMPERATURE = 0.3  # the paper's value: ``temperature=`` (docs/method.md)
 RULES = (
-    Rule("relu", (F.relu, torch.relu, Tensor.relu), (torch.relu_, Tensor.relu_), _relu),
-    Rule("relu", (F.relu6, _nn.relu6), (_nn.relu6_,), _relu6),
-    Rule("relu", (F.hardtanh, _nn.hardtanh), (_nn.hardtanh_,), _hardtanh),
-    Rule("relu", (F.leaky_relu, _nn.leaky_relu), (_nn.leaky_relu_,), _leaky_relu),
+    GateRule("relu", (F.relu, torch.relu, Tensor.relu), _relu_gate, TEMPERATURE, (torch.relu_, Tensor.relu_),
+             "ReLU: gate s(z/T)", _gate_option, _relu_times),
+    GateRule("relu", (F.relu6, _nn.relu6), _hardtanh_gate, TEMPERATURE, (_nn.relu6_,),
+             "ReLU6: gate s(z/T) s((6-z)/T)", _relu6_params, _hardtanh_times),
+    GateRule("relu", (F.hardtanh, _nn.hardtanh), _hardtanh_gate, TEMPERATURE, (_nn.hardtanh_,),
+             "hardtanh(lo, hi): gate s((z-lo)/T) s((hi-z)/T)", _hardtanh_params, _hardtanh_times),
+    GateRule("relu", (F.leaky_relu, _nn.leaky_relu), _leaky_gate, TEMPERATURE, (_nn.leaky_relu_,),
+             "LeakyReLU(a): gate a + (1-a) s(z/T)", _leaky_params, _leaky_times),
 )

@@ -1,0 +1,244 @@
+"""The applications' shared layer: what the command line, the notebook's explorer and the
+web app all do, done once.
+
+* :func:`image_choices` / :func:`resolve_image`: example images by key
+  (``"builtin:<name>"``, ``"imagenette:<class>"``), files, photos and tensors;
+* :data:`MODELS`: loaded models, each loaded once (thread-safe);
+* :func:`parse_target`: a class from ``"tabby"``, ``"281"``, ``281`` or ``"tabby (281)"``;
+* :func:`compare`: the ascent along the pullback and along the vanilla gradient with the
+  same settings, the top-5 before and after, and the coverage of the pullback;
+* :func:`format_top5`, :func:`coverage_note` and :func:`message`: the texts, with hints
+  in the terms of the interface (``"cli"``, ``"app"`` or ``"python"``).
+
+Every default comes from :class:`~pullbacks.core.options.AscentOptions`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+from torch import Tensor
+
+from ..classes import ClassNames
+from ..core.ascent import gradient_ascent
+from ..core.coverage import Coverage, PartialPullbackError, PartialPullbackWarning
+from ..core.options import AscentOptions
+from ..figures.explain import top_k
+from ..images import DataUnavailableError, ImageLoadError, Photo, builtin_photos, imagenette_rows, load_image
+from ..models import (OFFLINE_MODEL, LoadedModel, WeightsMismatchError, WeightsUnavailableError, get_model_spec,
+                      load_model, resolve_device)
+
+DEFAULTS = AscentOptions()
+
+# the problems a person can fix (a message, never a traceback)
+EXPECTED_ERRORS = (WeightsUnavailableError, WeightsMismatchError, DataUnavailableError, ImageLoadError,
+                   FileNotFoundError, ValueError, TypeError, PartialPullbackError)
+
+HINTS = {  # what the user types instead of the Python keyword a message names, by interface
+    "cli": {
+        "WeightsUnavailableError": "on the command line: --weights FILE (a state_dict), --weights random, "
+                                   "or --model efficientnet_lite0 (embedded, offline)",
+        "DataUnavailableError": "on the command line: --imagenette-root FOLDER, --images builtin (offline "
+                                "photos) or --images FOLDER",
+        "PartialPullbackError": "on the command line: drop --strict to get a warning instead",
+    },
+    "app": {
+        "WeightsUnavailableError": f"In the app: choose {OFFLINE_MODEL} (it works offline), or put the weights "
+                                   "file where the message says and press Explain! again.",
+    },
+}
+STRICT_HINT = {"cli": "--strict makes this an error", "app": "", "python": "strict=True makes this an error"}
+
+
+def message(error: BaseException, interface: str = "python") -> str:
+    """``error`` in one line, with the hint for ``interface`` (``"cli"``, ``"app"``)."""
+    if isinstance(error, PartialPullbackError):
+        text = error.coverage.summary()
+    else:
+        text = " ".join(str(error).split())
+    hint = HINTS.get(interface, {}).get(type(error).__name__)
+    if not hint:
+        return text
+    return f"{text} ({hint})" if interface == "cli" else f"{text} {hint}"
+
+
+def coverage_note(coverage: Optional[Coverage], interface: str = "python") -> str:
+    """The partial-coverage warning in ``interface``'s terms ("" when the pullback is complete)."""
+    if coverage is None or not coverage.ordinary:
+        return ""
+    hint = STRICT_HINT.get(interface, "")
+    return coverage.summary() + (f"; {hint}" if hint else "")
+
+
+# --------------------------------------------------------------------------- images
+
+
+def image_choices(imagenette_root=None) -> list[tuple[str, str]]:
+    """``(label, key)`` pairs: the built-in photos, then the Imagenette rows if they are on
+    disk (never downloads)."""
+    choices = [(f"{p.name} (built-in)", f"builtin:{p.name}") for p in _photos("builtin")]
+    try:
+        choices += [(f"{p.name} (Imagenette)", f"imagenette:{p.name}") for p in _photos("imagenette", imagenette_root)]
+    except DataUnavailableError:
+        pass
+    return choices
+
+
+_PHOTOS: dict[str, list[Photo]] = {}
+
+
+def _photos(source: str, imagenette_root=None) -> list[Photo]:
+    key = f"{source}:{imagenette_root}"
+    if key not in _PHOTOS:  # Imagenette is never downloaded here: the notebook's paper section does that
+        _PHOTOS[key] = builtin_photos() if source == "builtin" else imagenette_rows(imagenette_root, download=False)
+    return _PHOTOS[key]
+
+
+def resolve_image(image, imagenette_root=None) -> tuple[Tensor, str, Optional[int]]:
+    """An image key (``"builtin:chelsea"``), a file path, a :class:`Photo` or a (3, H, W)
+    tensor → (tensor in [-1, 1], name, label); ``label`` is the ImageNet class of a
+    built-in or Imagenette photo, else None."""
+    if isinstance(image, Photo):
+        return image.image, image.name, image.label
+    if isinstance(image, Tensor):
+        if image.dim() != 3:
+            raise ValueError(f"an image tensor must have shape (3, H, W), got {tuple(image.shape)}")
+        return image, "image", None
+    if image is None or (isinstance(image, str) and not image.strip()):
+        raise ValueError("choose an example image or give an image file")
+    text = os.fspath(image)
+    source, sep, name = text.partition(":")
+    if sep and source in ("builtin", "imagenette"):
+        photos = _photos(source, imagenette_root)
+        for p in photos:
+            if p.name.casefold() == name.strip().casefold():
+                return p.image, p.name, p.label
+        raise ValueError(f"no {source} image named {name!r}: choose one of " + ", ".join(repr(p.name) for p in photos))
+    path = Path(text).expanduser()
+    return load_image(path), path.stem, None
+
+
+# --------------------------------------------------------------------------- models
+
+
+class Models:
+    """Loaded models by (name, device, weights): each loaded once, never while another
+    thread loads one; the only state the applications share between requests."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._loaded: dict[tuple[str, str, str], LoadedModel] = {}
+
+    def get(self, model, device=None, weights="default") -> LoadedModel:
+        """``model`` (a name, or a :class:`LoadedModel` returned as it is), loaded once."""
+        if isinstance(model, LoadedModel):
+            return model
+        key = (get_model_spec(model).name, str(resolve_device(device)), str(weights))
+        with self._lock:
+            if key not in self._loaded:
+                self._loaded[key] = load_model(key[0], weights=weights, device=key[1])
+            return self._loaded[key]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._loaded.clear()
+
+
+MODELS = Models()
+
+
+# --------------------------------------------------------------------------- targets and settings
+
+
+def class_choices(classes: Sequence[str]) -> list[str]:
+    """``"tabby (281)"``: names to search, with their ImageNet index."""
+    return [f"{name} ({i})" for i, name in enumerate(classes)]
+
+
+def parse_target(text, classes: ClassNames) -> int:
+    """A class from ``"tabby"``, ``"281"``, ``281`` or ``"tabby (281)"``."""
+    if text is None or (isinstance(text, str) and not text.strip()):
+        raise ValueError("choose a target class: type part of its name (e.g. 'ostrich') or its ImageNet index")
+    if isinstance(text, float) and text.is_integer():
+        text = int(text)
+    if isinstance(text, bool) or not isinstance(text, (int, str)):
+        raise ValueError(f"a target class is a name or a whole ImageNet index, got {text!r}")
+    match = re.fullmatch(r"\s*(.*?)\s*\((\d+)\)\s*", text) if isinstance(text, str) else None
+    if match is None:
+        return classes.index(text)
+    i = classes.index(int(match.group(2)))
+    if match.group(1) and match.group(1).casefold() != classes[i].casefold():
+        raise ValueError(f"{text!r} names two classes: {match.group(1)!r} and {i} ({classes[i]!r}); "
+                         "give the name or the index alone")
+    return i
+
+
+def optional(value, name: str) -> Optional[float]:
+    """A setting where 0 or None means "none" (eps: no projection; a temperature: the model's own)."""
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number (0: none), got {value!r}") from None
+    return None if number == 0 else number
+
+
+def whole(value, name: str) -> int:
+    """A count typed into a number box: a whole number."""
+    if value is None:
+        raise ValueError(f"{name} must be a whole number >= 1, got nothing")
+    number = float(value)
+    if not number.is_integer():
+        raise ValueError(f"{name} must be a whole number, got {value}")
+    return int(number)
+
+
+# --------------------------------------------------------------------------- one explanation
+
+
+@dataclass
+class Comparison:
+    """One image ascended towards one target along the pullback and the vanilla gradient."""
+
+    clean: Tensor  # (3, H, W) in [-1, 1]
+    pullback: Tensor
+    vanilla: Optional[Tensor]
+    target: int
+    target_name: str
+    top5_before: list[tuple[str, float]]
+    top5_pullback: list[tuple[str, float]]
+    top5_vanilla: Optional[list[tuple[str, float]]]
+    coverage: Optional[Coverage]  # None: the pullback was complete
+
+
+def compare(loaded: LoadedModel, image: Tensor, target: int, options: AscentOptions, *, vanilla: bool = True,
+            progress: bool = False) -> Comparison:
+    """Ascend ``image`` (3, H, W) towards ``target`` along the pullback (and, with
+    ``vanilla``, the vanilla gradient) with ``options``; the partial-coverage warning is
+    caught and returned as ``coverage`` (``options.strict`` raises instead)."""
+    x0 = image[None].to(loaded.device)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", PartialPullbackWarning)
+        pulled = gradient_ascent(loaded.model, x0, target, options.replace(method="pullback"), progress=progress)
+    coverage = next((w.message.coverage for w in caught if isinstance(w.message, PartialPullbackWarning)), None)
+    for w in caught:  # anything else goes on as usual
+        if not isinstance(w.message, PartialPullbackWarning):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    plain = gradient_ascent(loaded.model, x0, target, options.replace(method="gradient"), progress=progress) \
+        if vanilla else None
+    tops = top_k(loaded.model, torch.cat([x0, pulled] + ([plain] if vanilla else [])), loaded.classes)
+    return Comparison(x0[0].detach(), pulled[0].detach(), None if plain is None else plain[0].detach(), target,
+                      loaded.classes[target], tops[0], tops[1], tops[2] if vanilla else None, coverage)
+
+
+def format_top5(top: Sequence[tuple[str, float]], indent: str = "  ") -> str:
+    """``  45.10%  tabby`` lines, the most probable first."""
+    return "\n".join(f"{indent}{p:7.2%}  {name}" for name, p in top)

@@ -1,0 +1,80 @@
+"""The validators of every option, in one place: each names the problem and what to pass.
+
+The options objects (``options.py``), the rules and the command line's argument types
+call these; nothing else validates an option.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any, Optional, Tuple
+
+import numpy as np
+import torch
+
+
+
+def _real(value: Any) -> Any:
+    """numpy scalars and 0-d tensors as Python numbers (they are what people have)."""
+    if isinstance(value, np.generic) or (isinstance(value, torch.Tensor) and value.dim() == 0):
+        return value.item()
+    return value
+
+
+def positive_number(value: Any, name: str, *, allow_none: bool = False) -> Optional[float]:
+    """``value`` as a float if it is a finite number > 0 (``None`` passes where allowed).
+    numpy scalars and 0-d tensors are accepted."""
+    if value is None and allow_none:
+        return None
+    value = _real(value)
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number > 0, got {value!r}")
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return float(value)
+
+
+def positive_integer(value: Any, name: str) -> int:
+    """``value`` as an int if it is an integer >= 1 (numpy integers too)."""
+    value = _real(value)
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    return int(value)
+
+
+def choice(value: Any, name: str, choices: Tuple[str, ...]) -> str:
+    """``value`` if it is one of ``choices``."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+    return value
+
+
+MIN_TEMPERATURE = 1e-6  # below it the soft gates equal the hard ones to float precision
+
+
+def temperature(value: Any, name: str = "temperature") -> float:
+    """A gate temperature: a finite number >= ``MIN_TEMPERATURE``."""
+    try:
+        t = positive_number(value, name)
+    except ValueError:
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}; small values (e.g. 0.01) "
+                         "approach the vanilla gradient, the paper uses 0.3") from None
+    if t < MIN_TEMPERATURE:
+        raise ValueError(f"{name} must be at least {MIN_TEMPERATURE:g}, got {t!r}: below that the soft gates "
+                         "are the hard ones to float precision (and the soft max pool underflows); for the "
+                         "vanilla gradient use method='gradient'")
+    return t
+
+
+def clip_range(clip: Any) -> Optional[Tuple[float, float]]:
+    """``None`` or a pair ``(low, high)`` with ``low < high``."""
+    if clip is None:
+        return None
+    try:
+        lo, hi = (float(v) for v in clip)
+    except (TypeError, ValueError):
+        raise TypeError(f"clip must be None or a pair (low, high), got {clip!r}") from None
+    if not lo < hi:
+        raise ValueError(f"clip must satisfy low < high, got {clip!r}")
+    return lo, hi
