@@ -85,14 +85,14 @@ def explain(
     progress: bool = False,
 ) -> Result:
     """Ascend the image towards ``target`` along the excitation pullback and the vanilla
-    gradient with the same settings. ``temperature`` None or 0: the model's recommended
-    one; ``eps`` 0: no projection. Raises the package's own errors for bad input (the page
+    gradient with the same settings. ``temperature`` None: the model's recommended one;
+    ``eps`` 0: no projection. Raises the package's own errors for bad input (the page
     shows them)."""
     loaded = service.MODELS.get(model, device)
     x, name, _ = service.resolve_image(upload or example, imagenette_root)
     t = service.parse_target(target, loaded.classes)
     o = loaded.options(steps=service.whole(steps, "steps"), alpha=alpha, eps=service.optional(eps, "eps"),
-                       temperature=service.optional(temperature, "temperature"),
+                       temperature=temperature,
                        temperatures=family_temperatures or None)
     c = service.compare(loaded, x, t, o, progress=progress)
     note = service.coverage_note(c.coverage, "app")
