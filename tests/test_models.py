@@ -9,6 +9,7 @@ import torch
 import torchvision.transforms.functional as TF
 
 from pullbacks import models
+from pullbacks.models import weights
 from pullbacks.images import builtin_photos
 from pullbacks.models import (
     ClassNames,
@@ -161,7 +162,7 @@ def test_cached_weights_are_used_without_network(offline_hub):
     net = load_model("densenet121", weights=None, seed=3).model.net
     sd = {_legacy_densenet_key(k): v for k, v in net.state_dict().items()}
     cache.mkdir(parents=True)
-    file_name = models._weights_file_name(
+    file_name = weights._weights_file_name(
         __import__("torchvision").models.DenseNet121_Weights.IMAGENET1K_V1.url)
     torch.save(sd, cache / file_name)
     loaded = load_model("densenet121")  # "default": found in the cache
@@ -174,7 +175,7 @@ def test_corrupt_cached_file_is_reported(offline_hub):
     cache, _ = offline_hub
     cache.mkdir(parents=True)
     url = __import__("torchvision").models.ResNet50_Weights.IMAGENET1K_V1.url
-    (cache / models._weights_file_name(url)).write_bytes(b"not a checkpoint")
+    (cache / weights._weights_file_name(url)).write_bytes(b"not a checkpoint")
     with pytest.raises(WeightsUnavailableError, match="could not be read"):
         load_model("resnet50")
 
@@ -317,7 +318,7 @@ def test_timm_weights_offline_fail_fast_with_the_fix(monkeypatch, tmp_path):
     import huggingface_hub.constants as constants
 
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
-    monkeypatch.setattr(models, "_hub_reachable", lambda *a, **k: False)
+    monkeypatch.setattr(weights, "_hub_reachable", lambda *a, **k: False)
     with pytest.raises(WeightsUnavailableError, match="cannot be reached") as e:
         load_model("timm/pvt_v2_b1")
     assert "weights=" in str(e.value) and "--weights" in str(e.value) and str(tmp_path) in str(e.value)
@@ -339,7 +340,7 @@ def test_timm_weights_from_the_cache(monkeypatch, tmp_path):
     import huggingface_hub.constants as constants
 
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
-    monkeypatch.setattr(models, "_hub_reachable", lambda *a, **k: pytest.fail("went to the network"))
+    monkeypatch.setattr(weights, "_hub_reachable", lambda *a, **k: pytest.fail("went to the network"))
     loaded = load_model("timm/vit_tiny_patch16_224")
     for (k, v), w in zip(net.state_dict().items(), loaded.model.net.state_dict().values()):
         assert torch.equal(v, w), k

@@ -36,3 +36,15 @@ def test_ci_runs_the_readme_test_command():
     program = re.search(r"awk '(.*?)' README.md", ci).group(1)
     extracted = subprocess.run(["awk", program, "README.md"], cwd=ROOT, capture_output=True, text=True, check=True)
     assert extracted.stdout.strip() == command
+
+
+def test_extending_guide_runs_and_its_check_holds():
+    """docs/extending.md: the ELU rule in under 15 lines, and its straight-through check."""
+    text = (ROOT / "docs" / "extending.md").read_text(encoding="utf-8")
+    rule, check = re.findall(r"```python\n(.*?)```", text, re.S)
+    assert len(rule.strip().splitlines()) < 15
+    torch.manual_seed(0)
+    scope: dict = {}
+    exec(compile(rule + check, "docs/extending.md", "exec"), scope)  # the check asserts the equality
+    assert not torch.allclose(scope["g"], torch.autograd.grad(
+        scope["net"](scope["x"])[:, 0].sum(), scope["x"])[0])  # and the rule is not the vanilla gradient

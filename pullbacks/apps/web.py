@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 import tempfile
 from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
