@@ -112,12 +112,7 @@ def main(argv=None) -> None:
     for b in args.batch:
         runs[f"batch {b}"] = (lambda b=b: batched(model, images, targets, args, b))
     if args.figure:
-        try:
-            import pullbacks.figures.grid  # noqa: F401
-        except ImportError:
-            print("pullbacks/grid.py not available: --figure skipped", file=sys.stderr)
-        else:
-            runs[f"figure {args.batch[0]}"] = lambda: with_figure(model, images, targets, args, args.batch[0])
+        runs[f"figure {args.batch[0]}"] = lambda: with_figure(model, images, targets, args, args.batch[0])
 
     reference = runs["column"]()  # warm-up, and the cells every path must reproduce
     times = {k: [] for k in runs}

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Sequence
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -40,6 +41,121 @@ class _Progress:
             self.bar.close()
 
 
+@dataclass
+class _Run:
+    """What every metric of one evaluation reads: the model, the batch, the attributions."""
+
+    model: nn.Module
+    x: Tensor
+    t: Tensor
+    methods: list[str]
+    settings: Settings
+    bar: "_Progress"
+    attributions: dict = field(default_factory=dict)
+    blocks: list = field(default_factory=list)
+
+    @property
+    def n(self) -> int:
+        return self.x.shape[0]
+
+    def backward_units(self, m: str) -> int:  # 3 units per image backward
+        return 3 * self.n * METHODS[m].backward_passes(self.settings)
+
+    @property
+    def forward_batch(self) -> int:  # no activations are kept for a backward pass
+        return 4 * self.settings.batch_size
+
+    @property
+    def grid(self) -> int:
+        p = self.settings.patch
+        return math.ceil(self.x.shape[-2] / p) * math.ceil(self.x.shape[-1] / p)
+
+    def with_abs(self) -> dict:
+        """The attributions, and their magnitudes summed over channels under ``"<method>|abs"``."""
+        return dict(self.attributions, **{f"{m}|abs": a.abs().sum(1, keepdim=True)
+                                          for m, a in self.attributions.items()})
+
+
+def _randomisation(r: _Run, result: Evaluation) -> None:
+    ref = {m: M.heatmap(a) for m, a in r.attributions.items()}
+    sims = {m: [np.ones(r.n)] for m in r.methods}
+    for block, copy in randomised_copies(r.model, r.blocks, seed=r.settings.seed):
+        for m in r.methods:
+            sims[m].append(M.spearman(ref[m], M.heatmap(attribute(copy, r.x, r.t, m, r.settings))))
+            r.bar.step(f"randomised {block.label}: {m}", r.backward_units(m))
+        del copy
+    result.stages = ["original"] + [b.label for b in r.blocks]
+    result.randomisation = {m: np.stack(v, axis=1) for m, v in sims.items()}
+    result.scores["randomisation_top"] = {m: v[:, 1] for m, v in result.randomisation.items()}
+    result.scores["randomisation_mean"] = {m: np.nanmean(v[:, 1:], axis=1) for m, v in result.randomisation.items()}
+
+
+def _random_logit(r: _Run, result: Evaluation) -> None:
+    from .quantus import explain_func, random_logit
+
+    with torch.no_grad():
+        num_classes = r.model(r.x[:1]).shape[1]
+    s, scores = r.settings, {}
+    for m in r.methods:
+        scores.update(random_logit(r.model, r.x, r.t, {m: r.attributions[m]}, explain_func, num_classes=num_classes,
+                                   seed=s.seed, batch=max(r.n, s.batch_size),
+                                   explain_kwargs={m: dict(settings=s, reduce="abs")}))
+        r.bar.step(f"random logit: {m}", r.backward_units(m))
+    result.scores["random_logit"] = scores
+
+
+def _faithfulness_correlation(r: _Run, result: Evaluation) -> None:
+    s = r.settings
+    scores = M.faithfulness_correlation(r.model, r.x, r.t, r.with_abs(), patch=s.patch, subset=s.fc_subset,
+                                        runs=s.fc_runs, baseline=s.baseline, seed=s.seed, batch=r.forward_batch)
+    result.scores["faithfulness_correlation"] = {m: scores[m] for m in r.methods}
+    result.scores["faithfulness_correlation_abs"] = {m: scores[f"{m}|abs"] for m in r.methods}
+    r.bar.step("faithfulness correlation", r.n * (s.fc_runs + 1))
+
+
+def _infidelity(r: _Run, result: Evaluation) -> None:
+    from .captum import infidelity
+
+    s, scores = r.settings, {}
+    for m in r.methods:
+        scores.update(infidelity(r.model, r.x, r.t, {m: r.attributions[m]}, patch=s.patch, p=s.infidelity_p,
+                                 samples=s.infidelity_samples, baseline=s.baseline, seed=s.seed,
+                                 batch=r.forward_batch))
+        r.bar.step(f"infidelity: {m}", r.n * s.infidelity_samples)
+    result.scores["infidelity"] = scores
+
+
+def _region_perturbation(r: _Run, result: Evaluation) -> None:
+    from .quantus import region_perturbation
+
+    scores, curves = region_perturbation(r.model, r.x, r.t, r.with_abs(), patch=r.settings.patch,
+                                         baseline=r.settings.baseline, batch=r.forward_batch)
+    result.curves.update(curves)
+    r.bar.step("region perturbation", 2 * len(r.methods) * r.n * (r.grid + 1))
+    result.scores["region_perturbation"] = {m: scores[m] for m in r.methods}
+    result.scores["region_perturbation_abs"] = {m: scores[f"{m}|abs"] for m in r.methods}
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One entry of the metric registry: ``run`` fills the report's columns
+    (``report.METRICS[name]``, each with its better-is in ``report.COLUMNS``); ``cost`` is
+    its work in progress units."""
+
+    run: Callable[[_Run, Evaluation], None]
+    cost: Callable[[_Run], float]
+
+
+REGISTRY: dict[str, Metric] = {
+    "randomisation": Metric(_randomisation, lambda r: len(r.blocks) * sum(map(r.backward_units, r.methods))),
+    "random_logit": Metric(_random_logit, lambda r: sum(map(r.backward_units, r.methods))),
+    "faithfulness_correlation": Metric(_faithfulness_correlation, lambda r: r.n * (r.settings.fc_runs + 1)),
+    "infidelity": Metric(_infidelity, lambda r: len(r.methods) * r.n * r.settings.infidelity_samples),
+    "region_perturbation": Metric(_region_perturbation, lambda r: 2 * len(r.methods) * r.n * (r.grid + 1)),
+}
+assert set(REGISTRY) == set(METRICS), "every metric of the report has one entry here"
+
+
 def evaluate(
     model: nn.Module,
     inputs: Tensor,
@@ -54,108 +170,39 @@ def evaluate(
     progress: bool = True,
 ) -> Evaluation:
     """Score ``methods`` (keys of ``METHODS``; default all) on ``metrics`` (keys of
-    ``METRICS``; default all) for ``inputs`` ``(N, C, H, W)`` and one target class each.
+    ``REGISTRY``; default all) for ``inputs`` ``(N, C, H, W)`` and one target class each.
 
     ``model`` must be in eval mode and is never modified (randomisation works on a deep copy).
     """
-    
-    from .captum import infidelity
-    from .quantus import explain_func, random_logit, region_perturbation
+    from . import captum, quantus  # noqa: F401 - the extras: their install hint before any work
 
     methods = check_names(methods, METHODS, "method")
     metric_names = check_names(metrics, METRICS, "metric")
     check_model(model)
     check_inputs(inputs)
-    s = settings
     dev = M.device_of(model)
     x = inputs.detach().to(dev)
     t = as_target_tensor(targets, x.shape[0], dev)
-    n = x.shape[0]
-    with torch.no_grad():
-        num_classes = model(x[:1]).shape[1]
-    names = list(names) if names is not None else [f"image {i}" for i in range(n)]
+    names = list(names) if names is not None else [f"image {i}" for i in range(x.shape[0])]
     result = Evaluation(
         model_name=model_name, methods=methods, metrics=metric_names, image_names=names,
         targets=t.tolist(), target_names=[str(classes[i]) if classes is not None else str(i) for i in t.tolist()],
-        settings=s,
+        settings=settings,
     )
-
-    blocks = randomisation_blocks(model, s.blocks) if "randomisation" in metric_names else []
-    bw = {m: 3 * n * METHODS[m].backward_passes(s) for m in methods}  # 3 units per image backward
-    total = sum(bw.values()) * (1 + len(blocks) + ("random_logit" in metric_names))
-    total += n * (s.fc_runs + 1) if "faithfulness_correlation" in metric_names else 0
-    total += len(methods) * n * s.infidelity_samples if "infidelity" in metric_names else 0
-    grid = math.ceil(x.shape[-2] / s.patch) * math.ceil(x.shape[-1] / s.patch)
-    total += 2 * len(methods) * n * (grid + 1) if "region_perturbation" in metric_names else 0
-    forward_batch = 4 * s.batch_size  # no activations are kept for a backward pass
-    bar = _Progress(total, progress)
+    run = _Run(model, x, t, methods, settings, _Progress(0, False))
+    run.blocks = randomisation_blocks(model, settings.blocks) if "randomisation" in metric_names else []
+    total = sum(map(run.backward_units, methods)) + sum(REGISTRY[k].cost(run) for k in metric_names)
+    run.bar = _Progress(total, progress)
     try:
         start = time.perf_counter()
-        attributions = {}
         for m in methods:
-            attributions[m] = attribute(model, x, t, m, s)
-            bar.step(f"attributions: {m}", bw[m])
+            run.attributions[m] = attribute(model, x, t, m, settings)
+            run.bar.step(f"attributions: {m}", run.backward_units(m))
         result.seconds["attributions"] = time.perf_counter() - start
-
-        if "randomisation" in metric_names:
+        for name in metric_names:
             start = time.perf_counter()
-            ref = {m: M.heatmap(a) for m, a in attributions.items()}
-            sims = {m: [np.ones(n)] for m in methods}
-            for block, copy in randomised_copies(model, blocks, seed=s.seed):
-                for m in methods:
-                    a = attribute(copy, x, t, m, s)
-                    sims[m].append(M.spearman(ref[m], M.heatmap(a)))
-                    bar.step(f"randomised {block.label}: {m}", bw[m])
-                del copy
-            result.stages = ["original"] + [b.label for b in blocks]
-            result.randomisation = {m: np.stack(v, axis=1) for m, v in sims.items()}
-            result.scores["randomisation_top"] = {m: v[:, 1] for m, v in result.randomisation.items()}
-            result.scores["randomisation_mean"] = {m: np.nanmean(v[:, 1:], axis=1)
-                                                  for m, v in result.randomisation.items()}
-            result.seconds["randomisation"] = time.perf_counter() - start
-
-        if "random_logit" in metric_names:
-            start = time.perf_counter()
-            scores = {}
-            for m in methods:
-                scores.update(random_logit(model, x, t, {m: attributions[m]}, explain_func, num_classes=num_classes,
-                                             seed=s.seed, batch=max(n, s.batch_size),
-                                             explain_kwargs={m: dict(settings=s, reduce="abs")}))
-                bar.step(f"random logit: {m}", bw[m])
-            result.scores["random_logit"] = scores
-            result.seconds["random_logit"] = time.perf_counter() - start
-
-        if "faithfulness_correlation" in metric_names:
-            start = time.perf_counter()
-            both = dict(attributions, **{f"{m}|abs": a.abs().sum(1, keepdim=True) for m, a in attributions.items()})
-            scores = M.faithfulness_correlation(model, x, t, both, patch=s.patch, subset=s.fc_subset, runs=s.fc_runs,
-                                                baseline=s.baseline, seed=s.seed, batch=forward_batch)
-            result.scores["faithfulness_correlation"] = {m: scores[m] for m in methods}
-            result.scores["faithfulness_correlation_abs"] = {m: scores[f"{m}|abs"] for m in methods}
-            bar.step("faithfulness correlation", n * (s.fc_runs + 1))
-            result.seconds["faithfulness_correlation"] = time.perf_counter() - start
-
-        if "infidelity" in metric_names:
-            start = time.perf_counter()
-            scores = {}
-            for m in methods:
-                scores.update(infidelity(model, x, t, {m: attributions[m]}, patch=s.patch, p=s.infidelity_p,
-                                           samples=s.infidelity_samples, baseline=s.baseline, seed=s.seed,
-                                           batch=forward_batch))
-                bar.step(f"infidelity: {m}", n * s.infidelity_samples)
-            result.scores["infidelity"] = scores
-            result.seconds["infidelity"] = time.perf_counter() - start
-
-        if "region_perturbation" in metric_names:
-            start = time.perf_counter()
-            both = dict(attributions, **{f"{m}|abs": a.abs().sum(1, keepdim=True) for m, a in attributions.items()})
-            scores, curves = region_perturbation(model, x, t, both, patch=s.patch, baseline=s.baseline,
-                                                   batch=forward_batch)
-            result.curves.update(curves)
-            bar.step("region perturbation", 2 * len(methods) * n * (grid + 1))
-            result.scores["region_perturbation"] = {m: scores[m] for m in methods}
-            result.scores["region_perturbation_abs"] = {m: scores[f"{m}|abs"] for m in methods}
-            result.seconds["region_perturbation"] = time.perf_counter() - start
+            REGISTRY[name].run(run, result)
+            result.seconds[name] = time.perf_counter() - start
     finally:
-        bar.close()
+        run.bar.close()
     return result

@@ -1,8 +1,11 @@
-"""Sanity checks and faithfulness metrics for attribution maps: what each one is, and ours.
+"""Our own metric (faithfulness correlation over patches), the statistics the report uses
+(Pearson, Spearman, mean and standard error, bootstrap intervals) and the helpers every
+metric shares (heat maps, patch grids, seeded generators, the model's device).
 
-Every function here takes a model, a batch of inputs ``(N, C, H, W)``, one target class per
-input and attribution maps of the inputs' shape, and returns one score per input. Where a
-well-tested library implements a metric the way we need it, we call the library:
+The metrics of ``pullbacks evaluate`` each take a model, a batch of inputs ``(N, C, H, W)``,
+one target class per input and attribution maps of the inputs' shape, and return one score
+per input; they are run through the registry in :mod:`.evaluate`. Where a well-tested
+library implements a metric the way we need it, we call the library:
 
 ====================================  ===========================================  =========
 metric                                 implementation                               better
