@@ -335,8 +335,15 @@ class Checkpointed(nn.Module):
         return self.head(y.mean((2, 3)))
 
 
+@pytest.mark.parametrize("hook_api", [True, False])  # False: a torch without _top_saved_tensors_default_hooks
 @pytest.mark.parametrize("reentrant", [False, True])
-def test_checkpointing_is_a_clear_error(reentrant):
+def test_checkpointing_is_a_clear_error(reentrant, hook_api, monkeypatch):
+    from pullbacks.core import coverage
+
+    if not hook_api:
+        monkeypatch.setattr(coverage, "_TOP_HOOKS", None)
+    elif coverage._TOP_HOOKS is None:
+        pytest.skip("this torch has no _top_saved_tensors_default_hooks")
     model = Checkpointed(reentrant).eval()
     before = snapshot(model)
     with pytest.raises(RuntimeError, match="activation checkpointing.*set_grad_checkpointing\\(False\\)"):

@@ -171,10 +171,23 @@ CHECKPOINT_HELP = (
     "call model.set_grad_checkpointing(False)")
 
 
+_TOP_HOOKS = getattr(torch._C._autograd, "_top_saved_tensors_default_hooks", None)  # torch >= 2.8
+_CHECKPOINT_FILE = os.path.join("torch", "utils", "checkpoint.py")
+
+
 def check_no_checkpoint_hooks() -> None:
     """Raise if a call is being recorded under non-reentrant checkpointing (its saved-tensor
-    hooks would make autograd re-run the call without its soft backward)."""
-    hooks = torch._C._autograd._top_saved_tensors_default_hooks(False)
+    hooks would make autograd re-run the call without its soft backward). Older torch
+    versions cannot list the hooks: there the call stack is searched for
+    ``torch.utils.checkpoint`` instead."""
+    if _TOP_HOOKS is None:
+        frame = sys._getframe(1)
+        while frame is not None:
+            if frame.f_code.co_filename.endswith(_CHECKPOINT_FILE):
+                raise RuntimeError(CHECKPOINT_HELP)
+            frame = frame.f_back
+        return
+    hooks = _TOP_HOOKS(False)
     if hooks is not None and any("checkpoint" in (getattr(h, "__module__", "") or "") or
                                  "checkpoint" in getattr(h, "__qualname__", "") for h in hooks):
         raise RuntimeError(CHECKPOINT_HELP)
