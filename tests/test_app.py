@@ -48,8 +48,7 @@ def test_target_by_name_index_or_label():
     assert web.class_choices(classes)[9] == "ostrich (9)"
     with pytest.raises(ValueError, match="did you mean 'ostrich'"):
         service.parse_target("ostrch", classes)
-
-
+@pytest.mark.slow
 def test_explain_returns_both_ascents_and_does_not_share_results(tmp_path):
     a = web.explain(None, "builtin:chelsea", "efficientnet_lite0", "ostrich", steps=5, temperature=1.0,
                     out_dir=tmp_path / "a")

@@ -103,8 +103,7 @@ def test_explore_errors(tiny):
         explore("builtin:chelsea", loaded, 1, eps=-1, steps=1)
     with pytest.raises(ValueError, match="unknown model"):
         explore("builtin:chelsea", "resnet5O", 1, steps=1)
-
-
+@pytest.mark.slow
 def test_explore_with_the_embedded_model():
     explorer.clear_cache()
     result = explore("builtin:chelsea", "efficientnet_lite0", "tabby", steps=1)

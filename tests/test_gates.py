@@ -1,5 +1,6 @@
 """Closed forms and limits of the soft gates (docs/method.md, "The gates" and "The pool")."""
 
+import copy
 import math
 
 import pytest
@@ -192,3 +193,29 @@ def test_the_users_flush_denormal_setting_is_kept(flush):
         assert flushes_subnormals() == flush
     finally:
         torch.set_flush_denormal(False)
+
+
+def test_the_flush_keeps_float16_subnormals_and_flushes_float32_ones():
+    """float16's smallest normal (6.1e-5) is an ordinary gradient value: nothing is flushed
+    there; in float32/float64 only true subnormals go."""
+    from pullbacks.core.rules.base import flush_subnormals_
+
+    half = torch.tensor([1e-6, -3e-5, 1.0], dtype=torch.float16)
+    assert torch.equal(flush_subnormals_(half.clone()), half)
+    bf = torch.tensor([1e-39, 1.0], dtype=torch.bfloat16)
+    assert torch.equal(flush_subnormals_(bf.clone()), bf)
+    single = torch.tensor([1e-40, -1e-39, 2e-38, 1.0])
+    assert flush_subnormals_(single.clone()).tolist() == [0.0, 0.0, single[2].item(), 1.0]
+
+
+def test_float16_pullback_agrees_with_float32():
+    torch.manual_seed(0)
+    net32 = nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 10)).eval()
+    with torch.no_grad():
+        net32[4].weight.mul_(1e-3)  # small logit weights: gate gradients below float16's smallest normal
+    net16 = copy.deepcopy(net32).half()
+    x = torch.randn(4, 64)
+    g32 = pullbacks.excitation_pullback(net32, x, 3)
+    g16 = pullbacks.excitation_pullback(net16, x.half(), 3).float()
+    assert g32.abs().max() < 6.1e-5  # the case the old flush (below finfo.tiny) zeroed
+    assert (g16 - g32).norm() / g32.norm() < 0.01

@@ -67,6 +67,7 @@ def test_equals_slow_reference_float64(name):
     assert (expected - xv.grad).norm() > 0.1 * xv.grad.norm()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("gate,pool", [("normal_cdf", "soft"), ("sigmoid", "detached")])
 def test_equals_slow_reference_variants(gate, pool):
     model = arch("resnet50", torch.float64)
@@ -74,8 +75,7 @@ def test_equals_slow_reference_variants(gate, pool):
     got = pullbacks.excitation_pullback(model, x, [7], temperature=0.5, pool_temperature=0.2, gate=gate, pool=pool)
     expected = reference_pullback(model, x, [7], 0.5, gate, pool_t=0.2, pool=pool)
     torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-12)
-
-
+@pytest.mark.slow
 def test_densenet_functional_relu_is_gated():
     """DenseNet's last ReLU is F.relu(..., inplace=True) in forward(): count it."""
     model = arch("densenet121")
@@ -137,8 +137,7 @@ def _user_touched_model():
     model.register_forward_hook(lambda *a: None)
     model.layer2[0].relu.register_forward_pre_hook(lambda *a: None)
     return model
-
-
+@pytest.mark.slow
 def test_model_untouched_by_pullback_and_ascent():
     model = _user_touched_model()
     try:
@@ -150,8 +149,7 @@ def test_model_untouched_by_pullback_and_ascent():
         assert_unchanged(model, before)
     finally:
         _cache.clear()
-
-
+@pytest.mark.slow
 def test_model_untouched_when_forward_or_validation_raises():
     model = _user_touched_model()
     try:

@@ -1,6 +1,8 @@
 """The README's example runs as written, and CI runs the README's test command."""
 
 import re
+
+import pytest
 import subprocess
 from pathlib import Path
 
@@ -8,16 +10,14 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
-
-
+@pytest.mark.slow
 def test_readme_example_runs_and_its_claim_holds():
     code = re.search(r"```python\n(.*?)```", README, re.S).group(1)
     scope: dict = {}
     exec(compile(code, "README.md", "exec"), scope)
     torch.testing.assert_close(scope["x"].grad, scope["g"])
     assert scope["x5"].shape == scope["x"].shape and not torch.equal(scope["x5"], scope["x"].detach())
-
-
+@pytest.mark.slow
 def test_readme_coverage_example_prints_what_it_says():
     first, second = re.findall(r"```python\n(.*?)```", README, re.S)[:2]
     scope: dict = {}
