@@ -151,9 +151,13 @@ def _timm_state_dict(name: str) -> StateDict:
         )
 
     try:
-        if cached is not None:
-            net = timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": cached})
-        elif _hub_reachable():
+        if cached is not None:  # the hub's files hold timm's own state dict: read it as it is
+            if cached.endswith(".safetensors"):
+                from safetensors.torch import load_file
+
+                return load_file(cached)
+            return torch.load(cached, map_location="cpu", weights_only=True)
+        if _hub_reachable():
             net = timm.create_model(name, pretrained=True)
         else:
             raise unavailable(f"they are not in the cache and {HUB_HOST} cannot be reached.")
