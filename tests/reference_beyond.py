@@ -16,10 +16,11 @@ from contextlib import contextmanager
 import torch
 import torch.nn.functional as F
 
-from reference import antiderivative, straight_through
+from reference import antiderivative, ref_soft_pool, straight_through
 
 _ORIGINAL = {name: getattr(F, name) for name in
-             ("relu", "silu", "gelu", "hardswish", "mish", "layer_norm", "group_norm", "scaled_dot_product_attention")}
+             ("relu", "silu", "gelu", "hardswish", "mish", "layer_norm", "group_norm", "scaled_dot_product_attention",
+              "multi_head_attention_forward", "max_pool2d")}
 
 
 def _gated(value, z, gate):
@@ -65,7 +66,9 @@ def _group_norm(x, groups, weight=None, bias=None, eps=1e-5):
     return straight_through(value, s)
 
 
-def _attention(t):
+def _attention(t, held=False):
+    """Attention written out: the softer softmax at scale / t (``held``: its weights detached,
+    the follow-up's rule: the gradient flows through v alone)."""
     def sdpa(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
         value = _ORIGINAL["scaled_dot_product_attention"](q, k, v, attn_mask=attn_mask, dropout_p=dropout_p,
                                                           is_causal=is_causal, scale=scale, enable_gqa=enable_gqa)
@@ -80,17 +83,45 @@ def _attention(t):
         if attn_mask is not None:
             scores = scores.masked_fill(~attn_mask, float("-inf")) if attn_mask.dtype == torch.bool \
                 else scores + attn_mask
-        return straight_through(value, torch.matmul(torch.softmax(scores, dim=-1), v))
+        weights = torch.softmax(scores, dim=-1)
+        return straight_through(value, torch.matmul(weights.detach() if held else weights, v))
     return sdpa
 
 
-@contextmanager
-def patched_functional(temperature=0.3, temperatures=None, gate="sigmoid"):
-    """Patch ``torch.nn.functional`` with the straight-through references (ReLU with
-    ``temperature``, the other families with ``temperatures``)."""
-    from pullbacks.core.table import default_temperatures
+def _mha_inputs(t):
+    """The follow-up's rule for nn.MultiheadAttention: the same call with the query and key
+    inputs divided by t (inside it, attention runs unpatched)."""
+    def mha(query, key, value, *args, **kwargs):
+        patched = F.scaled_dot_product_attention
+        F.scaled_dot_product_attention = _ORIGINAL["scaled_dot_product_attention"]
+        try:
+            out, weights = _ORIGINAL["multi_head_attention_forward"](query, key, value, *args, **kwargs)
+            soft, _ = _ORIGINAL["multi_head_attention_forward"](query / t, key / t, value, *args, **kwargs)
+        finally:
+            F.scaled_dot_product_attention = patched
+        return straight_through(out, soft), weights
+    return mha
 
-    ts = {**default_temperatures(), **(temperatures or {})}
+
+def _max_pool(t, variant):
+    def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
+        patched, F.max_pool2d = F.max_pool2d, _ORIGINAL["max_pool2d"]  # ref_soft_pool calls it for the shape
+        try:
+            value = F.max_pool2d(x, kernel_size, stride, padding, dilation, ceil_mode)
+            soft = ref_soft_pool(x, kernel_size, stride, padding, dilation, ceil_mode, t, variant)
+        finally:
+            F.max_pool2d = patched
+        return straight_through(value, soft)
+    return max_pool2d
+
+
+@contextmanager
+def patched_functional(temperature=0.3, temperatures=None, gate="sigmoid", pool="soft", pool_temperature=None,
+                       variants=None):
+    """Patch ``torch.nn.functional`` with the straight-through references (ReLU with
+    ``temperature`` and ``gate``, max pooling with ``pool``, the other families with
+    ``temperatures``; ``variants={"sdpa": "held", "mha": "inputs"}`` the follow-up's attention)."""
+    ts = {"silu": 1.6, "gelu": 1.0, "hardswish": 1.0, "mish": 1.0, "attention": 1.5, **(temperatures or {})}
 
     def relu(z, inplace=False):
         return straight_through(_ORIGINAL["relu"](z), antiderivative(z, temperature, gate))
@@ -106,7 +137,10 @@ def patched_functional(temperature=0.3, temperatures=None, gate="sigmoid"):
 
     patches = {"relu": relu, "silu": activation("silu"), "hardswish": activation("hardswish"),
                "mish": activation("mish"), "gelu": gelu, "layer_norm": _layer_norm, "group_norm": _group_norm,
-               "scaled_dot_product_attention": _attention(ts["attention"])}
+               "scaled_dot_product_attention": _attention(ts["attention"], (variants or {}).get("sdpa") == "held"),
+               "max_pool2d": _max_pool(pool_temperature or temperature, pool)}
+    if (variants or {}).get("mha") == "inputs":
+        patches["multi_head_attention_forward"] = _mha_inputs(ts["attention"])
     try:
         for name, f in patches.items():
             setattr(F, name, f)

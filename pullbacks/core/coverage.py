@@ -82,6 +82,7 @@ class Coverage:
 
     gated: Counter = field(default_factory=Counter)
     ordinary: Counter = field(default_factory=Counter)
+    recipe: str = ""  # the recipe of the options in effect
 
     @property
     def complete(self) -> bool:

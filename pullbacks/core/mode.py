@@ -44,7 +44,7 @@ class SoftGateMode(TorchFunctionMode):
         self.options = options
         self.table = table(options.rules)
         self.check_on_exit = check_on_exit  # soft_gates(strict=True): check the coverage when the block exits
-        self.coverage = Coverage()
+        self.coverage = Coverage(recipe=options.recipe)
         self.wrt: Optional[tuple] = None  # the only leaves whose gradient is wanted (None: any)
         self.gradless = 0  # calls a rule covers, made with gradients off (a reentrant checkpoint?)
         self.recorder: Optional[Recorder] = Recorder() if options.replay else None

@@ -22,28 +22,29 @@ from dataclasses import dataclass
 from typing import Any, Optional, Tuple, TypeVar
 
 from .rules.base import Rule
-from .table import KEYWORDS, default_temperatures, families
+from .recipes import DEFAULT_RECIPE, recipe_values
+from .table import KEYWORDS, default_temperatures, families, variant_names
 from .validators import _real, choice, clip_range, positive_integer, positive_number, temperature
 
 GATES = ("sigmoid", "normal_cdf")  # s in relu'(z) -> s(z / T)
 POOLS = ("soft", "detached")  # the soft max pool's backward (see docs/method.md)
 METHODS = ("pullback", "gradient")  # ascend along the excitation pullback, or the vanilla gradient
-RELU_TEMPERATURE: float = families()["relu"][0].temperature  # the paper's 0.3, from the ReLU rules
 
 
-class Temperatures(dict):
-    """A read-only, hashable mapping family -> temperature (a dict, so it serialises as one)."""
+class Frozen(dict):
+    """A read-only, hashable mapping (family -> temperature, rule -> variant); a dict, so it
+    serialises as one."""
 
     def __hash__(self) -> int:  # type: ignore[override]
         return hash(tuple(sorted(self.items())))
 
     def _read_only(self, *args, **kwargs):
-        raise TypeError("options are frozen: use options.replace(temperatures={...})")
+        raise TypeError("options are frozen: use options.replace(temperatures={...}) (or variants={...})")
 
     __setitem__ = __delitem__ = update = pop = popitem = clear = setdefault = __ior__ = _read_only  # type: ignore
 
     def __reduce__(self):  # copy and pickle build it whole, never item by item
-        return (Temperatures, (dict(self),))
+        return (Frozen, (dict(self),))
 
 
 def user_rules(value: Any) -> tuple[Rule, ...]:
@@ -75,7 +76,37 @@ def family_temperatures(value: Any, rules: tuple[Rule, ...] = ()) -> Mapping[str
         raise ValueError(f"unknown famil{'y' if len(unknown) == 1 else 'ies'} {', '.join(map(repr, unknown))} in "
                          f"temperatures; known: {', '.join(defaults)} (these have options of their own: "
                          f"{keywords})")
-    return Temperatures({**defaults, **{k: temperature(v, f"temperatures[{k!r}]") for k, v in value.items()}})
+    return Frozen({**defaults, **{k: temperature(v, f"temperatures[{k!r}]") for k, v in value.items()}})
+
+
+def rule_variants(value: Any, rules: tuple[Rule, ...] = ()) -> Mapping[str, str]:
+    """``variants={"sdpa": "held"}``: the variant of each rule that has several, by the rule's
+    name; unknown rules or variants are a ValueError listing the known ones."""
+    if value is None:
+        value = {}
+    if not isinstance(value, Mapping):
+        raise TypeError(f"variants must be a mapping such as {{'sdpa': 'held'}}, got {value!r}")
+    known = variant_names(rules)
+    for name, variant in value.items():
+        if name not in known:
+            raise ValueError(f"unknown rule {name!r} in variants; rules with variants: "
+                             + "; ".join(f"{k}: {', '.join(v)}" for k, v in known.items()))
+        choice(variant, f"variants[{name!r}]", known[name])
+    return Frozen({**{k: v[0] for k, v in known.items()}, **value})
+
+
+class _FromRecipe:
+    """The default of an option that its recipe sets."""
+
+    def __repr__(self) -> str:
+        return "<from the recipe>"
+
+    def __reduce__(self):
+        return "FROM_RECIPE"
+
+
+FROM_RECIPE: Any = _FromRecipe()
+_FROM_RECIPE_FIELDS = ("temperature", "pool_temperature", "gate", "pool", "eps")
 
 
 # --------------------------------------------------------------------------- options
@@ -95,34 +126,65 @@ class GateOptions:
     temperatures      T of the other families, by name (defaults: the rule table's, see
                       ``pullbacks.core.table.default_temperatures()``); a partial mapping overrides
                       only what it names
+    recipe            "excitation" (the seed paper, the default) or "semantic" (the authors'
+                      follow-up code): the values of every option above that is not given
+                      (``pullbacks.core.recipes``)
+    variants          the variant of each rule that has several, by rule name (``{"sdpa": "held",
+                      "mha": "inputs"}``; default: the recipe's)
     rules             rules of your own (``pullbacks.GateRule``), added to the table; they win over
                       built-in rules for the functions they name (docs/extending.md)
     strict            raise (instead of warning) when nonlinear calls kept their ordinary gradient
     replay            recompute gate inputs that came out of eval-mode batch norms instead of
                       keeping a copy (saves memory; the result is bit for bit the same)
+
+    An option given explicitly wins over the recipe for that one value, also after
+    ``replace(recipe=...)``; ``given`` lists them.
     """
 
-    temperature: float = RELU_TEMPERATURE
-    pool_temperature: Optional[float] = None
-    gate: str = "sigmoid"
-    pool: str = "soft"
+    temperature: float = FROM_RECIPE
+    pool_temperature: Optional[float] = FROM_RECIPE
+    gate: str = FROM_RECIPE
+    pool: str = FROM_RECIPE
     temperatures: Optional[Mapping[str, float]] = None
+    recipe: str = DEFAULT_RECIPE
+    variants: Optional[Mapping[str, str]] = None
     rules: Tuple[Rule, ...] = ()
     strict: bool = False
     replay: bool = True
 
     def __post_init__(self) -> None:
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 - frozen
+        recipe = recipe_values(self.recipe)
+        given = {f: getattr(self, f) for f in _FROM_RECIPE_FIELDS
+                 if hasattr(self, f) and getattr(self, f) is not FROM_RECIPE}
+        given_maps = {"temperatures": dict(self.temperatures or {}) if isinstance(self.temperatures, Mapping)
+                      else self.temperatures, "variants": dict(self.variants or {})
+                      if isinstance(self.variants, Mapping) else self.variants}
+        for f in _FROM_RECIPE_FIELDS:
+            if hasattr(self, f) and f not in given:
+                set_(f, recipe[f])
         set_("temperature", temperature(self.temperature))
         if self.pool_temperature is not None:
             set_("pool_temperature", temperature(self.pool_temperature, "pool_temperature"))
         choice(self.gate, "gate", GATES)
         choice(self.pool, "pool", POOLS)
         set_("rules", user_rules(self.rules))
-        set_("temperatures", family_temperatures(self.temperatures, self.rules))
+        if given_maps["temperatures"] is not None and not isinstance(given_maps["temperatures"], Mapping):
+            family_temperatures(given_maps["temperatures"], self.rules)  # raises the TypeError
+        set_("temperatures", family_temperatures({**recipe["temperatures"], **(given_maps["temperatures"] or {})},
+                                                 self.rules))
+        if given_maps["variants"] is not None and not isinstance(given_maps["variants"], Mapping):
+            rule_variants(given_maps["variants"], self.rules)  # raises the TypeError
+        set_("variants", rule_variants({**recipe["variants"], **(given_maps["variants"] or {})}, self.rules))
         for flag in ("strict", "replay"):
             if not isinstance(getattr(self, flag), bool):
                 raise TypeError(f"{flag} must be True or False, got {getattr(self, flag)!r}")
+        set_("_given", {**given, **{k: v for k, v in given_maps.items() if v}})
+
+    @property
+    def given(self) -> dict:
+        """The options given explicitly (the rest come from the recipe)."""
+        return dict(self._given)
 
     @property
     def pool_t(self) -> float:
@@ -137,10 +199,14 @@ class GateOptions:
             return self.pool_t
         return self.temperatures[family]
 
+    def variant_of(self, rule: str) -> str:
+        """The variant in effect of the rule named ``rule`` ("sdpa", "mha")."""
+        return self.variants[rule]
+
     @property
     def gates(self) -> "GateOptions":
         """Only the gate options."""
-        return GateOptions(**{f.name: getattr(self, f.name) for f in dataclasses.fields(GateOptions)})
+        return build(GateOptions, self, {})
 
     def replace(self: O, **changes) -> O:
         """A validated copy with ``changes`` (unknown names are a TypeError listing the valid ones)."""
@@ -154,14 +220,15 @@ class AscentOptions(GateOptions):
 
     steps    iterations (the paper: 5; also 1 and 10)
     alpha    L2 length of each step, in the [-1, 1] input space
-    eps      L2 radius of the projection around the start (None: no projection)
+    eps      L2 radius of the projection around the start (None: no projection; default: the
+             recipe's, 100 for "excitation", none for "semantic")
     clip     value range every step is clamped to (None: no clamping)
     method   "pullback" (excitation pullback) or "gradient" (vanilla gradient)
     """
 
     steps: int = 5
     alpha: float = 20.0
-    eps: Optional[float] = 100.0
+    eps: Optional[float] = FROM_RECIPE
     clip: Optional[Tuple[float, float]] = (-1.0, 1.0)
     method: str = "pullback"
 
@@ -177,7 +244,9 @@ class AscentOptions(GateOptions):
 def build(cls: type[O], options: Optional[GateOptions], overrides: dict) -> O:
     """``cls`` from ``options`` (any options object, a number for the temperature, or None
     for the defaults) with the keyword ``overrides`` applied; the one place keywords
-    become options."""
+    become options. What ``options`` took from its recipe is taken from the recipe again
+    (so ``replace(recipe="semantic")`` changes every value not given explicitly); partial
+    ``temperatures``/``variants`` mappings merge with the given ones."""
     names = [f.name for f in dataclasses.fields(cls)]
     unknown = sorted(set(overrides) - set(names))
     if unknown:
@@ -187,11 +256,15 @@ def build(cls: type[O], options: Optional[GateOptions], overrides: dict) -> O:
     if options is not None and not isinstance(options, GateOptions):
         raise TypeError(f"options must be a GateOptions or AscentOptions (or a temperature), "
                         f"got {type(options).__name__}")
-    base = {} if options is None else {f.name: getattr(options, f.name)
-                                       for f in dataclasses.fields(options) if f.name in names}
+    base: dict = {}
+    if options is not None:
+        base = {f.name: getattr(options, f.name) for f in dataclasses.fields(options)
+                if f.name in names and f.name not in (*_FROM_RECIPE_FIELDS, "temperatures", "variants")}
+        base.update({k: v for k, v in options._given.items() if k in names})
     if "rules" in overrides and isinstance(base.get("temperatures"), Mapping):  # keep what the new rules know
         known = default_temperatures(user_rules(overrides["rules"]))
         base["temperatures"] = {k: v for k, v in base["temperatures"].items() if k in known}
-    if isinstance(base.get("temperatures"), Mapping) and isinstance(overrides.get("temperatures"), Mapping):
-        overrides = {**overrides, "temperatures": {**base["temperatures"], **overrides["temperatures"]}}
+    for mapping in ("temperatures", "variants"):
+        if isinstance(base.get(mapping), Mapping) and isinstance(overrides.get(mapping), Mapping):
+            overrides = {**overrides, mapping: {**base[mapping], **overrides[mapping]}}
     return cls(**{**base, **overrides})

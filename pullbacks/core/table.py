@@ -56,6 +56,12 @@ def default_temperatures(user: Iterable[Rule] = ()) -> dict[str, float]:
     return out
 
 
+def variant_names(user: Iterable[Rule] = ()) -> dict[str, tuple[str, ...]]:
+    """rule name -> its variants, the default ("soft") first, for the rules that have several."""
+    return {r.name: ("soft", *(v for v, _, _ in r.variants)) for r in rules_in_effect(user)
+            if getattr(r, "variants", ())}
+
+
 def operator_names(rules: Iterable[Rule]) -> list[str]:
     """The names of the functions ``rules`` intercept, without repeats."""
     names = (getattr(f, "__name__", repr(f)) for r in rules for f in (*r.functions, *r.inplace_functions))
@@ -76,5 +82,6 @@ def markdown() -> str:
             default = f"`{KEYWORDS[family]}=`" + (f" ({t:g})" if t is not None else " (default: `temperature`)")
         else:
             default = "none" if t is None else f"{t:g}"
-        lines.append(f"| `{family}` | {'; '.join(r.doc for r in rules)} | {default} |")
+        docs = [r.doc + "".join(f"; variant `{v}`: {d}" for v, _, d in getattr(r, "variants", ())) for r in rules]
+        lines.append(f"| `{family}` | {'; '.join(docs)} | {default} |")
     return "\n".join(lines)

@@ -13,14 +13,15 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Union
+from typing import Any, Union
 
 import torch
 from torch import Tensor, nn
 
 from ..classes import ClassNames
-from ..core.options import AscentOptions, build
-from .registry import ModelSpec, get_model_spec
+from ..core.options import FROM_RECIPE, AscentOptions, build
+from ..core.recipes import DEFAULT_RECIPE
+from .registry import ModelSpec, get_model_spec, settings
 from .weights import StateDict, _load_weights, _read_state_dict_file
 
 Device = Union[str, torch.device, None]
@@ -71,19 +72,28 @@ class LoadedModel:
     temperatures: Mapping[str, float] | None = None
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     weights: str = "default"  # "default", "random" or the path loaded
+    recommended: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # recipe -> option values
+
+    def settings(self, recipe: str = DEFAULT_RECIPE) -> dict[str, Any]:
+        """The option values recommended for this model under ``recipe``."""
+        return settings(self.temperature, self.pool_temperature, self.temperatures, self.recommended, recipe)
 
     def options(self, options: AscentOptions | None = None, **overrides) -> AscentOptions:
-        """Ascent options for this model: ``options`` (default: the defaults) with ``overrides``,
-        where a ``temperature`` of None means this model's recommended temperatures (for the
-        ReLU family and max pooling); a given ``temperature`` with no ``pool_temperature``
-        sets both, like the authors' demo."""
-        given = {k: v for k, v in overrides.items()
-                 if not (k in ("temperature", "pool_temperature", "temperatures") and v is None)}
-        if options is None and "temperature" not in given:
-            given.setdefault("pool_temperature", self.pool_temperature)
-            given["temperature"] = self.temperature
-        if options is None and self.temperatures:
-            given["temperatures"] = {**self.temperatures, **given.get("temperatures", {})}
+        """Ascent options for this model: ``options`` (default: the model's recommended
+        settings under ``recipe``, then the recipe's) with ``overrides``. A ``temperature``,
+        ``pool_temperature`` or ``temperatures`` of None, or any value ``FROM_RECIPE``, means
+        "not given"; a given ``temperature`` with no ``pool_temperature`` drops the model's
+        pool recommendation (under "excitation" the pool then follows ``temperature``, like
+        the authors' demo)."""
+        given = {k: v for k, v in overrides.items() if v is not FROM_RECIPE and
+                 not (k in ("temperature", "pool_temperature", "temperatures", "recipe") and v is None)}
+        if options is None:
+            recommended = self.settings(given.get("recipe", DEFAULT_RECIPE))
+            if "temperature" in given and "pool_temperature" not in given:
+                recommended.pop("pool_temperature", None)
+            if "temperatures" in given and "temperatures" in recommended:
+                given["temperatures"] = {**recommended["temperatures"], **given["temperatures"]}
+            given = {**recommended, **given}
         return build(AscentOptions, options, given)
 
 
@@ -147,4 +157,5 @@ def load_model(
         temperatures=spec.temperatures,
         device=dev,
         weights=source,
+        recommended=spec.recommended,
     )

@@ -9,11 +9,13 @@ from __future__ import annotations
 import difflib
 import functools
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from torch import Tensor, nn
 
 from ..classes import ClassNames, imagenet_classes
+from ..core.recipes import DEFAULT_RECIPE, recipe_values
 from .weights import (OFFLINE_MODEL, TIMM_PREFIX, StateDict, _densenet_fix_keys, _efficientnet_lite0_state_dict,
                       _timm_state_dict, _torchvision_state_dict, _torchvision_weights)
 
@@ -37,6 +39,25 @@ class ModelSpec:
     classes: Callable[[], ClassNames] = imagenet_classes
     by_position: bool = False  # match differently named state dicts by position
     fix_keys: Callable[[dict[str, Tensor]], dict[str, Tensor]] | None = None
+    recommended: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # recipe -> option values
+
+    def settings(self, recipe: str = DEFAULT_RECIPE) -> dict[str, Any]:
+        """The option values recommended for this model under ``recipe`` (see :func:`settings`)."""
+        return settings(self.temperature, self.pool_temperature, self.temperatures, self.recommended, recipe)
+
+
+def settings(temperature: float, pool_temperature: float, temperatures: Mapping[str, float] | None,
+             recommended: Mapping[str, Mapping[str, Any]], recipe: str) -> dict[str, Any]:
+    """A model's recommended option values under ``recipe``: for "excitation" its
+    ``temperature``/``pool_temperature``/``temperatures``, for another recipe what
+    ``recommended[recipe]`` says (nothing: the recipe's own values)."""
+    recipe_values(recipe)  # an unknown recipe is an error here too
+    out: dict[str, Any] = {}
+    if recipe == DEFAULT_RECIPE:
+        out = {"temperature": temperature, "pool_temperature": pool_temperature}
+        if temperatures:
+            out["temperatures"] = dict(temperatures)
+    return {**out, **{k: (dict(v) if isinstance(v, Mapping) else v) for k, v in recommended.get(recipe, {}).items()}}
 
 
 def _tv_builder(fn_name: str, **kwargs) -> Callable[[], nn.Module]:
@@ -114,7 +135,9 @@ def _check_timm_name(name: str) -> None:
 
 
 MODELS: dict[str, ModelSpec] = {
-    "resnet50": _tv_spec("resnet50", "ResNet50_Weights.IMAGENET1K_V1"),
+    # the authors' ablation values for the follow-up recipe (docs/method.md, "Recipes")
+    "resnet50": _tv_spec("resnet50", "ResNet50_Weights.IMAGENET1K_V1", recommended={
+        "semantic": {"temperature": 0.5, "pool_temperature": 0.5, "steps": 2, "alpha": 5.0}}),
     "vgg11_bn": _tv_spec("vgg11_bn", "VGG11_BN_Weights.IMAGENET1K_V1"),
     "densenet121": _tv_spec(
         "densenet121", "DenseNet121_Weights.IMAGENET1K_V1", fix_keys=_densenet_fix_keys
@@ -137,7 +160,8 @@ MODELS: dict[str, ModelSpec] = {
     # the authors' later models: GELU, layer norm, attention at their defaults (gelu 1.0, attention 1.5)
     "convnext_tiny": _tv_spec("convnext_tiny", "ConvNeXt_Tiny_Weights.IMAGENET1K_V1"),
     "vit_b_16": _tv_spec("vit_b_16", "ViT_B_16_Weights.IMAGENET1K_V1"),
-    "timm/pvt_v2_b1": _timm_spec("pvt_v2_b1", check=False),
+    "timm/pvt_v2_b1": _timm_spec("pvt_v2_b1", check=False, recommended={
+        "semantic": {"temperatures": {"attention": 1.0, "gelu": 1.0}, "steps": 5, "alpha": 40.0}}),
 }
 
 

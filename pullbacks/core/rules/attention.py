@@ -1,15 +1,22 @@
-"""Softmax attention: backward through a softer attention (docs/method.md, "Beyond ReLU").
+"""Softmax attention (docs/method.md, "Beyond ReLU"), family "attention".
 
-Forward bit for bit. For ``F.scaled_dot_product_attention(q, k, v, attn_mask, dropout_p,
-is_causal, scale, enable_gqa)`` the backward is the gradient of
+Forward bit for bit. ``F.scaled_dot_product_attention(q, k, v, attn_mask, dropout_p,
+is_causal, scale, enable_gqa)`` (rule ``sdpa``) has two variants:
 
-    softmax((scale / T) q k^T + mask) v
+    "soft"  the gradient of softmax((scale / T) q k^T + mask) v: the same call at ``scale / T``,
+            so masks, ``is_causal`` and grouped-query attention are honoured as in the forward;
+            at T = 1 the ordinary gradient (the seed recipe, T = 1.5)
+    "held"  W = softmax((scale / T) q k^T + mask) held constant: ``out = W v``, the gradient
+            flows through ``v`` alone (the follow-up's rule for PVT, T = 1.0)
 
-(family "attention", T = 1.5): the same call with ``scale / T``, so boolean and float
-masks, ``is_causal`` and grouped-query attention are honoured exactly as in the forward.
-At ``T = 1`` it is the ordinary gradient. ``nn.MultiheadAttention`` runs
-``F.multi_head_attention_forward``, which computes ``q`` inside; its rule divides the
-query projection (weight and bias) by ``T``, which is the same softer attention.
+``nn.MultiheadAttention`` runs ``F.multi_head_attention_forward``, which computes ``q`` and
+``k`` inside (rule ``mha``):
+
+    "soft"    the query projection (weight and bias) divided by T: the same softer attention
+    "inputs"  the same call with the query and key *inputs* divided by T before the
+              in-projection, the value unchanged (the follow-up's rule, T = 1.0); at T = 1
+              the ordinary gradient, and unlike "soft" the projection biases are not divided
+
 Attention dropout would make the backward differ from the forward: it is refused.
 """
 
@@ -49,6 +56,34 @@ def _attention(call: Call, mode) -> Tensor:
     return soften(mode, ordinary, softened, q, k, v, mask)
 
 
+def held_attention(q, k, v, mask, *, scale, causal, gqa):
+    """``W v`` with ``W = softmax(scale q k^T + mask)`` computed from detached ``q``, ``k``:
+    the attention weights held constant (boolean and causal masks as ``-inf``)."""
+    q, k = q.detach(), k.detach()
+    if gqa and k.shape[-3] != q.shape[-3]:
+        k = k.repeat_interleave(q.shape[-3] // k.shape[-3], dim=-3)
+        v = v.repeat_interleave(q.shape[-3] // v.shape[-3], dim=-3)
+    scores = torch.matmul(q, k.transpose(-2, -1)) * scale
+    if causal:
+        keep = torch.ones(q.shape[-2], k.shape[-2], dtype=torch.bool, device=q.device).tril()
+        scores = scores.masked_fill(~keep, float("-inf"))
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask
+    return torch.matmul(torch.softmax(scores, dim=-1).to(v.dtype), v)
+
+
+def _attention_held(call: Call, mode) -> Tensor:
+    q, k, v = call.input, call.arg(1, "key", None), call.arg(2, "value", None)
+    mask, p = call.arg(3, "attn_mask", None), call.arg(4, "dropout_p", 0.0)
+    causal, scale, gqa = call.arg(5, "is_causal", False), call.arg(6, "scale", None), call.arg(7, "enable_gqa", False)
+    _no_dropout(p)
+    t = mode.temperature_of("attention")
+    s = 1.0 / math.sqrt(q.size(-1)) if scale is None else float(scale)
+    ordinary = functools.partial(_sdpa, scale=scale, causal=causal, gqa=gqa)
+    softened = functools.partial(held_attention, scale=s / t, causal=causal, gqa=gqa)
+    return soften(mode, ordinary, softened, q, k, v, mask)
+
+
 # ----------------------------------------------------------------------------- nn.MultiheadAttention
 
 _MHA = inspect.signature(F.multi_head_attention_forward)
@@ -71,7 +106,14 @@ def _mha(names: tuple, others: dict, temperature: float | None, *tensors):
     return F.multi_head_attention_forward(**kw)
 
 
-def _multi_head(call: Call, mode):
+def _mha_inputs(names: tuple, others: dict, temperature: float, *tensors):
+    """``F.multi_head_attention_forward`` with the query and key inputs divided by ``temperature``."""
+    kw = dict(zip(names, tensors), **others)
+    kw["query"], kw["key"] = kw["query"] / temperature, kw["key"] / temperature
+    return F.multi_head_attention_forward(**kw)
+
+
+def _multi_head(call: Call, mode, softened=_mha):
     bound = _MHA.bind(*call.args, **call.kwargs)
     bound.apply_defaults()
     kw = dict(bound.arguments)
@@ -82,13 +124,21 @@ def _multi_head(call: Call, mode):
     tensors = [kw[k] for k in names]
     t = mode.temperature_of("attention")
     return soften(mode, functools.partial(_mha, names, others, None),
-                          functools.partial(_mha, names, others, t), *tensors)
+                  functools.partial(softened, names, others, t), *tensors)
+
+
+def _multi_head_inputs(call: Call, mode):
+    return _multi_head(call, mode, _mha_inputs)
 
 
 TEMPERATURE = 1.5  # the value the authors evaluated PVT with
 RULES = (
     SoftenedRule("attention", (F.scaled_dot_product_attention,), _attention, TEMPERATURE,
-                 doc="scaled_dot_product_attention: backward of softmax((scale/T) q kᵀ + mask) v"),
+                 doc="scaled_dot_product_attention (rule `sdpa`): backward of softmax((scale/T) q kᵀ + mask) v",
+                 name="sdpa", variants=(("held", _attention_held,
+                                         "W = softmax((scale/T) q kᵀ + mask) held, gradient through v only"),)),
     SoftenedRule("attention", (F.multi_head_attention_forward,), _multi_head, TEMPERATURE,
-                 doc="nn.MultiheadAttention: the query projection divided by T"),
+                 doc="nn.MultiheadAttention (rule `mha`): the query projection divided by T",
+                 name="mha", variants=(("inputs", _multi_head_inputs,
+                                        "the query and key inputs divided by T, the value unchanged"),)),
 )

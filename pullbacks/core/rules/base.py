@@ -126,7 +126,11 @@ def _check_rule(rule: Rule) -> None:
 
 @dataclass(frozen=True, eq=False)
 class SoftenedRule(Rule):
-    """A rule with its own ``run(call, mode) -> output`` (max pool, norms, attention)."""
+    """A rule with its own ``run(call, mode) -> output`` (max pool, norms, attention).
+
+    A rule with several forms names them: ``name`` is how ``variants={name: ...}`` (and a
+    recipe) chooses one, ``run`` is the variant ``"soft"``, ``variants`` the others as
+    ``(variant, run, doc)``."""
 
     family: str
     functions: tuple[Callable, ...]
@@ -134,11 +138,20 @@ class SoftenedRule(Rule):
     temperature: Optional[float] = None
     inplace_functions: tuple[Callable, ...] = ()
     doc: str = ""
+    name: str = ""
+    variants: tuple[tuple[str, Callable[[Call, Context], Any], str], ...] = ()
 
     def __post_init__(self) -> None:
         _check_rule(self)
+        if self.variants and not self.name:
+            raise ValueError(f"SoftenedRule({self.family!r}) has variants but no name to choose them by")
 
     def apply(self, call: Call, mode: Context) -> Any:
+        if self.variants:
+            chosen = mode.options.variant_of(self.name)
+            for variant, run, _ in self.variants:
+                if variant == chosen:
+                    return run(call, mode)
         return self.run(call, mode)
 
 
