@@ -36,8 +36,9 @@ def server():
     app.close()
 
 
-def ask(client, upload=None, example="builtin:chelsea", target="ostrich", steps=5, temperature=1.0):
-    return client.predict(upload, example, "efficientnet_lite0", target, steps, 20.0, 100.0, temperature,
+def ask(client, upload=None, example="builtin:chelsea", target="ostrich", steps=5, temperature=1.0,
+        recipe="excitation"):
+    return client.predict(upload, example, "efficientnet_lite0", target, recipe, steps, 20.0, 100.0, temperature,
                           *FAMILIES, api_name="/explain")
 
 

@@ -39,7 +39,37 @@ def test_explain_end_to_end(tmp_path, photo_files, capsys):
         assert im.format == "PNG" and im.width >= 800
 
 
+@pytest.mark.slow
+def test_grid_with_the_semantic_recipe_has_its_own_files(tmp_path, photo_files, capsys):
+    rc = main(["grid", "--images", str(photo_files), "--targets", "tabby", "--steps", "1", "--recipe", "semantic",
+               "--out", str(tmp_path), "--no-progress"])
+    assert rc == 0
+    assert (tmp_path / "pullback_diff" / "efficientnet_lite0_semantic_alpha_20_steps_1.jpg").is_file()
+    assert not (tmp_path / "pullback_diff" / "efficientnet_lite0_alpha_20_steps_1.jpg").exists()
+
+
+def test_explain_recipe_reaches_the_options(monkeypatch, tmp_path, photo_files, capsys):
+    from pullbacks.figures import explain as explain_module
+
+    seen = []
+    real = explain_module.explain_image
+
+    def spy(model, image, target, classes, options=None, **kw):
+        seen.append(options)
+        return real(model, image, target, classes, options.replace(steps=1), **kw)
+
+    monkeypatch.setattr(explain_module, "explain_image", spy)
+    assert main(["explain", str(photo_files / "chelsea.png"), "--target", "espresso", "--recipe", "semantic",
+                 "--out", str(tmp_path / "e.png")]) == 0
+    o = seen[0]
+    assert (o.recipe, o.gate, o.pool, o.eps, o.temperature) == ("semantic", "normal_cdf", "detached", None, 0.6)
+    assert main(["explain", str(photo_files / "chelsea.png"), "--target", "espresso", "--eps", "none",
+                 "--temperature", "0.5", "--out", str(tmp_path / "f.png")]) == 0
+    assert (seen[1].recipe, seen[1].eps, seen[1].temperature) == ("excitation", None, 0.5)
+
+
 @pytest.mark.parametrize("argv,msg", [
+    (["grid", "--recipe", "seed"], "--recipe: invalid choice: 'seed'"),
     (["grid", "--model", "resnet5O"], "unknown model"),
     (["grid", "--steps", "0"], "--steps"),
     (["grid", "--temperature", "0"], "--temperature"),

@@ -115,10 +115,15 @@ def test_explore_with_the_embedded_model():
 def test_widget_drives_the_callback(tiny, capsys):
     box = explorer_widget(device="cpu", image="builtin:coffee", model="efficientnet_lite0", steps=1)
     c = box.controls
-    assert set(c) == {"image", "path", "model", "target", "method", "steps", "alpha", "eps", "temperature"}
+    assert set(c) == {"image", "path", "model", "target", "method", "recipe", "steps", "alpha", "eps",
+                      "temperature"}
     assert c["temperature"].value == pytest.approx(1.0)  # efficientnet_lite0's recommended T
     c["model"].value = "resnet50"
     assert c["temperature"].value == pytest.approx(0.3)  # follows the model
+    c["recipe"].value = "semantic"  # and the recipe: the authors' ResNet50 values
+    assert (c["temperature"].value, c["steps"].value, c["alpha"].value, c["eps"].value) == (0.5, 2, 5.0, 0.0)
+    c["recipe"].value = "excitation"
+    assert (c["temperature"].value, c["steps"].value, c["eps"].value) == (pytest.approx(0.3), 5, 100.0)
     c["target"].value = "church"
     result = box.run()
     assert result.target_name == "church" and tiny[-1][0] == "resnet50"

@@ -18,6 +18,7 @@ from typing import Sequence
 import torch
 
 from ..core import options
+from ..core.recipes import DEFAULT_RECIPE, RECIPES
 from ..evaluation.methods import METHODS as EVALUATION_METHODS
 from ..evaluation.methods import Settings, check_names
 from ..evaluation.report import METRICS
@@ -44,12 +45,25 @@ def _add_model(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", type=device, default="cpu", help="cpu, cuda, mps or auto (default: %(default)s)")
 
 
+def _add_recipe(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--recipe", choices=tuple(RECIPES), default=DEFAULT_RECIPE,
+                   help="'excitation' (the seed paper) or 'semantic' (the authors' follow-up code): the rules and "
+                        "defaults of every option below that is not given (default: %(default)s)")
+
+
 def _add_ascent(p: argparse.ArgumentParser) -> None:
-    """The ascent options (defaults from AscentOptions, validators from pullbacks.core.options)."""
+    """The ascent options: not given, they come from the model's recommendation for the
+    recipe, then the recipe, then AscentOptions (validators from pullbacks.core.validators)."""
     d = options.AscentOptions()
-    p.add_argument("--steps", type=positive_int, default=d.steps, help="ascent steps (default: %(default)s)")
-    p.add_argument("--alpha", type=positive_float, default=d.alpha, help="L2 length of a step (default: %(default)s)")
-    p.add_argument("--eps", type=optional_positive, default=d.eps, help="L2 radius of the projection, or 'none' (default: %(default)s)")
+    _add_recipe(p)
+    p.add_argument("--steps", type=positive_int, default=None,
+                   help=f"ascent steps (default: {d.steps}, or the model's recommendation for the recipe)")
+    p.add_argument("--alpha", type=positive_float, default=None,
+                   help=f"L2 length of a step (default: {d.alpha:g}, or the model's recommendation)")
+    p.add_argument("--eps", type=optional_positive, default=options.FROM_RECIPE,
+                   help="L2 radius of the projection, or 'none' (default: the recipe's: "
+                        + ", ".join(f"{r} {v['eps'] if v['eps'] is not None else 'none'}" for r, v in RECIPES.items())
+                        + ")")
     p.add_argument("--temperature", type=temperature, default=None,
                    help="soft-gate temperature T (default: the model's recommended one)")
     p.add_argument("--pool-temperature", type=temperature, default=None,
@@ -142,8 +156,9 @@ def _load(args):
     from ..models import load_model
 
     loaded = load_model(args.model, weights=args.weights, device=args.device)
-    fields = ("steps", "alpha", "eps", "temperature", "pool_temperature", "temperatures", "strict")
-    return loaded, loaded.options(**{f: getattr(args, f) for f in fields if hasattr(args, f)})
+    fields = ("recipe", "steps", "alpha", "eps", "temperature", "pool_temperature", "temperatures", "strict")
+    given = {f: getattr(args, f) for f in fields if hasattr(args, f)}
+    return loaded, loaded.options(**{f: v for f, v in given.items() if v is not None or f == "eps"})
 
 
 def _photos(sources: list[str], loaded, imagenette_root=None):
@@ -207,7 +222,7 @@ def run_grid(args) -> int:
         options=o, batch_size=args.batch_size, progress=not args.no_progress,
     )
     for folder in DIFF_FOLDERS.values():
-        print(Path(args.out) / folder / grid_file_name(loaded.name, o.alpha, o.steps))
+        print(Path(args.out) / folder / grid_file_name(loaded.name, o.alpha, o.steps, o.recipe))
     return 0
 
 
@@ -222,7 +237,7 @@ def run_explain(args) -> int:
     _writable_folder(str(out.parent), "--out")
     result = explain_image(loaded.model, image.to(loaded.device), target, loaded.classes, o.replace(method=args.method),
                            progress=o.steps > 1 and not args.no_progress)
-    for title, top in (("before", result.top5_before), (f"after {args.steps} step(s) towards {result.target_name}",
+    for title, top in (("before", result.top5_before), (f"after {o.steps} step(s) towards {result.target_name}",
                                                         result.top5_after)):
         print(f"top-5 {title}:")
         print(format_top5(top))
@@ -244,6 +259,7 @@ def _add_evaluate(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of every random draw (default: %(default)s)")
     parser.add_argument("--batch-size", type=positive_int, default=s.batch_size,
                         help="images per forward/backward pass (default: %(default)s)")
+    _add_recipe(parser)
     parser.add_argument("--temperature", type=temperature, default=None,
                         help="pullback temperature (default: the model's recommended one)")
     _add_families(parser)

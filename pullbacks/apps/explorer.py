@@ -19,7 +19,8 @@ from torch import Tensor
 
 from ..figures.explain import Explanation, explain_image
 from ..images import Photo
-from ..models import DEFAULT_MODEL, LoadedModel, available_models, get_model_spec
+from ..core.recipes import RECIPES
+from ..models import DEFAULT_MODEL, LoadedModel, available_models
 from . import service
 from .service import DEFAULTS, EXPECTED_ERRORS, image_choices as image_options, resolve_image
 
@@ -36,9 +37,10 @@ def explore(
     model: str | LoadedModel = DEFAULT_MODEL,
     target: str | int | None = None,
     *,
-    steps: int = DEFAULTS.steps,
-    alpha: float = DEFAULTS.alpha,
-    eps: float | None = DEFAULTS.eps,
+    recipe: str = DEFAULTS.recipe,
+    steps: int | None = DEFAULTS.steps,
+    alpha: float | None = DEFAULTS.alpha,
+    eps: float | str | None = "recipe",
     temperature: float | None = None,
     pool_temperature: float | None = None,
     method: str = DEFAULTS.method,
@@ -52,8 +54,9 @@ def explore(
     :class:`Photo` or a (3, H, W) tensor in [-1, 1]. ``model``: a registered name (loaded
     once, then cached) or a :class:`LoadedModel`. ``target``: a class name or id (``"tabby"``,
     ``281``, ``"281"``); empty or ``None`` means the image's own class, or the model's
-    prediction for a file. ``eps`` and ``temperature``/``pool_temperature``: 0 or ``None``
-    mean no projection and the model's recommended temperatures.
+    prediction for a file. ``recipe``: "excitation" or "semantic". ``eps``: "recipe" for the
+    recipe's, 0 or ``None`` for no projection. ``temperature``/``pool_temperature``, and
+    ``steps``/``alpha``: 0 or ``None`` mean the model's recommended values for the recipe.
     Returns the :class:`~pullbacks.figures.Explanation` (``.figure``, ``.top5_before``,
     ``.top5_after``).
     """
@@ -68,7 +71,8 @@ def explore(
     else:
         target_id = service.parse_target(target, loaded.classes)
     options = loaded.options(
-        method=method, steps=service.whole(steps, "steps"), alpha=alpha, eps=service.optional(eps, "eps"),
+        recipe=recipe, method=method, steps=None if not steps else service.whole(steps, "steps"),
+        alpha=service.optional(alpha, "alpha"), eps=service.eps(eps),
         temperature=service.optional(temperature, "temperature"),
         pool_temperature=service.optional(pool_temperature, "pool_temperature"))
     return explain_image(loaded.model, x, target_id, loaded.classes, options)
@@ -93,9 +97,10 @@ def explorer_widget(
     image: str = "builtin:chelsea",
     model: str = DEFAULT_MODEL,
     target: str = "",
-    steps: int = DEFAULTS.steps,
-    alpha: float = DEFAULTS.alpha,
-    eps: float = DEFAULTS.eps or 0.0,
+    recipe: str = DEFAULTS.recipe,
+    steps: int | None = None,
+    alpha: float | None = None,
+    eps: float | str | None = "recipe",
     temperature: float | None = None,
     method: str = DEFAULTS.method,
     weights="default",
@@ -118,9 +123,8 @@ def explorer_widget(
     if model not in models:
         models.insert(0, model)
 
-    def recommended(name: str) -> float:
-        return get_model_spec(name).temperature
-
+    start = service.recommended(model, recipe)
+    eps = service.eps(eps)
     c = dict(
         image=w.Dropdown(options=image_options(imagenette_root), value=image, description="image"),
         path=w.Text(value="", placeholder="or an image file path", description="file"),
@@ -128,19 +132,24 @@ def explorer_widget(
         target=w.Text(value=str(target), placeholder="name or id; empty: the image's class",
                       description="target"),
         method=w.ToggleButtons(options=["pullback", "gradient"], value=method, description="method"),
-        steps=w.IntSlider(value=steps, min=1, max=20, description="steps"),
-        alpha=w.FloatText(value=alpha, description="alpha"),
-        eps=w.FloatText(value=eps, description="eps (0: none)"),
-        temperature=w.FloatLogSlider(value=temperature or recommended(model), base=10, min=-2, max=1,
+        recipe=w.Dropdown(options=list(RECIPES), value=recipe, description="recipe"),
+        steps=w.IntSlider(value=steps or start.steps, min=1, max=20, description="steps"),
+        alpha=w.FloatText(value=alpha or start.alpha, description="alpha"),
+        eps=w.FloatText(value=(start.eps or 0.0) if eps is service.FROM_RECIPE else (eps or 0.0),
+                        description="eps (0: none)"),
+        temperature=w.FloatLogSlider(value=temperature or start.temperature, base=10, min=-2, max=1,
                                      step=0.05, description="T"),
     )
     button = w.Button(description="Explain", button_style="primary")
     output = w.Output()
 
-    def on_model(change) -> None:
-        c["temperature"].value = recommended(change["new"])
+    def on_change(_) -> None:  # a model or recipe chosen: its recommended settings
+        o = service.recommended(c["model"].value, c["recipe"].value)
+        c["temperature"].value, c["steps"].value, c["alpha"].value, c["eps"].value = \
+            o.temperature, o.steps, o.alpha, o.eps or 0.0
 
-    c["model"].observe(on_model, names="value")
+    c["model"].observe(on_change, names="value")
+    c["recipe"].observe(on_change, names="value")
 
     def update(_=None) -> Explanation | None:
         output.clear_output(wait=True)
@@ -148,7 +157,7 @@ def explorer_widget(
             try:
                 result = explore(
                     c["path"].value.strip() or c["image"].value, c["model"].value, c["target"].value,
-                    steps=c["steps"].value, alpha=c["alpha"].value, eps=c["eps"].value,
+                    recipe=c["recipe"].value, steps=c["steps"].value, alpha=c["alpha"].value, eps=c["eps"].value,
                     temperature=c["temperature"].value, method=c["method"].value, device=device,
                     weights=weights, imagenette_root=imagenette_root,
                 )
@@ -163,7 +172,7 @@ def explorer_widget(
     box = w.VBox([
         w.HBox([w.VBox([c["image"], c["path"], c["model"], c["target"]]),
                 w.VBox([c["steps"], c["alpha"], c["eps"], c["temperature"]])]),
-        w.HBox([c["method"], button]),
+        w.HBox([c["method"], c["recipe"], button]),
         output,
     ])
     box.controls, box.output, box.run = c, output, update

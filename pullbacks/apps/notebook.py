@@ -26,6 +26,7 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 from ..core.options import AscentOptions
+from ..core.recipes import DEFAULT_RECIPE, recipe_values
 from ..figures.grid import DIFF_FOLDERS, PERTURBED_FOLDERS, Grid, grid_file_name, render_grids
 from ..figures.sweep import DEFAULT_TEMPERATURES, temperature_sweep
 from ..images import DataUnavailableError, Photo, builtin_photos, imagenette_rows
@@ -223,6 +224,12 @@ class PaperFigures:
         return [*self.diff_files.values(), *self.perturbed_files.values()]
 
 
+def _given(overrides: dict) -> dict:
+    """The notebook's parameters as options: ``eps="recipe"`` (and None for the other
+    settings, see :meth:`LoadedModel.options`) means "the recipe's (or the model's) value"."""
+    return {k: v for k, v in overrides.items() if not (k == "eps" and v == "recipe")}
+
+
 def _class_id(setup: PaperSetup, name_or_id) -> int:
     return setup.loaded.classes.index(name_or_id)
 
@@ -251,7 +258,7 @@ def paper_grids(
     (``vanilla_grad/``).
     """
     loaded = setup.loaded
-    o = loaded.options(options, **overrides)
+    o = loaded.options(options, **_given(overrides))
     targets = None
     if extra_class is not None:
         own = list(dict.fromkeys(setup.labels))
@@ -263,16 +270,17 @@ def paper_grids(
         save_perturbed=save_perturbed, row_names=setup.row_names, options=o,
         batch_size=batch_size, progress=progress,
     )
-    name = grid_file_name(loaded.name, o.alpha, o.steps)
+    name = grid_file_name(loaded.name, o.alpha, o.steps, o.recipe)
     diff_files = {m: Path(out) / DIFF_FOLDERS[m] / name for m in grids}
     perturbed = {m: Path(out) / PERTURBED_FOLDERS[m] / name for m in grids} if save_perturbed else {}
     return PaperFigures(grids, diff_files, perturbed)
 
 
-def sweep_file(model_name: str, alpha: float, steps: int, out: str | os.PathLike = "media") -> Path:
+def sweep_file(model_name: str, alpha: float, steps: int, out: str | os.PathLike = "media",
+               recipe: str = DEFAULT_RECIPE) -> Path:
     """``<out>/temperature_sweep/<model>_alpha_<a>_steps_<s>.jpg`` (named like the grids, so
     runs with other settings never overwrite each other)."""
-    return Path(out) / SWEEP_FOLDER / grid_file_name(model_name, alpha, steps)
+    return Path(out) / SWEEP_FOLDER / grid_file_name(model_name, alpha, steps, recipe)
 
 
 def paper_sweep(
@@ -294,7 +302,7 @@ def paper_sweep(
     set per column).
     """
     loaded = setup.loaded
-    o = loaded.options(options, **overrides)
+    o = loaded.options(options, **_given(overrides))
     n = len(setup.photos)
     wanted = [int(r) for r in rows]
     if any(r < 0 for r in wanted):
@@ -304,15 +312,17 @@ def paper_sweep(
     photos = [setup.photos[r] for r in rows]
     targets = [p.label for p in photos] if target is None else [_class_id(setup, target)] * len(rows)
     images = torch.stack([p.image for p in photos]).to(loaded.device)
+    swept = o.replace(pool_temperature=None) if o.recipe == DEFAULT_RECIPE else o  # the seed's pool follows T
+    recommended = loaded.settings(o.recipe).get("temperature", recipe_values(o.recipe)["temperature"])
     diffs, figure = temperature_sweep(
-        loaded.model, images, targets, temperatures, options=o.replace(pool_temperature=None),
+        loaded.model, images, targets, temperatures, options=swept,
         row_names=[p.name for p in photos], target_names=[loaded.classes[t] for t in targets],
-        title=f"{loaded.name}: excitation pullback at temperature T ({o.steps} step(s), alpha {o.alpha:g}; "
-              f"recommended T = {loaded.temperature:g})",
+        title=f"{loaded.name}: excitation pullback at temperature T ({o.recipe} recipe, {o.steps} step(s), "
+              f"alpha {o.alpha:g}; recommended T = {recommended:g})",
     )
     path = None
     if out is not None:
-        path = sweep_file(loaded.name, o.alpha, o.steps, out)
+        path = sweep_file(loaded.name, o.alpha, o.steps, out, o.recipe)
         path.parent.mkdir(parents=True, exist_ok=True)
         figure.savefig(path, dpi=100, pil_kwargs={"quality": 92})
     return diffs, figure, path

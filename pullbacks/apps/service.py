@@ -29,7 +29,7 @@ from torch import Tensor
 from ..classes import ClassNames
 from ..core.ascent import gradient_ascent
 from ..core.coverage import Coverage, PartialPullbackError, PartialPullbackWarning
-from ..core.options import AscentOptions
+from ..core.options import FROM_RECIPE, AscentOptions
 from ..figures.explain import top_k
 from ..images import DataUnavailableError, ImageLoadError, Photo, builtin_photos, imagenette_rows, load_image
 from ..models import (OFFLINE_MODEL, LoadedModel, WeightsMismatchError, WeightsUnavailableError, get_model_spec,
@@ -157,6 +157,12 @@ MODELS = Models()
 # --------------------------------------------------------------------------- targets and settings
 
 
+def recommended(model: str, recipe: str = DEFAULTS.recipe) -> AscentOptions:
+    """The options a front end starts from for ``model`` under ``recipe`` (the model's
+    recommended settings, then the recipe's), without loading the model."""
+    return AscentOptions(recipe=recipe, **get_model_spec(model).settings(recipe))
+
+
 def class_choices(classes: Sequence[str]) -> list[str]:
     """``"tabby (281)"``: names to search, with their ImageNet index."""
     return [f"{name} ({i})" for i, name in enumerate(classes)]
@@ -189,6 +195,14 @@ def optional(value, name: str) -> Optional[float]:
     except (TypeError, ValueError):
         raise ValueError(f"{name} must be a number (0: none), got {value!r}") from None
     return None if number == 0 else number
+
+
+def eps(value):
+    """The projection radius typed by a person: "recipe" (or FROM_RECIPE) for the recipe's,
+    0 or None for no projection, else a number."""
+    if value is FROM_RECIPE or (isinstance(value, str) and value.strip().lower() == "recipe"):
+        return FROM_RECIPE
+    return optional(value, "eps")
 
 
 def whole(value, name: str) -> int:

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..core.recipes import RECIPES
 from ..core.table import default_temperatures
 from ..figures.cells import rescale_cells
 from ..models import DEFAULT_MODEL, OFFLINE_MODEL, available_models, get_model_spec
@@ -79,6 +80,7 @@ def explain(
     eps=DEFAULTS.eps,
     temperature=None,
     family_temperatures: dict | None = None,
+    recipe: str = DEFAULTS.recipe,
     *,
     device: str = "cpu",
     imagenette_root=None,
@@ -86,14 +88,14 @@ def explain(
     progress: bool = False,
 ) -> Result:
     """Ascend the image towards ``target`` along the excitation pullback and the vanilla
-    gradient with the same settings. ``temperature`` None: the model's recommended one;
-    ``eps`` 0: no projection. Raises the package's own errors for bad input (the page
+    gradient with the same settings, under ``recipe``. ``temperature`` None: the model's
+    recommended one; ``eps`` 0: no projection. Raises the package's own errors for bad input (the page
     shows them)."""
     loaded = service.MODELS.get(model, device)
     x, name, _ = service.resolve_image(upload or example, imagenette_root)
     t = service.parse_target(target, loaded.classes)
-    o = loaded.options(steps=service.whole(steps, "steps"), alpha=alpha, eps=service.optional(eps, "eps"),
-                       temperature=temperature,
+    o = loaded.options(recipe=recipe, steps=service.whole(steps, "steps"), alpha=alpha,
+                       eps=service.optional(eps, "eps"), temperature=temperature,
                        temperatures=family_temperatures or None)
     c = service.compare(loaded, x, t, o, progress=progress)
     note = service.coverage_note(c.coverage, "app")
@@ -128,24 +130,25 @@ def build_app(model: str = DEFAULT_MODEL, device: str = "cpu", imagenette_root=N
     start = get_model_spec(model)
     classes = start.classes()
     images = image_choices(imagenette_root)
+    first = service.recommended(start.name, DEFAULTS.recipe)
 
-    def run(upload, example, model_name, target, steps, alpha, eps, temperature, *family,
+    def run(upload, example, model_name, target, recipe, steps, alpha, eps, temperature, *family,
             progress=gr.Progress(track_tqdm=True)):
         try:
             temps = dict(zip(FAMILY_TEMPERATURES, family))
-            r = explain(upload, example, model_name, target, steps, alpha, eps, temperature, temps,
+            r = explain(upload, example, model_name, target, steps, alpha, eps, temperature, temps, recipe,
                         device=device, imagenette_root=imagenette_root, progress=True)
         except EXPECTED_ERRORS as e:
             raise gr.Error(service.message(e, "app"), print_exception=False) from None
         return ((r.pullback, r.pullback_diff), (r.pullback, r.source), (r.vanilla, r.vanilla_diff),
                 (r.vanilla, r.source), r.top5_before, r.top5_pullback, r.top5_vanilla, r.note, str(r.png))
 
-    def model_changed(name):
+    def settings_changed(name, recipe):  # a model or recipe chosen: its recommended settings in the boxes
         try:
-            spec = get_model_spec(name)
+            o = service.recommended(name, recipe)
         except ValueError as e:
             raise gr.Error(service.message(e, "app"), print_exception=False) from None
-        return gr.update(value=spec.temperature)
+        return (o.temperature, o.steps, o.alpha, o.eps or 0, *(o.temperatures[k] for k in FAMILY_TEMPERATURES))
 
     with gr.Blocks(title="pullbacks: excitation pullbacks") as app:
         gr.Markdown(
@@ -164,15 +167,17 @@ def build_app(model: str = DEFAULT_MODEL, device: str = "cpu", imagenette_root=N
                 target = gr.Dropdown(class_choices(classes), value=None, label="target class",
                                      info="type part of a name, or an ImageNet index (0-999)",
                                      allow_custom_value=True, filterable=True, elem_id="target")
+                recipe = gr.Radio(list(RECIPES), value=DEFAULTS.recipe, label="recipe", elem_id="recipe",
+                                  info="excitation: the seed paper; semantic: the authors' follow-up code")
                 with gr.Row():
-                    steps = gr.Number(DEFAULTS.steps, label="steps", precision=0)
-                    alpha = gr.Number(DEFAULTS.alpha, label="alpha (step length)")
+                    steps = gr.Number(first.steps, label="steps", precision=0)
+                    alpha = gr.Number(first.alpha, label="alpha (step length)")
                 with gr.Row():
-                    eps = gr.Number(DEFAULTS.eps or 0, label="eps (projection radius, 0: none)")
-                    temperature = gr.Number(start.temperature, label="temperature (ReLU family)")
+                    eps = gr.Number(first.eps or 0, label="eps (projection radius, 0: none)")
+                    temperature = gr.Number(first.temperature, label="temperature (ReLU family)")
                 with gr.Accordion("temperatures beyond ReLU (used where the model has these operators)",
                                   open=False):
-                    family = [gr.Number(v, label=k) for k, v in FAMILY_TEMPERATURES.items()]
+                    family = [gr.Number(first.temperatures[k], label=k) for k in FAMILY_TEMPERATURES]
                 button = gr.Button("Explain!", variant="primary", elem_id="explain")
             with gr.Column(scale=2):
                 note = gr.Markdown("", elem_id="note")
@@ -190,8 +195,9 @@ def build_app(model: str = DEFAULT_MODEL, device: str = "cpu", imagenette_root=N
                     top_pullback = gr.Label(num_top_classes=5, label="top-5 after (pullback)")
                     top_vanilla = gr.Label(num_top_classes=5, label="top-5 after (vanilla)")
                 download = gr.File(label="download: source | pullback | difference | vanilla | difference")
-        model_box.change(model_changed, model_box, temperature)
-        button.click(run, [upload, example, model_box, target, steps, alpha, eps, temperature, *family],
+        for box in (model_box, recipe):
+            box.change(settings_changed, [model_box, recipe], [temperature, steps, alpha, eps, *family])
+        button.click(run, [upload, example, model_box, target, recipe, steps, alpha, eps, temperature, *family],
                      [p_diff, p_src, v_diff, v_src, top_before, top_pullback, top_vanilla, note, download],
                      api_name="explain", concurrency_limit=1)
     return app.queue(default_concurrency_limit=1)

@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from ..core.ascent import gradient_ascent
 from ..core.options import AscentOptions, build, positive_integer
+from ..core.recipes import DEFAULT_RECIPE
 from .cells import draw_cells, rescale_cells
 
 
@@ -120,8 +121,11 @@ PERTURBED_FOLDERS = {"pullback": "pullback", "gradient": "vanilla_grad"}
 LABELS = {"pullback": "excitation pullback", "gradient": "vanilla gradient"}
 
 
-def grid_file_name(model_name: str, alpha: float, steps: int) -> str:
-    return f"{model_name}_alpha_{alpha:g}_steps_{steps}.jpg"
+def grid_file_name(model_name: str, alpha: float, steps: int, recipe: str = DEFAULT_RECIPE) -> str:
+    """``<model>_alpha_<a>_steps_<s>.jpg``; another recipe than the default adds its name
+    (``<model>_semantic_alpha_...``), so the two recipes' figures never overwrite each other."""
+    tag = "" if recipe == DEFAULT_RECIPE else f"_{recipe}"
+    return f"{model_name.replace('/', '_')}{tag}_alpha_{alpha:g}_steps_{steps}.jpg"
 
 
 def render_grids(
@@ -161,11 +165,13 @@ def render_grids(
         grid = class_target_grid(
             model, images, targets, row_names=row_names, target_names=[classes[t] for t in targets],
             options=o.replace(method=method), batch_size=batch_size, progress=progress,
-            title=f"{model_name}: {LABELS[method]}, {o.steps} step(s), alpha {o.alpha:g}")
+            title=f"{model_name}: {LABELS[method]}"
+                  + (f" ({o.recipe} recipe)" if method == "pullback" else "")
+                  + f", {o.steps} step(s), alpha {o.alpha:g}")
         grids[method] = grid
     for method, grid in grids.items():
         if out is not None:
-            name = grid_file_name(model_name, o.alpha, o.steps)
+            name = grid_file_name(model_name, o.alpha, o.steps, o.recipe)
             grid.save(Path(out) / DIFF_FOLDERS[method] / name)
             if save_perturbed:
                 fig = draw_grid(grid, title=f"{model_name}: perturbed images ({LABELS[method]})", show="perturbed")

@@ -81,12 +81,12 @@ class LoadedModel:
     def options(self, options: AscentOptions | None = None, **overrides) -> AscentOptions:
         """Ascent options for this model: ``options`` (default: the model's recommended
         settings under ``recipe``, then the recipe's) with ``overrides``. A ``temperature``,
-        ``pool_temperature`` or ``temperatures`` of None, or any value ``FROM_RECIPE``, means
-        "not given"; a given ``temperature`` with no ``pool_temperature`` drops the model's
+        ``pool_temperature``, ``temperatures``, ``steps`` or ``alpha`` of None, or any value
+        ``FROM_RECIPE`` (``eps`` too), means "not given"; a given ``temperature`` with no ``pool_temperature`` drops the model's
         pool recommendation (under "excitation" the pool then follows ``temperature``, like
         the authors' demo)."""
         given = {k: v for k, v in overrides.items() if v is not FROM_RECIPE and
-                 not (k in ("temperature", "pool_temperature", "temperatures", "recipe") and v is None)}
+                 not (k in ("temperature", "pool_temperature", "temperatures", "recipe", "steps", "alpha") and v is None)}
         if options is None:
             recommended = self.settings(given.get("recipe", DEFAULT_RECIPE))
             if "temperature" in given and "pool_temperature" not in given:
