@@ -9,8 +9,8 @@ The method is explained in docs/method.md.
 """
 
 from .core import (AscentOptions, Coverage, GateOptions, GateRule, PartialPullbackError, PartialPullbackWarning,
-                   excitation_pullback, gradient_ascent, soft_gates)
+                   SoftGated, excitation_pullback, gradient_ascent, soft_gates)
 
-__all__ = ["soft_gates", "excitation_pullback", "gradient_ascent", "GateOptions", "AscentOptions", "GateRule",
+__all__ = ["soft_gates", "excitation_pullback", "gradient_ascent", "GateOptions", "AscentOptions", "GateRule", "SoftGated",
            "Coverage", "PartialPullbackWarning", "PartialPullbackError"]
 __version__ = "0.1.0"

@@ -69,8 +69,13 @@ def test_every_method_on_a_linear_model_matches_the_hand_computed_attribution():
     x = torch.rand(2, 2, 4, 4) - 0.5
     y = torch.tensor([2, 0])
     grad = w[y].view_as(x)
-    s = E.Settings(ascent=AscentOptions(temperature=0.3, alpha=0.01), ig_steps=8, smoothgrad_samples=4)
+    s = E.Settings(ascent=AscentOptions(temperature=0.3, alpha=0.01), ig_steps=8, smoothgrad_samples=4,
+                   shap_samples=4, smoothgrad_sigma=0.0)  # noiseless: Shap is exactly x * grad here
     expected = {
+        "integrated_pullbacks": x * grad,
+        "smooth_pullback": grad,
+        "gradient_shap": x * grad,
+        "pullback_shap": x * grad,
         "pullback": grad,  # soft gates at z ≈ 100 are exactly 1
         "gradient": grad,
         "smoothgrad": grad,  # the gradient of a linear model is the same at every noisy copy
@@ -349,7 +354,7 @@ def test_evaluate_leaves_model_and_random_states_untouched_and_writes_the_report
     assert torch.equal(torch.get_rng_state(), rng) and (np.random.get_state()[1] == nprng).all()
     assert set(r.scores) == set(E.COLUMNS)
     for column, per_method in r.scores.items():
-        assert set(per_method) == set(E.METHODS) and all(v.shape == (3,) for v in per_method.values()), column
+        assert set(per_method) == set(E.DEFAULT_METHODS) and all(v.shape == (3,) for v in per_method.values()), column
     assert r.randomisation["pullback"].shape == (3, 4)  # original + 3 blocks
     np.testing.assert_allclose(r.randomisation["pullback"][:, 0], 1.0)
     paths = r.save(tmp_path / "out")
@@ -360,7 +365,7 @@ def test_evaluate_leaves_model_and_random_states_untouched_and_writes_the_report
     for table in (r.table(), r.differences_table()):  # every row has as many cells as the header
         cells = {len(re.split(r"(?<!\\)\|", row)) for row in table.splitlines()}
         assert cells == {len(E.COLUMNS) + 3}, table
-    assert json.loads(paths["json"].read_text())["methods"] == list(E.METHODS)
+    assert json.loads(paths["json"].read_text())["methods"] == list(E.DEFAULT_METHODS)
     assert paths["figure"].stat().st_size > 10_000
     # the same seed gives the same numbers
     again = E.evaluate(m, x, [1, 2, 3], settings=FAST, progress=False, metrics=["faithfulness_correlation"])

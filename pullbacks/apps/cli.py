@@ -20,7 +20,7 @@ import torch
 from ..core import options
 from ..core.recipes import DEFAULT_RECIPE, RECIPES
 from ..evaluation.methods import METHODS as EVALUATION_METHODS
-from ..evaluation.methods import Settings, check_names
+from ..evaluation.methods import DEFAULT_METHODS, Settings, check_names
 from ..evaluation.report import METRICS
 from ..models import DEFAULT_MODEL, available_models
 from .arguments import (UsageError, _Parser, device, optional_positive, port, positive_float, positive_int,
@@ -251,7 +251,7 @@ def _add_evaluate(parser: argparse.ArgumentParser) -> None:
     _add_model(parser)
     _add_images(parser)
     parser.add_argument("--methods", nargs="+", default=None, metavar="METHOD",
-                        help=f"any of {', '.join(EVALUATION_METHODS)} (default: all; commas also separate)")
+                        help=f"any of {', '.join(EVALUATION_METHODS)} (default: {' '.join(DEFAULT_METHODS)}; 'all': every one; commas also separate)")
     parser.add_argument("--metrics", nargs="+", default=None, metavar="METRIC",
                         help=f"any of {', '.join(METRICS)} (default: all; commas also separate)")
     parser.add_argument("--out", default="media/evaluation",
@@ -276,7 +276,7 @@ def _split(values: Sequence[str] | None) -> list[str] | None:
     if values is None:
         return None
     out = [v.strip() for text in values for v in text.split(",") if v.strip()]
-    return None if out == ["all"] else out
+    return out
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
@@ -289,7 +289,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         raise UsageError(str(e)) from None
 
     methods, metric_names = _split(args.methods), _split(args.metrics)
-    check_names(methods, EVALUATION_METHODS, "method")  # fail before loading anything
+    check_names(methods, EVALUATION_METHODS, "method", DEFAULT_METHODS)  # fail before loading anything
     check_names(metric_names, METRICS, "metric")
     loaded, o = _load(args)
     images, labels, names, labelled = _photos(args.images, loaded, args.imagenette_root)

@@ -5,8 +5,8 @@ from .ascent import gradient_ascent
 from .coverage import Coverage, PartialPullbackError, PartialPullbackWarning
 from .mode import SoftGateMode, soft_gates
 from .options import AscentOptions, GateOptions
-from .pullback import excitation_pullback
+from .pullback import SoftGated, excitation_pullback
 from .rules.base import GateRule, Rule, SoftenedRule
 
 __all__ = ["soft_gates", "SoftGateMode", "excitation_pullback", "gradient_ascent", "GateOptions", "AscentOptions",
-           "Coverage", "PartialPullbackWarning", "PartialPullbackError", "GateRule", "Rule", "SoftenedRule"]
+           "Coverage", "PartialPullbackWarning", "PartialPullbackError", "GateRule", "Rule", "SoftenedRule", "SoftGated"]

@@ -103,3 +103,33 @@ def excitation_pullback(
     check_inputs(inputs)
     t = as_target_tensor(targets, inputs.shape[0], inputs.device)
     return target_gradient(model, inputs, t, gates)
+
+
+class SoftGated(nn.Module):
+    """``model`` with every forward pass run under soft gates, and the coverage checked
+    after each one (nothing gated: an error; partial: one warning for the wrapper's
+    lifetime, or an error with ``strict=True``).
+
+    Any gradient-based method applied to it becomes its pullback version: Captum's
+    ``IntegratedGradients(SoftGated(model))`` is Integrated Pullbacks,
+    ``NoiseTunnel(Saliency(SoftGated(model)))`` SmoothPullback,
+    ``GradientShap(SoftGated(model))`` PullbackShap. ``model`` itself is not changed.
+    Options: a :class:`GateOptions` and/or its fields as keywords.
+    """
+
+    def __init__(self, model: nn.Module, options: Optional[GateOptions] = None, **overrides) -> None:
+        super().__init__()
+        check_model(model)
+        self.model = model
+        self.options = build(GateOptions, options, overrides)
+        self.check = CoverageCheck(self.options.strict, self.options.rules)
+
+    def forward(self, x: Tensor) -> Tensor:
+        mode = SoftGateMode(self.options)
+        with mode:
+            logits = _forward(self.model, x)
+        if mode.gradless:
+            check_no_checkpoint_nodes(logits)
+        if torch.is_grad_enabled():
+            self.check(mode.coverage, type(self.model).__name__)
+        return logits

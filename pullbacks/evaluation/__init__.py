@@ -14,7 +14,7 @@ other libraries: :mod:`pullbacks.evaluation.captum` (``ExcitationPullback``, ``A
 """
 
 from .evaluate import evaluate
-from .methods import METHODS, PAIRS, Settings, attribute
+from .methods import DEFAULT_METHODS, METHODS, PAIRS, Settings, attribute
 from .report import COLUMNS, METRICS, Evaluation
 
-__all__ = ["evaluate", "Settings", "Evaluation", "attribute", "METHODS", "METRICS", "COLUMNS", "PAIRS"]
+__all__ = ["evaluate", "Settings", "Evaluation", "attribute", "METHODS", "DEFAULT_METHODS", "METRICS", "COLUMNS", "PAIRS"]

@@ -4,6 +4,7 @@ Captum's infidelity metric.
     ExcitationPullback(model, temperature=1.0).attribute(x, target=y)
     Ascent(model, method="pullback", steps=5).attribute(x, target=y)    # x_steps - x_0
     captum.attr.NoiseTunnel(ExcitationPullback(model))                   # a SmoothGrad'ed pullback
+    captum.attr.IntegratedGradients(pullbacks.SoftGated(model))           # Integrated Pullbacks
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 try:
-    from captum.attr import (GradientAttribution, InputXGradient, IntegratedGradients, NoiseTunnel,
+    from captum.attr import (GradientAttribution, GradientShap, InputXGradient, IntegratedGradients, NoiseTunnel,
                              Saliency)
     from captum.log import log_usage
     from captum.metrics import infidelity as captum_infidelity
@@ -25,14 +26,20 @@ except ImportError as e:  # pragma: no cover - depends on the installation
 from ..core.ascent import gradient_ascent
 from ..core.checks import as_target_tensor
 from ..core.options import AscentOptions, GateOptions, build
-from ..core.pullback import excitation_pullback
+from ..core.pullback import SoftGated, excitation_pullback
 from .metrics import forked_rng, patch_grid, upsample
 
-BASELINES = ("gradient", "input_x_gradient", "smoothgrad", "integrated_gradients")
+BASELINES = ("gradient", "input_x_gradient", "smoothgrad", "integrated_gradients", "gradient_shap")
+# Captum's methods run on SoftGated(model): every gradient they take is a pullback
+COMPOSED = {"integrated_pullbacks": "integrated_gradients", "smooth_pullback": "smoothgrad",
+            "pullback_shap": "gradient_shap"}
 
 
 def baseline(model: nn.Module, x: Tensor, y: Tensor, method: str, s, index: int = 0) -> Tensor:
-    """Captum's attribution ``method`` (one of ``BASELINES``) with the settings ``s``."""
+    """Captum's attribution ``method`` (one of ``BASELINES``, or of ``COMPOSED``: the same
+    method on :class:`SoftGated` ``model``, with the same points and noise) with the settings ``s``."""
+    if method in COMPOSED:
+        model, method = SoftGated(model, s.ascent.gates), COMPOSED[method]
     x = x.clone().requires_grad_(True)  # a fresh leaf (Captum warns otherwise)
     if method == "gradient":
         return Saliency(model).attribute(x, target=y, abs=False)
@@ -46,6 +53,11 @@ def baseline(model: nn.Module, x: Tensor, y: Tensor, method: str, s, index: int 
     if method == "integrated_gradients":
         return IntegratedGradients(model).attribute(
             x, baselines=s.baseline, target=y, n_steps=s.ig_steps, internal_batch_size=s.batch_size)
+    if method == "gradient_shap":
+        with forked_rng(s.seed * 1_000_003 + index, x.device):
+            return GradientShap(model).attribute(
+                x, baselines=torch.full_like(x[:1], s.baseline), n_samples=s.shap_samples,
+                stdevs=s.smoothgrad_sigma, target=y)
     raise ValueError(f"method must be one of {', '.join(BASELINES)}, got {method!r}")
 
 

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from ..core.checks import as_target_tensor, check_inputs, check_model
 from . import metrics as M
-from .methods import METHODS, Settings, attribute, check_names
+from .methods import DEFAULT_METHODS, METHODS, Settings, attribute, check_names
 from .randomisation import randomisation_blocks, randomised_copies
 from .report import METRICS, Evaluation
 
@@ -169,14 +169,14 @@ def evaluate(
     model_name: str = "model",
     progress: bool = True,
 ) -> Evaluation:
-    """Score ``methods`` (keys of ``METHODS``; default all) on ``metrics`` (keys of
+    """Score ``methods`` (keys of ``METHODS``; default ``DEFAULT_METHODS``, ``["all"]`` all) on ``metrics`` (keys of
     ``REGISTRY``; default all) for ``inputs`` ``(N, C, H, W)`` and one target class each.
 
     ``model`` must be in eval mode and is never modified (randomisation works on a deep copy).
     """
     from . import captum, quantus  # noqa: F401 - the extras: their install hint before any work
 
-    methods = check_names(methods, METHODS, "method")
+    methods = check_names(methods, METHODS, "method", DEFAULT_METHODS)
     metric_names = check_names(metrics, METRICS, "metric")
     check_model(model)
     check_inputs(inputs)

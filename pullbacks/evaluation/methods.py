@@ -23,8 +23,9 @@ class Settings:
 
     ascent: AscentOptions = AscentOptions()  # the pullback's gates and both ascents (method is set per method)
     ig_steps: int = 32  # Integrated Gradients, Gauss-Legendre points, from `baseline`
-    smoothgrad_samples: int = 16
-    smoothgrad_sigma: float = 0.3  # noise std: 15 % of the input range of 2 (Smilkov et al.)
+    smoothgrad_samples: int = 16  # also SmoothPullback's (the follow-up evaluated with 50)
+    smoothgrad_sigma: float = 0.15  # noise std in the [-1, 1] space: the follow-up's (SmoothGrad, SmoothPullback, Shap)
+    shap_samples: int = 16  # GradientShap / PullbackShap: noisy points between the baseline and the input
     baseline: float = 0.0  # IG baseline and the value perturbed patches take
     blocks: int = 5  # randomisation: layer blocks re-initialised in cascade, top first
     patch: int = 56  # perturbation patches: a 4×4 grid on 224×224
@@ -51,8 +52,18 @@ METHODS: dict[str, Method] = {
     "input_x_gradient": Method("Input × Gradient", "Captum InputXGradient", lambda s: 1),
     "smoothgrad": Method("SmoothGrad", "Captum NoiseTunnel(Saliency), signed", lambda s: s.smoothgrad_samples),
     "integrated_gradients": Method("Integrated Gradients", "Captum IntegratedGradients", lambda s: s.ig_steps),
+    "gradient_shap": Method("GradientShap", "Captum GradientShap from the baseline", lambda s: s.shap_samples),
+    "integrated_pullbacks": Method("Integrated Pullbacks", "Captum IntegratedGradients of SoftGated(model)",
+                                   lambda s: s.ig_steps),
+    "smooth_pullback": Method("SmoothPullback", "Captum NoiseTunnel(Saliency) of SoftGated(model)",
+                              lambda s: s.smoothgrad_samples),
+    "pullback_shap": Method("PullbackShap", "Captum GradientShap of SoftGated(model)", lambda s: s.shap_samples),
 }
-PAIRS = (("pullback", "gradient"), ("pullback_ascent", "gradient_ascent"))
+DEFAULT_METHODS = ("pullback", "pullback_ascent", "gradient", "gradient_ascent", "input_x_gradient", "smoothgrad",
+                   "integrated_gradients")  # "all": every one of METHODS (the composed ones cost 16-32 passes each)
+PAIRS = (("pullback", "gradient"), ("pullback_ascent", "gradient_ascent"),
+         ("integrated_pullbacks", "integrated_gradients"), ("smooth_pullback", "smoothgrad"),
+         ("pullback_shap", "gradient_shap"))
 
 
 def _chunks(n: int, size: int):
@@ -72,9 +83,9 @@ def attribute(model: nn.Module, inputs: Tensor, targets, method: str, settings: 
     check_inputs(inputs)
     t = as_target_tensor(targets, inputs.shape[0], inputs.device)
     out = []
-    # SmoothGrad goes one input at a time, its noise seeded by the input's index, so that
-    # results do not depend on the batch size (its noise samples still fill the batch)
-    size = 1 if method == "smoothgrad" else settings.batch_size
+    # the noisy methods go one input at a time, their noise seeded by the input's index, so that
+    # results do not depend on the batch size (their noise samples still fill the batch)
+    size = 1 if method in ("smoothgrad", "smooth_pullback", "gradient_shap", "pullback_shap") else settings.batch_size
     for sl in _chunks(inputs.shape[0], size):
         with torch.enable_grad():
             out.append(_attribute_chunk(model, inputs[sl].detach(), t[sl], method, settings, sl.start).detach())
@@ -99,9 +110,13 @@ def unknown_name(what: str, name: str, allowed) -> str:
     return f"unknown {what} {name!r}{hint}; choose from {', '.join(allowed)}"
 
 
-def check_names(names: Sequence[str] | None, allowed: dict, what: str) -> list[str]:
-    """``names`` without repeats, each one of ``allowed`` (None: all of them)."""
+def check_names(names: Sequence[str] | None, allowed: dict, what: str, default: Sequence[str] | None = None
+                ) -> list[str]:
+    """``names`` without repeats, each one of ``allowed`` (None: ``default``, or all of them;
+    ``["all"]``: all of them)."""
     if names is None:
+        return list(default if default is not None else allowed)
+    if list(names) == ["all"]:
         return list(allowed)
     out = []
     for n in names:

@@ -56,11 +56,13 @@ def device_of(model: nn.Module) -> torch.device:
 
 @contextmanager
 def forked_rng(seed: int, device: torch.device):
-    """Seed torch's RNG (CPU, and the model's CUDA device) inside, restore it after."""
+    """Seed torch's RNG (CPU, and the model's CUDA device) and numpy's global one (Captum's
+    GradientShap draws from it) inside, restore both after."""
     devices = [device.index if device.index is not None else torch.cuda.current_device()] \
         if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
+    with torch.random.fork_rng(devices=devices), numpy_rng_preserved():
         torch.manual_seed(seed)
+        np.random.seed(seed % 2**32)
         yield
 
 
