@@ -14,9 +14,11 @@ class ClassNames(Sequence[str]):
 
     def __init__(self, names: Sequence[str]) -> None:
         self._names = tuple(str(n) for n in names)
-        self._by_lower: dict[str, int] = {}
+        self._exact: dict[str, int] = {}
+        self._by_lower: dict[str, list[int]] = {}
         for i, n in enumerate(self._names):
-            self._by_lower.setdefault(n.casefold(), i)
+            self._exact.setdefault(" ".join(n.split()), i)
+            self._by_lower.setdefault(" ".join(n.split()).casefold(), []).append(i)
 
     @overload
     def __getitem__(self, i: int) -> str: ...
@@ -34,7 +36,10 @@ class ClassNames(Sequence[str]):
         return f"ClassNames({len(self)} names: {self._names[0]!r}, ..., {self._names[-1]!r})"
 
     def index(self, name_or_id: str | int) -> int:  # type: ignore[override]
-        """Class id of an int, a numeric string ("482") or a case-insensitive name."""
+        """Class id of an int, a numeric string ("482") or a name: an exact match wins
+        ("cardigan" is the sweater, 474; "Cardigan" the corgi, 264), else a case-insensitive
+        one; a name that matches several classes only case-insensitively is a ValueError
+        listing each with its id."""
         if isinstance(name_or_id, bool):
             raise TypeError("a class must be an int id or a name, not a bool")
         if isinstance(name_or_id, int) or hasattr(name_or_id, "__index__"):
@@ -44,12 +49,20 @@ class ClassNames(Sequence[str]):
         text = name_or_id.strip()
         if re.fullmatch(r"[+-]?\d+", text):
             return self._check_range(int(text))
-        key = " ".join(text.split()).casefold()
+        exact = " ".join(text.split())
+        if exact in self._exact:
+            return self._exact[exact]
+        key = exact.casefold()
         if key in self._by_lower:
-            return self._by_lower[key]
+            ids = self._by_lower[key]
+            if len(ids) == 1:
+                return ids[0]
+            raise ValueError(f"class name {name_or_id!r} is ambiguous: "
+                             + ", ".join(f"{self._names[i]!r} ({i})" for i in ids)
+                             + "; give the exact name or the id")
         close = difflib.get_close_matches(key, list(self._by_lower), n=3, cutoff=0.6)
         hint = (
-            "did you mean " + ", ".join(repr(self._names[self._by_lower[c]]) for c in close) + "?"
+            "did you mean " + ", ".join(repr(self._names[self._by_lower[c][0]]) for c in close) + "?"
             if close
             else "no similar name found; pass the class id (0 to "
             f"{len(self) - 1}) instead"

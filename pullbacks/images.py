@@ -112,10 +112,20 @@ def to_rgb(img: Image.Image) -> Image.Image:
 def preprocess(image: Image.Image | np.ndarray) -> torch.Tensor:
     """The paper's rule (module docstring): a PIL image or HxW[xC] array → 3×224×224 in [-1, 1].
 
-    Arrays are uint8, or floats in [0, 1].
+    Arrays are uint8, or floats in [0, 1], channels last (HxW or HxWxC).
     """
+    if isinstance(image, torch.Tensor):
+        raise TypeError("preprocess takes a PIL image or an HxWxC array, got a torch tensor; an image tensor is "
+                        "already preprocessed (3xHxW in [-1, 1]), or convert it: preprocess(t.permute(1, 2, 0).numpy())")
     if isinstance(image, np.ndarray):
         arr = image
+        if arr.size == 0:
+            raise ImageLoadError(f"the image array is empty (shape {arr.shape})")
+        if arr.ndim == 3 and arr.shape[0] in (1, 3, 4) and arr.shape[-1] not in (1, 3, 4):
+            raise ImageLoadError(f"the image array has shape {arr.shape}, channels first; preprocess wants "
+                                 "channels last: arr.transpose(1, 2, 0)")
+        if arr.dtype != np.uint8 and not np.isfinite(arr).all():
+            raise ImageLoadError("the image array holds NaN or infinite values; a picture needs finite pixels")
         if arr.dtype != np.uint8:
             arr = _to_uint8(arr, 1.0)
         image = Image.fromarray(arr)

@@ -62,7 +62,7 @@ def test_explain_recipe_reaches_the_options(monkeypatch, tmp_path, photo_files, 
     assert main(["explain", str(photo_files / "chelsea.png"), "--target", "espresso", "--recipe", "semantic",
                  "--out", str(tmp_path / "e.png")]) == 0
     o = seen[0]
-    assert (o.recipe, o.gate, o.pool, o.eps, o.temperature) == ("semantic", "normal_cdf", "detached", None, 0.6)
+    assert (o.recipe, o.gate, o.pool, o.eps, o.temperature) == ("semantic", "normal_cdf", "detached", None, 1.7)
     assert main(["explain", str(photo_files / "chelsea.png"), "--target", "espresso", "--eps", "none",
                  "--temperature", "0.5", "--out", str(tmp_path / "f.png")]) == 0
     assert (seen[1].recipe, seen[1].eps, seen[1].temperature) == ("excitation", None, 0.5)

@@ -219,7 +219,8 @@ def test_registry_recommends_the_authors_semantic_settings():
                                                                "steps": 2, "alpha": 5.0}
     assert get_model_spec("timm/pvt_v2_b1").settings("semantic") == {
         "temperatures": {"attention": 1.0, "gelu": 1.0}, "steps": 5, "alpha": 40.0}
-    assert get_model_spec("efficientnet_lite0").settings("semantic") == {}  # the recipe's own values
+    assert get_model_spec("efficientnet_lite0").settings("semantic") == {"temperature": 1.7}  # ours
+    assert get_model_spec("vgg11_bn").settings("semantic") == {}  # no recommendation: the recipe's own values
     assert get_model_spec("efficientnet_lite0").settings("excitation")["temperature"] == 1.0
     with pytest.raises(ValueError, match="unknown recipe"):
         get_model_spec("resnet50").settings("seed")

@@ -195,10 +195,15 @@ def _writable_folder(folder: str, flag: str) -> Path:
 
 
 def _explain_out(args, target: int) -> Path:
+    """``--out``: a file (``.png`` added if it has no suffix), or a folder (an existing one, or
+    one written with a trailing slash) to put the default file name in."""
+    image = Path(args.image)
+    name = f"{image.stem}_{image.suffix.lstrip('.').lower() or 'image'}_{target}_explained.png"
     if args.out is None:
-        image = Path(args.image)
-        return Path(f"{image.stem}_{image.suffix.lstrip('.').lower() or 'image'}_{target}_explained.png")
+        return Path(name)
     out = Path(args.out)
+    if out.is_dir() or args.out.endswith(("/", "\\")):
+        return out / name
     return out if out.suffix else out.with_suffix(".png")
 
 

@@ -56,6 +56,29 @@ HINTS = {  # what the user types instead of the Python keyword a message names, 
 }
 STRICT_HINT = {"cli": "--strict makes this an error", "app": "", "python": "strict=True makes this an error"}
 
+# the package's messages name Python keywords; on the command line the flags say the same
+_CLI_TERMS = (
+    (re.compile(r"load_model\([^()]*weights=\"?([^\")]+)\"?\)"), r"--weights \1"),
+    (re.compile(r"gradient_ascent\(\.\.\., method='gradient'\) or torch\.autograd\.grad"), "--method gradient"),
+    (re.compile(r"method='gradient'"), "--method gradient"),
+    (re.compile(r"weights=(?:None|'random')"), "--weights random"),
+    (re.compile(r"weights='default'"), "--weights default"),
+    (re.compile(r"use load_images\(folder\)"), "pass the folder to --images"),
+    (re.compile(r"\bstrict=True\b"), "--strict"),
+    (re.compile(r"\bpool_temperature\b(?!s)"), "--pool-temperature"),
+    (re.compile(r"(?<![-_])\btemperature\b(?!s)(?= /| \(|=| must|$)"), "--temperature"),
+    (re.compile(r"temperatures=\{[^}]*\}"), "--temperatures FAMILY=T"),
+    (re.compile(r"load_model\(\.\.\.\)\.classes\.index\(name\) \(e\.g\. classes\.index\('tabby'\) == 281\)"),
+     "a class name or id, e.g. --target tabby"),
+)
+
+
+def in_cli_terms(text: str) -> str:
+    """``text`` with the Python keywords it names replaced by the command line's flags."""
+    for pattern, replacement in _CLI_TERMS:
+        text = pattern.sub(replacement, text)
+    return text
+
 
 def message(error: BaseException, interface: str = "python") -> str:
     """``error`` in one line, with the hint for ``interface`` (``"cli"``, ``"app"``)."""
@@ -63,6 +86,8 @@ def message(error: BaseException, interface: str = "python") -> str:
         text = error.coverage.summary()
     else:
         text = " ".join(str(error).split())
+    if interface == "cli":
+        text = in_cli_terms(text)
     hint = HINTS.get(interface, {}).get(type(error).__name__)
     if not hint:
         return text

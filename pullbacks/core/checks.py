@@ -64,6 +64,10 @@ def check_inputs(inputs: Tensor) -> None:
             f"inputs must have a batch dimension, got shape {tuple(inputs.shape)}; "
             "add a batch dimension: x[None]"
         )
+    if inputs.shape[0] == 0:
+        raise ValueError(f"inputs hold no sample (shape {tuple(inputs.shape)}); give at least one")
+    if inputs.device.type == "meta":
+        raise ValueError("inputs are on the 'meta' device, which holds no values; give real tensors")
     if not torch.isfinite(inputs).all():
         raise ValueError("inputs contain NaN or infinite values; check the image loading")
 
@@ -81,6 +85,9 @@ def as_target_tensor(targets: Targets, batch: int, device: torch.device) -> Tens
     if isinstance(targets, str) or (isinstance(targets, (list, tuple)) and any(isinstance(t, str) for t in targets)):
         raise TypeError(_class_hint(targets if isinstance(targets, str) else next(
             t for t in targets if isinstance(t, str))))
+    if isinstance(targets, (set, frozenset, dict)) or (hasattr(targets, "keys") and not isinstance(targets, Tensor)):
+        raise TypeError(f"targets must be an int, a list of ints or an integer tensor, got a {type(targets).__name__} "
+                        "(its order is not the samples'); give a list: one class per sample, in order")
     if isinstance(targets, np.ndarray):
         if not np.issubdtype(targets.dtype, np.integer):
             raise TypeError(f"targets must be integers (class indices), got a numpy array of {targets.dtype}")
@@ -88,6 +95,8 @@ def as_target_tensor(targets: Targets, batch: int, device: torch.device) -> Tens
     if isinstance(targets, numbers.Integral) and not isinstance(targets, Tensor):
         targets = int(targets)
     if isinstance(targets, int):
+        if not -2**63 <= targets < 2**63:
+            raise ValueError(f"target class {targets} is out of range: classes are ids 0..(classes - 1)")
         t = torch.full((batch,), targets, dtype=torch.long)
     elif isinstance(targets, Tensor):
         if targets.is_floating_point() or targets.is_complex() or targets.dtype == torch.bool:
@@ -106,6 +115,9 @@ def as_target_tensor(targets: Targets, batch: int, device: torch.device) -> Tens
             ) from None
         if not all(isinstance(i, numbers.Integral) and not isinstance(i, (bool, np.bool_)) for i in items):
             raise TypeError(f"targets must contain ints (class indices), got {items!r}")
+        too_big = [int(i) for i in items if not -2**63 <= int(i) < 2**63]
+        if too_big:
+            raise ValueError(f"target class {too_big[0]} is out of range: classes are ids 0..(classes - 1)")
         t = torch.tensor([int(i) for i in items], dtype=torch.long)
     if t.numel() != batch:
         raise ValueError(
@@ -115,10 +127,39 @@ def as_target_tensor(targets: Targets, batch: int, device: torch.device) -> Tens
     return t.to(device)
 
 
+def check_logits(logits: Tensor) -> None:
+    """Logits a gradient can be taken of: on the autograd graph, and finite."""
+    if not logits.requires_grad:
+        raise ValueError("the model's logits do not depend on its input through autograd (does its forward run "
+                         "under torch.no_grad(), detach, or leave torch, e.g. through numpy?); pullbacks needs "
+                         "the autograd graph from input to logits")
+    bad = ~torch.isfinite(logits.detach()).all(dim=-1) if logits.dim() == 2 else ~torch.isfinite(logits.detach())
+    if bad.any():
+        rows = torch.nonzero(bad.reshape(-1)).flatten().tolist()
+        raise ValueError(f"the model's logits are not finite (NaN or inf) for sample(s) {rows[:5]}: check its "
+                         "weights (a NaN parameter?) and the inputs; a model run in float16 may overflow: try "
+                         "float32")
+
+
+def check_gradient(grad: Tensor, soft: bool) -> None:
+    """A finite pullback (or gradient): else a ValueError with the likely fix."""
+    if torch.isfinite(grad).all():
+        return
+    fix = ("a temperature too small for the values its gate divides overflows: raise temperature / "
+           "pool_temperature (or temperatures={...}), or run the model in float64" if soft else
+           "check the model in float32 or float64")
+    raise ValueError(f"the {'pullback' if soft else 'gradient'} came out NaN or infinite in "
+                     f"{int((~torch.isfinite(grad)).sum())} of {grad.numel()} entries although the logits are "
+                     f"finite; {fix}")
+
+
 def check_target_range(targets: Tensor, logits: Tensor) -> None:
     """Every target must index a column of the ``(batch, classes)`` logits."""
     if logits.dim() != 2:
         raise ValueError(f"model must return logits of shape (batch, classes), got {tuple(logits.shape)}")
+    if logits.shape[0] != targets.numel():
+        raise ValueError(f"the model returned {logits.shape[0]} rows of logits for {targets.numel()} inputs; "
+                         "it must return one row per input (batch, classes)")
     classes = logits.shape[1]
     bad = targets[(targets < 0) | (targets >= classes)]
     if bad.numel():

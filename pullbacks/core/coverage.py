@@ -61,6 +61,9 @@ ORDINARY: dict[Callable, str] = {
     **_named("softsign", F.softsign),
     **_named("max_pool1d", F.max_pool1d, torch.max_pool1d, F.max_pool1d_with_indices),
     **_named("max_pool3d", F.max_pool3d, torch.max_pool3d, F.max_pool3d_with_indices),
+    **_named("comparison", Tensor.__gt__, Tensor.__ge__, Tensor.__lt__, Tensor.__le__, torch.gt, torch.ge, torch.lt,
+             torch.le, torch.greater, torch.greater_equal, torch.less, torch.less_equal, Tensor.gt, Tensor.ge,
+             Tensor.lt, Tensor.le, torch.sign, Tensor.sign, torch.heaviside),
     **_named("adaptive_max_pool", F.adaptive_max_pool1d, F.adaptive_max_pool2d, F.adaptive_max_pool3d,
              F.adaptive_max_pool1d_with_indices, F.adaptive_max_pool2d_with_indices,
              F.adaptive_max_pool3d_with_indices),
@@ -71,6 +74,7 @@ _HINTS = {
     "hardsigmoid": " (squeeze-excitation?)",
     "softmax": " (attention written out by hand?)",
     "erf": " (a GELU written with erf?)",
+    "comparison": " (value-dependent: a mask such as z * (z > 0), or torch.where?)",
 }
 
 
@@ -83,16 +87,25 @@ class Coverage:
     gated: Counter = field(default_factory=Counter)
     ordinary: Counter = field(default_factory=Counter)
     recipe: str = ""  # the recipe of the options in effect
+    opaque: Counter = field(default_factory=Counter)  # computations the mode could not look into
 
     @property
     def complete(self) -> bool:
-        """True if something was gated and nothing nonlinear stayed ordinary."""
-        return bool(self.gated) and not self.ordinary
+        """True if something was gated and nothing nonlinear stayed ordinary or unseen."""
+        return bool(self.gated) and not self.ordinary and not self.opaque
+
+    @property
+    def partial(self) -> bool:
+        """True if some nonlinear calls kept their ordinary gradient, seen or not."""
+        return bool(self.ordinary) or bool(self.opaque)
 
     def describe_ordinary(self) -> str:
-        """``16 calls to sigmoid (squeeze-excitation?), 12 calls to softmax ...``."""
-        return ", ".join(f"{n} call{'s' if n != 1 else ''} to {name}{_HINTS.get(name, '')}"
-                         for name, n in self.ordinary.most_common())
+        """``16 calls to sigmoid (squeeze-excitation?), 2 unseen: autograd.Function SwishAutoFn``."""
+        seen = [f"{n} call{'s' if n != 1 else ''} to {name}{_HINTS.get(name, '')}"
+                for name, n in self.ordinary.most_common()]
+        unseen = [f"{n} computation{'s' if n != 1 else ''} the soft gates cannot see into ({name})"
+                  for name, n in self.opaque.most_common()]
+        return ", ".join(seen + unseen)
 
     def summary(self) -> str:
         """What a partial pullback is, in words, with no advice in any interface's terms."""
@@ -102,7 +115,10 @@ class Coverage:
     def __str__(self) -> str:
         gated = ", ".join(f"{family} {n}" for family, n in self.gated.items()) or "nothing"
         ordinary = ", ".join(f"{name} {n}" for name, n in self.ordinary.most_common()) or "nothing"
-        return f"gated: {gated}; ordinary: {ordinary}"
+        text = f"gated: {gated}; ordinary: {ordinary}"
+        if self.opaque:
+            text += "; unseen: " + ", ".join(f"{name} {n}" for name, n in self.opaque.most_common())
+        return text
 
 
 class PartialPullbackWarning(UserWarning):
@@ -139,11 +155,11 @@ class CoverageCheck:
     """The coverage policy for one pullback or one whole ascent (see the module docstring)."""
 
     def __init__(self, strict: bool, rules: Iterable[Rule] = ()) -> None:
-        self.strict, self.rules, self.warned = strict, tuple(rules), False
+        self.strict, self.rules, self.warned, self.walked = strict, tuple(rules), False, False
 
     def partial(self, coverage: Coverage) -> None:
         """Warn (once) or raise if ``strict`` when nonlinear calls kept their ordinary gradient."""
-        if not coverage.ordinary:
+        if not coverage.partial:
             return
         if self.strict:
             raise PartialPullbackError(coverage)
@@ -151,8 +167,18 @@ class CoverageCheck:
             self.warned = True
             warnings.warn(PartialPullbackWarning(coverage), stacklevel=_stacklevel())
 
-    def __call__(self, coverage: Coverage, model_name: str) -> None:
-        """The whole policy after a forward pass of ``model_name``."""
+    def __call__(self, coverage: Coverage, model_name: str, output: Tensor | None = None,
+                 gradless: bool = False) -> None:
+        """The whole policy after a forward pass of ``model_name`` whose result is ``output``:
+        its autograd graph is searched (on the first pass, and on every pass that ran gated
+        calls without gradients) for activation checkpoints and for computations the mode
+        could not see (:func:`graph_report`)."""
+        if output is not None and (not self.walked or gradless):
+            checkpoint, opaque = graph_report(output)
+            if checkpoint:
+                raise RuntimeError(CHECKPOINT_HELP)
+            coverage.opaque.update(opaque)
+            self.walked = True
         if not coverage.gated:
             raise ValueError(
                 f"no call that pullbacks gates was seen in the forward pass of {model_name} (ordinary nonlinear "
@@ -194,15 +220,46 @@ def check_no_checkpoint_hooks() -> None:
         raise RuntimeError(CHECKPOINT_HELP)
 
 
-def check_no_checkpoint_nodes(output: Tensor, limit: int = 1_000_000) -> None:
-    """Raise if the autograd graph of ``output`` holds a reentrant checkpoint, whose
-    segment ran without gradients in the forward and will re-run ungated."""
+# backward nodes of operators the rule table covers: met in the graph of a pullback, they were
+# computed where the mode could not see them (TorchScript, torch.ops, a traced or exported module)
+_HARD_NODES = {
+    "ReluBackward0": "relu", "HardtanhBackward0": "hardtanh", "LeakyReluBackward0": "leaky_relu",
+    "MaxPool2DWithIndicesBackward0": "max_pool2d", "SiluBackward0": "silu", "GeluBackward0": "gelu",
+    "HardswishBackward0": "hardswish", "MishBackward0": "mish", "NativeLayerNormBackward0": "layer_norm",
+    "NativeGroupNormBackward0": "group_norm",
+}
+
+
+def _ours() -> tuple[type, ...]:
+    from .rules.base import SoftGate, Softened
+    from .rules.norm import HeldLayerNorm
+    from .rules.pool import SoftMaxPool2d
+
+    return SoftGate, Softened, HeldLayerNorm, SoftMaxPool2d
+
+
+def graph_report(output: Tensor, limit: int = 1_000_000) -> tuple[bool, Counter]:
+    """Search the autograd graph of ``output``: whether it holds a reentrant checkpoint
+    (whose segment ran without gradients and will re-run ungated), and what the mode could
+    not see: hard backward nodes of covered operators (``relu (TorchScript, torch.ops or a
+    traced module?)``) and custom ``torch.autograd.Function`` classes that are not the package's
+    (timm's memory-efficient ``SwishAutoFn`` and the like), by name."""
+    ours, opaque = _ours(), Counter()
     seen, stack = set(), [output.grad_fn]
     while stack and len(seen) < limit:
         node = stack.pop()
         if node is None or node in seen:
             continue
         seen.add(node)
-        if "Checkpoint" in type(node).__name__:
-            raise RuntimeError(CHECKPOINT_HELP)
+        name = type(node).__name__
+        if "Checkpoint" in name:
+            return True, opaque
+        if name in _HARD_NODES or "ScaledDotProduct" in name:
+            op = _HARD_NODES.get(name, "scaled_dot_product_attention")
+            opaque[f"{op} run by TorchScript, torch.ops or a traced module"] += 1
+        elif isinstance(node, torch.autograd.function.BackwardCFunction):
+            cls = getattr(node, "_forward_cls", None)
+            if cls is not None and not issubclass(cls, ours):
+                opaque[f"autograd.Function {cls.__name__}"] += 1
         stack.extend(n for n, _ in node.next_functions)
+    return False, opaque

@@ -8,8 +8,9 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from .checks import Targets, as_target_tensor, check_inputs, check_model, check_target_range
-from .coverage import CoverageCheck, check_no_checkpoint_nodes
+from .checks import (Targets, as_target_tensor, check_gradient, check_inputs, check_logits, check_model,
+                     check_target_range)
+from .coverage import CoverageCheck
 from .mode import SoftGateMode
 from .options import GateOptions, build
 
@@ -32,11 +33,24 @@ def logits_of(output) -> Tensor:
     )
 
 
+def _dtype_of(model: nn.Module):
+    for p in model.parameters():
+        if p.is_floating_point():
+            return p.dtype
+    return None
+
+
 def _forward(model: nn.Module, x: Tensor) -> Tensor:
-    """``model(x)``'s logits; a 3-D input that the model rejects gets the batch-dimension hint."""
+    """``model(x)``'s logits; a 3-D input that the model rejects gets the batch-dimension
+    hint, one of another dtype than the model's parameters the conversion to make."""
     try:
         return logits_of(model(x))
     except (RuntimeError, ValueError) as e:
+        dtype = _dtype_of(model)
+        if dtype is not None and dtype != x.dtype:
+            raise TypeError(f"inputs are {x.dtype} but the model's parameters are {dtype} "
+                            f"({str(e).splitlines()[0]}); convert one of them: x.to({dtype}) or "
+                            f"model.to({x.dtype})") from e
         if x.dim() == 3:
             raise ValueError(f"the model failed on inputs of shape {tuple(x.shape)} ({str(e).splitlines()[0]}); "
                              "if this is one image, add a batch dimension: x[None]") from e
@@ -67,12 +81,14 @@ def target_gradient(model: nn.Module, inputs: Tensor, targets: Tensor, gates: Op
             mode.wrt = (x,)  # the input gradient alone: parameters need none
             with mode:
                 logits = _forward(model, x)
-            if mode.gradless:  # a reentrant checkpoint runs its segment with gradients off
-                check_no_checkpoint_nodes(logits)
-            (check or CoverageCheck(gates.strict, gates.rules))(mode.coverage, type(model).__name__)
         check_target_range(targets, logits)
+        check_logits(logits)
+        if gates is not None:
+            (check or CoverageCheck(gates.strict, gates.rules))(mode.coverage, type(model).__name__, logits,
+                                                                mode.gradless)
         loss = logits.gather(1, targets[:, None]).sum()
         (grad,) = torch.autograd.grad(loss, x)
+    check_gradient(grad, gates is not None)
     return grad
 
 
@@ -128,8 +144,6 @@ class SoftGated(nn.Module):
         mode = SoftGateMode(self.options)
         with mode:
             logits = _forward(self.model, x)
-        if mode.gradless:
-            check_no_checkpoint_nodes(logits)
         if torch.is_grad_enabled():
-            self.check(mode.coverage, type(self.model).__name__)
+            self.check(mode.coverage, type(self.model).__name__, logits, mode.gradless)
         return logits

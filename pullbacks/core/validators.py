@@ -35,11 +35,16 @@ def positive_number(value: Any, name: str, *, allow_none: bool = False) -> Optio
     return float(value)
 
 
+MAX_COUNT = 10 ** 9  # steps, samples, batch sizes: far beyond any run, and within every C integer
+
+
 def positive_integer(value: Any, name: str) -> int:
-    """``value`` as an int if it is an integer >= 1 (numpy integers too)."""
+    """``value`` as an int if it is an integer from 1 to ``MAX_COUNT`` (numpy integers too)."""
     value = _real(value)
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    if value > MAX_COUNT:
+        raise ValueError(f"{name} must be at most {MAX_COUNT:,}, got {value:,}")
     return int(value)
 
 

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -191,6 +192,8 @@ def evaluate(
     )
     run = _Run(model, x, t, methods, settings, _Progress(0, False))
     run.blocks = randomisation_blocks(model, settings.blocks) if "randomisation" in metric_names else []
+    if run.blocks and len(run.blocks) < settings.blocks:  # the model has fewer: the report says how many ran
+        result.settings = dataclasses.replace(settings, blocks=len(run.blocks))
     total = sum(map(run.backward_units, methods)) + sum(REGISTRY[k].cost(run) for k in metric_names)
     run.bar = _Progress(total, progress)
     try:

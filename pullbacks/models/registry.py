@@ -156,6 +156,10 @@ MODELS: dict[str, ModelSpec] = {
         mean=None,  # read from timm's pretrained_cfg: 0.5/0.5, the identity on [-1, 1]
         std=None,
         by_position=True,  # the package's tensor names differ from timm's
+        # ours, for the follow-up's normal-CDF gate: Φ(u) ≈ σ(1.7 u), so Φ at T = 1.7 is the sigmoid
+        # at 1.0 above; the semantic sweep (media/temperature_sweep/efficientnet_lite0_semantic_...)
+        # agrees: at the recipe's 0.6 the cells look like the vanilla gradient, outlines show from 1 to 2
+        recommended={"semantic": {"temperature": 1.7}},
     ),
     # the authors' later models: GELU, layer norm, attention at their defaults (gelu 1.0, attention 1.5)
     "convnext_tiny": _tv_spec("convnext_tiny", "ConvNeXt_Tiny_Weights.IMAGENET1K_V1"),

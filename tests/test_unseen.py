@@ -1,0 +1,243 @@
+"""What the mode cannot see is reported (custom autograd.Functions, TorchScript, torch.ops,
+traced modules, value-dependent masks); ambiguous class names, non-finite results and
+inputs the API refuses with a message that names the fix."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import pullbacks
+from helpers import assert_unchanged, snapshot, tiny_cnn
+from pullbacks.classes import imagenet_classes
+from pullbacks.core.coverage import PartialPullbackError, PartialPullbackWarning
+
+
+class HardReLU(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, z):
+        ctx.save_for_backward(z)
+        return z.clamp(min=0)
+
+    @staticmethod
+    def backward(ctx, g):
+        (z,) = ctx.saved_tensors
+        return g * (z > 0)
+
+
+class With(nn.Module):
+    """conv → (a gated ReLU) → the part under test → linear."""
+
+    def __init__(self, middle):
+        super().__init__()
+        self.conv, self.middle, self.head = nn.Conv2d(3, 4, 3), middle, nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.head(self.middle(F.relu(self.conv(x))).mean((2, 3)))
+
+
+class Lambda(nn.Module):
+    def __init__(self, f):
+        super().__init__()
+        self.f = f
+
+    def forward(self, x):
+        return self.f(x)
+
+
+def _cases():
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit's deprecation
+        return _built()
+
+
+def _built():
+    return {
+        "autograd.Function HardReLU": Lambda(HardReLU.apply),
+        "relu run by TorchScript": torch.jit.script(nn.Sequential(nn.Conv2d(4, 4, 1), nn.ReLU())),
+        "relu run by TorchScript, torch.ops": Lambda(lambda z: torch.ops.aten.relu(z - 0.1)),
+        "relu run by TorchScript, torch.ops or a traced": torch.jit.trace(nn.Sequential(nn.Conv2d(4, 4, 1), nn.ReLU()),
+                                                                          torch.rand(1, 4, 6, 6)),
+        "comparison": Lambda(lambda z: torch.where(z > 0.1, z, 0)),
+        "comparison (value-dependent": Lambda(lambda z: z * (z > 0.1)),
+    }
+
+
+@pytest.mark.parametrize("name", list(_cases()))
+def test_what_the_mode_cannot_see_warns_and_strict_fails(name):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit's deprecation
+        model = With(_cases()[name]).eval()
+    x = torch.rand(2, 3, 8, 8) * 2 - 1
+    before = snapshot(model)
+    with pytest.warns(PartialPullbackWarning, match="kept their ordinary gradient") as caught:
+        pullbacks.excitation_pullback(model, x, 1)
+    warning = [w for w in caught if issubclass(w.category, PartialPullbackWarning)][0]
+    assert name in str(warning.message)
+    cov = warning.message.coverage
+    assert cov.gated["relu"] == 1 and not cov.complete
+    with pytest.raises(PartialPullbackError):
+        pullbacks.excitation_pullback(model, x, 1, strict=True)
+    with pytest.warns(PartialPullbackWarning):  # the ascent too, once
+        pullbacks.gradient_ascent(model, x, 1, steps=2)
+    assert_unchanged(model, before)
+
+
+def test_timm_memory_efficient_activations_are_reported():
+    from timm.layers.activations_me import HardSwishMe, MishMe, SwishMe
+
+    for act, fn in ((SwishMe(), "SwishAutoFn"), (HardSwishMe(), "HardSwishAutoFn"), (MishMe(), "MishAutoFn")):
+        model = With(act).eval()
+        with pytest.warns(PartialPullbackWarning, match=f"autograd.Function {fn}"):
+            pullbacks.excitation_pullback(model, torch.rand(1, 3, 8, 8), 0)
+
+
+def test_fully_seen_models_stay_quiet():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PartialPullbackWarning)
+        pullbacks.excitation_pullback(tiny_cnn(), torch.rand(2, 3, 8, 8) * 2 - 1, 1)
+        pullbacks.excitation_pullback(With(nn.Identity()).eval(), torch.rand(2, 3, 8, 8), 1)
+
+
+def test_a_model_the_mode_cannot_see_at_all_is_an_error():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        scripted = torch.jit.script(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(144, 3)))
+    with pytest.raises(ValueError, match="no call that pullbacks gates.*relu run by TorchScript"):
+        pullbacks.excitation_pullback(scripted.eval(), torch.rand(1, 3, 8, 8), 0)
+
+
+# --------------------------------------------------------------------------- class names
+
+
+def test_an_exact_class_name_wins_and_an_ambiguous_one_is_an_error():
+    classes = imagenet_classes()
+    assert classes.index("cardigan") == 474 and classes.index("Cardigan") == 264
+    assert classes.index("Egyptian cat") == classes.index("egyptian cat") == 285
+    with pytest.raises(ValueError, match=r"'CARDIGAN' is ambiguous: 'Cardigan' \(264\), 'cardigan' \(474\)"):
+        classes.index("CARDIGAN")
+
+
+def test_front_ends_parse_targets_strictly():
+    from pullbacks.apps.service import parse_target
+
+    with pytest.raises(ValueError, match="ambiguous"):
+        parse_target("CARDIGAN", imagenet_classes())
+    with pytest.raises(ValueError, match="names two classes"):
+        parse_target("espresso (281)", imagenet_classes())
+    with pytest.raises(ValueError, match="whole ImageNet index"):
+        parse_target(281.7, imagenet_classes())
+    assert parse_target("espresso (967)", imagenet_classes()) == 967
+
+
+# --------------------------------------------------------------------------- non-finite
+
+
+def test_nan_weights_are_an_error_naming_the_logits():
+    model = tiny_cnn()
+    with torch.no_grad():
+        model[0].weight[0, 0, 0, 0] = float("nan")
+    before = snapshot(model)
+    with pytest.raises(ValueError, match="logits are not finite.*NaN parameter"):
+        pullbacks.excitation_pullback(model, torch.rand(2, 3, 8, 8), 1)
+    with pytest.raises(ValueError, match="logits are not finite"):
+        pullbacks.gradient_ascent(model, torch.rand(2, 3, 8, 8) * 2 - 1, 1, method="gradient")
+    assert_unchanged(model, before)
+
+
+def test_an_overflowing_pool_is_an_error_with_the_fix():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(36, 3)).eval()
+    with torch.no_grad():
+        model[0].weight.mul_(1e4)
+    x = torch.rand(1, 3, 8, 8) * 2 - 1
+    with pytest.raises(ValueError, match="NaN or infinite.*raise temperature / pool_temperature"):
+        pullbacks.excitation_pullback(model, x, 0, temperature=1e-6, pool_temperature=1e-6, pool="detached")
+
+
+# --------------------------------------------------------------------------- inputs the API refuses
+
+
+@pytest.mark.parametrize("targets, error, match", [
+    ({1, 2}, TypeError, "order is not the samples'"),
+    ({0: 1, 1: 2}, TypeError, "give a list"),
+    (2 ** 63, ValueError, "out of range"),
+    ([1, 2 ** 64], ValueError, "out of range"),
+])
+def test_targets_that_cannot_be_meant(targets, error, match):
+    with pytest.raises(error, match=match):
+        pullbacks.excitation_pullback(tiny_cnn(), torch.rand(2, 3, 8, 8), targets)
+
+
+def test_empty_batch_meta_and_dtype_mismatch_are_clear():
+    model = tiny_cnn()
+    with pytest.raises(ValueError, match="no sample"):
+        pullbacks.gradient_ascent(model, torch.rand(0, 3, 8, 8), 1)
+    with pytest.raises(ValueError, match="'meta' device"):
+        pullbacks.excitation_pullback(model, torch.empty(1, 3, 8, 8, device="meta"), 1)
+    with pytest.raises(TypeError, match=r"inputs are torch.float64 but the model's parameters are torch.float32.*"
+                                        r"x.to\(torch.float32\)"):
+        pullbacks.excitation_pullback(model, torch.rand(1, 3, 8, 8, dtype=torch.float64), 1)
+
+
+def test_outputs_that_cannot_give_a_pullback():
+    detached = nn.Sequential(tiny_cnn(), Lambda(lambda y: y.detach())).eval()
+    with pytest.raises(ValueError, match="do not depend on its input through autograd"):
+        pullbacks.excitation_pullback(detached, torch.rand(2, 3, 8, 8), 1)
+    first = nn.Sequential(tiny_cnn(), Lambda(lambda y: y[:1])).eval()
+    with pytest.raises(ValueError, match="1 rows of logits for 2 inputs"):
+        pullbacks.excitation_pullback(first, torch.rand(2, 3, 8, 8), 1)
+
+
+def test_preprocess_refuses_what_is_not_a_picture():
+    import numpy as np
+
+    from pullbacks.images import ImageLoadError, preprocess
+
+    with pytest.raises(TypeError, match="already preprocessed"):
+        preprocess(torch.rand(3, 8, 8))
+    with pytest.raises(ImageLoadError, match="empty"):
+        preprocess(np.zeros((0, 5, 3), dtype=np.uint8))
+    with pytest.raises(ImageLoadError, match="NaN"):
+        preprocess(np.full((8, 8, 3), np.nan, dtype=np.float32))
+    with pytest.raises(ImageLoadError, match=r"channels first.*transpose\(1, 2, 0\)"):
+        preprocess(np.zeros((3, 32, 32), dtype=np.float32))
+
+
+def test_counts_beyond_any_run_are_refused_before_work():
+    with pytest.raises(ValueError, match="steps must be at most 1,000,000,000"):
+        pullbacks.AscentOptions(steps=99999999999999999999999)
+
+
+def test_cli_messages_use_flags_not_keywords():
+    from pullbacks.apps.service import message
+    from pullbacks.models.weights import WeightsUnavailableError
+
+    e = WeightsUnavailableError("pass the file explicitly: load_model('resnet50', weights=\"/path/to/r.pth\").\n"
+                                "weights=None gives random weights")
+    text = message(e, "cli")
+    assert "--weights /path/to/r.pth" in text and "--weights random" in text and "weights=" not in text
+
+
+@pytest.mark.slow
+def test_cli_huge_steps_and_out_folder(tmp_path, capsys):
+    from PIL import Image
+
+    from pullbacks.apps.cli import main
+    from pullbacks.images import builtin_photos
+
+    photo = tmp_path / "cat.png"
+    Image.fromarray(((builtin_photos()[0].image.permute(1, 2, 0) + 1) * 127.5).round().byte().numpy()).save(photo)
+    with pytest.raises(SystemExit) as e:  # argparse's own exit, one line
+        main(["explain", str(photo), "--target", "tabby", "--steps", "99999999999999999999999"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "--steps" in err and "at most" in err and "Traceback" not in err
+    folder = tmp_path / "results"
+    folder.mkdir()
+    assert main(["explain", str(photo), "--target", "tabby", "--steps", "1", "--out", str(folder)]) == 0
+    assert (folder / "cat_png_281_explained.png").is_file() and not (tmp_path / "results.png").exists()
