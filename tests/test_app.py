@@ -89,6 +89,71 @@ def test_app_through_the_python_client(server, tmp_path):
     assert "ostrich" in [c["label"] for c in out[5]["confidences"]]
 
 
+@pytest.mark.slow
+def test_steps_are_capped_and_a_cancelled_request_stops(server, monkeypatch):
+    client = Client(server, verbose=False)
+    with pytest.raises(Exception, match="steps must be at most 50 in this app.*--max-steps"):
+        ask(client, steps=500)
+    with pytest.raises(Exception, match="at most"):
+        ask(client, steps=1e20)
+    with pytest.raises(Exception, match="names two classes"):
+        ask(client, target="espresso (9)")
+    done = []  # steps the server computed, per request
+    real = service.comparing
+
+    def counting(*args, **kwargs):
+        done.append(0)
+        for item in real(*args, **kwargs):
+            if isinstance(item, service.Progress):
+                done[-1] += 1
+            yield item
+
+    monkeypatch.setattr(service, "comparing", counting)
+    job = client.submit(None, "builtin:chelsea", "efficientnet_lite0", "ostrich", "excitation", 50, 20.0, 100.0,
+                        1.0, *FAMILIES, api_name="/explain")
+    import time
+
+    deadline = time.monotonic() + 120  # a hang fails the test instead of holding it
+    while (not done or done[0] < 2) and time.monotonic() < deadline:  # running
+        time.sleep(0.05)
+    assert job.cancel()
+    ask(client, steps=1)  # served next: the queue takes one request at a time
+    assert done[1] == 2 and done[0] < 100  # the cancelled one stopped before its 2 x 50 steps
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_the_server_mid_request(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "pullbacks", "app", "--port", str(port), "--device", "cpu"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert "serving on" in proc.stdout.readline()
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        job = client.submit(None, "builtin:chelsea", "efficientnet_lite0", "ostrich", "excitation", 50, 20.0, 100.0,
+                            1.0, *FAMILIES, api_name="/explain")
+        while job.status().code.name not in ("ITERATING", "PROCESSING"):
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(timeout=30)  # a hang would fail here, not a slow machine
+    finally:
+        proc.kill()
+    err = proc.stderr.read()
+    assert code == 130 and "terminate called" not in err and "Traceback" not in err, err
+
+
+def test_a_host_that_cannot_be_served_is_one_line(capsys):
+    from pullbacks.apps.cli import main
+
+    assert main(["app", "--host", "999.1.1.1", "--port", str(free_port())]) == 2
+    err = capsys.readouterr().err
+    assert "cannot serve on 999.1.1.1" in err and "--host" in err and "Traceback" not in err
+
+
 def test_unavailable_weights_are_a_message(monkeypatch):
     from pullbacks import models
 

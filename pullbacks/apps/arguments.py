@@ -62,6 +62,11 @@ def device(text: str) -> str:
 positive_int = _argument(validators.positive_integer, int)
 
 
+def non_negative_int(text: str) -> int:
+    """An integer >= 0 (0: none)."""
+    return 0 if text.strip() == "0" else positive_int(text)
+
+
 def port(text: str) -> int:
     """``--port``: 1-65535."""
     try:

@@ -23,7 +23,8 @@ from ..evaluation.methods import METHODS as EVALUATION_METHODS
 from ..evaluation.methods import DEFAULT_METHODS, Settings, check_names
 from ..evaluation.report import METRICS
 from ..models import DEFAULT_MODEL, available_models
-from .arguments import (UsageError, _Parser, device, optional_positive, port, positive_float, positive_int,
+from .arguments import (UsageError, _Parser, device, non_negative_int, optional_positive, port, positive_float,
+                        positive_int,
                         temperature, temperatures, temperatures_help)
 from .service import EXPECTED_ERRORS, coverage_note, format_top5, message, parse_target
 
@@ -121,6 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     app.add_argument("--host", default="127.0.0.1", help="address to serve on (default: %(default)s)")
     app.add_argument("--port", type=port, default=7860, help="port (default: %(default)s)")
     app.add_argument("--device", type=device, default="auto", help="cpu, cuda, mps or auto (default: %(default)s)")
+    app.add_argument("--max-steps", type=non_negative_int, default=50, metavar="N",
+                     help="the most ascent steps one request may ask for, so that one request cannot hold the "
+                          "queue for long (0: no cap; default: %(default)s)")
     app.add_argument("--imagenette-root", default=None, metavar="FOLDER",
                      help="where Imagenette is, for its example rows (never downloaded by the app)")
     app.set_defaults(run=run_app)
@@ -132,23 +136,53 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_host(host: str, port: int) -> None:
+    """``--host`` must be an address this machine can serve on (before anything starts)."""
+    import socket
+
+    try:
+        socket.getaddrinfo(host, port)
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+            s.bind((host, port))
+    except OSError as e:
+        raise UsageError(f"cannot serve on {host}:{port} ({e.strerror or e}); pass another --host "
+                         "(127.0.0.1 for this machine alone, 0.0.0.0 for every interface) or --port") from None
+
+
 def run_app(args: argparse.Namespace) -> int:
-    """``pullbacks app``: build the page and serve it until Ctrl-C."""
+    """``pullbacks app``: build the page and serve it until Ctrl-C, which stops a running
+    explanation at its next step and exits with status 130 within a few seconds."""
+    import os
+    import time
+
     from ..models import get_model_spec
+    from . import service
 
     get_model_spec(args.model)  # an unknown --model fails before Gradio starts
+    _check_host(args.host, args.port)
     try:
         from .web import build_app
     except ImportError as e:
         raise UsageError(f"{e} (then run pullbacks app again)") from None
-    app = build_app(args.model, device=args.device, imagenette_root=args.imagenette_root)
-    print(f"pullbacks app: serving on http://{args.host}:{args.port} (Ctrl-C stops it)", flush=True)
+    app = build_app(args.model, device=args.device, imagenette_root=args.imagenette_root,
+                    max_steps=args.max_steps or None)
     try:
         app.launch(server_name=args.host, server_port=args.port, show_error=True, quiet=True,
-                   max_file_size="50mb", footer_links=[])
+                   max_file_size="50mb", footer_links=[], prevent_thread_lock=True)
     except OSError as e:
         raise UsageError(f"cannot serve on {args.host}:{args.port} ({e}); pass another --port or --host") from None
-    return 0
+    print(f"pullbacks app: serving on http://{args.host}:{args.port} (Ctrl-C stops it)", flush=True)
+    try:
+        while True:
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        service.STOP.set()  # a running ascent stops at its next step
+        print("pullbacks app: stopped", file=sys.stderr, flush=True)
+        time.sleep(0.5)
+        # leave without the interpreter's teardown, which would wait on (or abort) threads torch and
+        # the server still hold
+        os._exit(130)
+    return 0  # pragma: no cover - the loop only ends by Ctrl-C
 
 
 def _load(args):

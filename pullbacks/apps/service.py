@@ -21,13 +21,15 @@ import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Iterator, Optional, Sequence
+
+from tqdm.auto import tqdm
 
 import torch
 from torch import Tensor
 
 from ..classes import ClassNames
-from ..core.ascent import gradient_ascent
+from ..core.ascent import ascent_steps
 from ..core.coverage import Coverage, PartialPullbackError, PartialPullbackWarning
 from ..core.options import FROM_RECIPE, AscentOptions
 from ..figures.explain import top_k
@@ -258,24 +260,68 @@ class Comparison:
     coverage: Optional[Coverage]  # None: the pullback was complete
 
 
+@dataclass
+class Progress:
+    """Where :func:`comparing` is: ``method`` ("pullback" or "gradient"), ``step`` of ``steps``."""
+
+    method: str
+    step: int
+    steps: int
+
+    def __str__(self) -> str:
+        return f"{'pullback' if self.method == 'pullback' else 'vanilla gradient'} ascent: step {self.step} of {self.steps}"
+
+
+STOP = threading.Event()  # set when the application shuts down: every ascent stops at its next step
+
+
+class Stopped(Exception):
+    """The application is shutting down (``STOP`` was set) and left an ascent unfinished."""
+
+
+def comparing(loaded: LoadedModel, image: Tensor, target: int, options: AscentOptions, *,
+              vanilla: bool = True) -> Iterator[Progress | Comparison]:
+    """:func:`compare` one step at a time: yields a :class:`Progress` after every step of
+    each ascent, then the :class:`Comparison`. A caller that stops iterating (a web request
+    cancelled, a client gone) stops the computation there; ``STOP`` stops every one."""
+    x0 = image[None].to(loaded.device)
+    ends: dict[str, Tensor] = {}
+    coverage = None
+    for method in ("pullback", "gradient") if vanilla else ("pullback",):
+        o = options.replace(method=method)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", PartialPullbackWarning)
+            steps = ascent_steps(loaded.model, x0, target, o)
+            for i, x in enumerate(steps, 1):
+                ends[method] = x
+                if STOP.is_set():
+                    raise Stopped("the application is shutting down")
+                yield Progress(method, i, o.steps)
+        for w in caught:  # the coverage warning is returned; anything else goes on as usual
+            if isinstance(w.message, PartialPullbackWarning):
+                coverage = w.message.coverage
+            else:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    plain = ends.get("gradient")
+    tops = top_k(loaded.model, torch.cat([x0, ends["pullback"]] + ([plain] if vanilla else [])), loaded.classes)
+    yield Comparison(x0[0].detach(), ends["pullback"][0].detach(), None if plain is None else plain[0].detach(),
+                     target, loaded.classes[target], tops[0], tops[1], tops[2] if vanilla else None, coverage)
+
+
 def compare(loaded: LoadedModel, image: Tensor, target: int, options: AscentOptions, *, vanilla: bool = True,
             progress: bool = False) -> Comparison:
     """Ascend ``image`` (3, H, W) towards ``target`` along the pullback (and, with
     ``vanilla``, the vanilla gradient) with ``options``; the partial-coverage warning is
-    caught and returned as ``coverage`` (``options.strict`` raises instead)."""
-    x0 = image[None].to(loaded.device)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", PartialPullbackWarning)
-        pulled = gradient_ascent(loaded.model, x0, target, options.replace(method="pullback"), progress=progress)
-    coverage = next((w.message.coverage for w in caught if isinstance(w.message, PartialPullbackWarning)), None)
-    for w in caught:  # anything else goes on as usual
-        if not isinstance(w.message, PartialPullbackWarning):
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    plain = gradient_ascent(loaded.model, x0, target, options.replace(method="gradient"), progress=progress) \
-        if vanilla else None
-    tops = top_k(loaded.model, torch.cat([x0, pulled] + ([plain] if vanilla else [])), loaded.classes)
-    return Comparison(x0[0].detach(), pulled[0].detach(), None if plain is None else plain[0].detach(), target,
-                      loaded.classes[target], tops[0], tops[1], tops[2] if vanilla else None, coverage)
+    caught and returned as ``coverage`` (``options.strict`` raises instead).
+    ``progress``: a bar over the steps."""
+    total = options.steps * (2 if vanilla else 1)
+    with tqdm(total=total, desc="explain", unit="step", disable=not progress, leave=False) as bar:
+        for item in comparing(loaded, image, target, options, vanilla=vanilla):
+            if isinstance(item, Comparison):
+                return item
+            bar.set_description(str(item).split(":")[0], refresh=False)
+            bar.update()
+    raise AssertionError("comparing() ended without its result")  # pragma: no cover
 
 
 def format_top5(top: Sequence[tuple[str, float]], indent: str = "  ") -> str:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 import tempfile
 from dataclasses import dataclass
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -70,7 +70,10 @@ def _diff(perturbed: torch.Tensor, clean: torch.Tensor) -> np.ndarray:
     return _picture(rescale_cells((perturbed - clean)[None])[0] * 2 - 1)
 
 
-def explain(
+MAX_STEPS = 50  # per request, by default: about 20 s of a CPU for the embedded model (pullback and vanilla)
+
+
+def explaining(
     upload: str | None,
     example: str | None,
     model: str,
@@ -85,25 +88,44 @@ def explain(
     device: str = "cpu",
     imagenette_root=None,
     out_dir: str | Path | None = None,
-    progress: bool = False,
-) -> Result:
-    """Ascend the image towards ``target`` along the excitation pullback and the vanilla
-    gradient with the same settings, under ``recipe``. ``temperature`` None: the model's
-    recommended one; ``eps`` 0: no projection. Raises the package's own errors for bad input (the page
-    shows them)."""
+    max_steps: int | None = MAX_STEPS,
+) -> Iterator["str | Result"]:
+    """:func:`explain` one step at a time: yields a progress line after every ascent step,
+    then the :class:`Result`. Whoever stops iterating (a cancelled request, a client gone)
+    stops the computation there."""
     loaded = service.MODELS.get(model, device)
     x, name, _ = service.resolve_image(upload or example, imagenette_root)
     t = service.parse_target(target, loaded.classes)
-    o = loaded.options(recipe=recipe, steps=service.whole(steps, "steps"), alpha=alpha,
-                       eps=service.optional(eps, "eps"), temperature=temperature,
-                       temperatures=family_temperatures or None)
-    c = service.compare(loaded, x, t, o, progress=progress)
-    note = service.coverage_note(c.coverage, "app")
-    result = Result(_picture(c.clean), _picture(c.pullback), _diff(c.pullback, c.clean), _picture(c.vanilla),
-                    _diff(c.vanilla, c.clean), dict(c.top5_before), dict(c.top5_pullback), dict(c.top5_vanilla),
-                    f"Warning: {note}" if note else "", Path())
-    result.png = _save(result, name, c.target_name, out_dir)
-    return result
+    n = service.whole(steps, "steps")
+    if max_steps is not None and n > max_steps:
+        raise ValueError(f"steps must be at most {max_steps} in this app, got {n} (start it with "
+                         "pullbacks app --max-steps N for more)")
+    o = loaded.options(recipe=recipe, steps=n, alpha=alpha, eps=service.optional(eps, "eps"),
+                       temperature=temperature, temperatures=family_temperatures or None)
+    for item in service.comparing(loaded, x, t, o):
+        if not isinstance(item, service.Comparison):
+            yield str(item)
+            continue
+        c = item
+        note = service.coverage_note(c.coverage, "app")
+        result = Result(_picture(c.clean), _picture(c.pullback), _diff(c.pullback, c.clean), _picture(c.vanilla),
+                        _diff(c.vanilla, c.clean), dict(c.top5_before), dict(c.top5_pullback),
+                        dict(c.top5_vanilla), f"Warning: {note}" if note else "", Path())
+        result.png = _save(result, name, c.target_name, out_dir)
+        yield result
+
+
+def explain(*args, progress: bool = False, **kwargs) -> Result:
+    """Ascend the image towards ``target`` along the excitation pullback and the vanilla
+    gradient with the same settings, under ``recipe`` (arguments as :func:`explaining`).
+    ``temperature`` None: the model's recommended one; ``eps`` 0: no projection. Raises the
+    package's own errors for bad input (the page shows them)."""
+    for item in explaining(*args, **kwargs):
+        if isinstance(item, Result):
+            return item
+        if progress:
+            print(item, flush=True)
+    raise AssertionError("explaining() ended without its result")  # pragma: no cover
 
 
 def _save(r: Result, name: str, target_name: str, out_dir) -> Path:
@@ -121,9 +143,10 @@ def _save(r: Result, name: str, target_name: str, out_dir) -> Path:
 
 
 def build_app(model: str = DEFAULT_MODEL, device: str = "cpu", imagenette_root=None,
-              models: Sequence[str] | None = None) -> "gr.Blocks":
+              models: Sequence[str] | None = None, max_steps: int | None = MAX_STEPS) -> "gr.Blocks":
     """The page. ``model`` is selected at start (loaded on the first request); ``models``
-    the dropdown's choices (default: every registered model)."""
+    the dropdown's choices (default: every registered model); ``max_steps`` the most steps
+    one request may ask for (None: no cap), so that one request cannot hold the queue."""
     models = list(models or available_models())
     if get_model_spec(model).name not in models:
         models.insert(0, get_model_spec(model).name)
@@ -132,16 +155,22 @@ def build_app(model: str = DEFAULT_MODEL, device: str = "cpu", imagenette_root=N
     images = image_choices(imagenette_root)
     first = service.recommended(start.name, DEFAULTS.recipe)
 
-    def run(upload, example, model_name, target, recipe, steps, alpha, eps, temperature, *family,
-            progress=gr.Progress(track_tqdm=True)):
+    def run(upload, example, model_name, target, recipe, steps, alpha, eps, temperature, *family):
+        # a generator: Gradio closes it when the request is cancelled or its client goes away,
+        # and the ascent stops at its next step
         try:
             temps = dict(zip(FAMILY_TEMPERATURES, family))
-            r = explain(upload, example, model_name, target, steps, alpha, eps, temperature, temps, recipe,
-                        device=device, imagenette_root=imagenette_root, progress=True)
+            for r in explaining(upload, example, model_name, target, steps, alpha, eps, temperature, temps, recipe,
+                                device=device, imagenette_root=imagenette_root, max_steps=max_steps):
+                if not isinstance(r, Result):
+                    yield (gr.skip(),) * 7 + (f"*{r}*", gr.skip())
+                    continue
+                yield ((r.pullback, r.pullback_diff), (r.pullback, r.source), (r.vanilla, r.vanilla_diff),
+                       (r.vanilla, r.source), r.top5_before, r.top5_pullback, r.top5_vanilla, r.note, str(r.png))
         except EXPECTED_ERRORS as e:
             raise gr.Error(service.message(e, "app"), print_exception=False) from None
-        return ((r.pullback, r.pullback_diff), (r.pullback, r.source), (r.vanilla, r.vanilla_diff),
-                (r.vanilla, r.source), r.top5_before, r.top5_pullback, r.top5_vanilla, r.note, str(r.png))
+        except service.Stopped:
+            raise gr.Error("the app is shutting down", print_exception=False) from None
 
     def settings_changed(name, recipe):  # a model or recipe chosen: its recommended settings in the boxes
         try:
@@ -170,7 +199,8 @@ def build_app(model: str = DEFAULT_MODEL, device: str = "cpu", imagenette_root=N
                 recipe = gr.Radio(list(RECIPES), value=DEFAULTS.recipe, label="recipe", elem_id="recipe",
                                   info="excitation: the seed paper; semantic: the authors' follow-up code")
                 with gr.Row():
-                    steps = gr.Number(first.steps, label="steps", precision=0)
+                    steps = gr.Number(first.steps, label="steps" + (f" (at most {max_steps})" if max_steps else ""),
+                                      precision=0)
                     alpha = gr.Number(first.alpha, label="alpha (step length)")
                 with gr.Row():
                     eps = gr.Number(first.eps or 0, label="eps (projection radius, 0: none)")
