@@ -159,7 +159,7 @@ def load_image(path: PathLike) -> torch.Tensor:
     p = Path(os.fspath(path)).expanduser()
 
     def fail(problem: str, fix: str) -> ImageLoadError:
-        return ImageLoadError(f"cannot load image {str(p)!r}: {problem}. {fix}")
+        return ImageLoadError(f"cannot load image {str(p)!r}: {problem}. {fix}".rstrip())
 
     if p.is_dir():
         raise fail("it is a directory", "Pass an image file, or use load_images(folder).")
@@ -197,7 +197,10 @@ def load_image(path: PathLike) -> torch.Tensor:
             f"its colour mode {img.mode!r} cannot be converted to RGB ({e})",
             "Re-save it as an 8-bit RGB or greyscale image.",
         ) from e
-    return preprocess(rgb)
+    try:
+        return preprocess(rgb)
+    except ImageLoadError as e:  # the picture's shape: say which file
+        raise fail(str(e).rstrip("."), "") from None
 
 
 def _image_files(folder: Path) -> list[Path]:

@@ -241,3 +241,56 @@ def test_cli_huge_steps_and_out_folder(tmp_path, capsys):
     folder.mkdir()
     assert main(["explain", str(photo), "--target", "tabby", "--steps", "1", "--out", str(folder)]) == 0
     assert (folder / "cat_png_281_explained.png").is_file() and not (tmp_path / "results.png").exists()
+
+
+def _photo(tmp_path):
+    from PIL import Image
+
+    from pullbacks.images import builtin_photos
+
+    photo = tmp_path / "cat.png"
+    Image.fromarray(((builtin_photos()[0].image.permute(1, 2, 0) + 1) * 127.5).round().byte().numpy()).save(photo)
+    return photo
+
+
+def test_cli_outputs_are_checked_before_any_work(tmp_path, capsys, monkeypatch):
+    from pullbacks.apps import cli
+    from pullbacks.figures import explain as explain_module
+
+    monkeypatch.setattr(explain_module, "explain_image", lambda *a, **k: pytest.fail("computed first"))
+    photo = _photo(tmp_path)
+    assert cli.main(["explain", str(photo), "--target", "tabby", "--out", str(tmp_path / "x.txt")]) == 2
+    assert "give a .png" in capsys.readouterr().err
+    locked = tmp_path / "locked.png"
+    locked.write_bytes(b"")
+    locked.chmod(0o444)
+    import os
+
+    if os.access(locked, os.W_OK):  # root can write anyway: nothing to check here
+        return
+    assert cli.main(["explain", str(photo), "--target", "tabby", "--out", str(locked)]) == 2
+    assert "cannot be written" in capsys.readouterr().err
+
+
+def test_cli_evaluate_out_checked_first_and_weights_messages(tmp_path, capsys):
+    from pullbacks.apps import cli
+
+    assert cli.main(["evaluate", "--out", "/proc/nope", "--metrics", "infidelity", "--methods", "gradient"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot write into '/proc/nope'" in err and "--out" in err
+    whole = tmp_path / "model.pt"
+    torch.save(tiny_cnn(), whole)
+    assert cli.main(["explain", str(_photo(tmp_path)), "--target", "1", "--weights", str(whole)]) == 2
+    err = capsys.readouterr().err
+    assert "pickled Python objects" in err and "state_dict" in err and "\x1b[" not in err and err.count("\n") == 1
+
+
+def test_an_image_too_thin_names_its_file(tmp_path):
+    from PIL import Image
+
+    from pullbacks.images import ImageLoadError, load_image
+
+    thin = tmp_path / "thin.png"
+    Image.new("RGB", (30, 1)).save(thin)
+    with pytest.raises(ImageLoadError, match=r"cannot load image .*thin.png.*30×1 pixels"):
+        load_image(thin)

@@ -9,6 +9,7 @@ Every wrong argument exits with status 2 and a one-line message, never a traceba
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 import warnings
@@ -238,7 +239,13 @@ def _explain_out(args, target: int) -> Path:
     out = Path(args.out)
     if out.is_dir() or args.out.endswith(("/", "\\")):
         return out / name
-    return out if out.suffix else out.with_suffix(".png")
+    out = out if out.suffix else out.with_suffix(".png")
+    if out.suffix.lower() not in (".png", ".jpg", ".jpeg", ".pdf", ".svg"):
+        raise UsageError(f"--out {args.out!r}: the figure is written as an image; give a .png, .jpg, .pdf or .svg "
+                         "file (or a folder)")
+    if out.exists() and not os.access(out, os.W_OK):
+        raise UsageError(f"--out {str(out)!r} exists and cannot be written; choose another file with --out")
+    return out
 
 
 def run_grid(args) -> int:
@@ -293,8 +300,9 @@ def _add_evaluate(parser: argparse.ArgumentParser) -> None:
                         help=f"any of {', '.join(EVALUATION_METHODS)} (default: {' '.join(DEFAULT_METHODS)}; 'all': every one; commas also separate)")
     parser.add_argument("--metrics", nargs="+", default=None, metavar="METRIC",
                         help=f"any of {', '.join(METRICS)} (default: all; commas also separate)")
-    parser.add_argument("--out", default="media/evaluation",
-                        help="output folder for evaluation.md, results.json, randomisation.png (default: %(default)s)")
+    parser.add_argument("--out", default="out/evaluation",
+                        help="output folder for evaluation.md, results.json, randomisation.png (default: %(default)s; "
+                             "the committed results were made with --out media/evaluation)")
     parser.add_argument("--seed", type=int, default=0, help="seed of every random draw (default: %(default)s)")
     parser.add_argument("--batch-size", type=positive_int, default=s.batch_size,
                         help="images per forward/backward pass (default: %(default)s)")
@@ -330,6 +338,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     methods, metric_names = _split(args.methods), _split(args.metrics)
     check_names(methods, EVALUATION_METHODS, "method", DEFAULT_METHODS)  # fail before loading anything
     check_names(metric_names, METRICS, "metric")
+    _writable_folder(args.out, "--out")  # before any work
     loaded, o = _load(args)
     images, labels, names, labelled = _photos(args.images, loaded, args.imagenette_root)
     if not labelled:

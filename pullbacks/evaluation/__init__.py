@@ -3,7 +3,7 @@ baselines (``pullbacks evaluate`` on the command line).
 
     from pullbacks.evaluation import evaluate, Settings
     result = evaluate(model, images, targets, settings=Settings(ascent=AscentOptions(temperature=1.0)))
-    print(result.table()); result.save("media/evaluation")
+    print(result.table()); result.save("out/evaluation")
 
 Methods (``METHODS``): the excitation pullback, pullback ascent (``x_5 - x_0``), the vanilla
 gradient, gradient ascent, and Captum's Input × Gradient, SmoothGrad and Integrated

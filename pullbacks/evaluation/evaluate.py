@@ -2,7 +2,7 @@
 
     from pullbacks.evaluation import evaluate, Settings
     result = evaluate(model, images, targets, settings=Settings(ascent=AscentOptions(temperature=1.0)))
-    print(result.table()); result.save("media/evaluation")
+    print(result.table()); result.save("out/evaluation")
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ to fill and the ``weights=`` file alternative; a state dict that does not fit is
 from __future__ import annotations
 
 import os
+import pickle
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -177,8 +178,14 @@ def _read_state_dict_file(path: Path, name: str) -> dict[str, Tensor]:
     try:
         sd = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
+        if isinstance(e, pickle.UnpicklingError) or "weights_only" in str(e):
+            raise WeightsMismatchError(
+                f"{path} holds pickled Python objects, not only tensors (a whole model saved with "
+                "torch.save(model)?); save its weights alone, torch.save(model.state_dict(), path), and pass that "
+                "file") from None
+        first = re.sub(r"\x1b\[[0-9;]*m", "", str(e).strip().splitlines()[0] if str(e).strip() else "")
         raise WeightsMismatchError(
-            f"{path} could not be read as a state_dict for {name!r} ({type(e).__name__}: {e})"
+            f"{path} could not be read as a state_dict for {name!r} ({type(e).__name__}: {first})"
         ) from e
     if isinstance(sd, Mapping) and isinstance(sd.get("state_dict"), Mapping):
         sd = sd["state_dict"]  # a training checkpoint
