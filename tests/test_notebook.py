@@ -98,7 +98,7 @@ def test_internet_path_renders_the_papers_figures(online, tmp_path, name):
     assert grid.target_names == PAPER_COLUMNS and grid.row_names == PAPER_COLUMNS[:5]
     assert grid.targets == [0, 482, 497, 569, 574, 9]
     assert figures.diff_files["gradient"] == tmp_path / "media" / "vanilla_grad_diff" / file_name
-    assert grid.figure._suptitle.get_text() == f"{name}: excitation pullback, 1 step(s), alpha 20"
+    assert grid.figure._suptitle.get_text() == f"{name}: excitation pullback (excitation recipe), 1 step(s), alpha 20"
 
 
 def test_internet_path_defaults_and_sweep(online, tmp_path):
@@ -183,7 +183,7 @@ def test_parameters_cell_has_the_papers_defaults():
     exec("".join(cells[0]["source"]), {}, values)
     assert values["models"] == PAPER_MODELS
     assert values["device"] == "auto" and values["weights"] == "default" and values["data"] == "imagenette"
-    assert (values["steps"], values["alpha"], values["eps"]) == (5, 20.0, 100.0)
+    assert (values["steps"], values["alpha"], values["eps"], values["recipe"]) == (5, 20.0, "recipe", "excitation")
     assert values["temperature"] is None and values["extra_class"] == "ostrich" and values["out"] == "media"
 
 
