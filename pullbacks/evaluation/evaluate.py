@@ -52,6 +52,7 @@ class _Run:
     methods: list[str]
     settings: Settings
     bar: "_Progress"
+    names: list = field(default_factory=list)
     attributions: dict = field(default_factory=dict)
     blocks: list = field(default_factory=list)
 
@@ -137,6 +138,50 @@ def _region_perturbation(r: _Run, result: Evaluation) -> None:
     result.scores["region_perturbation_abs"] = {m: scores[f"{m}|abs"] for m in r.methods}
 
 
+def _seeds(r: _Run) -> list[int]:
+    from .data import image_seed
+
+    return [image_seed(r.settings.seed, name) for name in r.names]
+
+
+def _faithfulness_estimate(r: _Run, result: Evaluation) -> None:
+    from .suite import faithfulness_estimate
+
+    result.scores["faithfulness_estimate"] = faithfulness_estimate(
+        r.model, r.x, r.t, r.attributions, features=r.settings.fe_features, baseline=r.settings.baseline,
+        batch=r.forward_batch)
+    r.bar.step("faithfulness estimate", _chunk_passes(r))
+
+
+def _monotonicity_correlation(r: _Run, result: Evaluation) -> None:
+    from .suite import monotonicity_correlation
+
+    result.scores["monotonicity_correlation"] = monotonicity_correlation(
+        r.model, r.x, r.t, r.attributions, _seeds(r), features=r.settings.fe_features,
+        samples=r.settings.mc_samples, batch=r.forward_batch)
+    r.bar.step("monotonicity correlation", _chunk_passes(r) * r.settings.mc_samples)
+
+
+def _max_sensitivity(r: _Run, result: Evaluation) -> None:
+    from .suite import max_sensitivity
+
+    scores = {}
+    for i in range(r.n):  # one image at a time: its noisy copies fill the batch
+        def explain(method, xs, i=i):
+            return attribute(r.model, xs, r.t[i:i + 1].expand(xs.shape[0]), method, r.settings)
+
+        one = max_sensitivity(r.x[i:i + 1], {m: a[i:i + 1] for m, a in r.attributions.items()}, explain,
+                              _seeds(r)[i:i + 1], samples=r.settings.ms_samples, radius=r.settings.ms_radius)
+        for m, v in one.items():
+            scores.setdefault(m, []).append(v[0])
+    result.scores["max_sensitivity"] = {m: np.array(v) for m, v in scores.items()}
+    r.bar.step("max-sensitivity", r.settings.ms_samples * sum(map(r.backward_units, r.methods)))
+
+
+def _chunk_passes(r: _Run) -> int:
+    return len(r.methods) * r.n * math.ceil(r.x[0].numel() / r.settings.fe_features)
+
+
 @dataclass(frozen=True)
 class Metric:
     """One entry of the metric registry: ``run`` fills the report's columns
@@ -153,6 +198,11 @@ REGISTRY: dict[str, Metric] = {
     "faithfulness_correlation": Metric(_faithfulness_correlation, lambda r: r.n * (r.settings.fc_runs + 1)),
     "infidelity": Metric(_infidelity, lambda r: len(r.methods) * r.n * r.settings.infidelity_samples),
     "region_perturbation": Metric(_region_perturbation, lambda r: 2 * len(r.methods) * r.n * (r.grid + 1)),
+    "faithfulness_estimate": Metric(_faithfulness_estimate, _chunk_passes),
+    "monotonicity_correlation": Metric(_monotonicity_correlation,
+                                       lambda r: _chunk_passes(r) * r.settings.mc_samples),
+    "max_sensitivity": Metric(_max_sensitivity,
+                              lambda r: r.settings.ms_samples * sum(map(r.backward_units, r.methods))),
 }
 assert set(REGISTRY) == set(METRICS), "every metric of the report has one entry here"
 
@@ -190,7 +240,7 @@ def evaluate(
         targets=t.tolist(), target_names=[str(classes[i]) if classes is not None else str(i) for i in t.tolist()],
         settings=settings,
     )
-    run = _Run(model, x, t, methods, settings, _Progress(0, False))
+    run = _Run(model, x, t, methods, settings, _Progress(0, False), names)
     run.blocks = randomisation_blocks(model, settings.blocks) if "randomisation" in metric_names else []
     if run.blocks and len(run.blocks) < settings.blocks:  # the model has fewer: the report says how many ran
         result.settings = dataclasses.replace(settings, blocks=len(run.blocks))

@@ -33,6 +33,10 @@ class Settings:
     fc_runs: int = 128
     infidelity_p: float = 0.25  # infidelity: probability that a patch is removed
     infidelity_samples: int = 32
+    fe_features: int = 3136  # faithfulness estimate / monotonicity: entries per chunk (the follow-up's)
+    mc_samples: int = 10  # monotonicity correlation: noise draws per chunk
+    ms_samples: int = 10  # max-sensitivity: noise draws
+    ms_radius: float = 0.02  # max-sensitivity: noise amplitude in [-1, 1] units
     batch_size: int = 16  # images per forward/backward pass (forward-only passes take 4 × batch_size)
     seed: int = 0
 

@@ -27,6 +27,10 @@ METRICS: dict[str, tuple[str, ...]] = {  # CLI metric name → the table columns
     "faithfulness_correlation": ("faithfulness_correlation", "faithfulness_correlation_abs"),
     "infidelity": ("infidelity",),
     "region_perturbation": ("region_perturbation", "region_perturbation_abs"),
+    # the follow-up's (suite.py); Focus runs on mosaics (runner.py)
+    "faithfulness_estimate": ("faithfulness_estimate",),
+    "monotonicity_correlation": ("monotonicity_correlation",),
+    "max_sensitivity": ("max_sensitivity",),
 }
 COLUMNS: dict[str, Column] = {
     "randomisation_top": Column(
@@ -56,6 +60,21 @@ COLUMNS: dict[str, Column] = {
     "region_perturbation_abs": Column(
         "Region pert. AOPC, |a|", "higher", ".2f",
         "the same, ranking the patches by Σ_c |a_c|"),
+    "faithfulness_estimate": Column(
+        "Faithfulness est.", "higher", ".3f",
+        "Pearson r of chunk |a| mass vs the logit drop when the chunk alone is set to {baseline:g}, chunks of "
+        "{fe_features} entries in descending |a| (Quantus FaithfulnessEstimate; the follow-up's)"),
+    "monotonicity_correlation": Column(
+        "Monotonicity corr.", "higher", ".3f",
+        "Spearman ρ of chunk |a| mass vs the mean squared logit change over {mc_samples} uniform-noise draws of "
+        "the chunk alone (Quantus MonotonicityCorrelation on logits; the follow-up's)"),
+    "max_sensitivity": Column(
+        "Max-sensitivity", "lower", ".3f",
+        "the largest ‖a(x + u) − a(x)‖ / ‖a(x)‖ over {ms_samples} draws of u uniform in ±{ms_radius:g} "
+        "(Quantus MaxSensitivity; the follow-up's)"),
+    "focus": Column(
+        "Focus", "higher", ".3f",
+        "share of positive relevance in the target's two tiles of a 2×2 mosaic (Quantus Focus; the follow-up's)"),
 }
 
 
