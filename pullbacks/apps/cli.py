@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
 import sys
 import warnings
 from pathlib import Path
@@ -20,9 +19,6 @@ import torch
 
 from ..core import options
 from ..core.recipes import DEFAULT_RECIPE, RECIPES
-from ..evaluation.methods import METHODS as EVALUATION_METHODS
-from ..evaluation.methods import DEFAULT_METHODS, Settings, check_names
-from ..evaluation.report import METRICS
 from ..models import DEFAULT_MODEL, available_models
 from .arguments import (UsageError, _Parser, device, non_negative_int, optional_positive, port, positive_float,
                         positive_int,
@@ -130,9 +126,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="where Imagenette is, for its example rows (never downloaded by the app)")
     app.set_defaults(run=run_app)
 
+    from .evaluation import add_evaluate, run_evaluate
+
     ev = sub.add_parser("evaluate", help="faithfulness metrics against gradient baselines",
-                        description="Compare attribution methods with sanity checks and faithfulness metrics.")
-    _add_evaluate(ev)
+                        description="Compare attribution methods with sanity checks and faithfulness metrics, over "
+                                    "a dataset, resumably, on one process or many (torchrun).")
+    add_evaluate(ev)
     ev.set_defaults(run=run_evaluate)
     return parser
 
@@ -288,77 +287,6 @@ def run_explain(args) -> int:
         print(f"top-5 {title}:")
         print(format_top5(top))
     print(result.save(out))
-    return 0
-
-
-def _add_evaluate(parser: argparse.ArgumentParser) -> None:
-    """The options of ``pullbacks evaluate``."""
-    s = Settings()
-    _add_model(parser)
-    _add_images(parser)
-    parser.add_argument("--methods", nargs="+", default=None, metavar="METHOD",
-                        help=f"any of {', '.join(EVALUATION_METHODS)} (default: {' '.join(DEFAULT_METHODS)}; 'all': every one; commas also separate)")
-    parser.add_argument("--metrics", nargs="+", default=None, metavar="METRIC",
-                        help=f"any of {', '.join(METRICS)} (default: all; commas also separate)")
-    parser.add_argument("--out", default="out/evaluation",
-                        help="output folder for evaluation.md, results.json, randomisation.png (default: %(default)s; "
-                             "the committed results were made with --out media/evaluation)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of every random draw (default: %(default)s)")
-    parser.add_argument("--batch-size", type=positive_int, default=s.batch_size,
-                        help="images per forward/backward pass (default: %(default)s)")
-    _add_recipe(parser)
-    parser.add_argument("--temperature", type=temperature, default=None,
-                        help="pullback temperature (default: the model's recommended one)")
-    _add_families(parser)
-    parser.add_argument("--blocks", type=positive_int, default=s.blocks,
-                        help="layer blocks in the randomisation cascade (default: %(default)s)")
-    parser.add_argument("--ig-steps", type=positive_int, default=s.ig_steps,
-                        help="Integrated Gradients steps (default: %(default)s)")
-    parser.add_argument("--smoothgrad-samples", type=positive_int, default=s.smoothgrad_samples,
-                        help="SmoothGrad noise samples (default: %(default)s)")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-
-
-def _split(values: Sequence[str] | None) -> list[str] | None:
-    if values is None:
-        return None
-    out = [v.strip() for text in values for v in text.split(",") if v.strip()]
-    return out
-
-
-def run_evaluate(args: argparse.Namespace) -> int:
-    """``pullbacks evaluate``: evaluate, write the report, table and figure; print the tables."""
-    from ..evaluation import evaluate
-
-    try:  # the extras: fail with their install hint before any work
-        from ..evaluation import captum, quantus  # noqa: F401
-    except ImportError as e:
-        raise UsageError(str(e)) from None
-
-    methods, metric_names = _split(args.methods), _split(args.metrics)
-    check_names(methods, EVALUATION_METHODS, "method", DEFAULT_METHODS)  # fail before loading anything
-    check_names(metric_names, METRICS, "metric")
-    _writable_folder(args.out, "--out")  # before any work
-    loaded, o = _load(args)
-    images, labels, names, labelled = _photos(args.images, loaded, args.imagenette_root)
-    if not labelled:
-        print("targets: the model's predicted classes (files carry no labels)")
-    settings = Settings(ascent=o, blocks=args.blocks, ig_steps=args.ig_steps,
-                        smoothgrad_samples=args.smoothgrad_samples, batch_size=args.batch_size, seed=args.seed)
-    result = evaluate(loaded.model, images.to(loaded.device), labels, methods=methods, metrics=metric_names,
-                      settings=settings, names=names, classes=loaded.classes, model_name=loaded.name,
-                      progress=not args.no_progress)
-    result.command = "pullbacks " + " ".join(shlex.quote(a) for a in sys.argv[1:]) \
-        if Path(sys.argv[0]).name in ("pullbacks", "__main__.py") else None
-    paths = result.save(args.out)
-    print(result.table())
-    diff = result.differences_table()
-    if diff:
-        print()
-        print(diff)
-    print()
-    for p in paths.values():
-        print(p)
     return 0
 
 

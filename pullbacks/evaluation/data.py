@@ -98,7 +98,7 @@ def shard(items: Sequence[Item], rank: int, world: int) -> list[Item]:
 def image_seed(seed: int, name: str) -> int:
     """The seed of every random draw made for image ``name`` in a run seeded ``seed``: the
     numbers depend on neither the number of processes, nor the batch, nor the order."""
-    return int.from_bytes(hashlib.sha256(f"{seed}:{name}".encode()).digest()[:7], "big")
+    return int.from_bytes(hashlib.sha256(f"{seed}:{name}".encode()).digest()[:4], "big") >> 1  # < 2**31: numpy takes it
 
 
 class Images(Dataset):

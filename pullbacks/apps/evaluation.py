@@ -1,0 +1,111 @@
+"""``pullbacks evaluate``: its options and the run, over a dataset, resumably, on one
+process or under ``torchrun`` (``pullbacks.evaluation.runner``)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from ..evaluation.methods import METHODS, DEFAULT_METHODS, Settings, check_names
+from ..evaluation.report import METRICS
+from .arguments import UsageError, non_negative_int, positive_int, temperature
+from .cli import _add_families, _add_images, _add_model, _add_recipe, _load, _writable_folder
+
+FOCUS = "focus"
+METRIC_NAMES = {**METRICS, FOCUS: (FOCUS,)}  # Focus runs on mosaics
+
+
+def add_evaluate(parser: argparse.ArgumentParser) -> None:
+    """The options of ``pullbacks evaluate``."""
+    s = Settings()
+    _add_model(parser)
+    _add_images(parser)
+    parser.add_argument("--limit", type=positive_int, default=None, metavar="N",
+                        help="evaluate N images, drawn by shuffling the list with --shuffle-seed (default: all)")
+    parser.add_argument("--shuffle-seed", type=int, default=314,
+                        help="seed of that shuffle (default: %(default)s, the authors')")
+    parser.add_argument("--methods", nargs="+", default=None, metavar="METHOD",
+                        help=f"any of {', '.join(METHODS)} (default: {' '.join(DEFAULT_METHODS)}; 'all': every one; "
+                             "commas also separate)")
+    parser.add_argument("--metrics", nargs="+", default=None, metavar="METRIC",
+                        help=f"any of {', '.join(METRIC_NAMES)} (default: all but focus; commas also separate)")
+    parser.add_argument("--mosaics", type=non_negative_int, default=0, metavar="N",
+                        help="2x2 mosaics for the focus metric (the authors: 500; default: %(default)s)")
+    parser.add_argument("--out", default="out/evaluation",
+                        help="output folder: records, evaluation.md, results.json, randomisation.png (default: "
+                             "%(default)s; the committed results were made with --out media/evaluation)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of every random draw (default: %(default)s)")
+    parser.add_argument("--batch-size", type=positive_int, default=s.batch_size,
+                        help="images per batch written to disk at once (default: %(default)s)")
+    parser.add_argument("--workers", type=non_negative_int, default=0,
+                        help="data-loading worker processes (default: %(default)s)")
+    _add_recipe(parser)
+    parser.add_argument("--temperature", type=temperature, default=None,
+                        help="pullback temperature (default: the model's recommended one)")
+    _add_families(parser)
+    parser.add_argument("--blocks", type=positive_int, default=s.blocks,
+                        help="layer blocks in the randomisation cascade (default: %(default)s)")
+    parser.add_argument("--ig-steps", type=positive_int, default=s.ig_steps,
+                        help="Integrated Gradients steps (default: %(default)s)")
+    parser.add_argument("--smoothgrad-samples", type=positive_int, default=s.smoothgrad_samples,
+                        help="SmoothGrad noise samples (default: %(default)s)")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+
+
+def _split(values: Sequence[str] | None) -> list[str] | None:
+    if values is None:
+        return None
+    return [v.strip() for text in values for v in text.split(",") if v.strip()]
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    """Evaluate (resuming what ``--out`` already holds), then write and print the report."""
+    from ..evaluation.data import select, source_items
+    from ..evaluation.runner import rank_device, run
+
+    try:  # the extras: fail with their install hint before any work
+        from ..evaluation import captum, quantus  # noqa: F401
+    except ImportError as e:
+        raise UsageError(str(e)) from None
+    methods = check_names(_split(args.methods), METHODS, "method", DEFAULT_METHODS)  # before loading anything
+    metrics = check_names(_split(args.metrics), METRIC_NAMES, "metric", list(METRICS))
+    if FOCUS in metrics and not args.mosaics:
+        raise UsageError("the focus metric runs on mosaics: pass --mosaics N (the authors: 500)")
+    _writable_folder(args.out, "--out")
+    args.device = rank_device(args.device)
+    items = select(source_items(args.images, args.imagenette_root), args.limit, args.shuffle_seed)
+    if any(it.label is None for it in items):
+        print("targets: the model's predicted classes for the files without a class folder")
+    loaded, o = _load(args)
+    settings = Settings(ascent=o, blocks=args.blocks, ig_steps=args.ig_steps,
+                        smoothgrad_samples=args.smoothgrad_samples, batch_size=args.batch_size, seed=args.seed)
+    spec = {"model": loaded.name, "weights": loaded.weights, "images": [os.fspath(i) for i in args.images],
+            "limit": args.limit, "shuffle_seed": args.shuffle_seed, "methods": methods, "metrics": metrics,
+            "mosaics": args.mosaics, "settings": _jsonable(settings)}
+    result = run(loaded, items, methods=methods, metrics=metrics, settings=settings, out=args.out, spec=spec,
+                 mosaic_count=args.mosaics, workers=args.workers, progress=not args.no_progress)
+    if result is None:  # another rank writes the report
+        return 0
+    result.command = "pullbacks " + " ".join(shlex.quote(a) for a in sys.argv[1:]) \
+        if Path(sys.argv[0]).name in ("pullbacks", "__main__.py") else None
+    paths = result.save(args.out)
+    print(result.table())
+    diff = result.differences_table()
+    if diff:
+        print()
+        print(diff)
+    print()
+    for p in [Path(args.out) / "records.jsonl", *paths.values()]:
+        print(p)
+    return 0
+
+
+def _jsonable(settings: Settings) -> dict:
+    import dataclasses
+    import json
+
+    return json.loads(json.dumps(dataclasses.asdict(settings), default=str))

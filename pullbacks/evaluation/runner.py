@@ -1,0 +1,285 @@
+"""An evaluation over a dataset that never loses finished work, on one process or many.
+
+    records = run(loaded, items, methods=..., metrics=..., settings=..., out="out/evaluation")
+
+* **Shards**: under ``torchrun`` (``WORLD_SIZE`` > 1) each process joins the process group
+  (gloo on CPU, NCCL on CUDA) and takes every ``world``-th image from its rank on.
+* **Records**: each finished batch's per-image scores are appended at once to
+  ``OUT/records/rank-<r>.jsonl``, one JSON object per line (``image``, ``method``,
+  ``metric``, ``value``, ``label``); a killed run loses at most the batch in flight, and the
+  same command run again skips what is done.
+* **Numbers** do not depend on the number of processes, the batch size or the order: every
+  image is scored on its own, every random draw seeded from the run's seed and the image's
+  name (``data.image_seed``).
+* **Settings**: ``OUT/run.json`` holds what fixes the numbers; a run whose settings differ
+  refuses to mix its records with those, naming the difference.
+* **Merge**: when every image is done, rank 0 writes ``OUT/records.jsonl`` (sorted, each
+  (image, method, metric) once) and the report (``evaluation.md``, ``results.json``,
+  ``randomisation.png``) built from the records.
+* **Focus** runs on 2×2 mosaics of 112-pixel tiles made from the same images (``mosaics``):
+  two tiles of one class, two of other classes, placed by the seed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import random
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from ..core.checks import check_model
+from .data import Images, Item, image_seed, shard
+from .evaluate import evaluate
+from .methods import Settings, attribute
+from .report import Evaluation
+from .suite import focus
+
+FOCUS = "focus"
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def process_group() -> tuple[int, int]:
+    """(rank, world): joins ``torchrun``'s process group when there is one to join."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+def _barrier(world: int) -> None:
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def rank_device(device: str) -> str:
+    """Under ``torchrun`` each rank on its own GPU (``cuda:<LOCAL_RANK>``)."""
+    if str(device).startswith("cuda") and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+    return device
+
+
+# --------------------------------------------------------------------------- mosaics
+
+
+@dataclasses.dataclass(frozen=True)
+class Mosaic:
+    """A 2×2 mosaic: the names of its four tiles (row-major), its target class and which
+    tiles show it."""
+
+    name: str
+    tiles: tuple[str, str, str, str]
+    label: int
+    target: tuple[bool, bool, bool, bool]
+
+
+def mosaics(items: Sequence[Item], count: int, seed: int) -> list[Mosaic]:
+    """``count`` mosaics from the labelled ``items``: two tiles of a class, two of other
+    classes, placed at random; deterministic from ``seed``. A class with one image shows it
+    twice (the offline photos have one image per class)."""
+    by_class: dict[int, list[str]] = {}
+    for it in items:
+        if it.label is not None:
+            by_class.setdefault(it.label, []).append(it.name)
+    if len(by_class) < 3:
+        raise ValueError(f"Focus mosaics need labelled images of at least 3 classes, got {len(by_class)}; "
+                         "use labelled images (an ImageNet-layout folder) or no mosaics")
+    classes = sorted(by_class)
+    out = []
+    for k in range(count):
+        rng = random.Random(image_seed(seed, f"mosaic/{k}"))
+        c = rng.choice(classes)
+        own = by_class[c]
+        pair = rng.sample(own, 2) if len(own) >= 2 else [own[0], own[0]]
+        others = [rng.choice(by_class[o]) for o in rng.sample([o for o in classes if o != c], 2)]
+        slots = rng.sample(range(4), 4)
+        tiles, target = [""] * 4, [False] * 4
+        for slot, name, is_target in zip(slots, pair + others, (True, True, False, False)):
+            tiles[slot], target[slot] = name, is_target
+        out.append(Mosaic(f"mosaic/{k}", tuple(tiles), c, tuple(target)))
+    return out
+
+
+def mosaic_image(m: Mosaic, images: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The 224×224 mosaic: each tile its image at half size (112 pixels)."""
+    small = [F.avg_pool2d(images[name][None], 2)[0] for name in m.tiles]
+    return torch.cat([torch.cat(small[:2], dim=2), torch.cat(small[2:], dim=2)], dim=1)
+
+
+# --------------------------------------------------------------------------- records
+
+
+def _read_records(folder: Path) -> list[dict]:
+    records = []
+    for path in sorted(folder.glob("rank-*.jsonl")):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:  # the line a kill cut short
+                continue
+    return records
+
+
+def _append(path: Path, records: list[dict]) -> None:
+    with path.open("a", encoding="utf-8") as f:
+        f.write("".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _check_spec(out: Path, spec: dict, rank: int, world: int) -> None:
+    """``OUT/run.json`` is this run's settings, or the run refuses to start."""
+    path = out / "run.json"
+    if rank == 0 and not path.exists():
+        out.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(spec, indent=1, sort_keys=True), encoding="utf-8")
+    _barrier(world)
+    held = json.loads(path.read_text(encoding="utf-8"))
+    if held != spec:
+        key = next(k for k in sorted(set(held) | set(spec)) if held.get(k) != spec.get(k))
+        raise ValueError(f"{out} holds the records of another run ({key}: {held.get(key)!r} there, "
+                         f"{spec.get(key)!r} now); to keep both pass another --out, or delete {out} to start over")
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def run(loaded, items: Sequence[Item], *, methods: Sequence[str], metrics: Sequence[str], settings: Settings,
+        out: str | os.PathLike, spec: dict, mosaic_count: int = 0, workers: int = 0,
+        progress: bool = True) -> Optional[Evaluation]:
+    """Evaluate ``items`` (this process's share), appending records as it goes; when every
+    image is done, merge and return the :class:`Evaluation` on rank 0 (None elsewhere)."""
+    check_model(loaded.model)
+    out = Path(out)
+    rank, world = process_group()
+    _check_spec(out, spec, rank, world)
+    folder = out / "records"
+    folder.mkdir(parents=True, exist_ok=True)
+    plain = [m for m in metrics if m != FOCUS]
+    done = {(r["image"], r["method"], r["metric"]) for r in _read_records(folder)}
+    mine = [it for it in shard(items, rank, world)
+            if plain and not all((it.name, m, k) in done for m in methods for k in _first_columns(plain))]
+    tiles = mosaics(items, mosaic_count, settings.seed) if FOCUS in metrics and mosaic_count else []
+    my_mosaics = [t for t in shard(tiles, rank, world) if not all((t.name, m, FOCUS) in done for m in methods)]
+    _score_images(loaded, mine, methods, plain, settings, folder / f"rank-{rank}.jsonl", workers, progress, rank)
+    _score_mosaics(loaded, my_mosaics, items, methods, settings, folder / f"rank-{rank}.jsonl", progress, rank)
+    _barrier(world)
+    result = merge(out, items, tiles, methods, metrics, loaded, settings) if rank == 0 else None
+    _barrier(world)
+    return result
+
+
+def _first_columns(metrics: Sequence[str]) -> list[str]:
+    from .report import METRICS
+
+    return [METRICS[m][0] for m in metrics]
+
+
+def _bar(total: int, progress: bool, rank: int, what: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=f"rank {rank}: {what}" if rank else what, unit="image", disable=not progress,
+                position=rank, dynamic_ncols=True)
+
+
+def _score_images(loaded, items, methods, metrics, settings, path, workers, progress, rank) -> None:
+    if not items:
+        return
+    loader = DataLoader(Images(items), batch_size=settings.batch_size, num_workers=workers)
+    with _bar(len(items), progress, rank, "images") as bar:
+        for images, labels, index in loader:
+            records = []
+            for x, label, i in zip(images, labels.tolist(), index.tolist()):
+                item = items[i]
+                x = x.to(loaded.device)
+                if label < 0:  # a file carries no class: explain the model's prediction
+                    with torch.no_grad():
+                        label = int(loaded.model(x[None]).argmax(1))
+                s = dataclasses.replace(settings, seed=image_seed(settings.seed, item.name))
+                r = evaluate(loaded.model, x[None], [label], methods=list(methods), metrics=list(metrics),
+                             settings=s, names=[item.name], progress=False)
+                records += [{"image": item.name, "method": m, "metric": column, "value": _num(v[0]), "label": label}
+                            for column, per_method in r.scores.items() for m, v in per_method.items()]
+                for m, stages in (r.randomisation or {}).items():
+                    records += [{"image": item.name, "method": m, "metric": f"randomisation_stage/{k}/{stage}",
+                                 "value": _num(v), "label": label}
+                                for k, (stage, v) in enumerate(zip(r.stages, stages[0]))]
+            _append(path, records)  # the batch is safe on disk
+            bar.update(len(labels))
+
+
+def _score_mosaics(loaded, mosaics_, items, methods, settings, path, progress, rank) -> None:
+    if not mosaics_:
+        return
+    needed = {name for m in mosaics_ for name in m.tiles}
+    images = {it.name: it for it in items if it.name in needed}
+    loaded_images = {name: Images([it])[0][0] for name, it in images.items()}
+    with _bar(len(mosaics_), progress, rank, "mosaics") as bar:
+        for m in mosaics_:
+            x = mosaic_image(m, loaded_images).to(loaded.device)[None]
+            s = dataclasses.replace(settings, seed=image_seed(settings.seed, m.name))
+            attributions = {meth: attribute(loaded.model, x, [m.label], meth, s) for meth in methods}
+            scores = focus(attributions, [m.target])
+            _append(path, [{"image": m.name, "method": meth, "metric": FOCUS, "value": _num(v[0]), "label": m.label}
+                           for meth, v in scores.items()])
+            bar.update(1)
+
+
+def _num(v) -> Optional[float]:
+    v = float(v)
+    return None if not np.isfinite(v) else v
+
+
+def merge(out: Path, items: Sequence[Item], tiles: Sequence[Mosaic], methods: Sequence[str],
+          metrics: Sequence[str], loaded, settings: Settings) -> Evaluation:
+    """``OUT/records.jsonl`` (each (image, method, metric) once, sorted) and the report."""
+    seen: dict[tuple, dict] = {}
+    for r in _read_records(out / "records"):
+        seen.setdefault((r["image"], r["method"], r["metric"]), r)
+    records = [seen[k] for k in sorted(seen)]
+    names = [it.name for it in items]
+    wanted = {it.name for it in items} | {t.name for t in tiles}
+    records = [r for r in records if r["image"] in wanted and r["method"] in methods]
+    _write_records(out / "records.jsonl", records)
+    labels = {r["image"]: r["label"] for r in records}
+    result = Evaluation(model_name=loaded.name, methods=list(methods), metrics=list(metrics), image_names=names,
+                        targets=[labels.get(n, -1) for n in names],
+                        target_names=[loaded.classes[labels[n]] if labels.get(n, -1) >= 0 else "?" for n in names],
+                        settings=settings)
+    by = {}
+    for r in records:
+        by.setdefault(r["metric"], {}).setdefault(r["method"], {})[r["image"]] = r["value"]
+    for column, per_method in by.items():
+        if column.startswith("randomisation_stage/"):
+            continue
+        rows = [t.name for t in tiles] if column == FOCUS else names
+        result.scores[column] = {m: np.array([np.nan if v.get(n) is None else v[n] for n in rows], dtype=float)
+                                 for m, v in per_method.items()}
+    stages = sorted({tuple(r["metric"].split("/")[1:]) for r in records if r["metric"].startswith("randomisation_stage/")},
+                    key=lambda s: int(s[0]))
+    if stages:
+        result.stages = [s[1] for s in stages]
+        result.randomisation = {m: np.array([[by[f"randomisation_stage/{k}/{label}"][m].get(n, np.nan)
+                                              for k, label in stages] for n in names], dtype=float)
+                                for m in methods}
+    return result
+
+
+def _write_records(path: Path, records: list[dict]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in records), encoding="utf-8")
+    tmp.replace(path)

@@ -1,0 +1,183 @@
+"""The evaluation over a dataset: true labels from wnid folders, mosaics, records written as
+it goes, resume after a kill, refusal to mix runs, and the same numbers under torchrun."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+pytest.importorskip("captum")
+
+from helpers import tiny_cnn  # noqa: E402
+from pullbacks.evaluation import data, runner  # noqa: E402
+from pullbacks.evaluation.methods import Settings  # noqa: E402
+from pullbacks.images import builtin_photos  # noqa: E402
+from pullbacks.models import InputSpaceWrapper, LoadedModel, imagenet_classes  # noqa: E402
+
+WNIDS = {285: "n02124075", 967: "n07920052", 657: "n03773504", 665: "n03785016"}  # the four built-in photos' classes
+
+
+def _save(image: torch.Tensor, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(((image.permute(1, 2, 0) + 1) * 127.5).round().byte().numpy()).save(path)
+
+
+@pytest.fixture(scope="module")
+def imagenet_folder(tmp_path_factory):
+    """The built-in photos in ImageNet layout, two per class (the second mirrored)."""
+    root = tmp_path_factory.mktemp("imagenet")
+    for p in builtin_photos():
+        _save(p.image, root / WNIDS[p.label] / f"{p.name}.png")
+        _save(p.image.flip(-1), root / WNIDS[p.label] / f"{p.name}_mirror.png")
+    return root
+
+
+def _loaded():
+    net = tiny_cnn(classes=1000)
+    return LoadedModel(InputSpaceWrapper(net, (0.5,) * 3, (0.5,) * 3).eval(), "tiny", imagenet_classes(), 0.3, 0.3)
+
+
+FAST = Settings(ig_steps=2, smoothgrad_samples=2, blocks=2, fc_runs=4, infidelity_samples=2, mc_samples=2,
+                ms_samples=2, batch_size=3)
+
+
+def test_true_labels_come_from_the_wnid_folders(imagenet_folder):
+    items = data.folder_items(imagenet_folder)
+    assert len(items) == 8 and {it.label for it in items} == set(WNIDS)
+    assert all(WNIDS[it.label] == it.name.split("/")[0] for it in items)
+    assert data.imagenet_wnids()[285] == "n02124075"
+    (imagenet_folder / "not_a_wnid").mkdir()
+    _save(builtin_photos()[0].image, imagenet_folder / "not_a_wnid" / "x.png")
+    try:
+        with pytest.raises(ValueError, match="'not_a_wnid' is not an ImageNet wnid"):
+            data.folder_items(imagenet_folder)
+    finally:
+        shutil.rmtree(imagenet_folder / "not_a_wnid")
+
+
+def test_selection_is_seeded_and_shards_cover_everything_once(imagenet_folder):
+    items = data.folder_items(imagenet_folder)
+    a, b = data.select(items, 5, 314), data.select(items, 5, 314)
+    assert [i.name for i in a] == [i.name for i in b] and len(a) == 5
+    assert [i.name for i in data.select(items, 5, 1)] != [i.name for i in a]
+    parts = [data.shard(items, r, 3) for r in range(3)]
+    assert sorted(i.name for p in parts for i in p) == sorted(i.name for i in items)
+
+
+def test_mosaics_place_each_tile_where_focus_counts_it(imagenet_folder):
+    items = data.folder_items(imagenet_folder)
+    made = runner.mosaics(items, 6, seed=3)
+    assert made == runner.mosaics(items, 6, seed=3) and made != runner.mosaics(items, 6, seed=4)
+    labels = {it.name: it.label for it in items}
+    images = {it.name: data.Images([it])[0][0] for it in items}
+    for m in made:
+        assert [labels[t] == m.label for t in m.tiles] == list(m.target) and sum(m.target) == 2
+        x = runner.mosaic_image(m, images)
+        quadrants = [x[:, :112, :112], x[:, :112, 112:], x[:, 112:, :112], x[:, 112:, 112:]]
+        for q, name in zip(quadrants, m.tiles):
+            torch.testing.assert_close(q, torch.nn.functional.avg_pool2d(images[name][None], 2)[0])
+        relevance = torch.zeros(1, 3, 224, 224)  # relevance exactly on the target tiles: Focus 1
+        for q, t in zip(((0, 0), (0, 112), (112, 0), (112, 112)), m.target):
+            if t:
+                relevance[:, :, q[0]:q[0] + 112, q[1]:q[1] + 112] = 1.0
+        from pullbacks.evaluation.suite import focus
+
+        assert focus({"m": relevance}, [m.target])["m"][0] == 1.0
+
+
+def _records(out: Path) -> dict:
+    rows = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
+    keys = [(r["image"], r["method"], r["metric"]) for r in rows]
+    assert len(keys) == len(set(keys))  # each (image, method, metric) once
+    return {k: r["value"] for k, r in zip(keys, rows)}
+
+
+def _run(out, items, **kw):
+    return runner.run(_loaded(), items, methods=["pullback", "gradient"],
+                      metrics=kw.pop("metrics", ["faithfulness_estimate", "randomisation", "focus"]),
+                      settings=FAST, out=out, spec=kw.pop("spec", {"test": 1}), mosaic_count=2, progress=False, **kw)
+
+
+def test_a_killed_run_resumes_with_every_record_once_and_the_same_numbers(imagenet_folder, tmp_path, monkeypatch):
+    items = data.folder_items(imagenet_folder)
+    whole = _run(tmp_path / "whole", items)
+    assert whole is not None and set(whole.scores["focus"]) == {"pullback", "gradient"}
+    writes = []
+    real = runner._append
+
+    def killed_after_first_batch(path, records):
+        real(path, records)
+        writes.append(len(records))
+        if len(writes) == 1:
+            raise KeyboardInterrupt  # as if killed with the first batch on disk
+
+    monkeypatch.setattr(runner, "_append", killed_after_first_batch)
+    with pytest.raises(KeyboardInterrupt):
+        _run(tmp_path / "again", items)
+    first = (tmp_path / "again" / "records" / "rank-0.jsonl").read_text().splitlines()
+    assert len(first) == writes[0] > 0 and not (tmp_path / "again" / "records.jsonl").exists()
+    monkeypatch.setattr(runner, "_append", real)
+    _run(tmp_path / "again", items)
+    assert _records(tmp_path / "again") == _records(tmp_path / "whole")
+    assert len(_records(tmp_path / "whole")) == 8 * 2 * (1 + 2 + 3) + 2 * 2  # images×methods×columns + mosaics
+
+
+def test_the_numbers_do_not_depend_on_the_batch_or_the_order(imagenet_folder, tmp_path):
+    items = data.folder_items(imagenet_folder)
+    a = _run(tmp_path / "a", items, metrics=["faithfulness_estimate", "monotonicity_correlation"])
+    global FAST
+    saved, FAST = FAST, Settings(**{**FAST.__dict__, "batch_size": 5})
+    try:
+        b = _run(tmp_path / "b", items[::-1], metrics=["faithfulness_estimate", "monotonicity_correlation"])
+    finally:
+        FAST = saved
+    assert a is not None and b is not None
+    ra, rb = _records(tmp_path / "a"), _records(tmp_path / "b")
+    assert ra == rb
+
+
+def test_other_settings_in_the_same_folder_are_refused(imagenet_folder, tmp_path):
+    items = data.folder_items(imagenet_folder)[:2]
+    _run(tmp_path / "o", items, metrics=["faithfulness_estimate"], spec={"methods": ["a"]})
+    with pytest.raises(ValueError, match=r"holds the records of another run \(methods: \['a'\] there, \['b'\] now\)"):
+        _run(tmp_path / "o", items, metrics=["faithfulness_estimate"], spec={"methods": ["b"]})
+
+
+def test_default_output_is_ignored_by_git():
+    from pullbacks.apps.cli import build_parser
+
+    args = build_parser().parse_args(["evaluate"])
+    root = Path(__file__).resolve().parents[1]
+    assert args.out.startswith("out/") and "/out/" in (root / ".gitignore").read_text().splitlines()
+
+
+@pytest.mark.slow
+def test_torchrun_with_two_processes_gives_the_numbers_of_one(imagenet_folder, tmp_path):
+    """gloo on CPU: the same per-image records as one process."""
+    if shutil.which("torchrun") is None and not (Path(sys.executable).parent / "torchrun").exists():
+        pytest.skip("no torchrun")
+    torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
+    common = ["-m", "pullbacks", "evaluate", "--model", "efficientnet_lite0", "--images", str(imagenet_folder),
+              "--methods", "gradient", "pullback", "--metrics", "faithfulness_estimate", "--limit", "4",
+              "--no-progress", "--batch-size", "2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    one = subprocess.run([sys.executable, *common, "--out", str(tmp_path / "one")], capture_output=True, text=True,
+                         env=env, timeout=900)
+    assert one.returncode == 0, one.stderr
+    two = subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2", *common, "--out", str(tmp_path / "two")],
+                         capture_output=True, text=True, env=env, timeout=900)
+    assert two.returncode == 0, two.stderr
+    assert sorted(p.name for p in (tmp_path / "two" / "records").iterdir()) == ["rank-0.jsonl", "rank-1.jsonl"]
+    r1, r2 = _records(tmp_path / "one"), _records(tmp_path / "two")
+    assert r1.keys() == r2.keys() and len(r1) == 4 * 2
+    np.testing.assert_allclose([r1[k] for k in sorted(r1)], [r2[k] for k in sorted(r1)], rtol=1e-6)
+    assert "| Vanilla gradient |" in two.stdout and "Faithfulness est." in two.stdout
