@@ -48,3 +48,40 @@ def tiny_cnn(classes: int = 10, dtype: torch.dtype = torch.float32, seed: int = 
         nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(inplace=True), nn.MaxPool2d(2),
         nn.Conv2d(6, 6, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(24, classes),
     ).to(dtype).eval()
+
+
+# ----------------------------------------------------------------------------- real architectures
+
+
+def tv(name: str, **kw):
+    """A builder of torchvision's ``name`` with random weights."""
+    def build():
+        import torchvision
+
+        return getattr(torchvision.models, name)(weights=None, **kw)
+    return build
+
+
+def timm_model(name: str, **kw):
+    """A builder of timm's ``name`` with random weights."""
+    def build():
+        import timm
+
+        return timm.create_model(name, pretrained=False, **kw)
+    return build
+
+
+def vit_b_16():
+    """ViT-B/16 at 32 px with a random head (torchvision zeros it: logits would not depend on x)."""
+    model = tv("vit_b_16", image_size=32)()
+    nn.init.normal_(model.heads.head.weight, std=0.02)
+    return model
+
+
+def convnext_tiny():
+    """ConvNeXt-T with layer scales of 0.5-1 (1e-6 at init: the blocks would be almost skipped)."""
+    model = tv("convnext_tiny")()
+    for name, p in model.named_parameters():
+        if name.endswith("layer_scale"):
+            nn.init.uniform_(p, 0.5, 1.0)
+    return model

@@ -18,7 +18,7 @@ from pullbacks import PartialPullbackError, PartialPullbackWarning, excitation_p
 from pullbacks.core.options import GateOptions
 from pullbacks.core.table import default_temperatures
 
-from helpers import assert_unchanged, snapshot, tiny_cnn
+from helpers import assert_unchanged, convnext_tiny, snapshot, timm_model, tiny_cnn, tv, vit_b_16
 from reference_beyond import reference_pullback
 
 D = torch.float64
@@ -370,43 +370,13 @@ def test_checkpointing_in_densenet_and_timm_is_a_clear_error():
 # --------------------------------------------------------------------------- real architectures
 
 
-def _tv(name, **kw):
-    def build():
-        import torchvision
-
-        return getattr(torchvision.models, name)(weights=None, **kw)
-    return build
-
-
-def _timm(name, **kw):
-    def build():
-        import timm
-
-        return timm.create_model(name, pretrained=False, **kw)
-    return build
-
-
-def _vit_b_16():
-    model = _tv("vit_b_16", image_size=32)()
-    nn.init.normal_(model.heads.head.weight, std=0.02)  # torchvision zeros the head: logits would not depend on x
-    return model
-
-
-def _convnext_tiny():
-    model = _tv("convnext_tiny")()
-    for name, p in model.named_parameters():
-        if name.endswith("layer_scale"):  # 1e-6 at init: the blocks would be almost skipped
-            nn.init.uniform_(p, 0.5, 1.0)
-    return model
-
-
 ARCHITECTURES = {  # name: (builder, input size)
-    "convnext_tiny": (_convnext_tiny, 64),
-    "efficientnet_b0": (_tv("efficientnet_b0"), 64),
-    "mobilenet_v3_small": (_tv("mobilenet_v3_small"), 64),
-    "vit_b_16": (_vit_b_16, 32),
-    "timm/vit_tiny_patch16_224": (_timm("vit_tiny_patch16_224", img_size=32), 32),
-    "timm/pvt_v2_b0": (_timm("pvt_v2_b0"), 64),
+    "convnext_tiny": (convnext_tiny, 64),
+    "efficientnet_b0": (tv("efficientnet_b0"), 64),
+    "mobilenet_v3_small": (tv("mobilenet_v3_small"), 64),
+    "vit_b_16": (vit_b_16, 32),
+    "timm/vit_tiny_patch16_224": (timm_model("vit_tiny_patch16_224", img_size=32), 32),
+    "timm/pvt_v2_b0": (timm_model("pvt_v2_b0"), 64),
 }
 CUSTOM = dict(temperature=0.7, temperatures={"silu": 0.5, "gelu": 2.0, "hardswish": 0.6, "attention": 3.0})
 
@@ -433,7 +403,7 @@ def test_pullback_equals_the_slow_reference_in_float64(name):
     assert_unchanged(model, before)
 
 
-FORWARD = {**ARCHITECTURES, "swin_t": (_tv("swin_t"), 64)}
+FORWARD = {**ARCHITECTURES, "swin_t": (tv("swin_t"), 64)}
 
 
 @pytest.mark.slow
@@ -450,10 +420,10 @@ def test_forward_is_bit_for_bit_on_real_architectures(name):
 
 
 WARNS = {
-    "swin_t": ("softmax", _tv("swin_t")),
-    "efficientnet_b0": ("sigmoid", _tv("efficientnet_b0")),
-    "regnet_y_400mf": ("sigmoid", _tv("regnet_y_400mf")),
-    "mobilenet_v3_small": ("hardsigmoid", _tv("mobilenet_v3_small")),
+    "swin_t": ("softmax", tv("swin_t")),
+    "efficientnet_b0": ("sigmoid", tv("efficientnet_b0")),
+    "regnet_y_400mf": ("sigmoid", tv("regnet_y_400mf")),
+    "mobilenet_v3_small": ("hardsigmoid", tv("mobilenet_v3_small")),
 }
 
 

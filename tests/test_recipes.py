@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import pullbacks
-from helpers import assert_unchanged, snapshot
+from helpers import assert_unchanged, convnext_tiny, snapshot, timm_model, tv, vit_b_16
 from pullbacks.core.coverage import PartialPullbackWarning
 from pullbacks.core.rules.attention import held_attention
 from reference_beyond import reference_pullback
@@ -241,42 +241,12 @@ def test_loaded_model_options_follow_the_recipe():
 # --------------------------------------------------------------------------- real architectures
 
 
-def _tv(name, **kw):
-    def build():
-        import torchvision
-
-        return getattr(torchvision.models, name)(weights=None, **kw)
-    return build
-
-
-def _timm(name, **kw):
-    def build():
-        import timm
-
-        return timm.create_model(name, pretrained=False, **kw)
-    return build
-
-
-def _vit_b_16():
-    model = _tv("vit_b_16", image_size=32)()
-    nn.init.normal_(model.heads.head.weight, std=0.02)  # torchvision zeros the head
-    return model
-
-
-def _convnext_tiny():
-    model = _tv("convnext_tiny")()
-    for name, p in model.named_parameters():
-        if name.endswith("layer_scale"):
-            nn.init.uniform_(p, 0.5, 1.0)
-    return model
-
-
 ARCHITECTURES = {  # name: (builder, input size)
-    "resnet50": (_tv("resnet50"), 64),
-    "vgg11_bn": (_tv("vgg11_bn"), 64),
-    "convnext_tiny": (_convnext_tiny, 64),
-    "vit_b_16": (_vit_b_16, 32),
-    "timm/pvt_v2_b0": (_timm("pvt_v2_b0"), 64),
+    "resnet50": (tv("resnet50"), 64),
+    "vgg11_bn": (tv("vgg11_bn"), 64),
+    "convnext_tiny": (convnext_tiny, 64),
+    "vit_b_16": (vit_b_16, 32),
+    "timm/pvt_v2_b0": (timm_model("pvt_v2_b0"), 64),
 }
 
 
@@ -316,6 +286,6 @@ def test_semantic_recipe_equals_the_slow_reference_in_float64(name):
 @pytest.mark.parametrize("name, op", [("efficientnet_b0", "sigmoid"), ("swin_t", "softmax")])
 def test_partial_coverage_warns_under_both_recipes(recipe, name, op):
     torch.manual_seed(0)
-    model = _tv(name)().eval()
+    model = tv(name)().eval()
     with pytest.warns(PartialPullbackWarning, match=f"calls to {op}"):
         pullbacks.excitation_pullback(model, torch.rand(1, 3, 64, 64) * 2 - 1, 1, recipe=recipe)

@@ -44,16 +44,23 @@ def _sdpa(q, k, v, mask, *, scale, causal, gqa):
                                           enable_gqa=gqa)
 
 
-def _attention(call: Call, mode) -> Tensor:
-    q, k, v = call.input, call.arg(1, "key", None), call.arg(2, "value", None)
-    mask, p = call.arg(3, "attn_mask", None), call.arg(4, "dropout_p", 0.0)
-    causal, scale, gqa = call.arg(5, "is_causal", False), call.arg(6, "scale", None), call.arg(7, "enable_gqa", False)
-    _no_dropout(p)
-    t = mode.temperature_of("attention")
-    s = 1.0 / math.sqrt(q.size(-1)) if scale is None else float(scale)
-    ordinary = functools.partial(_sdpa, scale=scale, causal=causal, gqa=gqa)
-    softened = functools.partial(_sdpa, scale=s / t, causal=causal, gqa=gqa)
-    return soften(mode, ordinary, softened, q, k, v, mask)
+def _sdpa_rule(softened_sdpa):
+    """The rule of ``F.scaled_dot_product_attention`` whose backward is that of
+    ``softened_sdpa(q, k, v, mask, scale=scale / T, causal=..., gqa=...)``."""
+
+    def run(call: Call, mode) -> Tensor:
+        q, k, v = call.input, call.arg(1, "key", None), call.arg(2, "value", None)
+        mask, p = call.arg(3, "attn_mask", None), call.arg(4, "dropout_p", 0.0)
+        causal, scale = call.arg(5, "is_causal", False), call.arg(6, "scale", None)
+        gqa = call.arg(7, "enable_gqa", False)
+        _no_dropout(p)
+        t = mode.temperature_of("attention")
+        s = 1.0 / math.sqrt(q.size(-1)) if scale is None else float(scale)
+        ordinary = functools.partial(_sdpa, scale=scale, causal=causal, gqa=gqa)
+        softened = functools.partial(softened_sdpa, scale=s / t, causal=causal, gqa=gqa)
+        return soften(mode, ordinary, softened, q, k, v, mask)
+
+    return run
 
 
 def held_attention(q, k, v, mask, *, scale, causal, gqa):
@@ -72,16 +79,8 @@ def held_attention(q, k, v, mask, *, scale, causal, gqa):
     return torch.matmul(torch.softmax(scores, dim=-1).to(v.dtype), v)
 
 
-def _attention_held(call: Call, mode) -> Tensor:
-    q, k, v = call.input, call.arg(1, "key", None), call.arg(2, "value", None)
-    mask, p = call.arg(3, "attn_mask", None), call.arg(4, "dropout_p", 0.0)
-    causal, scale, gqa = call.arg(5, "is_causal", False), call.arg(6, "scale", None), call.arg(7, "enable_gqa", False)
-    _no_dropout(p)
-    t = mode.temperature_of("attention")
-    s = 1.0 / math.sqrt(q.size(-1)) if scale is None else float(scale)
-    ordinary = functools.partial(_sdpa, scale=scale, causal=causal, gqa=gqa)
-    softened = functools.partial(held_attention, scale=s / t, causal=causal, gqa=gqa)
-    return soften(mode, ordinary, softened, q, k, v, mask)
+_attention = _sdpa_rule(_sdpa)
+_attention_held = _sdpa_rule(held_attention)
 
 
 # ----------------------------------------------------------------------------- nn.MultiheadAttention
