@@ -176,7 +176,7 @@ def test_interrupt_exits_130_with_one_line(monkeypatch, capsys, tmp_path):
     def interrupted(*_a, **_k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "_load", interrupted)
+    monkeypatch.setattr(cli, "load", interrupted)
     assert main(["grid", "--out", str(tmp_path)]) == 130
     assert capsys.readouterr().err.strip() == "pullbacks grid: interrupted"
 

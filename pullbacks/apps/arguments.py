@@ -5,12 +5,15 @@ naming the flag's problem, exit status 2."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Callable
 
 import torch
 
 from ..core import options, validators
+from ..core.recipes import DEFAULT_RECIPE, RECIPES
 from ..core.table import KEYWORDS, default_temperatures
+from ..models import DEFAULT_MODEL, available_models
 
 
 class UsageError(Exception):
@@ -104,3 +107,78 @@ def temperatures(text: str) -> dict:
 def temperatures_help() -> str:
     """The defaults of ``--temperatures``, read from the rule table."""
     return ",".join(f"{k}={v:g}" for k, v in default_temperatures().items())
+
+# --------------------------------------------------------------------------- groups of flags
+
+
+def add_images(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--images", nargs="+", default=["builtin"], metavar="IMAGES",
+                   help="'builtin' (scikit-image photos, offline), 'imagenette' (the paper's rows), "
+                        "or image files / a folder (rows labelled with the model's prediction)")
+    p.add_argument("--imagenette-root", default=None, metavar="FOLDER",
+                   help="where Imagenette is (or is downloaded to) (default: ~/.cache/pullbacks/imagenette)")
+
+
+def add_model(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=DEFAULT_MODEL,
+                   help=f"one of {', '.join(available_models())}, any torchvision classification model, or "
+                        "timm/<name> (default: %(default)s, works offline)")
+    p.add_argument("--weights", default="default",
+                   help="'default' (pretrained), 'random', or a state_dict file (default: %(default)s)")
+    p.add_argument("--device", type=device, default="cpu", help="cpu, cuda, mps or auto (default: %(default)s)")
+
+
+def add_recipe(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--recipe", choices=tuple(RECIPES), default=DEFAULT_RECIPE,
+                   help="'excitation' (the seed paper) or 'semantic' (the authors' follow-up code): the rules and "
+                        "defaults of every option below that is not given (default: %(default)s)")
+
+
+def add_ascent(p: argparse.ArgumentParser) -> None:
+    """The ascent options: not given, they come from the model's recommendation for the
+    recipe, then the recipe, then AscentOptions (validators from pullbacks.core.validators)."""
+    d = options.AscentOptions()
+    add_recipe(p)
+    p.add_argument("--steps", type=positive_int, default=None,
+                   help=f"ascent steps (default: {d.steps}, or the model's recommendation for the recipe)")
+    p.add_argument("--alpha", type=positive_float, default=None,
+                   help=f"L2 length of a step (default: {d.alpha:g}, or the model's recommendation)")
+    p.add_argument("--eps", type=optional_positive, default=options.FROM_RECIPE,
+                   help="L2 radius of the projection, or 'none' (default: the recipe's: "
+                        + ", ".join(f"{r} {v['eps'] if v['eps'] is not None else 'none'}" for r, v in RECIPES.items())
+                        + ")")
+    p.add_argument("--temperature", type=temperature, default=None,
+                   help="soft-gate temperature T (default: the model's recommended one)")
+    p.add_argument("--pool-temperature", type=temperature, default=None,
+                   help="max-pool temperature (default: --temperature, or the model's recommended one)")
+    add_families(p)
+
+
+def add_families(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--temperatures", type=temperatures, default=None, metavar="FAMILY=T,...",
+                   help=f"temperatures of the families beyond ReLU (default: {temperatures_help()})")
+    p.add_argument("--strict", action="store_true",
+                   help="fail when nonlinear calls keep their ordinary gradient (default: warn)")
+
+
+def load(args):
+    """The model of ``--model/--weights/--device``, and the ascent options of the arguments."""
+    from ..models import load_model
+
+    loaded = load_model(args.model, weights=args.weights, device=args.device)
+    fields = ("recipe", "steps", "alpha", "eps", "temperature", "pool_temperature", "temperatures", "strict")
+    given = {f: getattr(args, f) for f in fields if hasattr(args, f)}
+    return loaded, loaded.options(**{f: v for f, v in given.items() if v is not None or f == "eps"})
+
+
+def writable_folder(folder: str, flag: str) -> Path:
+    """Create ``folder`` and check it can be written, before any computation."""
+    path = Path(folder)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".pullbacks-write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise UsageError(f"cannot write into {str(path)!r} ({e.strerror or e}); choose another folder with {flag}") from None
+    return path

@@ -18,62 +18,10 @@ from typing import Sequence
 import torch
 
 from ..core import options
-from ..core.recipes import DEFAULT_RECIPE, RECIPES
-from ..models import DEFAULT_MODEL, available_models
-from .arguments import (UsageError, _Parser, device, non_negative_int, optional_positive, port, positive_float,
-                        positive_int,
-                        temperature, temperatures, temperatures_help)
+from ..models import DEFAULT_MODEL
+from .arguments import (UsageError, _Parser, add_ascent, add_images, add_model, device, load, non_negative_int,
+                        port, positive_int, writable_folder)
 from .service import EXPECTED_ERRORS, coverage_note, format_top5, message, parse_target
-
-
-def _add_images(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--images", nargs="+", default=["builtin"], metavar="IMAGES",
-                   help="'builtin' (scikit-image photos, offline), 'imagenette' (the paper's rows), "
-                        "or image files / a folder (rows labelled with the model's prediction)")
-    p.add_argument("--imagenette-root", default=None, metavar="FOLDER",
-                   help="where Imagenette is (or is downloaded to) (default: ~/.cache/pullbacks/imagenette)")
-
-
-def _add_model(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default=DEFAULT_MODEL,
-                   help=f"one of {', '.join(available_models())}, any torchvision classification model, or "
-                        "timm/<name> (default: %(default)s, works offline)")
-    p.add_argument("--weights", default="default",
-                   help="'default' (pretrained), 'random', or a state_dict file (default: %(default)s)")
-    p.add_argument("--device", type=device, default="cpu", help="cpu, cuda, mps or auto (default: %(default)s)")
-
-
-def _add_recipe(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--recipe", choices=tuple(RECIPES), default=DEFAULT_RECIPE,
-                   help="'excitation' (the seed paper) or 'semantic' (the authors' follow-up code): the rules and "
-                        "defaults of every option below that is not given (default: %(default)s)")
-
-
-def _add_ascent(p: argparse.ArgumentParser) -> None:
-    """The ascent options: not given, they come from the model's recommendation for the
-    recipe, then the recipe, then AscentOptions (validators from pullbacks.core.validators)."""
-    d = options.AscentOptions()
-    _add_recipe(p)
-    p.add_argument("--steps", type=positive_int, default=None,
-                   help=f"ascent steps (default: {d.steps}, or the model's recommendation for the recipe)")
-    p.add_argument("--alpha", type=positive_float, default=None,
-                   help=f"L2 length of a step (default: {d.alpha:g}, or the model's recommendation)")
-    p.add_argument("--eps", type=optional_positive, default=options.FROM_RECIPE,
-                   help="L2 radius of the projection, or 'none' (default: the recipe's: "
-                        + ", ".join(f"{r} {v['eps'] if v['eps'] is not None else 'none'}" for r, v in RECIPES.items())
-                        + ")")
-    p.add_argument("--temperature", type=temperature, default=None,
-                   help="soft-gate temperature T (default: the model's recommended one)")
-    p.add_argument("--pool-temperature", type=temperature, default=None,
-                   help="max-pool temperature (default: --temperature, or the model's recommended one)")
-    _add_families(p)
-
-
-def _add_families(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--temperatures", type=temperatures, default=None, metavar="FAMILY=T,...",
-                   help=f"temperatures of the families beyond ReLU (default: {temperatures_help()})")
-    p.add_argument("--strict", action="store_true",
-                   help="fail when nonlinear calls keep their ordinary gradient (default: warn)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,9 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     grid = sub.add_parser("grid", help="render the class × target grid (pullback and vanilla gradient)",
                           description="Render the paper's class × target grid for the pullback and the vanilla gradient.")
-    _add_model(grid)
-    _add_ascent(grid)
-    _add_images(grid)
+    add_model(grid)
+    add_ascent(grid)
+    add_images(grid)
     grid.add_argument("--targets", nargs="+", default=None, metavar="CLASS",
                       help="target classes, ids or names (default: the rows' classes plus --extra random ones)")
     grid.add_argument("--extra", type=int, default=1, help="random extra target classes (default: %(default)s)")
@@ -102,8 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
                              description="Ascend one image towards a target; write clean | perturbed | difference.")
     explain.add_argument("image", help="an image file")
     explain.add_argument("--target", required=True, help="target class: id or name (e.g. 'tabby' or 281)")
-    _add_model(explain)
-    _add_ascent(explain)
+    add_model(explain)
+    add_ascent(explain)
     explain.add_argument("--method", choices=options.METHODS, default="pullback")
     explain.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     explain.add_argument("--out", default=None,
@@ -185,16 +133,6 @@ def run_app(args: argparse.Namespace) -> int:
     return 0  # pragma: no cover - the loop only ends by Ctrl-C
 
 
-def _load(args):
-    """The model of ``--model/--weights/--device``, and the ascent options of the arguments."""
-    from ..models import load_model
-
-    loaded = load_model(args.model, weights=args.weights, device=args.device)
-    fields = ("recipe", "steps", "alpha", "eps", "temperature", "pool_temperature", "temperatures", "strict")
-    given = {f: getattr(args, f) for f in fields if hasattr(args, f)}
-    return loaded, loaded.options(**{f: v for f, v in given.items() if v is not None or f == "eps"})
-
-
 def _photos(sources: list[str], loaded, imagenette_root=None):
     """``--images``: (images, labels, names, labelled); file rows get the model's prediction."""
     from ..images import builtin_photos, imagenette_rows, load_images
@@ -213,19 +151,6 @@ def _class_id(classes, text: str) -> int:
         return parse_target(text, classes)
     except ValueError as e:
         raise UsageError(str(e)) from None
-
-
-def _writable_folder(folder: str, flag: str) -> Path:
-    """Create ``folder`` and check it can be written, before any computation."""
-    path = Path(folder)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".pullbacks-write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as e:
-        raise UsageError(f"cannot write into {str(path)!r} ({e.strerror or e}); choose another folder with {flag}") from None
-    return path
 
 
 def _explain_out(args, target: int) -> Path:
@@ -253,11 +178,11 @@ def run_grid(args) -> int:
 
     if args.extra < 0:
         raise UsageError(f"--extra must be >= 0, got {args.extra}")
-    _writable_folder(args.out, "--out")
+    writable_folder(args.out, "--out")
     if len(args.images) == 1:
         for f in skipped_files(args.images[0]):
             print(f"skipping {f.name}: not an image type pullbacks reads", file=sys.stderr)
-    loaded, o = _load(args)
+    loaded, o = load(args)
     images, labels, names, labelled = _photos(args.images, loaded, args.imagenette_root)
     row_names = None if labelled else [f"{n} ({loaded.classes[c]})" for n, c in zip(names, labels)]
     targets = None if args.targets is None else [_class_id(loaded.classes, t) for t in args.targets]
@@ -276,10 +201,10 @@ def run_explain(args) -> int:
     from ..images import load_image
 
     image = load_image(args.image)
-    loaded, o = _load(args)
+    loaded, o = load(args)
     target = _class_id(loaded.classes, args.target)
     out = _explain_out(args, target)
-    _writable_folder(str(out.parent), "--out")
+    writable_folder(str(out.parent), "--out")
     result = explain_image(loaded.model, image.to(loaded.device), target, loaded.classes, o.replace(method=args.method),
                            progress=o.steps > 1 and not args.no_progress)
     for title, top in (("before", result.top5_before), (f"after {o.steps} step(s) towards {result.target_name}",

@@ -12,8 +12,8 @@ from typing import Sequence
 
 from ..evaluation.methods import METHODS, DEFAULT_METHODS, Settings, check_names
 from ..evaluation.report import METRICS
-from .arguments import UsageError, non_negative_int, positive_int, temperature
-from .cli import _add_families, _add_images, _add_model, _add_recipe, _load, _writable_folder
+from .arguments import (UsageError, add_families, add_images, add_model, add_recipe, load, non_negative_int,
+                        positive_int, temperature, writable_folder)
 
 FOCUS = "focus"
 METRIC_NAMES = {**METRICS, FOCUS: (FOCUS,)}  # Focus runs on mosaics
@@ -22,8 +22,8 @@ METRIC_NAMES = {**METRICS, FOCUS: (FOCUS,)}  # Focus runs on mosaics
 def add_evaluate(parser: argparse.ArgumentParser) -> None:
     """The options of ``pullbacks evaluate``."""
     s = Settings()
-    _add_model(parser)
-    _add_images(parser)
+    add_model(parser)
+    add_images(parser)
     parser.add_argument("--limit", type=positive_int, default=None, metavar="N",
                         help="evaluate N images, drawn by shuffling the list with --shuffle-seed (default: all)")
     parser.add_argument("--shuffle-seed", type=int, default=314,
@@ -43,10 +43,10 @@ def add_evaluate(parser: argparse.ArgumentParser) -> None:
                         help="images per batch written to disk at once (default: %(default)s)")
     parser.add_argument("--workers", type=non_negative_int, default=0,
                         help="data-loading worker processes (default: %(default)s)")
-    _add_recipe(parser)
+    add_recipe(parser)
     parser.add_argument("--temperature", type=temperature, default=None,
                         help="pullback temperature (default: the model's recommended one)")
-    _add_families(parser)
+    add_families(parser)
     parser.add_argument("--blocks", type=positive_int, default=s.blocks,
                         help="layer blocks in the randomisation cascade (default: %(default)s)")
     parser.add_argument("--ig-steps", type=positive_int, default=s.ig_steps,
@@ -75,12 +75,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
     metrics = check_names(_split(args.metrics), METRIC_NAMES, "metric", list(METRICS))
     if FOCUS in metrics and not args.mosaics:
         raise UsageError("the focus metric runs on mosaics: pass --mosaics N (the authors: 500)")
-    _writable_folder(args.out, "--out")
+    writable_folder(args.out, "--out")
     args.device = rank_device(args.device)
     items = select(source_items(args.images, args.imagenette_root), args.limit, args.shuffle_seed)
     if any(it.label is None for it in items):
         print("targets: the model's predicted classes for the files without a class folder")
-    loaded, o = _load(args)
+    loaded, o = load(args)
     settings = Settings(ascent=o, blocks=args.blocks, ig_steps=args.ig_steps,
                         smoothgrad_samples=args.smoothgrad_samples, batch_size=args.batch_size, seed=args.seed)
     spec = {"model": loaded.name, "weights": loaded.weights, "images": [os.fspath(i) for i in args.images],

@@ -21,7 +21,7 @@ from torch.overrides import TorchFunctionMode
 from .coverage import ORDINARY, Coverage, CoverageCheck, check_no_checkpoint_hooks
 from .options import GateOptions, build
 from .replay import Recorder, Replay
-from .rules.base import Call
+from .calls import Call
 from .table import table
 
 

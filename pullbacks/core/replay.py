@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .rules.base import arg
+from .calls import arg
 
 
 class Replay:

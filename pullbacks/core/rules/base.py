@@ -26,10 +26,8 @@ from typing import Any, Callable, Optional, Protocol
 import torch
 from torch import Tensor
 
-
-def arg(args: tuple, kwargs: dict, index: int, name: str, default: Any) -> Any:
-    """Argument ``index`` of a call, given by position or by ``name``."""
-    return args[index] if len(args) > index else kwargs.get(name, default)
+from ..calls import Call, arg  # noqa: F401 - rules import them from here
+from ..replay import keep_input, saved_input
 
 
 # dtypes whose subnormal floats are below anything a pullback resolves: float16 keeps its
@@ -52,32 +50,6 @@ def flush_subnormals_(t: Optional[Tensor]) -> Optional[Tensor]:
         return t
     tiny = _FLUSHED.get(t.dtype)
     return t if tiny is None else torch.hardshrink(t, tiny, out=t)
-
-
-class Call:
-    """One intercepted call: the function, its arguments, and whether its form always
-    works in place."""
-
-    __slots__ = ("func", "args", "kwargs", "inplace")
-
-    def __init__(self, func: Callable, args: tuple, kwargs: dict, inplace: bool) -> None:
-        self.func, self.args, self.kwargs, self.inplace = func, args, kwargs, inplace
-
-    @property
-    def input(self) -> Any:
-        return self.args[0] if self.args else self.kwargs.get("input", self.kwargs.get("self"))
-
-    def arg(self, index: int, name: str, default: Any) -> Any:
-        return arg(self.args, self.kwargs, index, name, default)
-
-    def writes_input(self, index: Optional[int] = None) -> bool:
-        """True if the call overwrites its input: an in-place form, or ``inplace=True``
-        (by keyword, or argument ``index``)."""
-        if self.inplace:
-            return True
-        if index is None:
-            return bool(self.kwargs.get("inplace", False))
-        return bool(self.arg(index, "inplace", False))
 
 
 class Context(Protocol):
@@ -223,8 +195,6 @@ class SoftGate(torch.autograd.Function):
     @staticmethod
     def forward(ctx, z: Tensor, rule: GateRule, call: Call, temperature: float, params: tuple, inplace: bool,
                 replay):
-        from ..replay import keep_input
-
         ctx.rule, ctx.temperature, ctx.params = rule, temperature, params
         keep_input(ctx, z, inplace, replay)
         out = call.func(*call.args, **call.kwargs)
@@ -234,8 +204,6 @@ class SoftGate(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        from ..replay import saved_input
-
         z, fresh = saved_input(ctx)
         g = ctx.rule.backward(grad, z, ctx.temperature, fresh, ctx.params)
         return flush_subnormals_(g), None, None, None, None, None, None
