@@ -85,3 +85,30 @@ def convnext_tiny():
         if name.endswith("layer_scale"):
             nn.init.uniform_(p, 0.5, 1.0)
     return model
+
+
+# ----------------------------------------------------------------------------- fakes
+
+
+def tiny_loaded(name: str = "tiny", temperature: float = 0.7):
+    """A :class:`LoadedModel` around a small ReLU/max-pool CNN with 1000 ImageNet outputs
+    (fast on 224×224 photos; no weights read)."""
+    from pullbacks.models import InputSpaceWrapper, LoadedModel, imagenet_classes
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 5, stride=4), nn.ReLU(), nn.MaxPool2d(2), nn.AdaptiveAvgPool2d(2),
+                        nn.Flatten(), nn.Linear(16, 1000))
+    net.requires_grad_(False)
+    return LoadedModel(InputSpaceWrapper(net, (0.5,) * 3, (0.5,) * 3).eval(), name, imagenet_classes(),
+                       temperature, temperature)
+
+
+def offline_weights(monkeypatch, name: str = "resnet50", message: str | None = None) -> None:
+    """Make ``name``'s pretrained weights unavailable, as on a machine without internet."""
+    from pullbacks import models
+
+    def offline(*_a, **_k):
+        raise models.WeightsUnavailableError(message or f"Pretrained weights for {name!r} are not available: offline")
+
+    spec = models.MODELS[name]
+    monkeypatch.setitem(models.MODELS, name, spec.__class__(**{**spec.__dict__, "default_weights": offline}))

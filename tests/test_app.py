@@ -155,14 +155,10 @@ def test_a_host_that_cannot_be_served_is_one_line(capsys):
 
 
 def test_unavailable_weights_are_a_message(monkeypatch):
+    from helpers import offline_weights
     from pullbacks import models
 
-    def offline(*a, **k):
-        raise models.WeightsUnavailableError("Pretrained weights for 'resnet50' are not available: offline")
-
-    monkeypatch.setitem(models.MODELS, "resnet50",
-                        models.MODELS["resnet50"].__class__(**{**models.MODELS["resnet50"].__dict__,
-                                                               "default_weights": offline}))
+    offline_weights(monkeypatch, "resnet50")
     with pytest.raises(models.WeightsUnavailableError) as e:
         web.explain(None, "builtin:chelsea", "resnet50", "ostrich", steps=1)
     assert "choose efficientnet_lite0" in service.message(e.value, "app")

@@ -4,23 +4,13 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from torch import nn
 
 from pullbacks.apps import explorer, service
 from pullbacks.figures.explain import Explanation, explain_image
 from pullbacks.apps.explorer import explore, explorer_widget, image_options, resolve_image
 from pullbacks.images import DataUnavailableError, ImageLoadError
-from pullbacks.models import InputSpaceWrapper, LoadedModel, WeightsUnavailableError, imagenet_classes
-
-
-def tiny_loaded(name="tiny", temperature=0.7) -> LoadedModel:
-    """A small ReLU/max-pool CNN with 1000 ImageNet outputs: fast on 224×224 photos."""
-    torch.manual_seed(0)
-    net = nn.Sequential(nn.Conv2d(3, 4, 5, stride=4), nn.ReLU(), nn.MaxPool2d(2), nn.AdaptiveAvgPool2d(2),
-                        nn.Flatten(), nn.Linear(16, 1000))
-    net.requires_grad_(False)
-    return LoadedModel(InputSpaceWrapper(net, (0.5,) * 3, (0.5,) * 3).eval(), name, imagenet_classes(),
-                       temperature, temperature)
+from helpers import tiny_loaded
+from pullbacks.models import WeightsUnavailableError
 
 
 @pytest.fixture

@@ -17,11 +17,10 @@ from PIL import Image
 
 pytest.importorskip("captum")
 
-from helpers import tiny_cnn  # noqa: E402
+from helpers import tiny_loaded  # noqa: E402
 from pullbacks.evaluation import data, runner  # noqa: E402
 from pullbacks.evaluation.methods import Settings  # noqa: E402
 from pullbacks.images import builtin_photos  # noqa: E402
-from pullbacks.models import InputSpaceWrapper, LoadedModel, imagenet_classes  # noqa: E402
 
 WNIDS = {285: "n02124075", 967: "n07920052", 657: "n03773504", 665: "n03785016"}  # the four built-in photos' classes
 
@@ -42,8 +41,7 @@ def imagenet_folder(tmp_path_factory):
 
 
 def _loaded():
-    net = tiny_cnn(classes=1000)
-    return LoadedModel(InputSpaceWrapper(net, (0.5,) * 3, (0.5,) * 3).eval(), "tiny", imagenet_classes(), 0.3, 0.3)
+    return tiny_loaded("tiny", 0.3)
 
 
 FAST = Settings(ig_steps=2, smoothgrad_samples=2, blocks=2, fc_runs=4, infidelity_samples=2, mc_samples=2,
