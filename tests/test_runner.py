@@ -126,6 +126,8 @@ def test_a_killed_run_resumes_with_every_record_once_and_the_same_numbers(imagen
     monkeypatch.setattr(runner, "_append", real)
     _run(tmp_path / "again", items)
     assert _records(tmp_path / "again") == _records(tmp_path / "whole")
+    written = (tmp_path / "again" / "records" / "rank-0.jsonl").read_text().splitlines()
+    assert len(written) == len(_records(tmp_path / "again"))  # what was done was skipped, not redone
     assert len(_records(tmp_path / "whole")) == 8 * 2 * (1 + 2 + 3) + 2 * 2  # images×methods×columns + mosaics
 
 
