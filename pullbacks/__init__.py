@@ -5,12 +5,28 @@
     pullbacks.gradient_ascent(model, x, target)           # the paper's visualisation
     pullbacks.GateRule("elu", (F.elu,), gate, 1.0)        # a rule of your own (docs/extending.md)
 
-The method is explained in docs/method.md.
+The method is explained in docs/method.md. The names below load on first use (so that
+the command line starts, and stops on Ctrl-C, before torch is imported).
 """
 
-from .core import (AscentOptions, Coverage, GateOptions, GateRule, PartialPullbackError, PartialPullbackWarning,
-                   SoftGated, excitation_pullback, gradient_ascent, soft_gates)
+from typing import TYPE_CHECKING
 
 __all__ = ["soft_gates", "excitation_pullback", "gradient_ascent", "GateOptions", "AscentOptions", "GateRule", "SoftGated",
            "Coverage", "PartialPullbackWarning", "PartialPullbackError"]
 __version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from .core import (AscentOptions, Coverage, GateOptions, GateRule, PartialPullbackError,  # noqa: F401
+                       PartialPullbackWarning, SoftGated, excitation_pullback, gradient_ascent, soft_gates)
+
+
+def __getattr__(name: str):
+    if name in __all__:
+        from . import core
+
+        return getattr(core, name)
+    raise AttributeError(f"module 'pullbacks' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*__all__, "__version__"])

@@ -1,5 +1,5 @@
 import sys
 
-from .apps.cli import main
+from .apps.entry import main
 
 sys.exit(main())

@@ -294,3 +294,30 @@ def test_an_image_too_thin_names_its_file(tmp_path):
     Image.new("RGB", (30, 1)).save(thin)
     with pytest.raises(ImageLoadError, match=r"cannot load image .*thin.png.*30×1 pixels"):
         load_image(thin)
+
+
+def test_ctrl_c_while_the_command_line_loads_is_one_line(monkeypatch, capsys):
+    import builtins
+    import sys as _sys
+
+    from pullbacks.apps import entry
+
+    real = builtins.__import__
+
+    def interrupted(name, *args, **kwargs):
+        if name == "cli" or name.endswith("apps.cli"):
+            raise KeyboardInterrupt
+        return real(name, *args, **kwargs)
+
+    monkeypatch.delitem(_sys.modules, "pullbacks.apps.cli", raising=False)
+    monkeypatch.setattr(builtins, "__import__", interrupted)
+    assert entry.main(["grid"]) == 130
+    assert capsys.readouterr().err == "pullbacks: interrupted\n"
+
+
+def test_importing_the_package_does_not_load_torch():
+    import subprocess as sp
+    import sys
+
+    code = "import sys, pullbacks, pullbacks.apps.entry; print('torch' in sys.modules)"
+    assert sp.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
