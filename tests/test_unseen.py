@@ -321,3 +321,15 @@ def test_importing_the_package_does_not_load_torch():
 
     code = "import sys, pullbacks, pullbacks.apps.entry; print('torch' in sys.modules)"
     assert sp.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+
+
+def test_a_quantized_model_is_refused_with_the_way_out():
+    m = torch.nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3)).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        q = torch.ao.quantization.quantize_dynamic(m, {nn.Linear}, dtype=torch.qint8)
+    with pytest.raises(TypeError, match="model is quantized .*explain the floating-point model"):
+        pullbacks.excitation_pullback(q, torch.randn(2, 8), 1)
+    unused = nn.Sequential(Lambda(lambda x: torch.zeros(x.shape[0], 4, requires_grad=True) + 0 * x.sum().detach()))
+    with pytest.raises(ValueError, match="do not depend on its input"):  # logits on the graph, but not from x
+        pullbacks.excitation_pullback(nn.Sequential(nn.ReLU(), unused).eval(), torch.rand(1, 3, 8, 8), 0)

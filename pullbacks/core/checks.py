@@ -24,6 +24,11 @@ def check_model(model: nn.Module) -> None:
             "graph hides the ReLU and max-pool calls, or recompiles on every one); pass the "
             "original module instead: model._orig_mod"
         )
+    quantized = next((m for m in model.modules() if ".quantized" in type(m).__module__), None)
+    if quantized is not None:
+        raise TypeError(f"model is quantized ({type(quantized).__module__}.{type(quantized).__name__}): quantized "
+                        "operators have no gradient with respect to their input; explain the floating-point model "
+                        "it was made from")
     # only modules whose behaviour depends on the flag count (a DataParallel wrapper's own
     # flag, or a container's, changes nothing)
     training = [name or "<model>" for name, m in model.named_modules()

@@ -87,7 +87,11 @@ def target_gradient(model: nn.Module, inputs: Tensor, targets: Tensor, gates: Op
             (check or CoverageCheck(gates.strict, gates.rules))(mode.coverage, type(model).__name__, logits,
                                                                 mode.gradless)
         loss = logits.gather(1, targets[:, None]).sum()
-        (grad,) = torch.autograd.grad(loss, x)
+        (grad,) = torch.autograd.grad(loss, x, allow_unused=True)
+        if grad is None:
+            raise ValueError("the model's logits do not depend on its input through autograd (an operator without "
+                             "a gradient on the way, or the input not used?); pullbacks needs the autograd graph from "
+                             "input to logits")
     check_gradient(grad, gates is not None)
     return grad
 
