@@ -18,7 +18,7 @@ from pullbacks.core.rules.attention import held_attention
 from reference_beyond import reference_pullback
 
 D = torch.float64
-# METHOD.md §13, written out here so that the test does not read the package's own table
+# the follow-up recipe (docs/method.md, "Recipes"), written out here so that the test does not read the package's own table
 SEMANTIC = dict(temperature=0.6, gate="normal_cdf", pool="detached", pool_temperature=0.3,
                 temperatures={"attention": 1.0}, variants={"sdpa": "held", "mha": "inputs"})
 

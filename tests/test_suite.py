@@ -40,7 +40,7 @@ def test_faithfulness_estimate_is_quantus():
 
 def test_monotonicity_correlation_is_quantus_with_a_constant_baseline():
     model, (x, t, a) = _model(), _batch()
-    for softmax in (False, True):  # logits (METHOD.md), or Quantus' own default, probabilities
+    for softmax in (False, True):  # logits (the follow-up's table), or Quantus' own default, probabilities
         ours = suite.monotonicity_correlation(model, x, t, {"m": a}, [0, 1, 2], features=16, samples=3,
                                               baseline=0.5, softmax=softmax)["m"]
         theirs = _quantus(quantus.MonotonicityCorrelation(nr_samples=3, features_in_step=16, perturb_baseline=0.5,
