@@ -23,10 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
-from tqdm.auto import tqdm
-
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from ..classes import ClassNames
 from ..core.ascent import ascent_steps
