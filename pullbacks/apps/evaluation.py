@@ -12,10 +12,10 @@ from typing import Sequence
 
 from ..evaluation.methods import METHODS, DEFAULT_METHODS, Settings, check_names
 from ..evaluation.report import METRICS
+from ..evaluation.runner import FOCUS
 from .arguments import (UsageError, add_families, add_images, add_model, add_recipe, load, non_negative_int,
                         positive_int, temperature, writable_folder)
 
-FOCUS = "focus"
 METRIC_NAMES = {**METRICS, FOCUS: (FOCUS,)}  # Focus runs on mosaics
 
 

@@ -23,7 +23,7 @@ from typing import Any, Optional, Tuple, TypeVar
 
 from .rules.base import Rule
 from .recipes import DEFAULT_RECIPE, recipe_values
-from .table import KEYWORDS, default_temperatures, families, variant_names
+from .table import KEYWORDS, default_temperatures, variant_names
 from .validators import _real, choice, clip_range, positive_integer, positive_number, temperature
 
 GATES = ("sigmoid", "normal_cdf")  # s in relu'(z) -> s(z / T)

@@ -26,7 +26,7 @@ from typing import Any, Callable, Optional, Protocol
 import torch
 from torch import Tensor
 
-from ..calls import Call, arg  # noqa: F401 - rules import them from here
+from ..calls import Call
 from ..replay import keep_input, saved_input
 
 
