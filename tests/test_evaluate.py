@@ -55,8 +55,8 @@ class Linear(nn.Module):
         return torch.relu(self.fc(x.flatten(1)))
 
 
-FAST = E.Settings(ascent=AscentOptions(temperature=0.5), ig_steps=4, smoothgrad_samples=3, blocks=3, patch=8, fc_runs=12,
-                  infidelity_samples=6, batch_size=8)
+FAST = E.Settings(ascent=AscentOptions(temperature=0.5), ig_steps=4, smoothgrad_samples=3, blocks=3, patch=8,
+                  infidelity_patches=(8,), infidelity_draws=2, batch_size=8)
 
 
 # ---------------------------------------------------------------------------- methods on a linear model
@@ -85,7 +85,7 @@ def test_every_method_on_a_linear_model_matches_the_hand_computed_attribution():
         "pullback_ascent": 5 * 0.01 * grad / grad.flatten(1).norm(dim=1).view(-1, 1, 1, 1),
         "gradient_ascent": 5 * 0.01 * grad / grad.flatten(1).norm(dim=1).view(-1, 1, 1, 1),
     }
-    assert set(expected) == set(E.METHODS)
+    assert set(expected) | {"guided_gradcam", "guided_pullback_cam"} == set(E.METHODS)  # those need a Conv2d: below
     for method, want in expected.items():
         got = E.attribute(model, x, y, method, s)
         assert got.shape == x.shape, method
@@ -98,76 +98,6 @@ def test_attribute_chunks_batches_without_changing_results():
         whole = E.attribute(m, x, [1, 2, 3, 4, 5], method, E.Settings(batch_size=16, smoothgrad_samples=2, ig_steps=3))
         parts = E.attribute(m, x, [1, 2, 3, 4, 5], method, E.Settings(batch_size=2, smoothgrad_samples=2, ig_steps=3))
         torch.testing.assert_close(whole, parts, rtol=1e-4, atol=1e-6)  # SmoothGrad's noise too
-
-
-# ---------------------------------------------------------------------------- faithfulness correlation
-
-
-def test_faithfulness_correlation_hand_computed():
-    # one channel, 2×2 pixels, patch 1: four patches; each run removes one patch (to 0)
-    w = [[1.0, 2.0, 3.0, 4.0]]
-    model = Linear(w)
-    x = torch.tensor([1.0, 1.0, 1.0, -1.0]).view(1, 1, 2, 2)
-    y = torch.tensor([0])
-    masks = np.eye(4, dtype=bool)[None]  # (1 input, 4 runs, 4 patches)
-    grad = torch.tensor(w).view(1, 1, 2, 2)
-    scores = M.faithfulness_correlation(model, x, y, {"grad": grad, "ixg": x * grad, "neg": -x * grad},
-                                        patch=1, masks=masks)
-    # drops = w * x = [1, 2, 3, -4]; the gradient's sums = w = [1, 2, 3, 4]
-    # Pearson: deviations [-1.5, -.5, .5, 1.5] and [.5, 1.5, 2.5, -4.5]: -7 / sqrt(5 * 29)
-    assert scores["grad"][0] == pytest.approx(-7 / math.sqrt(145))
-    assert scores["ixg"][0] == pytest.approx(1.0)
-    assert scores["neg"][0] == pytest.approx(-1.0)
-
-
-def test_faithfulness_correlation_random_patches_is_exact_for_input_x_gradient():
-    torch.manual_seed(2)
-    w = torch.randn(2, 3 * 8 * 8) * 0.1
-    model = Linear(w)
-    x = torch.rand(3, 3, 8, 8) - 0.5
-    y = torch.tensor([0, 1, 0])
-    ixg = x * w[y].view_as(x)  # drop(S) = sum over S of w * x, whatever the subset
-    scores = M.faithfulness_correlation(model, x, y, {"ixg": ixg}, patch=2, subset=5, runs=20, seed=3)
-    np.testing.assert_allclose(scores["ixg"], 1.0, atol=1e-6)
-
-
-def test_patch_masks_have_the_subset_size_and_follow_the_seed():
-    m = M.patch_masks(2, 50, 16, 4, seed=1)
-    assert m.shape == (2, 50, 16) and (m.sum(-1) == 4).all()
-    assert (m == M.patch_masks(2, 50, 16, 4, seed=1)).all() and (m != M.patch_masks(2, 50, 16, 4, seed=2)).any()
-
-
-# ---------------------------------------------------------------------------- infidelity
-
-
-def test_infidelity_is_zero_for_any_rescaled_gradient_of_a_linear_model():
-    torch.manual_seed(4)
-    w = torch.randn(2, 3 * 8 * 8) * 0.1
-    model, x, y = Linear(w), torch.rand(2, 3, 8, 8) - 0.5, torch.tensor([1, 0])
-    grad = w[y].view_as(x)  # f(x) - f(x - I) = w · I exactly
-    s = C.infidelity(model, x, y, {"grad": grad, "scaled": -3 * grad, "ixg": x * grad}, patch=2, samples=16)
-    np.testing.assert_allclose(s["grad"], 0, atol=1e-8)
-    np.testing.assert_allclose(s["scaled"], 0, atol=1e-8)  # normalize=True: scale-invariant
-    assert (s["ixg"] > 1e-6).all()
-
-
-def test_infidelity_does_not_depend_on_the_batch_size():
-    m, x, y = tiny_cnn(), torch.rand(3, 3, 16, 16) * 2 - 1, torch.tensor([1, 2, 3])
-    a = {"g": E.attribute(m, x, y, "gradient")}
-    one = C.infidelity(m, x, y, a, patch=4, samples=10, batch=2)["g"]
-    other = C.infidelity(m, x, y, a, patch=4, samples=10, batch=64)["g"]
-    np.testing.assert_allclose(one, other, rtol=1e-4)
-
-
-def test_infidelity_hand_computed_expectation():
-    # f = x1 + x2, x = (1, 1), two 1-pixel patches removed independently with p = 1/2.
-    # Attribution (1, 0): I·a = m1, drop = m1 + m2, best scale beta = E[m1 (m1+m2)] / E[m1²] = 1 + p,
-    # infidelity = E[(p m1 - m2)²] = p - p³ = 0.375.
-    model = Linear([[1.0, 1.0]])
-    x, y = torch.ones(1, 1, 1, 2), torch.tensor([0])
-    a = torch.tensor([1.0, 0.0]).view(1, 1, 1, 2)
-    s = C.infidelity(model, x, y, {"a": a}, patch=1, p=0.5, samples=4000, batch=4000)
-    assert s["a"][0] == pytest.approx(0.375, abs=0.03)
 
 
 # ---------------------------------------------------------------------------- region perturbation
@@ -187,23 +117,6 @@ def test_region_perturbation_hand_computed_curve():
     np.testing.assert_allclose(curves["neg"][0], [-1, -0.5, 1.5, 4.5], atol=1e-4)
     assert aopc["ixg"][0] == pytest.approx(4.5, abs=1e-4)
     assert aopc["neg"][0] == pytest.approx(1.125, abs=1e-4)
-
-
-# ---------------------------------------------------------------------------- random logit
-
-
-def test_random_logit_hand_computed():
-    # class 0 weighs the pixels 1..4; both other classes weigh them in reverse order, so
-    # whichever off-class Quantus draws, |gradient| ranks are reversed: Spearman -1.
-    model = Linear([[1.0, 2.0, 3.0, 4.0], [4.0, 3.0, 2.0, 1.0], [8.0, 6.0, 4.0, 2.0]])
-    x = torch.full((2, 1, 2, 2), 0.5)
-    y = torch.tensor([0, 0])
-    grad = torch.tensor([1.0, 2.0, 3.0, 4.0]).view(1, 1, 2, 2).expand(2, 1, 2, 2)
-    before = np.random.get_state()[1].copy()
-    s = Q.random_logit(model, x, y, {"gradient": grad}, Q.explain_func, num_classes=3,
-                       explain_kwargs={"gradient": {"reduce": "abs"}})
-    np.testing.assert_allclose(s["gradient"], -1.0, atol=1e-9)
-    assert (np.random.get_state()[1] == before).all()  # Quantus's np.random.seed is undone
 
 
 # ---------------------------------------------------------------------------- randomisation
@@ -292,6 +205,36 @@ def test_mean_se_and_bootstrap():
     lo, hi = M.bootstrap_ci([0.0, 1.0, 0.0, 1.0])
     assert 0.0 <= lo < 0.5 < hi <= 1.0
     assert M.spearman(np.array([[1, 2, 3, 4]]), np.array([[10, 20, 30, 35]]))[0] == pytest.approx(1.0)
+
+
+# ---------------------------------------------------------------------------- Grad-CAM methods
+
+
+def test_guided_pullback_cam_is_the_pullback_times_the_soft_grad_cam_by_hand():
+    m, x, y = tiny_cnn(), torch.rand(2, 3, 16, 16) * 2 - 1, torch.tensor([1, 4])
+    layer = m[4]
+    assert C.cam_layer(m) is layer  # the last Conv2d
+    before = snapshot(m)
+    got = E.attribute(m, x, y, "guided_pullback_cam", FAST)
+    assert_unchanged(m, before)
+    # by hand: the layer's output A and its pullback dA under the same gates
+    seen = {}
+    handle = layer.register_forward_hook(lambda mod, i, out: seen.setdefault("A", out))
+    try:
+        with pullbacks.soft_gates(FAST.ascent.gates):
+            logits = m(x.clone().requires_grad_())
+        dA, = torch.autograd.grad(logits.gather(1, y[:, None]).sum(), seen["A"])
+    finally:
+        handle.remove()
+    cam = torch.relu((dA.mean((2, 3), keepdim=True) * seen["A"]).sum(1, keepdim=True)).detach()
+    want = pullbacks.excitation_pullback(m, x, y, FAST.ascent.gates) * nn.functional.interpolate(cam, size=(16, 16))
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)
+    assert (cam > 0).any() and (cam == 0).any()  # the ReLU of Grad-CAM did something
+
+
+def test_grad_cam_methods_need_a_convolution():
+    with pytest.raises(ValueError, match="no nn.Conv2d; leave those two out of the methods"):
+        E.attribute(Linear([[1.0, 2.0, 3.0, 4.0]]), torch.ones(1, 1, 2, 2), [0], "guided_gradcam")
 
 
 # ---------------------------------------------------------------------------- adapters
@@ -433,7 +376,7 @@ def test_real_model_smoke():
     before = snapshot(loaded.model)
     r = E.evaluate(loaded.model, photo.image[None], [photo.label], methods=["pullback", "gradient"],
                    metrics=["randomisation", "faithfulness_correlation"], progress=False,
-                   settings=E.Settings(ascent=loaded.options(), blocks=2, fc_runs=8))
+                   settings=E.Settings(ascent=loaded.options(), blocks=2, infidelity_draws=1))
     assert_unchanged(loaded.model, before)
     assert r.stages == ["original", "classifier", "conv_stem–bn2"]
     sims = r.randomisation["pullback"][0]

@@ -44,7 +44,7 @@ def _loaded():
     return tiny_loaded("tiny", 0.3)
 
 
-FAST = Settings(ig_steps=2, smoothgrad_samples=2, blocks=2, fc_runs=4, infidelity_samples=2, mc_samples=2,
+FAST = Settings(ig_steps=2, smoothgrad_samples=2, blocks=2, infidelity_draws=1, mc_samples=2,
                 ms_samples=2, batch_size=3)
 
 

@@ -1,5 +1,4 @@
-"""The Captum side: the gradient baselines, our methods as Captum attributions, and
-Captum's infidelity metric.
+"""The Captum side: the gradient baselines and our methods as Captum attributions.
 
     ExcitationPullback(model, temperature=1.0).attribute(x, target=y)
     Ascent(model, method="pullback", steps=5).attribute(x, target=y)    # x_steps - x_0
@@ -11,15 +10,13 @@ from __future__ import annotations
 
 from typing import Optional
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
 try:
-    from captum.attr import (GradientAttribution, GradientShap, InputXGradient, IntegratedGradients, NoiseTunnel,
-                             Saliency)
+    from captum.attr import (GradientAttribution, GradientShap, GuidedGradCam, InputXGradient, IntegratedGradients,
+                             LayerAttribution, LayerGradCam, NoiseTunnel, Saliency)
     from captum.log import log_usage
-    from captum.metrics import infidelity as captum_infidelity
 except ImportError as e:  # pragma: no cover - depends on the installation
     raise ImportError(f"{e}; the evaluation needs the extras: pip install 'pullbacks[evaluate]'") from e
 
@@ -27,12 +24,31 @@ from ..core.ascent import gradient_ascent
 from ..core.checks import as_target_tensor
 from ..core.options import AscentOptions, GateOptions, build
 from ..core.pullback import SoftGated, excitation_pullback
-from .metrics import forked_rng, patch_grid, upsample
+from .metrics import forked_rng
 
-BASELINES = ("gradient", "input_x_gradient", "smoothgrad", "integrated_gradients", "gradient_shap")
+BASELINES = ("gradient", "input_x_gradient", "smoothgrad", "integrated_gradients", "gradient_shap", "guided_gradcam",
+             "guided_pullback_cam")
 # Captum's methods run on SoftGated(model): every gradient they take is a pullback
 COMPOSED = {"integrated_pullbacks": "integrated_gradients", "smooth_pullback": "smoothgrad",
             "pullback_shap": "gradient_shap"}
+
+
+def cam_layer(model: nn.Module) -> nn.Module:
+    """The layer Grad-CAM reads: the model's last ``nn.Conv2d`` (in module order)."""
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    if not convs:
+        raise ValueError("guided_gradcam and guided_pullback_cam need a convolutional network: this model has no "
+                         "nn.Conv2d; leave those two out of the methods")
+    return convs[-1]
+
+
+def guided_pullback_cam(model: nn.Module, x: Tensor, y: Tensor, gates: GateOptions) -> Tensor:
+    """Guided Grad-CAM with the pullback in both places (ours): the excitation pullback times
+    the non-negative Grad-CAM of :class:`SoftGated` ``model`` at :func:`cam_layer`, upsampled
+    to the input (nearest, as Captum's ``GuidedGradCam``)."""
+    soft = SoftGated(model, gates)
+    cam = LayerGradCam(soft, cam_layer(model)).attribute(x, target=y, relu_attributions=True)
+    return excitation_pullback(model, x.detach(), y, gates) * LayerAttribution.interpolate(cam, x.shape[2:])
 
 
 def baseline(model: nn.Module, x: Tensor, y: Tensor, method: str, s, index: int = 0) -> Tensor:
@@ -58,6 +74,10 @@ def baseline(model: nn.Module, x: Tensor, y: Tensor, method: str, s, index: int 
             return GradientShap(model).attribute(
                 x, baselines=torch.full_like(x[:1], s.baseline), n_samples=s.shap_samples,
                 stdevs=s.smoothgrad_sigma, target=y)
+    if method == "guided_gradcam":  # guided backprop rewrites nn.ReLU modules only (Captum's hooks)
+        return GuidedGradCam(model, cam_layer(model)).attribute(x, target=y)
+    if method == "guided_pullback_cam":
+        return guided_pullback_cam(model, x, y, s.ascent.gates)
     raise ValueError(f"method must be one of {', '.join(BASELINES)}, got {method!r}")
 
 
@@ -111,58 +131,3 @@ class Ascent(GradientAttribution):
         t = _captum_target(self.forward_func, inputs, target)
         x0 = inputs.detach()
         return gradient_ascent(self.forward_func, x0, t, self.options) - x0
-
-
-def infidelity(
-    model: nn.Module,
-    inputs: Tensor,
-    targets: Tensor,
-    attributions: dict[str, Tensor],
-    *,
-    patch: int = 56,
-    p: float = 0.25,
-    samples: int = 32,
-    baseline: float = 0.0,
-    seed: int = 0,
-    batch: int = 16,
-) -> dict[str, np.ndarray]:
-    """Infidelity (Yeh et al. 2019) with Captum's implementation, ``normalize=True``.
-
-    ``E_I[(beta * I·a - (f(x) - f(x - I)))^2]`` where ``I`` removes each ``patch × patch``
-    square independently with probability ``p`` (replaces it by ``baseline``; Yeh et al.'s
-    "square removal") and ``beta`` is the least-squares scale, so a constant rescaling of
-    an attribution does not change its score. Lower is better; the unit is logit². Every
-    method sees the same random perturbations.
-    """
-    n, _, h, w = inputs.shape
-    gh, gw = patch_grid(h, w, patch)
-    device = inputs.device
-    scores = {}
-    # which squares go: drawn once for all inputs and samples, so the numbers depend on
-    # neither the batch size nor the method (every method sees the same perturbations)
-    gen = torch.Generator().manual_seed(seed)
-    removed_all = (torch.rand(n, samples, gh, gw, generator=gen) < p).to(device)
-    grey = torch.as_tensor(baseline, dtype=inputs.dtype, device=device)
-    for method, a in attributions.items():
-        values = []
-        for i in range(0, n, batch):  # Captum needs every sub-batch to hold whole inputs
-            xs, ts, as_ = inputs[i:i + batch], targets[i:i + batch], a[i:i + batch].to(inputs.dtype)
-            k = xs.shape[0]
-            used = [0]  # samples handed out so far; Captum asks for them in order
-
-            def perturb(x: Tensor, removed=removed_all[i:i + k], used=used) -> tuple[Tensor, Tensor]:
-                per_input = x.shape[0] // k  # Captum repeats each input `per_input` times in a row
-                m = removed[:, used[0]:used[0] + per_input].reshape(-1, gh, gw)
-                used[0] += per_input
-                perturbed = torch.where(upsample(m, patch, h, w), grey, x)
-                return x - perturbed, perturbed  # (I, x - I)
-
-            per_batch = max(1, min(samples, batch // k)) * k  # whole inputs per sub-batch
-            with torch.no_grad():
-                values.append(captum_infidelity(
-                    model, perturb, xs, as_, target=ts, n_perturb_samples=samples,
-                    max_examples_per_batch=per_batch, normalize=True,
-                ))
-        value = torch.cat(values)
-        scores[method] = value.double().cpu().numpy()
-    return scores

@@ -93,38 +93,39 @@ def _randomisation(r: _Run, result: Evaluation) -> None:
 
 
 def _random_logit(r: _Run, result: Evaluation) -> None:
-    from .quantus import explain_func, random_logit
+    from .suite import random_classes, random_logit
 
     with torch.no_grad():
         num_classes = r.model(r.x[:1]).shape[1]
-    s, scores = r.settings, {}
-    for m in r.methods:
-        scores.update(random_logit(r.model, r.x, r.t, {m: r.attributions[m]}, explain_func, num_classes=num_classes,
-                                   seed=s.seed, batch=max(r.n, s.batch_size),
-                                   explain_kwargs={m: dict(settings=s, reduce="abs")}))
-        r.bar.step(f"random logit: {m}", r.backward_units(m))
-    result.scores["random_logit"] = scores
+    other = random_classes(r.t, _seeds(r), num_classes)
+    result.scores["random_logit"] = random_logit(
+        r.attributions, lambda m, classes: attribute(r.model, r.x, classes, m, r.settings), other)
+    r.bar.step("random logit", sum(map(r.backward_units, r.methods)))
 
 
 def _faithfulness_correlation(r: _Run, result: Evaluation) -> None:
-    s = r.settings
-    scores = M.faithfulness_correlation(r.model, r.x, r.t, r.with_abs(), patch=s.patch, subset=s.fc_subset,
-                                        runs=s.fc_runs, baseline=s.baseline, seed=s.seed, batch=r.forward_batch)
-    result.scores["faithfulness_correlation"] = {m: scores[m] for m in r.methods}
-    result.scores["faithfulness_correlation_abs"] = {m: scores[f"{m}|abs"] for m in r.methods}
-    r.bar.step("faithfulness correlation", r.n * (s.fc_runs + 1))
+    from .suite import faithfulness_correlation
+
+    result.scores["faithfulness_correlation"] = faithfulness_correlation(
+        r.model, r.x, r.t, r.attributions, patch=r.settings.patch, baseline=r.settings.baseline,
+        batch=r.forward_batch)
+    r.bar.step("faithfulness correlation", r.n * (r.grid + 1))
 
 
 def _infidelity(r: _Run, result: Evaluation) -> None:
-    from .captum import infidelity
+    from .suite import infidelity
 
-    s, scores = r.settings, {}
-    for m in r.methods:
-        scores.update(infidelity(r.model, r.x, r.t, {m: r.attributions[m]}, patch=s.patch, p=s.infidelity_p,
-                                 samples=s.infidelity_samples, baseline=s.baseline, seed=s.seed,
-                                 batch=r.forward_batch))
-        r.bar.step(f"infidelity: {m}", r.n * s.infidelity_samples)
-    result.scores["infidelity"] = scores
+    result.scores["infidelity"] = infidelity(
+        r.model, r.x, r.t, r.attributions, _seeds(r), patches=r.settings.infidelity_patches,
+        draws=r.settings.infidelity_draws, cumulative=r.settings.infidelity_cumulative, batch=r.forward_batch)
+    r.bar.step("infidelity", _infidelity_passes(r))
+
+
+def _infidelity_passes(r: _Run) -> int:
+    from .suite import blocks
+
+    h, w = r.x.shape[-2:]
+    return r.n * (1 + r.settings.infidelity_draws * sum(len(blocks(h, w, p)) for p in r.settings.infidelity_patches))
 
 
 def _region_perturbation(r: _Run, result: Evaluation) -> None:
@@ -195,8 +196,8 @@ class Metric:
 REGISTRY: dict[str, Metric] = {
     "randomisation": Metric(_randomisation, lambda r: len(r.blocks) * sum(map(r.backward_units, r.methods))),
     "random_logit": Metric(_random_logit, lambda r: sum(map(r.backward_units, r.methods))),
-    "faithfulness_correlation": Metric(_faithfulness_correlation, lambda r: r.n * (r.settings.fc_runs + 1)),
-    "infidelity": Metric(_infidelity, lambda r: len(r.methods) * r.n * r.settings.infidelity_samples),
+    "faithfulness_correlation": Metric(_faithfulness_correlation, lambda r: r.n * (r.grid + 1)),
+    "infidelity": Metric(_infidelity, _infidelity_passes),
     "region_perturbation": Metric(_region_perturbation, lambda r: 2 * len(r.methods) * r.n * (r.grid + 1)),
     "faithfulness_estimate": Metric(_faithfulness_estimate, _chunk_passes),
     "monotonicity_correlation": Metric(_monotonicity_correlation,

@@ -28,11 +28,10 @@ class Settings:
     shap_samples: int = 16  # GradientShap / PullbackShap: noisy points between the baseline and the input
     baseline: float = 0.0  # IG baseline and the value perturbed patches take
     blocks: int = 5  # randomisation: layer blocks re-initialised in cascade, top first
-    patch: int = 56  # perturbation patches: a 4×4 grid on 224×224
-    fc_subset: int = 4  # faithfulness correlation: patches replaced per run
-    fc_runs: int = 128
-    infidelity_p: float = 0.25  # infidelity: probability that a patch is removed
-    infidelity_samples: int = 32
+    patch: int = 56  # faithfulness correlation, region perturbation: a 4×4 grid of patches on 224×224
+    infidelity_patches: tuple[int, ...] = (112, 56)  # infidelity: every patch of each size, one at a time
+    infidelity_draws: int = 5  # infidelity: uniform-noise draws per patch
+    infidelity_cumulative: bool = False  # True: earlier patches of a draw stay perturbed (the authors' loop)
     fe_features: int = 3136  # faithfulness estimate / monotonicity: entries per chunk (the follow-up's)
     mc_samples: int = 10  # monotonicity correlation: noise draws per chunk
     ms_samples: int = 10  # max-sensitivity: noise draws
@@ -62,12 +61,16 @@ METHODS: dict[str, Method] = {
     "smooth_pullback": Method("SmoothPullback", "Captum NoiseTunnel(Saliency) of SoftGated(model)",
                               lambda s: s.smoothgrad_samples),
     "pullback_shap": Method("PullbackShap", "Captum GradientShap of SoftGated(model)", lambda s: s.shap_samples),
+    "guided_gradcam": Method("Guided Grad-CAM", "Captum GuidedGradCam at the last Conv2d (its guided "
+                             "backprop rewrites nn.ReLU modules only)", lambda s: 2),
+    "guided_pullback_cam": Method("Guided Pullback-CAM",
+                                  "the pullback × Grad-CAM of SoftGated(model) at the last Conv2d; ours", lambda s: 2),
 }
 DEFAULT_METHODS = ("pullback", "pullback_ascent", "gradient", "gradient_ascent", "input_x_gradient", "smoothgrad",
                    "integrated_gradients")  # "all": every one of METHODS (the composed ones cost 16-32 passes each)
 PAIRS = (("pullback", "gradient"), ("pullback_ascent", "gradient_ascent"),
          ("integrated_pullbacks", "integrated_gradients"), ("smooth_pullback", "smoothgrad"),
-         ("pullback_shap", "gradient_shap"))
+         ("pullback_shap", "gradient_shap"), ("guided_pullback_cam", "guided_gradcam"))
 
 
 def _chunks(n: int, size: int):

@@ -1,30 +1,28 @@
-"""Our own metric (faithfulness correlation over patches), the statistics the report uses
-(Pearson, Spearman, mean and standard error, bootstrap intervals) and the helpers every
-metric shares (heat maps, patch grids, seeded generators, the model's device).
+"""The statistics the report uses (Pearson, Spearman, mean and standard error, bootstrap
+intervals) and the helpers every metric shares (heat maps, patch grids, seeded generators,
+the model's device).
 
 The metrics of ``pullbacks evaluate`` each take a model, a batch of inputs ``(N, C, H, W)``,
 one target class per input and attribution maps of the inputs' shape, and return one score
-per input; they are run through the registry in :mod:`.evaluate`. Where a well-tested
-library implements a metric the way we need it, we call the library:
+per input; they are run through the registry in :mod:`.evaluate`:
 
 ====================================  ===========================================  =========
 metric                                 implementation                               better
 ====================================  ===========================================  =========
-model-parameter randomisation          ours (:mod:`.randomisation`), cascading  lower
+the follow-up's seven (infidelity,     ours, vectorised, = Quantus 0.6.0 where      see
+faithfulness correlation and           Quantus has the metric (:mod:`.suite`)       there
+estimate, monotonicity correlation,
+max-sensitivity, random logit, Focus)
+model-parameter randomisation          ours (:mod:`.randomisation`), cascading      lower
                                        over a few layer blocks, Spearman of |a|
-random-logit check                     Quantus ``RandomLogit`` (:mod:`.quantus`)    lower
-faithfulness correlation, patches      ours (:func:`faithfulness_correlation`)      higher
-infidelity, patch removal              Captum's infidelity (:mod:`.captum`)         lower
 region perturbation (MoRF deletion)    Quantus (:mod:`.quantus`), summarised        higher
                                        as the area over the curve (AOPC)
 ====================================  ===========================================  =========
 
-Why two are ours: Quantus's ``MPRT`` re-initialises every module that has
+Why the randomisation is ours: Quantus's ``MPRT`` re-initialises every module that has
 ``reset_parameters`` one at a time (about a hundred for EfficientNet-Lite0, each needing
 every method's attributions again), far beyond a 15-minute CPU budget, so we cascade over
-a handful of contiguous blocks instead; and Quantus's ``FaithfulnessCorrelation`` draws
-random single pixel-channel values, not patches, which on a 224×224 image moves the logit
-by almost nothing. Both of ours are tested against hand-computed cases.
+a handful of contiguous blocks instead (tested against hand-computed cases).
 
 Perturbations replace pixels by a baseline *in the model's input space*: the models here
 take ``[-1, 1]``, where ``0.0`` is mid-grey (the default).
@@ -40,7 +38,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-__all__ = ["heatmap", "spearman", "pearson", "patch_masks", "faithfulness_correlation", "mean_se", "bootstrap_ci"]
+__all__ = ["heatmap", "spearman", "pearson", "mean_se", "bootstrap_ci"]
 
 
 # --------------------------------------------------------------------------- helpers
@@ -74,15 +72,6 @@ def numpy_rng_preserved():
         yield
     finally:
         np.random.set_state(state)
-
-
-def _logits(model: nn.Module, x: Tensor, targets: Tensor, batch: int) -> Tensor:
-    """``model(x)[i, targets[i]]`` without gradients, in chunks of ``batch``."""
-    out = []
-    with torch.no_grad():
-        for i in range(0, x.shape[0], batch):
-            out.append(model(x[i:i + batch]).gather(1, targets[i:i + batch, None])[:, 0])
-    return torch.cat(out)
 
 
 def heatmap(attributions: Tensor | np.ndarray, reduce: str = "abs") -> np.ndarray:
@@ -124,81 +113,6 @@ def patch_grid(h: int, w: int, patch: int) -> tuple[int, int]:
     if isinstance(patch, bool) or not isinstance(patch, int) or patch < 1:
         raise ValueError(f"patch must be an integer >= 1, got {patch!r}")
     return math.ceil(h / patch), math.ceil(w / patch)
-
-
-def upsample(masks: Tensor, patch: int, h: int, w: int) -> Tensor:
-    """``(..., gh, gw)`` patch masks → ``(..., 1, h, w)`` pixel masks (edge patches cropped)."""
-    m = masks.repeat_interleave(patch, dim=-2).repeat_interleave(patch, dim=-1)[..., :h, :w]
-    return m.unsqueeze(-3)
-
-
-def patch_sums(a: Tensor, patch: int) -> Tensor:
-    """``(N, C, H, W)`` → ``(N, gh * gw)``: the attribution summed over each patch and channel."""
-    n, _, h, w = a.shape
-    gh, gw = patch_grid(h, w, patch)
-    padded = torch.nn.functional.pad(a.sum(1, dtype=torch.float64), (0, gw * patch - w, 0, gh * patch - h))
-    return padded.view(n, gh, patch, gw, patch).sum(dim=(2, 4)).reshape(n, gh * gw)
-
-
-def patch_masks(n: int, runs: int, n_patches: int, subset: int, seed: int = 0) -> np.ndarray:
-    """``(n, runs, n_patches)`` boolean masks, each with exactly ``subset`` patches set."""
-    if not 1 <= subset <= n_patches:
-        raise ValueError(f"subset must be between 1 and the number of patches ({n_patches}), got {subset}")
-    rng = np.random.default_rng(seed)
-    keys = rng.random((n, runs, n_patches))
-    order = np.argsort(keys, axis=-1)[..., :subset]
-    masks = np.zeros((n, runs, n_patches), dtype=bool)
-    np.put_along_axis(masks, order, True, axis=-1)
-    return masks
-
-
-def faithfulness_correlation(
-    model: nn.Module,
-    inputs: Tensor,
-    targets: Tensor,
-    attributions: dict[str, Tensor],
-    *,
-    patch: int = 56,
-    subset: int = 4,
-    runs: int = 128,
-    baseline: float = 0.0,
-    seed: int = 0,
-    batch: int = 16,
-    masks: np.ndarray | None = None,
-) -> dict[str, np.ndarray]:
-    """Faithfulness Correlation (Bhatt et al. 2020) over square patches.
-
-    For each input, ``runs`` times: replace a random set of ``subset`` patches of
-    ``patch × patch`` pixels by ``baseline``, and record the drop of the target logit
-    ``f(x) - f(x')`` and, for each method, the sum of its (signed) attribution over those
-    patches. The score is the Pearson correlation of the two over the runs (higher: the
-    attribution predicts better which regions matter). Attributions are ``(N, C, H, W)``
-    (summed over channels here) or already reduced maps ``(N, 1, H, W)``. The random sets are the same for
-    every method, so the model is evaluated once per run, whatever the number of methods.
-    ``masks`` (``(N, runs, n_patches)`` booleans) overrides the random sets.
-    """
-    n, _, h, w = inputs.shape
-    gh, gw = patch_grid(h, w, patch)
-    if masks is None:
-        masks = patch_masks(n, runs, gh * gw, subset, seed)
-    masks = np.asarray(masks, dtype=bool)
-    if masks.shape[0] != n or masks.shape[2] != gh * gw:
-        raise ValueError(f"masks must have shape ({n}, runs, {gh * gw}), got {masks.shape}")
-    r = masks.shape[1]
-    m = torch.as_tensor(masks, device=inputs.device).view(n, r, gh, gw)
-    grey = torch.as_tensor(baseline, dtype=inputs.dtype, device=inputs.device)
-    base = _logits(model, inputs, targets, batch)
-    drops = np.empty((n, r))
-    for i in range(n):  # one input at a time: r perturbed copies of it
-        perturbed = torch.where(upsample(m[i], patch, h, w), grey, inputs[i])
-        after = _logits(model, perturbed, targets[i].repeat(r), batch)
-        drops[i] = (base[i] - after).double().cpu().numpy()
-    scores = {}
-    for method, a in attributions.items():
-        sums = patch_sums(a, patch).cpu().numpy()  # (n, patches)
-        s = np.einsum("nrp,np->nr", masks.astype(np.float64), sums)
-        scores[method] = pearson(s, drops)
-    return scores
 
 
 # --------------------------------------------------------------------------- statistics

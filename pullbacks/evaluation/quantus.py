@@ -1,5 +1,5 @@
-"""The Quantus side: ``explain_func`` for any Quantus metric, and the two metrics we take
-from Quantus (region perturbation, the random-logit check).
+"""The Quantus side: ``explain_func`` for any Quantus metric, and the metric we take from
+Quantus as it is (region perturbation).
 
     quantus.RegionPerturbation(...)(..., explain_func=pullbacks.evaluation.explain_func,
                                      explain_func_kwargs=dict(method="pullback", temperature=1.0))
@@ -10,7 +10,6 @@ from __future__ import annotations
 import warnings
 from contextlib import contextmanager
 from dataclasses import replace
-from typing import Callable
 
 import numpy as np
 import torch
@@ -18,13 +17,12 @@ from torch import Tensor, nn
 
 try:
     import quantus
-    from quantus.functions.similarity_func import correlation_spearman
 except ImportError as e:  # pragma: no cover - depends on the installation
     raise ImportError(f"{e}; the evaluation needs the extras: pip install 'pullbacks[evaluate]'") from e
 
 from ..core.options import AscentOptions
 from .methods import Settings, attribute
-from .metrics import device_of, heatmap, numpy_rng_preserved, patch_grid
+from .metrics import device_of, numpy_rng_preserved, patch_grid
 
 
 def _reduce(a: Tensor, reduce: str | None) -> Tensor:
@@ -116,41 +114,3 @@ def region_perturbation(
     curves = {k: stacked[i] for i, k in enumerate(keys)}
     aopc = {k: c.mean(axis=1) for k, c in curves.items()}
     return aopc, curves
-
-
-def random_logit(
-    model: nn.Module,
-    inputs: Tensor,
-    targets: Tensor,
-    attributions: dict[str, Tensor],
-    explain_func: Callable[..., np.ndarray],
-    *,
-    num_classes: int,
-    seed: int = 0,
-    batch: int = 16,
-    explain_kwargs: dict[str, dict] | None = None,
-) -> dict[str, np.ndarray]:
-    """The random-logit check (Sixt et al. 2020) with Quantus's ``RandomLogit``.
-
-    Each input is explained again for one uniformly drawn *other* class (the same class for
-    every method, Quantus's ``seed``); the score is the Spearman rank correlation of the two
-    ``|a|`` maps (summed over channels). Lower: the explanation depends on the class asked
-    about. ``explain_func(model, inputs, targets, **explain_kwargs[method])`` must return
-    the channel-summed ``|a|`` as ``(N, 1, H, W)``.
-    """
-    x = inputs.detach().cpu().numpy().astype(np.float32)
-    y = targets.cpu().numpy()
-    scores = {}
-    for method, a in attributions.items():
-        metric = quantus.RandomLogit(
-            num_classes=num_classes, seed=seed, similarity_func=correlation_spearman,
-            abs=True, normalise=False, return_aggregate=False, disable_warnings=True,
-        )
-        a_np = heatmap(a, "abs")[:, None].astype(np.float32)
-        kwargs = dict((explain_kwargs or {}).get(method, {}), method=method)
-        with _quiet(), numpy_rng_preserved():
-            result = metric(model=model, x_batch=x, y_batch=y, a_batch=a_np, explain_func=explain_func,
-                            explain_func_kwargs=kwargs, channel_first=True, softmax=False,
-                            device=str(inputs.device), batch_size=batch)
-        scores[method] = np.asarray(result, dtype=np.float64).reshape(-1)
-    return scores

@@ -13,6 +13,11 @@ from .methods import METHODS, PAIRS, Settings
 from .metrics import bootstrap_ci, mean_se
 
 
+def _fields(s: Settings) -> dict:
+    """The settings as the descriptions name them (a tuple of sizes reads "112 and 56")."""
+    return {k: " and ".join(map(str, v)) if isinstance(v, (tuple, list)) else v for k, v in asdict(s).items()}
+
+
 @dataclass(frozen=True)
 class Column:
     label: str
@@ -24,7 +29,7 @@ class Column:
 METRICS: dict[str, tuple[str, ...]] = {  # CLI metric name → the table columns it fills
     "randomisation": ("randomisation_top", "randomisation_mean"),
     "random_logit": ("random_logit",),
-    "faithfulness_correlation": ("faithfulness_correlation", "faithfulness_correlation_abs"),
+    "faithfulness_correlation": ("faithfulness_correlation",),
     "infidelity": ("infidelity",),
     "region_perturbation": ("region_perturbation", "region_perturbation_abs"),
     # the follow-up's (suite.py); Focus runs on mosaics (runner.py)
@@ -40,19 +45,18 @@ COLUMNS: dict[str, Column] = {
         "Randomisation, cascade mean", "lower", ".2f",
         "Spearman ρ of |a| vs the original, averaged over the {blocks} cascade stages; ours"),
     "random_logit": Column(
-        "Random logit", "lower", ".2f",
-        "Spearman ρ of |a| for the true class vs a random other class (Quantus RandomLogit)"),
+        "Random logit", "lower", ".3f",
+        "Pearson r of Σ_c a for the true class vs a random other class, drawn per image from the run's seed "
+        "(Quantus RandomLogit with correlation_pearson; the follow-up's)"),
     "faithfulness_correlation": Column(
-        "Faithfulness corr.", "higher", ".2f",
-        "Pearson r of signed attribution sums vs logit drops over {fc_runs} runs, each setting {fc_subset} "
-        "random {patch}×{patch} patches to {baseline:g} (grey); ours"),
-    "faithfulness_correlation_abs": Column(
-        "Faithfulness corr., |a|", "higher", ".2f",
-        "the same with the attribution's magnitude Σ_c |a_c| (the saliency-map reading)"),
+        "Faithfulness corr.", "higher", ".3f",
+        "Pearson r, over every {patch}×{patch} patch, of its |Σ_c a| mass vs the logit drop when it alone is "
+        "set to {baseline:g} (the follow-up's)"),
     "infidelity": Column(
         "Infidelity", "lower", ".3g",
-        "Captum infidelity (normalize=True), {infidelity_samples} samples, each {patch}×{patch} square set to "
-        "{baseline:g} with probability {infidelity_p:g}; unit logit²"),
+        "mean (β⟨a, I⟩ − (f(x) − f(x − I)))², I: one patch replaced by uniform noise in [-1, 1], every patch of "
+        "{infidelity_patches} px, {infidelity_draws} draws, β fitted per image (optimal scaling; the "
+        "follow-up's); unit logit²"),
     "region_perturbation": Column(
         "Region pert. AOPC", "higher", ".2f",
         "mean logit drop as {patch}×{patch} patches are set to {baseline:g} one by one, largest signed "
@@ -188,7 +192,7 @@ class Evaluation:
                       "bootstrap interval is coarse.", ""]
         parts += ["## Columns", ""]
         parts += [f"- **{COLUMNS[c].label}** ({COLUMNS[c].better} is better): "
-                  f"{COLUMNS[c].description.format(**asdict(s))}." for c in self.columns]
+                  f"{COLUMNS[c].description.format(**_fields(s))}." for c in self.columns]
         if self.stages:
             parts += ["", "Randomisation stages (cascading, top first): " + " → ".join(self.stages) + "."]
         if self.seconds:
