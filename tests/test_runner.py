@@ -181,3 +181,10 @@ def test_torchrun_with_two_processes_gives_the_numbers_of_one(imagenet_folder, t
     assert r1.keys() == r2.keys() and len(r1) == 4 * 2
     np.testing.assert_allclose([r1[k] for k in sorted(r1)], [r2[k] for k in sorted(r1)], rtol=1e-6)
     assert "| Vanilla gradient |" in two.stdout and "Faithfulness est." in two.stdout
+
+
+def test_a_refused_run_writes_nothing(imagenet_folder, tmp_path):
+    one_class = [it for it in data.folder_items(imagenet_folder) if it.label == data.folder_items(imagenet_folder)[0].label]
+    with pytest.raises(ValueError, match="at least 3 classes"):
+        _run(tmp_path / "none", one_class, metrics=["focus"])
+    assert not (tmp_path / "none").exists()  # no run.json that the next, corrected run would be refused by

@@ -166,6 +166,7 @@ def run(loaded, items: Sequence[Item], *, methods: Sequence[str], metrics: Seque
     check_model(loaded.model)
     out = Path(out)
     rank, world = process_group()
+    tiles = mosaics(items, mosaic_count, settings.seed) if FOCUS in metrics and mosaic_count else []  # checks first
     _check_spec(out, spec, rank, world)
     folder = out / "records"
     folder.mkdir(parents=True, exist_ok=True)
@@ -173,7 +174,6 @@ def run(loaded, items: Sequence[Item], *, methods: Sequence[str], metrics: Seque
     done = {(r["image"], r["method"], r["metric"]) for r in _read_records(folder)}
     mine = [it for it in shard(items, rank, world)
             if plain and not all((it.name, m, k) in done for m in methods for k in _first_columns(plain))]
-    tiles = mosaics(items, mosaic_count, settings.seed) if FOCUS in metrics and mosaic_count else []
     my_mosaics = [t for t in shard(tiles, rank, world) if not all((t.name, m, FOCUS) in done for m in methods)]
     _score_images(loaded, mine, methods, plain, settings, folder / f"rank-{rank}.jsonl", workers, progress, rank)
     _score_mosaics(loaded, my_mosaics, items, methods, settings, folder / f"rank-{rank}.jsonl", progress, rank)
