@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Optional
 
 import torch
@@ -75,7 +76,9 @@ def baseline(model: nn.Module, x: Tensor, y: Tensor, method: str, s, index: int 
                 x, baselines=torch.full_like(x[:1], s.baseline), n_samples=s.shap_samples,
                 stdevs=s.smoothgrad_sigma, target=y)
     if method == "guided_gradcam":  # guided backprop rewrites nn.ReLU modules only (Captum's hooks)
-        return GuidedGradCam(model, cam_layer(model)).attribute(x, target=y)
+        with warnings.catch_warnings():  # Captum announces its temporary hooks on every call
+            warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU activations")
+            return GuidedGradCam(model, cam_layer(model)).attribute(x, target=y)
     if method == "guided_pullback_cam":
         return guided_pullback_cam(model, x, y, s.ascent.gates)
     raise ValueError(f"method must be one of {', '.join(BASELINES)}, got {method!r}")
