@@ -22,7 +22,7 @@ import sys
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -238,28 +238,47 @@ def _ours() -> tuple[type, ...]:
     return SoftGate, Softened, HeldLayerNorm, SoftMaxPool2d
 
 
+def _node_kind(node_type: type, ours: tuple[type, ...]) -> Optional[str]:
+    """What a backward node of ``node_type`` means for the report: ``"checkpoint"``, a line for
+    the opaque counter, or None (an ordinary node)."""
+    name = node_type.__name__
+    if "Checkpoint" in name:
+        return "checkpoint"
+    if name in _HARD_NODES or "ScaledDotProduct" in name:
+        op = _HARD_NODES.get(name, "scaled_dot_product_attention")
+        return f"{op} run by TorchScript, torch.ops or a traced module"
+    if issubclass(node_type, torch.autograd.function.BackwardCFunction):
+        cls = getattr(node_type, "_forward_cls", None)
+        if cls is not None and not issubclass(cls, ours):
+            return f"autograd.Function {cls.__name__}"
+    return None
+
+
+_KINDS: dict[type, Optional[str]] = {}  # node type -> _node_kind (a few dozen types; each is classified once)
+
+
 def graph_report(output: Tensor, limit: int = 1_000_000) -> tuple[bool, Counter]:
     """Search the autograd graph of ``output``: whether it holds a reentrant checkpoint
     (whose segment ran without gradients and will re-run ungated), and what the mode could
     not see: hard backward nodes of covered operators (``relu (TorchScript, torch.ops or a
     traced module?)``) and custom ``torch.autograd.Function`` classes that are not the package's
     (timm's memory-efficient ``SwishAutoFn`` and the like), by name."""
-    ours, opaque = _ours(), Counter()
+    ours, opaque, kinds = _ours(), Counter(), _KINDS
     seen, stack = set(), [output.grad_fn]
     while stack and len(seen) < limit:
         node = stack.pop()
         if node is None or node in seen:
             continue
         seen.add(node)
-        name = type(node).__name__
-        if "Checkpoint" in name:
-            return True, opaque
-        if name in _HARD_NODES or "ScaledDotProduct" in name:
-            op = _HARD_NODES.get(name, "scaled_dot_product_attention")
-            opaque[f"{op} run by TorchScript, torch.ops or a traced module"] += 1
-        elif isinstance(node, torch.autograd.function.BackwardCFunction):
-            cls = getattr(node, "_forward_cls", None)
-            if cls is not None and not issubclass(cls, ours):
-                opaque[f"autograd.Function {cls.__name__}"] += 1
+        t = type(node)
+        kind = kinds.get(t, False)
+        if kind is False:
+            if len(kinds) > 4096:  # Function classes made per call would otherwise pile up
+                kinds.clear()
+            kind = kinds[t] = _node_kind(t, ours)
+        if kind is not None:
+            if kind == "checkpoint":
+                return True, opaque
+            opaque[kind] += 1
         stack.extend(n for n, _ in node.next_functions)
     return False, opaque
