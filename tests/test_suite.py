@@ -158,6 +158,23 @@ def test_infidelity_is_the_definition_one_patch_at_a_time():
     assert not np.allclose(carried, got, rtol=1e-2)
 
 
+def test_infidelity_is_quantus_for_one_draw_and_one_patch_size():
+    # Quantus' Infidelity carries the earlier patches forward and fits no scale; with one draw
+    # and one patch size, its loss given the optimal scale is ours with cumulative=True
+    def optimal_mse(a, b, batched=True, **kw):  # Quantus calls loss(a=pred_deltas, b=a_sums)
+        beta = (a * b).sum(-1, keepdims=True) / (b * b).sum(-1, keepdims=True)
+        return ((beta * b - a) ** 2).mean(-1)
+
+    model, (x, t, a) = _model(), _batch()
+    for p in (4, 2):
+        ours = suite.infidelity(model, x, t, {"m": a}, [0, 1, 2], patches=(p,), draws=1, cumulative=True,
+                                baseline=0.5)["m"]
+        theirs = _quantus(quantus.Infidelity(perturb_baseline=0.5, perturb_patch_sizes=[p], n_perturb_samples=1,
+                                             loss_func=optimal_mse, abs=False, normalise=False, disable_warnings=True),
+                          model, x, t, a)
+        np.testing.assert_allclose(ours, theirs, rtol=1e-4)
+
+
 # ---------------------------------------------------------------------------- faithfulness correlation
 
 

@@ -125,13 +125,14 @@ def monotonicity_correlation(model: nn.Module, x: Tensor, targets: Tensor, attri
 
 
 def infidelity(model: nn.Module, x: Tensor, targets: Tensor, attributions: dict[str, Tensor], seeds: Sequence[int],
-               *, patches: Sequence[int] = (112, 56), draws: int = 5, cumulative: bool = False, batch: int = 64
-               ) -> dict[str, np.ndarray]:
+               *, patches: Sequence[int] = (112, 56), draws: int = 5, cumulative: bool = False,
+               baseline: float | None = None, batch: int = 64) -> dict[str, np.ndarray]:
     """The follow-up's infidelity with optimal scaling (Yeh et al. 2019; Captum's ``normalize``):
     ``β`` is fitted once per image over all ``draws × Σ_p patches`` perturbations, so a
     rescaled attribution scores the same; ``a`` is the channel sum broadcast over channels.
     ``cumulative=True``: each perturbation keeps the earlier patches of its draw and size
-    perturbed, as the follow-up's published loop (after Quantus' ``Infidelity``) does."""
+    perturbed, as the follow-up's published loop (after Quantus' ``Infidelity``) does.
+    ``baseline``: a constant instead of the noise (to compare with Quantus)."""
     out: dict[str, list] = {m: [] for m in attributions}
     h, w = x.shape[-2:]
     for i in range(x.shape[0]):
@@ -141,6 +142,8 @@ def infidelity(model: nn.Module, x: Tensor, targets: Tensor, attributions: dict[
         for _ in range(draws):
             for p in patches:
                 noise = (torch.rand(xi.shape, generator=g, dtype=torch.float64) * 2 - 1).to(xi.dtype).to(xi.device)
+                if baseline is not None:
+                    noise.fill_(baseline)
                 xp = xi
                 for rows, cols in blocks(h, w, p):
                     xp = (xp if cumulative else xi).clone()
