@@ -106,6 +106,24 @@ def test_layer_norm_closed_form():
     torch.testing.assert_close(gb, gb0)
 
 
+@pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-5), (torch.float16, 4e-3), (torch.bfloat16, 3e-2)])
+def test_layer_norm_held_statistics_in_every_dtype(dtype, tol):
+    # float32 holds the forward's own rstd; the half types recompute it in float32
+    torch.manual_seed(1)
+    ln = nn.LayerNorm(16, eps=1e-5)
+    nn.init.normal_(ln.weight)
+    x, grad_out = torch.randn(4, 7, 16, dtype=D), torch.randn(4, 7, 16, dtype=D)
+    expected = grad_out * ln.weight.detach().to(D) / torch.sqrt(x.var(-1, keepdim=True, correction=0) + 1e-5)
+    xg = x.to(dtype).requires_grad_(True)
+    ln = ln.to(dtype)
+    with soft_gates():
+        y = ln(xg)
+    assert torch.equal(y, ln(x.to(dtype)))  # the forward bit for bit
+    (g,) = torch.autograd.grad(y, xg, grad_out.to(dtype))
+    assert g.dtype == dtype
+    torch.testing.assert_close(g.to(D), expected, rtol=tol, atol=tol * float(expected.abs().max()))
+
+
 def test_group_norm_closed_form_and_parameter_gradients():
     torch.manual_seed(0)
     gn = nn.GroupNorm(2, 6).to(D)
