@@ -256,3 +256,20 @@ def test_half_precision_and_float64_on_the_embedded_model():
     a16 = (pullbacks.gradient_ascent(half, x.half(), t, steps=2, temperature=1.0) - x.half()).float()
     cosine = float((a32 * a16).sum() / (a32.norm() * a16.norm()))
     assert cosine > 0.95  # the old flush gave 0.19
+
+
+@pytest.mark.parametrize("dtype, rtol, atol", [(torch.float32, 2e-7, 0.0), (torch.float64, 4e-16, 1e-15),
+                                               (torch.bfloat16, 0.0, 0.0)])
+def test_phi_is_the_normal_cdf_of_torch(dtype, rtol, atol):
+    # the Phi gate goes through erf (vectorised); torch.special.ndtr is the same formula, slower
+    from pullbacks.core.rules.relu import gate_times
+
+    u = torch.cat([torch.linspace(-12, 12, 20001, dtype=torch.float64), torch.tensor([0.0, -40.0, 40.0])]).to(dtype)
+    grad = torch.linspace(-2, 3, u.numel(), dtype=torch.float64).to(dtype)
+    for beta in (1.0, 1 / 0.6):
+        want = torch.special.ndtr(u * beta) * grad
+        for out in (None, (u * 1).clone()):
+            got = gate_times(grad, u, beta, "normal_cdf", out=out)
+            torch.testing.assert_close(got, want, rtol=rtol, atol=atol)  # float64: 1 ulp of 1 + erf
+    wide = torch.special.ndtr(torch.tensor([-8.0, 0.0, 8.0], dtype=torch.float64))
+    assert wide[1] == 0.5 and 0 <= wide[0] < 1e-14 and 1 - 1e-14 < wide[2] <= 1  # the reference is the CDF
