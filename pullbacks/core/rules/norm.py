@@ -64,17 +64,14 @@ def held_rms_norm(z: Tensor, weight: Optional[Tensor], *, shape: Sequence[int], 
 class HeldLayerNorm(torch.autograd.Function):
     """``layer_norm`` forward; backward ``grad * weight * rstd`` per normalised slice, with
     the forward's own ``rstd = 1 / sqrt(var + eps)`` (``torch.native_layer_norm`` returns it
-    with the output, which is ``F.layer_norm``'s bit for bit). The input is kept only when
-    the weight's gradient may be asked for. In float16/bfloat16, whose ``rstd`` would come
-    rounded to the dtype, the statistics are recomputed in float32 from the kept input."""
+    with the output, which is ``F.layer_norm``'s bit for bit; in float16/bfloat16 it comes
+    rounded to the dtype, which moves the pullback by no more than the dtype's own rounding).
+    The input is kept only when the weight's gradient may be asked for."""
 
     @staticmethod
     def forward(ctx, z: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], shape: tuple, eps: float,
                 keep: tuple):
         ctx.shape, ctx.eps, ctx.keep = shape, eps, keep
-        if z.dtype in (torch.float16, torch.bfloat16):
-            ctx.save_for_backward(z, weight, None, None)
-            return F.layer_norm(z, shape, weight, bias, eps)
         out, mean, rstd = torch.native_layer_norm(z, shape, weight, bias, eps)
         ctx.save_for_backward(z if keep[1] else None, weight, mean, rstd)
         return out
@@ -83,10 +80,6 @@ class HeldLayerNorm(torch.autograd.Function):
     def backward(ctx, grad: Tensor):
         z, weight, mean, rstd = ctx.saved_tensors
         need = [bool(n) and k for n, k in zip(ctx.needs_input_grad[:3], ctx.keep)]
-        if rstd is None:  # half precision: the statistics in float32
-            dims = tuple(range(-len(ctx.shape), 0))
-            var, mean = torch.var_mean(z.to(_stats_dtype(z)), dim=dims, keepdim=True, correction=0)
-            rstd = var.add_(ctx.eps).rsqrt_()
         g_z = g_w = g_b = None
         if need[0]:
             g_z = (grad * weight if weight is not None else grad.to(rstd.dtype, copy=True)).mul_(rstd).to(grad.dtype)
