@@ -71,25 +71,57 @@ def test_selection_is_seeded_and_shards_cover_everything_once(imagenet_folder):
     assert sorted(i.name for p in parts for i in p) == sorted(i.name for i in items)
 
 
-def test_mosaics_place_each_tile_where_focus_counts_it(imagenet_folder):
+def test_limit_picks_the_images_the_follow_ups_loader_draws_first(tmp_path):
+    """Numbered images in wnid folders: ``select`` keeps what a torchvision ``ImageFolder`` under
+    ``DataLoader(shuffle=True, batch_size=20)`` with a generator seeded 314 yields first."""
+    torchvision = pytest.importorskip("torchvision")
+    from torch.utils.data import DataLoader
+
+    tiny = Image.new("RGB", (4, 4))
+    for k in range(57):  # classes of uneven size, names whose string and numeric orders differ
+        wnid = sorted(WNIDS.values())[k % 3]
+        path = tmp_path / wnid / f"{k}.png"
+        path.parent.mkdir(exist_ok=True)
+        tiny.save(path)
+    folder = torchvision.datasets.ImageFolder(str(tmp_path))
+    paths = [Path(p).relative_to(tmp_path).as_posix() for p, _ in folder.samples]
+    loader = DataLoader(range(len(folder)), batch_size=20, shuffle=True,
+                        generator=torch.Generator().manual_seed(314))
+    theirs = [paths[i] for batch in loader for i in batch.tolist()][:45]
+    items = data.folder_items(tmp_path)
+    assert [it.name for it in items] == paths  # the same order before the shuffle
+    assert [it.name for it in data.select(items, 45)] == theirs
+    assert [it.name for it in data.select(items, 3)] == theirs[:3]
+    assert [it.name for it in data.select(items, 45)] != paths[:45]
+
+
+def test_mosaics_follow_the_follow_ups_rule_and_focus_counts_the_target_tiles(imagenet_folder):
     items = data.folder_items(imagenet_folder)
-    made = runner.mosaics(items, 6, seed=3)
-    assert made == runner.mosaics(items, 6, seed=3) and made != runner.mosaics(items, 6, seed=4)
+    made = runner.mosaics(items, 12, seed=3)
+    assert made == runner.mosaics(items, 12, seed=3) and made != runner.mosaics(items, 12, seed=4)
     labels = {it.name: it.label for it in items}
     images = {it.name: data.Images([it])[0][0] for it in items}
+    distinct_others = 0
     for m in made:
-        assert [labels[t] == m.label for t in m.tiles] == list(m.target) and sum(m.target) == 2
+        targets = [t for t, is_target in zip(m.tiles, m.target) if is_target]
+        others = [t for t, is_target in zip(m.tiles, m.target) if not is_target]
+        assert len(targets) == 2 and targets[0] == targets[1] and labels[targets[0]] == m.label  # one image, twice
+        assert all(labels[o] != m.label for o in others)  # distractors of other classes
+        distinct_others += labels[others[0]] != labels[others[1]]
         x = runner.mosaic_image(m, images)
         quadrants = [x[:, :112, :112], x[:, :112, 112:], x[:, 112:, :112], x[:, 112:, 112:]]
-        for q, name in zip(quadrants, m.tiles):
-            torch.testing.assert_close(q, torch.nn.functional.avg_pool2d(images[name][None], 2)[0])
-        relevance = torch.zeros(1, 3, 224, 224)  # relevance exactly on the target tiles: Focus 1
+        for q, name in zip(quadrants, m.tiles):  # bilinear, antialiased: PIL's BILINEAR resize, channel by channel
+            pil = [np.asarray(Image.fromarray(c.numpy(), mode="F").resize((112, 112), Image.BILINEAR))
+                   for c in images[name]]
+            torch.testing.assert_close(q, torch.from_numpy(np.stack(pil)), atol=1e-5, rtol=0)
+        relevance = torch.zeros(1, 3, 224, 224)  # x ⊙ a positive exactly on the target tiles: Focus 1
         for q, t in zip(((0, 0), (0, 112), (112, 0), (112, 112)), m.target):
             if t:
-                relevance[:, :, q[0]:q[0] + 112, q[1]:q[1] + 112] = 1.0
+                relevance[:, :, q[0]:q[0] + 112, q[1]:q[1] + 112] = x[:, q[0]:q[0] + 112, q[1]:q[1] + 112]
         from pullbacks.evaluation.suite import focus
 
-        assert focus({"m": relevance}, [m.target])["m"][0] == 1.0
+        assert focus({"m": relevance}, [m.target], x[None])["m"][0] == pytest.approx(1.0, abs=1e-9)
+    assert 0 < distinct_others < len(made)  # the classes of the other two are drawn with replacement
 
 
 def _records(out: Path) -> dict:
@@ -185,6 +217,6 @@ def test_torchrun_with_two_processes_gives_the_numbers_of_one(imagenet_folder, t
 
 def test_a_refused_run_writes_nothing(imagenet_folder, tmp_path):
     one_class = [it for it in data.folder_items(imagenet_folder) if it.label == data.folder_items(imagenet_folder)[0].label]
-    with pytest.raises(ValueError, match="at least 3 classes"):
+    with pytest.raises(ValueError, match="at least 2 classes"):
         _run(tmp_path / "none", one_class, metrics=["focus"])
     assert not (tmp_path / "none").exists()  # no run.json that the next, corrected run would be refused by

@@ -52,9 +52,10 @@ def guided_pullback_cam(model: nn.Module, x: Tensor, y: Tensor, gates: GateOptio
     return excitation_pullback(model, x.detach(), y, gates) * LayerAttribution.interpolate(cam, x.shape[2:])
 
 
-def baseline(model: nn.Module, x: Tensor, y: Tensor, method: str, s, index: int = 0) -> Tensor:
+def baseline(model: nn.Module, x: Tensor, y: Tensor, method: str, s, seed: int = 0) -> Tensor:
     """Captum's attribution ``method`` (one of ``BASELINES``, or of ``COMPOSED``: the same
-    method on :class:`SoftGated` ``model``, with the same points and noise) with the settings ``s``."""
+    method on :class:`SoftGated` ``model``, with the same points and noise) with the settings
+    ``s``; the noisy methods draw from torch's RNG seeded ``seed`` (the caller's restored)."""
     if method in COMPOSED:
         model, method = SoftGated(model, s.ascent.gates), COMPOSED[method]
     x = x.clone().requires_grad_(True)  # a fresh leaf (Captum warns otherwise)
@@ -63,7 +64,7 @@ def baseline(model: nn.Module, x: Tensor, y: Tensor, method: str, s, index: int 
     if method == "input_x_gradient":
         return InputXGradient(model).attribute(x, target=y)
     if method == "smoothgrad":
-        with forked_rng(s.seed * 1_000_003 + index, x.device):  # reproducible; the caller's RNG is restored
+        with forked_rng(seed, x.device):  # reproducible; the caller's RNG is restored
             return NoiseTunnel(Saliency(model)).attribute(
                 x, nt_type="smoothgrad", nt_samples=s.smoothgrad_samples, stdevs=s.smoothgrad_sigma,
                 nt_samples_batch_size=max(1, s.batch_size // x.shape[0]), target=y, abs=False)
@@ -71,7 +72,7 @@ def baseline(model: nn.Module, x: Tensor, y: Tensor, method: str, s, index: int 
         return IntegratedGradients(model).attribute(
             x, baselines=s.baseline, target=y, n_steps=s.ig_steps, internal_batch_size=s.batch_size)
     if method == "gradient_shap":
-        with forked_rng(s.seed * 1_000_003 + index, x.device):
+        with forked_rng(seed, x.device):
             return GradientShap(model).attribute(
                 x, baselines=torch.full_like(x[:1], s.baseline), n_samples=s.shap_samples,
                 stdevs=s.smoothgrad_sigma, target=y)

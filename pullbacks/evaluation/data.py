@@ -6,8 +6,9 @@
 * ``"builtin"``: the four offline photos; ``"imagenette"``: the paper's five rows;
 * image files (the model's prediction labels them: a file carries no class).
 
-``select(items, limit, seed)`` is the follow-up's sampling: the list shuffled with ``seed``
-(theirs: 314), then the first ``limit``. ``shard(items, rank, world)`` gives each process of a
+``select(items, limit, seed)`` is the follow-up's sampling: the first ``limit`` images of a
+shuffling ``DataLoader`` seeded ``seed`` (theirs: 314) over the images in folder order (the
+order of torchvision's ``ImageFolder``: classes, then files, sorted). ``shard(items, rank, world)`` gives each process of a
 ``torchrun`` its share. A :class:`torch.utils.data.Dataset` loads them (with workers).
 """
 
@@ -81,13 +82,23 @@ def source_items(sources: Sequence[str], imagenette_root=None) -> list[Item]:
     return [Item(Path(s).name, None, str(Path(s).expanduser())) for s in sources]
 
 
-def select(items: Sequence[Item], limit: Optional[int] = None, seed: int = 314) -> list[Item]:
-    """The items shuffled with ``seed``, then the first ``limit`` (None: all, unshuffled)."""
+def select(items: Sequence[Item], limit: Optional[int] = None, seed: int = 314, batch: int = 20) -> list[Item]:
+    """The first ``limit`` items drawn by the follow-up's loader: a
+    ``DataLoader(shuffle=True, batch_size=batch)`` whose ``torch.Generator`` is seeded ``seed``
+    (theirs: 314 and 20), over the items in their order (None: all, unshuffled)."""
     items = list(items)
     if limit is None:
         return items
-    random.Random(seed).shuffle(items)
-    return items[:limit]
+    from torch.utils.data import DataLoader
+
+    loader = DataLoader(range(len(items)), batch_size=batch, shuffle=True,
+                        generator=torch.Generator().manual_seed(seed))
+    picked: list[int] = []
+    for indices in loader:
+        picked += indices.tolist()
+        if len(picked) >= limit:
+            break
+    return [items[i] for i in picked[:limit]]
 
 
 def shard(items: Sequence[Item], rank: int, world: int) -> list[Item]:

@@ -159,7 +159,7 @@ def _monotonicity_correlation(r: _Run, result: Evaluation) -> None:
 
     result.scores["monotonicity_correlation"] = monotonicity_correlation(
         r.model, r.x, r.t, r.attributions, _seeds(r), features=r.settings.fe_features,
-        samples=r.settings.mc_samples, batch=r.forward_batch)
+        samples=r.settings.mc_samples, softmax=r.settings.mc_softmax, batch=r.forward_batch)
     r.bar.step("monotonicity correlation", _chunk_passes(r) * r.settings.mc_samples)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import hashlib
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -23,17 +24,18 @@ class Settings:
 
     ascent: AscentOptions = AscentOptions()  # the pullback's gates and both ascents (method is set per method)
     ig_steps: int = 32  # Integrated Gradients, Gauss-Legendre points, from `baseline`
-    smoothgrad_samples: int = 16  # also SmoothPullback's (the follow-up evaluated with 50)
+    smoothgrad_samples: int = 50  # also SmoothPullback's (the follow-up's)
     smoothgrad_sigma: float = 0.15  # noise std in the [-1, 1] space: the follow-up's (SmoothGrad, SmoothPullback, Shap)
     shap_samples: int = 16  # GradientShap / PullbackShap: noisy points between the baseline and the input
     baseline: float = 0.0  # IG baseline and the value perturbed patches take
     blocks: int = 5  # randomisation: layer blocks re-initialised in cascade, top first
     patch: int = 56  # faithfulness correlation, region perturbation: a 4×4 grid of patches on 224×224
-    infidelity_patches: tuple[int, ...] = (112, 56)  # infidelity: every patch of each size, one at a time
-    infidelity_draws: int = 5  # infidelity: uniform-noise draws per patch
-    infidelity_cumulative: bool = False  # True: earlier patches of a draw stay perturbed (the authors' loop)
+    infidelity_patches: tuple[int, ...] = (112, 56)  # infidelity: every patch of each size
+    infidelity_draws: int = 5  # infidelity: draws of the uniform baseline over every patch
+    infidelity_cumulative: bool = True  # earlier patches of a draw stay replaced (the follow-up's loop); False: ours, one at a time
     fe_features: int = 3136  # faithfulness estimate / monotonicity: entries per chunk (the follow-up's)
-    mc_samples: int = 10  # monotonicity correlation: noise draws per chunk
+    mc_samples: int = 10  # monotonicity correlation: uniform-baseline draws per chunk
+    mc_softmax: bool = True  # monotonicity correlation on probabilities (Quantus' default, the follow-up's); False: logits
     ms_samples: int = 10  # max-sensitivity: noise draws
     ms_radius: float = 0.02  # max-sensitivity: noise amplitude in [-1, 1] units
     batch_size: int = 16  # images per forward/backward pass (forward-only passes take 4 × batch_size)
@@ -68,6 +70,7 @@ METHODS: dict[str, Method] = {
 }
 DEFAULT_METHODS = ("pullback", "pullback_ascent", "gradient", "gradient_ascent", "input_x_gradient", "smoothgrad",
                    "integrated_gradients")  # "all": every one of METHODS (the composed ones cost 16-32 passes each)
+NOISY = ("smoothgrad", "smooth_pullback", "gradient_shap", "pullback_shap")  # drawn from noise_seed
 PAIRS = (("pullback", "gradient"), ("pullback_ascent", "gradient_ascent"),
          ("integrated_pullbacks", "integrated_gradients"), ("smooth_pullback", "smoothgrad"),
          ("pullback_shap", "gradient_shap"), ("guided_pullback_cam", "guided_gradcam"))
@@ -90,16 +93,28 @@ def attribute(model: nn.Module, inputs: Tensor, targets, method: str, settings: 
     check_inputs(inputs)
     t = as_target_tensor(targets, inputs.shape[0], inputs.device)
     out = []
-    # the noisy methods go one input at a time, their noise seeded by the input's index, so that
-    # results do not depend on the batch size (their noise samples still fill the batch)
-    size = 1 if method in ("smoothgrad", "smooth_pullback", "gradient_shap", "pullback_shap") else settings.batch_size
+    # the noisy methods go one input at a time, their noise seeded by the input itself (see
+    # noise_seed), so that results depend on neither the batch nor the order
+    noisy = method in NOISY
+    size = 1 if noisy else settings.batch_size
     for sl in _chunks(inputs.shape[0], size):
+        seed = noise_seed(settings.seed, inputs[sl], t[sl]) if noisy else settings.seed
         with torch.enable_grad():
-            out.append(_attribute_chunk(model, inputs[sl].detach(), t[sl], method, settings, sl.start).detach())
+            out.append(_attribute_chunk(model, inputs[sl].detach(), t[sl], method, settings, seed).detach())
     return torch.cat(out)
 
 
-def _attribute_chunk(model: nn.Module, x: Tensor, y: Tensor, method: str, s: Settings, index: int = 0) -> Tensor:
+def noise_seed(seed: int, x: Tensor, targets: Tensor) -> int:
+    """The seed of a noisy method's draws for the inputs ``x`` and their ``targets``: from the
+    run's ``seed``, the inputs' bytes and the targets, so that every other input (a noisy copy of
+    max-sensitivity) and every other target (the random logit's class) gets fresh noise, and
+    the same input and target the same noise in any batch, order or process."""
+    h = hashlib.sha256(f"{int(seed)}:{targets.tolist()}:{x.dtype}:{tuple(x.shape)}".encode())
+    h.update(x.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return int.from_bytes(h.digest()[:4], "big") >> 1
+
+
+def _attribute_chunk(model: nn.Module, x: Tensor, y: Tensor, method: str, s: Settings, seed: int) -> Tensor:
     if method == "pullback":
         return excitation_pullback(model, x, y, s.ascent.gates)
     if method in ("pullback_ascent", "gradient_ascent"):
@@ -107,7 +122,7 @@ def _attribute_chunk(model: nn.Module, x: Tensor, y: Tensor, method: str, s: Set
         return gradient_ascent(model, x, y, s.ascent.replace(method=kind)) - x
     from .captum import baseline  # Captum is needed for the baselines only
 
-    return baseline(model, x, y, method, s, index)
+    return baseline(model, x, y, method, s, seed)
 
 
 def unknown_name(what: str, name: str, allowed) -> str:

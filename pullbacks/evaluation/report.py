@@ -15,7 +15,11 @@ from .metrics import bootstrap_ci, mean_se
 
 def _fields(s: Settings) -> dict:
     """The settings as the descriptions name them (a tuple of sizes reads "112 and 56")."""
-    return {k: " and ".join(map(str, v)) if isinstance(v, (tuple, list)) else v for k, v in asdict(s).items()}
+    out = {k: " and ".join(map(str, v)) if isinstance(v, (tuple, list)) else v for k, v in asdict(s).items()}
+    out["infidelity_loop"] = ("each earlier patch of the draw kept replaced (the follow-up's loop)"
+                              if s.infidelity_cumulative else "one patch at a time (ours, not the follow-up's)")
+    out["mc_output"] = "softmax probability (the follow-up's)" if s.mc_softmax else "logit (ours, not the follow-up's)"
+    return out
 
 
 @dataclass(frozen=True)
@@ -46,17 +50,17 @@ COLUMNS: dict[str, Column] = {
         "Spearman ρ of |a| vs the original, averaged over the {blocks} cascade stages; ours"),
     "random_logit": Column(
         "Random logit", "lower", ".3f",
-        "Pearson r of Σ_c a for the true class vs a random other class, drawn per image from the run's seed "
-        "(Quantus RandomLogit with correlation_pearson; the follow-up's)"),
+        "Pearson r, over every entry, of a for the true class vs a for a random other class, drawn per image "
+        "from the run's seed (Quantus RandomLogit with correlation_pearson; the follow-up's)"),
     "faithfulness_correlation": Column(
         "Faithfulness corr.", "higher", ".3f",
-        "Pearson r, over every {patch}×{patch} patch, of its |Σ_c a| mass vs the logit drop when it alone is "
-        "set to {baseline:g} (the follow-up's)"),
+        "Pearson r, over every {patch}×{patch} patch, of its Σ |a| (all channels) vs the logit drop when it "
+        "alone is set to {baseline:g} (the follow-up's)"),
     "infidelity": Column(
         "Infidelity", "lower", ".3g",
-        "mean (β⟨a, I⟩ − (f(x) − f(x − I)))², I: one patch replaced by uniform noise in [-1, 1], every patch of "
-        "{infidelity_patches} px, {infidelity_draws} draws, β fitted per image (optimal scaling; the "
-        "follow-up's); unit logit²"),
+        "mean (β⟨a, I⟩ − (f(x) − f(x − I)))², I: every patch of {infidelity_patches} px replaced in turn by "
+        "one uniform value in [-1, 1], {infidelity_loop}, {infidelity_draws} draws, β fitted per image "
+        "(optimal scaling); unit logit²"),
     "region_perturbation": Column(
         "Region pert. AOPC", "higher", ".2f",
         "mean logit drop as {patch}×{patch} patches are set to {baseline:g} one by one, largest signed "
@@ -66,19 +70,21 @@ COLUMNS: dict[str, Column] = {
         "the same, ranking the patches by Σ_c |a_c|"),
     "faithfulness_estimate": Column(
         "Faithfulness est.", "higher", ".3f",
-        "Pearson r of chunk |a| mass vs the logit drop when the chunk alone is set to {baseline:g}, chunks of "
-        "{fe_features} entries in descending |a| (Quantus FaithfulnessEstimate; the follow-up's)"),
+        "Pearson r of the chunk's Σ |a| vs the logit drop when the chunk alone is set to {baseline:g}, chunks of "
+        "{fe_features} entries (all channels) in descending |a| (Quantus FaithfulnessEstimate; the follow-up's)"),
     "monotonicity_correlation": Column(
         "Monotonicity corr.", "higher", ".3f",
-        "Spearman ρ of chunk |a| mass vs the mean squared logit change over {mc_samples} uniform-noise draws of "
-        "the chunk alone (Quantus MonotonicityCorrelation on logits; the follow-up's)"),
+        "Spearman ρ of the chunk's Σ |a| vs the mean squared change of the target's {mc_output}, divided by "
+        "its square, over {mc_samples} draws of the chunk alone set to one uniform value in [-1, 1], chunks of "
+        "{fe_features} entries in ascending |a| (Quantus MonotonicityCorrelation)"),
     "max_sensitivity": Column(
         "Max-sensitivity", "lower", ".3f",
-        "the largest ‖a(x + u) − a(x)‖ / ‖a(x)‖ over {ms_samples} draws of u uniform in ±{ms_radius:g} "
-        "(Quantus MaxSensitivity; the follow-up's)"),
+        "the largest ‖a(x + u) − a(x)‖ / ‖a(x)‖ over every entry, {ms_samples} draws of u uniform in "
+        "±{ms_radius:g} per entry (Quantus MaxSensitivity; the follow-up's)"),
     "focus": Column(
         "Focus", "higher", ".3f",
-        "share of positive relevance in the target's two tiles of a 2×2 mosaic (Quantus Focus; the follow-up's)"),
+        "share of the positive relevance max(x ⊙ a, 0) in the target's two tiles of a 2×2 mosaic (the same "
+        "target image twice; Quantus Focus on the input-attribution product, the follow-up's)"),
 }
 
 

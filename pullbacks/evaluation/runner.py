@@ -17,7 +17,7 @@
   (image, method, metric) once) and the report (``evaluation.md``, ``results.json``,
   ``randomisation.png``) built from the records.
 * **Focus** runs on 2×2 mosaics of 112-pixel tiles made from the same images (``mosaics``):
-  two tiles of one class, two of other classes, placed by the seed.
+  one target image in two tiles, two images of other classes, placed by the seed.
 """
 
 from __future__ import annotations
@@ -88,35 +88,35 @@ class Mosaic:
 
 
 def mosaics(items: Sequence[Item], count: int, seed: int) -> list[Mosaic]:
-    """``count`` mosaics from the labelled ``items``: two tiles of a class, two of other
-    classes, placed at random; deterministic from ``seed``. A class with one image shows it
-    twice (the offline photos have one image per class)."""
+    """``count`` mosaics from the labelled ``items``, as the follow-up builds them: one target
+    image shown in two tiles, and in the other two an image each of a class other than the
+    target's (the classes drawn with replacement), placed at random; deterministic from ``seed``."""
+    labelled = [it for it in items if it.label is not None]
     by_class: dict[int, list[str]] = {}
-    for it in items:
-        if it.label is not None:
-            by_class.setdefault(it.label, []).append(it.name)
-    if len(by_class) < 3:
-        raise ValueError(f"Focus mosaics need labelled images of at least 3 classes, got {len(by_class)}; "
-                         "use labelled images (an ImageNet-layout folder) or no mosaics")
+    for it in labelled:
+        by_class.setdefault(it.label, []).append(it.name)
+    if len(by_class) < 2:
+        raise ValueError(f"Focus mosaics need labelled images of at least 2 classes, got {len(by_class)}; "
+                         "use labelled images (an ImageNet-layout folder) or leave focus out of --metrics")
     classes = sorted(by_class)
     out = []
     for k in range(count):
         rng = random.Random(image_seed(seed, f"mosaic/{k}"))
-        c = rng.choice(classes)
-        own = by_class[c]
-        pair = rng.sample(own, 2) if len(own) >= 2 else [own[0], own[0]]
-        others = [rng.choice(by_class[o]) for o in rng.sample([o for o in classes if o != c], 2)]
+        target = rng.choice(labelled)
+        others = [rng.choice(by_class[rng.choice([c for c in classes if c != target.label])]) for _ in range(2)]
         slots = rng.sample(range(4), 4)
-        tiles, target = [""] * 4, [False] * 4
-        for slot, name, is_target in zip(slots, pair + others, (True, True, False, False)):
-            tiles[slot], target[slot] = name, is_target
-        out.append(Mosaic(f"mosaic/{k}", tuple(tiles), c, tuple(target)))
+        tiles, is_target = [""] * 4, [False] * 4
+        for slot, name, mark in zip(slots, [target.name, target.name] + others, (True, True, False, False)):
+            tiles[slot], is_target[slot] = name, mark
+        out.append(Mosaic(f"mosaic/{k}", tuple(tiles), target.label, tuple(is_target)))
     return out
 
 
 def mosaic_image(m: Mosaic, images: dict[str, torch.Tensor]) -> torch.Tensor:
-    """The 224×224 mosaic: each tile its image at half size (112 pixels)."""
-    small = [F.avg_pool2d(images[name][None], 2)[0] for name in m.tiles]
+    """The mosaic: each tile its image at half size (bilinear, antialiased), row-major."""
+    h, w = next(iter(images.values())).shape[-2:]
+    small = [F.interpolate(images[name][None], size=(h // 2, w // 2), mode="bilinear", antialias=True,
+                           align_corners=False)[0] for name in m.tiles]
     return torch.cat([torch.cat(small[:2], dim=2), torch.cat(small[2:], dim=2)], dim=1)
 
 
@@ -233,7 +233,7 @@ def _score_mosaics(loaded, mosaics_, items, methods, settings, path, progress, r
             x = mosaic_image(m, loaded_images).to(loaded.device)[None]
             s = dataclasses.replace(settings, seed=image_seed(settings.seed, m.name))
             attributions = {meth: attribute(loaded.model, x, [m.label], meth, s) for meth in methods}
-            scores = focus(attributions, [m.target])
+            scores = focus(attributions, [m.target], x)
             _append(path, [{"image": m.name, "method": meth, "metric": FOCUS, "value": _num(v[0]), "label": m.label}
                            for meth, v in scores.items()])
             bar.update(1)
