@@ -100,6 +100,38 @@ def test_attribute_chunks_batches_without_changing_results():
         torch.testing.assert_close(whole, parts, rtol=1e-4, atol=1e-6)  # SmoothGrad's noise too
 
 
+def test_noisy_methods_draw_fresh_noise_for_every_input_and_target():
+    m, x = tiny_cnn(), torch.rand(3, 3, 16, 16) * 2 - 1
+    s = E.Settings(smoothgrad_samples=2)
+    a = E.attribute(m, x, [1, 1, 2], "smoothgrad", s)
+    again = E.attribute(m, x[1:2], [1], "smoothgrad", s)
+    torch.testing.assert_close(a[1:2], again)  # the same input and target: the same noise, whatever the batch
+    from pullbacks.evaluation.methods import noise_seed
+
+    copies = x[:1] + torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 0.02
+    seeds = {noise_seed(0, c[None], torch.tensor([1])) for c in copies} | {noise_seed(0, x[:1], torch.tensor([1]))}
+    assert len(seeds) == 5  # max-sensitivity's noisy copies do not reuse the original's noise
+    assert noise_seed(0, x[:1], torch.tensor([1])) != noise_seed(0, x[:1], torch.tensor([2]))  # nor the random class
+    assert noise_seed(0, x[:1], torch.tensor([1])) != noise_seed(1, x[:1], torch.tensor([1]))  # the run's seed counts
+    other_class = E.attribute(m, x[:1], [2], "smoothgrad", E.Settings(smoothgrad_samples=2, smoothgrad_sigma=0.5))
+    plain = E.attribute(m, x[:1], [2], "gradient")
+    assert not torch.allclose(other_class, plain, atol=1e-3)
+
+
+def test_the_same_evaluation_twice_gives_the_same_digits():
+    m = tiny_cnn()
+    x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(3)) * 2 - 1
+    s = E.Settings(smoothgrad_samples=3, patch=8, infidelity_patches=(8, 4), infidelity_draws=2, fe_features=64,
+                   mc_samples=2, ms_samples=2, batch_size=8)
+    metrics = ["random_logit", "faithfulness_correlation", "infidelity", "faithfulness_estimate",
+               "monotonicity_correlation", "max_sensitivity"]
+    runs = [E.evaluate(m, x, [1, 2], methods=["pullback", "gradient", "smoothgrad"], metrics=metrics, settings=s,
+                       names=["a", "b"], progress=False) for _ in range(2)]
+    for column, per_method in runs[0].scores.items():
+        for method, v in per_method.items():
+            np.testing.assert_array_equal(v, runs[1].scores[column][method], err_msg=f"{column} {method}")
+
+
 # ---------------------------------------------------------------------------- region perturbation
 
 

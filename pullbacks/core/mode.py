@@ -22,6 +22,7 @@ from .coverage import ORDINARY, Coverage, CoverageCheck, check_no_checkpoint_hoo
 from .options import GateOptions, build
 from .replay import Recorder, Replay
 from .calls import Call
+from .randomness import DRAWS, check_draw
 from .table import table
 
 
@@ -81,6 +82,8 @@ class SoftGateMode(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        if func in DRAWS:
+            check_draw(func, args, kwargs)  # before the call: a refused draw is never made
         entry = self.table.get(func)
         if entry is not None:
             if not torch.is_grad_enabled():

@@ -12,6 +12,7 @@ from .checks import (Targets, as_target_tensor, check_gradient, check_inputs, ch
                      check_target_range)
 from .coverage import CoverageCheck
 from .mode import SoftGateMode
+from .randomness import NoRandomMode
 from .options import GateOptions, build
 
 
@@ -75,7 +76,8 @@ def target_gradient(model: nn.Module, inputs: Tensor, targets: Tensor, gates: Op
         # a tensor made under inference mode cannot require a gradient: use a normal copy
         x = (inputs.clone() if inputs.is_inference() else inputs.detach()).requires_grad_(True)
         if gates is None:
-            logits = _forward(model, x)
+            with NoRandomMode():
+                logits = _forward(model, x)
         else:
             mode = SoftGateMode(gates)
             mode.wrt = (x,)  # the input gradient alone: parameters need none

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from ..core.checks import as_target_tensor, check_inputs, check_model
+from ..core.randomness import check_deterministic
 from . import metrics as M
 from .methods import DEFAULT_METHODS, METHODS, Settings, attribute, check_names
 from .randomisation import randomisation_blocks, randomised_copies
@@ -235,6 +236,7 @@ def evaluate(
     dev = M.device_of(model)
     x = inputs.detach().to(dev)
     t = as_target_tensor(targets, x.shape[0], dev)
+    check_deterministic(model, x[:1])  # a random forward pass is refused before it draws
     names = list(names) if names is not None else [f"image {i}" for i in range(x.shape[0])]
     result = Evaluation(
         model_name=model_name, methods=methods, metrics=metric_names, image_names=names,

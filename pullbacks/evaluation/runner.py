@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from ..core.checks import check_model
+from ..core.randomness import check_deterministic
 from .data import Images, Item, image_seed, shard
 from .evaluate import evaluate
 from .methods import Settings, attribute
@@ -231,6 +232,8 @@ def _score_mosaics(loaded, mosaics_, items, methods, settings, path, progress, r
     with _bar(len(mosaics_), progress, rank, "mosaics") as bar:
         for m in mosaics_:
             x = mosaic_image(m, loaded_images).to(loaded.device)[None]
+            if m is mosaics_[0]:
+                check_deterministic(loaded.model, x)
             s = dataclasses.replace(settings, seed=image_seed(settings.seed, m.name))
             attributions = {meth: attribute(loaded.model, x, [m.label], meth, s) for meth in methods}
             scores = focus(attributions, [m.target], x)
