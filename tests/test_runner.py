@@ -220,3 +220,87 @@ def test_a_refused_run_writes_nothing(imagenet_folder, tmp_path):
     with pytest.raises(ValueError, match="at least 2 classes"):
         _run(tmp_path / "none", one_class, metrics=["focus"])
     assert not (tmp_path / "none").exists()  # no run.json that the next, corrected run would be refused by
+
+
+def test_a_torn_last_line_is_cut_off_and_its_records_computed_again(imagenet_folder, tmp_path):
+    items = data.folder_items(imagenet_folder)[:3]
+    whole = tmp_path / "whole"
+    _run(whole, items, metrics=["faithfulness_estimate"])
+    torn = tmp_path / "torn"
+    _run(torn, items, metrics=["faithfulness_estimate"])
+    path = torn / "records" / "rank-0.jsonl"
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(lines[:-1]) + lines[-1][:len(lines[-1]) // 2])  # killed mid-line
+    (torn / "records.jsonl").unlink()
+    with pytest.warns(UserWarning, match="cut off a torn last line"):
+        _run(torn, items, metrics=["faithfulness_estimate"])
+    assert _records(torn) == _records(whole)  # no record lost, none doubled
+    assert all(json.loads(line) for line in path.read_text().splitlines())  # whole lines only
+
+
+def test_a_second_run_on_the_same_folder_is_refused_while_the_first_holds_it(imagenet_folder, tmp_path):
+    items = data.folder_items(imagenet_folder)[:2]
+    out = tmp_path / "o"
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from pathlib import Path; from pullbacks.evaluation import runner\n"
+        f"with runner._lock(Path({str(out)!r}) / '.lock-rank-0'):\n"
+        "    print('locked', flush=True); time.sleep(60)")], stdout=subprocess.PIPE, text=True)
+    try:
+        out.mkdir()
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(runner.OutputError, match=rf"another run \(pid {holder.pid}\) is writing to .*another --out"):
+            _run(out, items, metrics=["faithfulness_estimate"])
+        assert not (out / "records").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    _run(out, items, metrics=["faithfulness_estimate"])  # the lock died with its holder
+    assert len(_records(out)) == 2 * 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("code, fix", [(28, "free some disk space"), (30, "read-only: pass another --out"),
+                                       (13, "make it writable")])
+def test_io_errors_are_one_line_with_the_path_and_the_fix_and_keep_finished_records(imagenet_folder, tmp_path,
+                                                                                      monkeypatch, capsys, code, fix):
+    from pullbacks.apps.cli import main
+
+    out = tmp_path / "o"
+    real, calls = runner._append, []
+
+    def fails_second_time(path, records):
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError(code, os.strerror(code), str(path))
+        real(path, records)
+
+    monkeypatch.setattr(runner, "_append", fails_second_time)
+    argv = ["evaluate", "--model", "efficientnet_lite0", "--images", str(imagenet_folder), "--limit", "4",
+            "--methods", "gradient", "--metrics", "faithfulness_estimate", "--batch-size", "2", "--no-progress",
+            "--out", str(out)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert f"cannot write {out / 'records' / 'rank-0.jsonl'}" in err and fix in err
+    kept = (out / "records" / "rank-0.jsonl").read_text().splitlines()
+    assert len(kept) == 2  # the first batch survives
+    monkeypatch.setattr(runner, "_append", real)
+    assert main(argv) == 0
+    assert len(_records(out)) == 4
+
+
+@pytest.mark.slow
+def test_a_corrupt_image_in_a_worker_gives_the_message_without_workers(imagenet_folder, tmp_path, capsys):
+    from pullbacks.apps.cli import main
+
+    root = tmp_path / "bad"
+    shutil.copytree(imagenet_folder, root)
+    (root / WNIDS[285] / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
+    messages = []
+    for workers in ("0", "1"):
+        assert main(["evaluate", "--model", "efficientnet_lite0", "--images", str(root), "--methods", "gradient",
+                     "--metrics", "faithfulness_estimate", "--no-progress", "--workers", workers,
+                     "--out", str(tmp_path / f"o{workers}")]) == 2
+        messages.append(capsys.readouterr().err.strip())
+    assert messages[0] == messages[1] and "broken.jpg" in messages[0]
+    assert "Traceback" not in messages[1] and "worker" not in messages[1] and len(messages[1]) < 400

@@ -25,7 +25,8 @@ def add_evaluate(parser: argparse.ArgumentParser) -> None:
     add_model(parser)
     add_images(parser)
     parser.add_argument("--limit", type=positive_int, default=None, metavar="N",
-                        help="evaluate N images, drawn by shuffling the list with --shuffle-seed (default: all)")
+                        help="evaluate the first N images a shuffling DataLoader seeded --shuffle-seed draws, as the "
+                             "follow-up did (default: all)")
     parser.add_argument("--shuffle-seed", type=int, default=314,
                         help="seed of that shuffle (default: %(default)s, the authors')")
     parser.add_argument("--methods", nargs="+", default=None, metavar="METHOD",
@@ -65,7 +66,7 @@ def _split(values: Sequence[str] | None) -> list[str] | None:
 def run_evaluate(args: argparse.Namespace) -> int:
     """Evaluate (resuming what ``--out`` already holds), then write and print the report."""
     from ..evaluation.data import select, source_items
-    from ..evaluation.runner import rank_device, run
+    from ..evaluation.runner import output_error, rank_device, run
 
     try:  # the extras: fail with their install hint before any work
         from ..evaluation import captum, quantus  # noqa: F401
@@ -92,7 +93,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
         return 0
     result.command = "pullbacks " + " ".join(shlex.quote(a) for a in sys.argv[1:]) \
         if Path(sys.argv[0]).name in ("pullbacks", "__main__.py") else None
-    paths = result.save(args.out)
+    try:
+        paths = result.save(args.out)
+    except OSError as e:
+        raise output_error(e, args.out) from None
     print(result.table())
     diff = result.differences_table()
     if diff:

@@ -24,7 +24,7 @@ from typing import Optional, Sequence
 import torch
 from torch.utils.data import Dataset
 
-from ..images import IMAGE_EXTENSIONS, builtin_photos, imagenette_rows, load_image
+from ..images import IMAGE_EXTENSIONS, ImageLoadError, builtin_photos, imagenette_rows, load_image
 
 
 @dataclass(frozen=True)
@@ -113,7 +113,9 @@ def image_seed(seed: int, name: str) -> int:
 
 
 class Images(Dataset):
-    """The items as ``(image 3×224×224 in [-1, 1], label or -1, index)``."""
+    """The items as ``(image 3×224×224 in [-1, 1], label or -1, index, error)``: ``error`` is
+    "" or the message of an image that could not be loaded (its image then zeros), for the
+    main process to raise as it is (a worker's exception would reach it wrapped)."""
 
     def __init__(self, items: Sequence[Item]) -> None:
         self.items = list(items)
@@ -121,7 +123,14 @@ class Images(Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, i: int):
+    def image(self, i: int) -> torch.Tensor:
+        """Item ``i``'s image (:class:`~pullbacks.images.ImageLoadError` if it cannot be loaded)."""
         item = self.items[i]
-        image = item.image if item.image is not None else load_image(item.path)
-        return image, -1 if item.label is None else item.label, i
+        return item.image if item.image is not None else load_image(item.path)
+
+    def __getitem__(self, i: int):
+        label = -1 if self.items[i].label is None else self.items[i].label
+        try:
+            return self.image(i), label, i, ""
+        except (ImageLoadError, OSError) as e:
+            return torch.zeros(3, 224, 224), label, i, str(e)

@@ -23,9 +23,12 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import os
 import random
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -36,6 +39,7 @@ from torch.utils.data import DataLoader
 
 from ..core.checks import check_model
 from ..core.randomness import check_deterministic
+from ..images import ImageLoadError
 from .data import Images, Item, image_seed, shard
 from .evaluate import evaluate
 from .methods import Settings, attribute
@@ -124,15 +128,79 @@ def mosaic_image(m: Mosaic, images: dict[str, torch.Tensor]) -> torch.Tensor:
 # --------------------------------------------------------------------------- records
 
 
+class OutputError(RuntimeError):
+    """The output folder cannot be written (or read); the message names the path and the fix."""
+
+
+_FIXES = {
+    errno.ENOSPC: "free some disk space, then run the same command again: the finished records are kept",
+    errno.EDQUOT: "free some disk space, then run the same command again: the finished records are kept",
+    errno.EROFS: "the file system is read-only: pass another --out",
+    errno.EACCES: "make it writable (chmod u+w) or pass another --out",
+    errno.EPERM: "make it writable (chmod u+w) or pass another --out",
+    errno.ENOENT: "the folder vanished while the run wrote to it: run the same command again",
+}
+
+
+def output_error(e: OSError, out: str | os.PathLike) -> OutputError:
+    """An :class:`OutputError` for the I/O error ``e`` met while writing under ``out``."""
+    path = e.filename or out
+    fix = _FIXES.get(e.errno, "check the folder, or pass another --out")
+    return OutputError(f"cannot write {path} ({e.strerror or e}): {fix}")
+
+
 def _read_records(folder: Path) -> list[dict]:
     records = []
     for path in sorted(folder.glob("rank-*.jsonl")):
         for line in path.read_text(encoding="utf-8").splitlines():
             try:
                 records.append(json.loads(line))
-            except json.JSONDecodeError:  # the line a kill cut short
+            except json.JSONDecodeError:  # a torn line another rank has not cut off yet
                 continue
     return records
+
+
+def _cut_torn_tail(path: Path) -> None:
+    """Whole lines only: a last line without its newline (a run killed while writing it) is cut
+    off before anything is appended, with a warning; its records are computed again."""
+    if not path.exists():
+        return
+    data = path.read_bytes()
+    if not data or data.endswith(b"\n"):
+        return
+    keep = data.rfind(b"\n") + 1
+    with path.open("r+b") as f:
+        f.truncate(keep)
+        f.flush()
+        os.fsync(f.fileno())
+    warnings.warn(f"{path}: cut off a torn last line ({len(data) - keep} bytes, from a run killed while writing "
+                  "it); its records are computed again")
+
+
+@contextmanager
+def _lock(path: Path):
+    """An exclusive lock on ``path`` for the run: a second run on the same --out is refused at once."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - no flock on this platform
+        yield
+        return
+    f = path.open("a+", encoding="utf-8")
+    try:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "?"
+            raise OutputError(f"another run (pid {holder}) is writing to {path.parent}; wait for it to finish, "
+                              "or pass another --out") from None
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+        yield
+    finally:
+        f.close()  # closing releases the lock
 
 
 def _append(path: Path, records: list[dict]) -> None:
@@ -168,16 +236,28 @@ def run(loaded, items: Sequence[Item], *, methods: Sequence[str], metrics: Seque
     out = Path(out)
     rank, world = process_group()
     tiles = mosaics(items, mosaic_count, settings.seed) if FOCUS in metrics and mosaic_count else []  # checks first
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with _lock(out / f".lock-rank-{rank}"):
+            return _run(loaded, items, tiles, methods, metrics, settings, out, spec, workers, progress, rank, world)
+    except OSError as e:
+        raise output_error(e, out) from None
+
+
+def _run(loaded, items, tiles, methods, metrics, settings, out, spec, workers, progress, rank, world):
     _check_spec(out, spec, rank, world)
     folder = out / "records"
     folder.mkdir(parents=True, exist_ok=True)
+    mine_path = folder / f"rank-{rank}.jsonl"
+    _cut_torn_tail(mine_path)
+    mine_path.open("a", encoding="utf-8").close()  # writable, before any image is scored
     plain = [m for m in metrics if m != FOCUS]
     done = {(r["image"], r["method"], r["metric"]) for r in _read_records(folder)}
     mine = [it for it in shard(items, rank, world)
             if plain and not all((it.name, m, k) in done for m in methods for k in _first_columns(plain))]
     my_mosaics = [t for t in shard(tiles, rank, world) if not all((t.name, m, FOCUS) in done for m in methods)]
-    _score_images(loaded, mine, methods, plain, settings, folder / f"rank-{rank}.jsonl", workers, progress, rank)
-    _score_mosaics(loaded, my_mosaics, items, methods, settings, folder / f"rank-{rank}.jsonl", progress, rank)
+    _score_images(loaded, mine, methods, plain, settings, mine_path, workers, progress, rank)
+    _score_mosaics(loaded, my_mosaics, items, methods, settings, mine_path, progress, rank)
     _barrier(world)
     result = merge(out, items, tiles, methods, metrics, loaded, settings) if rank == 0 else None
     _barrier(world)
@@ -202,7 +282,10 @@ def _score_images(loaded, items, methods, metrics, settings, path, workers, prog
         return
     loader = DataLoader(Images(items), batch_size=settings.batch_size, num_workers=workers)
     with _bar(len(items), progress, rank, "images") as bar:
-        for images, labels, index in loader:
+        for images, labels, index, errors in loader:
+            failed = next((e for e in errors if e), None)
+            if failed:  # raised here, with its own message (a worker's would be wrapped in a traceback)
+                raise ImageLoadError(failed)
             records = []
             for x, label, i in zip(images, labels.tolist(), index.tolist()):
                 item = items[i]
@@ -228,7 +311,7 @@ def _score_mosaics(loaded, mosaics_, items, methods, settings, path, progress, r
         return
     needed = {name for m in mosaics_ for name in m.tiles}
     images = {it.name: it for it in items if it.name in needed}
-    loaded_images = {name: Images([it])[0][0] for name, it in images.items()}
+    loaded_images = {name: Images([it]).image(0) for name, it in images.items()}
     with _bar(len(mosaics_), progress, rank, "mosaics") as bar:
         for m in mosaics_:
             x = mosaic_image(m, loaded_images).to(loaded.device)[None]
