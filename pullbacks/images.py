@@ -59,7 +59,13 @@ PathLike = Union[str, os.PathLike]
 
 
 class ImageLoadError(ValueError):
-    """A file that cannot be used as an image; the message names the file and the fix."""
+    """A file that cannot be used as an image; the message names the file and the fix.
+    ``elsewhere``: the message for the command line and the app, where a fix that only
+    Python can make does not apply (None: the same message)."""
+
+    def __init__(self, message: str, elsewhere: str | None = None) -> None:
+        super().__init__(message)
+        self.elsewhere = elsewhere
 
 
 class DataUnavailableError(RuntimeError):
@@ -174,10 +180,10 @@ def load_image(path: PathLike) -> torch.Tensor:
                 img.load()
                 img = ImageOps.exif_transpose(img)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise fail(
-            f"it is too large to open safely ({e})",
-            "Downscale it first, or, if you trust the file, raise PIL.Image.MAX_IMAGE_PIXELS.",
-        ) from e
+        error = fail(f"it is too large to open safely ({e})",
+                     "Downscale it first, or, if you trust the file, raise PIL.Image.MAX_IMAGE_PIXELS.")
+        error.elsewhere = str(fail(f"it is too large to open safely ({e})", "Downscale it first."))
+        raise error from e
     except UnidentifiedImageError as e:
         raise fail(
             "not an image, or in a format Pillow cannot read",

@@ -202,3 +202,81 @@ def test_app_in_a_real_browser(server, tmp_path):
                 shutil.copy(path, ROOT / keep)
         finally:
             browser.close()
+
+
+def test_a_long_target_is_refused_in_linear_time():
+    import time
+
+    classes = imagenet_classes()
+    start = time.perf_counter()
+    for text in (" " * 80_000 + "x", "(" * 80_000 + ")", "a" * 80_000 + " (9)"):
+        with pytest.raises(ValueError, match="at most 200 characters, got 8000"):
+            service.parse_target(text, classes)
+    assert time.perf_counter() - start < 1.0  # a generous bound: the quadratic regex took 20 s on one of these
+    assert service.parse_target("  ostrich  ( 9)".replace("( ", "("), classes) == 9
+    with pytest.raises(ValueError, match="unknown class"):
+        service.parse_target("tabby (9", classes)
+
+
+def test_app_messages_name_no_server_path_and_oversized_images_get_a_fix_the_user_can_make(tmp_path, monkeypatch):
+    import tempfile
+
+    from pullbacks.images import ImageLoadError
+
+    upload = Path(tempfile.gettempdir()) / "gradio" / "0123abcd" / "holiday.png"
+    text = web._without_server_paths(f"cannot load image {str(upload)!r}: not an image", str(upload))
+    assert text == "cannot load image 'holiday.png': not an image" and tempfile.gettempdir() not in text
+    big = tmp_path / "big.png"
+    Image.new("RGB", (100, 100)).save(big)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    with pytest.raises(ImageLoadError) as e:
+        service.resolve_image(str(big))
+    assert "MAX_IMAGE_PIXELS" in str(e.value)  # Python: the setting a Python user can raise
+    for interface in ("app", "cli"):
+        shown = service.message(e.value, interface)
+        assert "MAX_IMAGE_PIXELS" not in shown and "too large" in shown and "Downscale it first" in shown
+
+
+@pytest.mark.slow
+def test_the_app_contacts_nobody_and_leaves_no_files(monkeypatch, tmp_path):
+    import tempfile
+
+    attempts, client_side = [], False  # the test's own Gradio client asks the Hub for its user agent: not the app
+    real_connect = socket.socket.connect
+
+    def local_only(self, address):
+        host = address[0] if isinstance(address, tuple) else address
+        if host not in ("127.0.0.1", "localhost", "::1") and not client_side:
+            attempts.append(address)
+            raise OSError("the network is blocked in this test")
+        return real_connect(self, address)
+
+    real_getaddrinfo = socket.getaddrinfo
+
+    def resolve_local_only(host, *args, **kwargs):
+        if host not in ("127.0.0.1", "localhost", "::1", None) and not client_side:
+            attempts.append(host)
+            raise OSError("no name resolution in this test")
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket.socket, "connect", local_only)
+    monkeypatch.setattr(socket, "getaddrinfo", resolve_local_only)
+    monkeypatch.setattr(Client, "_telemetry_thread", lambda self: None)  # the test's client's, not the app's
+    before = set(Path(tempfile.gettempdir()).glob("pullbacks-*"))
+    app = web.build_app("efficientnet_lite0", device="cpu")
+    assert app.analytics_enabled is False
+    port = free_port()
+    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, show_error=True)
+    try:
+        client_side = True
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        client_side = False
+        out = ask(client, steps=1)
+        assert Path(out[-1]).name == "chelsea_to_ostrich.png"
+    finally:
+        app.close()
+    import time
+
+    time.sleep(1.0)  # threads gradio may have started at launch
+    assert attempts == []
+    assert set(Path(tempfile.gettempdir()).glob("pullbacks-*")) == before  # the request's folder is gone

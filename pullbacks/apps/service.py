@@ -85,6 +85,8 @@ def message(error: BaseException, interface: str = "python") -> str:
     """``error`` in one line, with the hint for ``interface`` (``"cli"``, ``"app"``)."""
     if isinstance(error, PartialPullbackError):
         text = error.coverage.summary()
+    elif interface != "python" and getattr(error, "elsewhere", None):
+        text = " ".join(error.elsewhere.split())
     else:
         text = " ".join(str(error).split())
     if interface == "cli":
@@ -202,14 +204,31 @@ def parse_target(text, classes: ClassNames) -> int:
         text = int(text)
     if isinstance(text, bool) or not isinstance(text, (int, str)):
         raise ValueError(f"a target class is a name or a whole ImageNet index, got {text!r}")
-    match = re.fullmatch(r"\s*(.*?)\s*\((\d+)\)\s*", text) if isinstance(text, str) else None
-    if match is None:
+    if isinstance(text, str) and len(text) > MAX_TARGET_CHARS:
+        raise ValueError(f"a target class is a name or an index of at most {MAX_TARGET_CHARS} characters, got "
+                         f"{len(text)}")
+    name, index = _name_and_index(text) if isinstance(text, str) else (None, None)
+    if index is None:
         return classes.index(text)
-    i = classes.index(int(match.group(2)))
-    if match.group(1) and match.group(1).casefold() != classes[i].casefold():
-        raise ValueError(f"{text!r} names two classes: {match.group(1)!r} and {i} ({classes[i]!r}); "
+    i = classes.index(index)
+    if name and name.casefold() != classes[i].casefold():
+        raise ValueError(f"{text!r} names two classes: {name!r} and {i} ({classes[i]!r}); "
                          "give the name or the index alone")
     return i
+
+
+MAX_TARGET_CHARS = 200  # ImageNet's longest class name has 30
+
+
+def _name_and_index(text: str) -> tuple[str, Optional[int]]:
+    """``"tabby (281)"`` → ``("tabby", 281)``; anything else → ``(text, None)`` (linear time)."""
+    stripped = text.strip()
+    if not stripped.endswith(")"):
+        return text, None
+    head, sep, digits = stripped[:-1].rpartition("(")
+    if not sep or not digits.isdigit() or not digits.isascii():
+        return text, None
+    return head.strip(), int(digits)
 
 
 def optional(value, name: str) -> Optional[float]:

@@ -15,7 +15,9 @@ cache, filled under a lock.
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 import tempfile
 from dataclasses import dataclass
 from collections.abc import Iterator, Sequence
@@ -31,6 +33,9 @@ from ..figures.cells import rescale_cells
 from ..models import DEFAULT_MODEL, OFFLINE_MODEL, available_models, get_model_spec
 from . import service
 from .service import DEFAULTS, EXPECTED_ERRORS, class_choices, image_choices
+
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # a local tool: no telemetry, no version check, nothing sent
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 try:
     import gradio as gr
@@ -68,6 +73,17 @@ def _picture(x: torch.Tensor) -> np.ndarray:
 
 def _diff(perturbed: torch.Tensor, clean: torch.Tensor) -> np.ndarray:
     return _picture(rescale_cells((perturbed - clean)[None])[0] * 2 - 1)
+
+
+CACHE_SECONDS = (300, 600)  # Gradio's copies of the results: every 5 minutes, those older than 10 are deleted
+
+
+def _without_server_paths(text: str, upload) -> str:
+    """``text`` with the server's temporary path of an upload replaced by the file's name."""
+    if upload:
+        path = os.fspath(upload)
+        text = text.replace(repr(path), repr(Path(path).name)).replace(path, Path(path).name)
+    return text.replace(tempfile.gettempdir(), "…")
 
 
 MAX_STEPS = 50  # per request, by default: about 20 s of a CPU for the embedded model (pullback and vanilla)
@@ -158,19 +174,23 @@ def build_app(model: str = DEFAULT_MODEL, device: str = "cpu", imagenette_root=N
     def run(upload, example, model_name, target, recipe, steps, alpha, eps, temperature, *family):
         # a generator: Gradio closes it when the request is cancelled or its client goes away,
         # and the ascent stops at its next step
+        folder = Path(tempfile.mkdtemp(prefix="pullbacks-"))  # this request's PNG; removed once delivered
         try:
             temps = dict(zip(FAMILY_TEMPERATURES, family))
             for r in explaining(upload, example, model_name, target, steps, alpha, eps, temperature, temps, recipe,
-                                device=device, imagenette_root=imagenette_root, max_steps=max_steps):
+                                device=device, imagenette_root=imagenette_root, max_steps=max_steps,
+                                out_dir=folder):
                 if not isinstance(r, Result):
                     yield (gr.skip(),) * 7 + (f"*{r}*", gr.skip())
                     continue
                 yield ((r.pullback, r.pullback_diff), (r.pullback, r.source), (r.vanilla, r.vanilla_diff),
                        (r.vanilla, r.source), r.top5_before, r.top5_pullback, r.top5_vanilla, r.note, str(r.png))
         except EXPECTED_ERRORS as e:
-            raise gr.Error(service.message(e, "app"), print_exception=False) from None
+            raise gr.Error(_without_server_paths(service.message(e, "app"), upload), print_exception=False) from None
         except service.Stopped:
             raise gr.Error("the app is shutting down", print_exception=False) from None
+        finally:  # Gradio has copied the PNG into its own cache (bounded by delete_cache) by now
+            shutil.rmtree(folder, ignore_errors=True)
 
     def settings_changed(name, recipe):  # a model or recipe chosen: its recommended settings in the boxes
         try:
@@ -179,7 +199,8 @@ def build_app(model: str = DEFAULT_MODEL, device: str = "cpu", imagenette_root=N
             raise gr.Error(service.message(e, "app"), print_exception=False) from None
         return (o.temperature, o.steps, o.alpha, o.eps or 0, *(o.temperatures[k] for k in FAMILY_TEMPERATURES))
 
-    with gr.Blocks(title="pullbacks: excitation pullbacks") as app:
+    with gr.Blocks(title="pullbacks: excitation pullbacks", analytics_enabled=False,
+                   delete_cache=CACHE_SECONDS) as app:
         gr.Markdown(
             "## Excitation pullbacks\n"
             "Ascend an image towards a target class along the **excitation pullback** (forward pass unchanged, "
