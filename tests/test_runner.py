@@ -304,3 +304,25 @@ def test_a_corrupt_image_in_a_worker_gives_the_message_without_workers(imagenet_
         messages.append(capsys.readouterr().err.strip())
     assert messages[0] == messages[1] and "broken.jpg" in messages[0]
     assert "Traceback" not in messages[1] and "worker" not in messages[1] and len(messages[1]) < 400
+
+
+@pytest.mark.slow
+def test_under_torchrun_an_error_on_one_rank_stops_every_rank(imagenet_folder, tmp_path):
+    import time
+
+    if shutil.which("torchrun") is None and not (Path(sys.executable).parent / "torchrun").exists():
+        pytest.skip("no torchrun")
+    torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
+    root = tmp_path / "images"
+    shutil.copytree(imagenet_folder, root)
+    names = [it.name for it in data.folder_items(root)]
+    (root / names[1]).write_bytes(b"\x89PNG\r\n\x1a\n not an image")  # rank 1's first image (every 2nd from 1)
+    start = time.monotonic()
+    proc = subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2", "-m", "pullbacks", "evaluate",
+                           "--model", "efficientnet_lite0", "--images", str(root), "--methods", "gradient",
+                           "--metrics", "faithfulness_estimate", "--no-progress", "--batch-size", "1",
+                           "--out", str(tmp_path / "out")], capture_output=True, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
+    assert proc.returncode != 0
+    assert "cannot load image" in proc.stderr and Path(names[1]).name in proc.stderr
+    assert time.monotonic() - start < 300  # no rank left waiting at a barrier (gloo's default timeout: 30 min)
