@@ -265,3 +265,54 @@ def test_random_logit_is_quantus_with_two_classes():
                                                                                      "reduce": None})
     np.testing.assert_allclose(ours, theirs, rtol=1e-5)
     assert np.all(np.abs(ours) < 1)
+
+
+# ---------------------------------------------------------------------------- against known evidence
+
+
+def _evidence():
+    g = torch.Generator().manual_seed(7)
+    a = torch.randn(4, 3, 6, 6, generator=g, dtype=torch.float64)  # channels that differ, signs that cancel
+    masks = torch.zeros(4, 6, 6, dtype=torch.bool)
+    masks[0, :2, :3] = True
+    masks[1, 3:, 3:] = True
+    masks[2, 1, 1] = True
+    masks[3, :, 0] = True
+    return a, masks
+
+
+def test_ground_truth_metrics_are_quantus_on_the_channel_sum():
+    a, masks = _evidence()
+    h = a.sum(1, keepdim=True)
+    x, y = np.zeros((4, 1, 6, 6), dtype=np.float64), np.zeros(4, dtype=int)
+    s = masks[:, None].numpy().astype(float)
+
+    def q(metric, heat):
+        return np.array(metric(model=None, x_batch=x, y_batch=y, a_batch=heat.numpy(), s_batch=s,
+                               channel_first=True))
+
+    mass = suite.relevance_mass_accuracy({"m": a}, masks)["m"]
+    np.testing.assert_allclose(mass, q(quantus.RelevanceMassAccuracy(disable_warnings=True, normalise=False),
+                                       h.clamp(min=0)), rtol=1e-12)
+    rank = suite.relevance_rank_accuracy({"m": a}, masks)["m"]
+    np.testing.assert_allclose(rank, q(quantus.RelevanceRankAccuracy(disable_warnings=True, normalise=False), h))
+    hit = suite.pointing_game({"m": a}, masks)["m"]
+    np.testing.assert_allclose(hit, q(quantus.PointingGame(disable_warnings=True, normalise=False), h))
+    summed_abs = suite.relevance_mass_accuracy({"m": a.abs()}, masks)["m"]
+    assert not np.allclose(summed_abs, mass)  # h is the signed channel sum, clipped after the sum
+
+
+def test_ground_truth_metrics_closed_forms():
+    a = torch.zeros(3, 3, 4, 4)
+    masks = torch.zeros(3, 4, 4, dtype=torch.bool)
+    masks[:, :2, :2] = True  # K = 4 pixels
+    a[0, 0, :2, :2] = 1.0    # all relevance on the mask
+    a[0, 1, 3, 3] = -5.0     # negative relevance off the mask does not count in mass
+    a[1, 2] = torch.arange(16.0).view(4, 4)  # largest at the bottom right: off the mask
+    a[2] = -1.0              # nothing positive: mass undefined; ties everywhere
+    mass = suite.relevance_mass_accuracy({"m": a}, masks)["m"]
+    np.testing.assert_allclose(mass[:2], [1.0, (0 + 1 + 4 + 5) / sum(range(16))])
+    assert np.isnan(mass[2])
+    # a constant map: the first K pixels in row-major order, two of them in the mask
+    np.testing.assert_allclose(suite.relevance_rank_accuracy({"m": a}, masks)["m"], [1.0, 0.0, 0.5])
+    np.testing.assert_allclose(suite.pointing_game({"m": a}, masks)["m"], [1.0, 0.0, 1.0])  # a tie counts as a hit

@@ -250,3 +250,57 @@ def focus(attributions: dict[str, Tensor], target_tiles: Sequence[Sequence[bool]
         tiles = torch.stack([r[:, :h, :w], r[:, :h, w:], r[:, h:, :w], r[:, h:, w:]], 1).flatten(2).sum(2)
         out[m] = ((tiles * mask).sum(1) / (r.flatten(1).sum(1) + 1e-9)).numpy()
     return out
+
+
+# --------------------------------------------------------------------------- against known evidence
+
+
+def _heatmaps(a: Tensor) -> Tensor:
+    """``h = Σ_c a_c`` per pixel, flattened: (N, H·W) float64."""
+    return a.detach().double().sum(1).flatten(1).cpu()
+
+
+def _masks(masks: Tensor) -> Tensor:
+    return torch.as_tensor(masks).bool().flatten(1).cpu()
+
+
+def relevance_mass_accuracy(attributions: dict[str, Tensor], masks: Tensor) -> dict[str, np.ndarray]:
+    """``Σ_M h⁺ / Σ h⁺`` with ``h = Σ_c a_c``, ``h⁺ = max(h, 0)`` (Arras et al. 2022; Quantus
+    ``RelevanceMassAccuracy`` given ``h⁺``): the share of positive relevance on the pixels that
+    decide the class. NaN when the map has no positive relevance or the mask is empty."""
+    m = _masks(masks)
+    out = {}
+    for name, a in attributions.items():
+        h = _heatmaps(a).clamp(min=0)
+        total = h.sum(1)
+        score = (h * m).sum(1) / torch.where(total > 0, total, torch.ones_like(total))
+        out[name] = torch.where((total > 0) & m.any(1), score, torch.full_like(score, float("nan"))).numpy()
+    return out
+
+
+def relevance_rank_accuracy(attributions: dict[str, Tensor], masks: Tensor) -> dict[str, np.ndarray]:
+    """``|top_K(h) ∩ M| / K`` with ``K = |M|``: the share of the mask among the ``K`` pixels of
+    largest ``h = Σ_c a_c`` (ties taken in pixel order; Quantus ``RelevanceRankAccuracy``)."""
+    m = _masks(masks)
+    k = m.sum(1)
+    out = {}
+    for name, a in attributions.items():
+        order = torch.from_numpy(np.argsort(-_heatmaps(a).numpy(), axis=1, kind="stable"))
+        hits = torch.gather(m, 1, order).double()
+        top = torch.arange(m.shape[1])[None] < k[:, None]
+        score = (hits * top).sum(1) / k.clamp(min=1)
+        out[name] = torch.where(k > 0, score, torch.full_like(score, float("nan"))).numpy()
+    return out
+
+
+def pointing_game(attributions: dict[str, Tensor], masks: Tensor) -> dict[str, np.ndarray]:
+    """1 if the pixel of largest ``h = Σ_c a_c`` lies in the mask, else 0 (a tie for the largest
+    counts as a hit if any tied pixel is in the mask, as Quantus ``PointingGame`` does)."""
+    m = _masks(masks)
+    out = {}
+    for name, a in attributions.items():
+        h = _heatmaps(a)
+        top = h == h.max(1, keepdim=True).values
+        score = (top & m).any(1).double()
+        out[name] = torch.where(m.any(1), score, torch.full_like(score, float("nan"))).numpy()
+    return out
