@@ -111,9 +111,10 @@ def temperatures_help() -> str:
 # --------------------------------------------------------------------------- groups of flags
 
 
-def add_images(p: argparse.ArgumentParser) -> None:
+def add_images(p: argparse.ArgumentParser, generated: bool = False) -> None:
+    task = ", 'groundtruth:N' (N generated images whose deciding pixels are known)" if generated else ""
     p.add_argument("--images", nargs="+", default=["builtin"], metavar="IMAGES",
-                   help="'builtin' (scikit-image photos, offline), 'imagenette' (the paper's rows), "
+                   help=f"'builtin' (scikit-image photos, offline), 'imagenette' (the paper's rows){task}, "
                         "or image files / a folder (rows labelled with the model's prediction)")
     p.add_argument("--imagenette-root", default=None, metavar="FOLDER",
                    help="where Imagenette is (or is downloaded to) (default: ~/.cache/pullbacks/imagenette)")

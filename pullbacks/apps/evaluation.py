@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Sequence
 
 from ..evaluation.methods import METHODS, DEFAULT_METHODS, Settings, check_names
-from ..evaluation.report import METRICS
+from ..evaluation.data import GROUNDTRUTH
+from ..evaluation.report import EVIDENCE, METRICS
 from ..evaluation.runner import FOCUS
 from .arguments import (UsageError, add_families, add_images, add_model, add_recipe, load, non_negative_int,
                         positive_int, temperature, writable_folder)
@@ -23,7 +24,7 @@ def add_evaluate(parser: argparse.ArgumentParser) -> None:
     """The options of ``pullbacks evaluate``."""
     s = Settings()
     add_model(parser)
-    add_images(parser)
+    add_images(parser, generated=True)
     parser.add_argument("--limit", type=positive_int, default=None, metavar="N",
                         help="evaluate the first N images a shuffling DataLoader seeded --shuffle-seed draws, as the "
                              "follow-up did (default: all)")
@@ -57,6 +58,10 @@ def add_evaluate(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
 
 
+# the follow-up's 224-pixel layouts scaled to the generated task's 64 pixels: 16 patches, 48 chunks
+SCALED_TO_64 = {"patch": 16, "infidelity_patches": (32, 16), "fe_features": 256}
+
+
 def _split(values: Sequence[str] | None) -> list[str] | None:
     if values is None:
         return None
@@ -73,7 +78,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
     except ImportError as e:
         raise UsageError(str(e)) from None
     methods = check_names(_split(args.methods), METHODS, "method", DEFAULT_METHODS)  # before loading anything
-    metrics = check_names(_split(args.metrics), METRIC_NAMES, "metric", list(METRICS))
+    generated = len(args.images) == 1 and args.images[0].split(":")[0] == GROUNDTRUTH
+    metrics = check_names(_split(args.metrics), METRIC_NAMES, "metric",
+                          [m for m in METRICS if generated or m not in EVIDENCE])
+    if not generated and any(m in EVIDENCE for m in metrics):
+        raise UsageError(f"{', '.join(m for m in metrics if m in EVIDENCE)} compare maps with the pixels that decide "
+                         "the class: evaluate generated images whose evidence is known (--images groundtruth:N)")
     if FOCUS in metrics and not args.mosaics:
         raise UsageError("the focus metric runs on mosaics: pass --mosaics N (the authors: 500)")
     writable_folder(args.out, "--out")
@@ -83,7 +93,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
         print("targets: the model's predicted classes for the files without a class folder")
     loaded, o = load(args)
     settings = Settings(ascent=o, blocks=args.blocks, ig_steps=args.ig_steps,
-                        smoothgrad_samples=args.smoothgrad_samples, batch_size=args.batch_size, seed=args.seed)
+                        smoothgrad_samples=args.smoothgrad_samples, batch_size=args.batch_size, seed=args.seed,
+                        **(SCALED_TO_64 if generated else {}))
     spec = {"model": loaded.name, "weights": loaded.weights, "images": [os.fspath(i) for i in args.images],
             "limit": args.limit, "shuffle_seed": args.shuffle_seed, "methods": methods, "metrics": metrics,
             "mosaics": args.mosaics, "settings": _jsonable(settings)}

@@ -37,6 +37,7 @@ class Item:
     label: Optional[int]
     path: Optional[str] = None
     image: Optional[torch.Tensor] = None
+    mask: Optional[torch.Tensor] = None  # the pixels that decide the class, where known (generated images)
 
 
 def imagenet_wnids() -> list[str]:
@@ -70,9 +71,32 @@ def folder_items(root: str | os.PathLike) -> list[Item]:
     return items
 
 
+GROUNDTRUTH = "groundtruth"
+GROUNDTRUTH_SEED = 2_000_003  # images the trained models never saw (training: seed 0; held out: 1_000_003)
+
+
+def groundtruth_items(text: str) -> list[Item]:
+    """``groundtruth[:N[:SEED]]``: N (default 1000) images of the generated task with their masks."""
+    from ..groundtruth import generate
+
+    parts = text.split(":")
+    try:
+        n = int(parts[1]) if len(parts) > 1 and parts[1] else 1000
+        seed = int(parts[2]) if len(parts) > 2 else GROUNDTRUTH_SEED
+        if n < 1 or len(parts) > 3:
+            raise ValueError
+    except ValueError:
+        raise ValueError(f"--images {text!r}: the generated task is groundtruth, groundtruth:N or groundtruth:N:SEED "
+                         "(N images, N >= 1)") from None
+    images, labels, masks = generate(n, seed)
+    return [Item(f"{GROUNDTRUTH}/{seed}/{i:06d}", int(labels[i]), image=images[i], mask=masks[i]) for i in range(n)]
+
+
 def source_items(sources: Sequence[str], imagenette_root=None) -> list[Item]:
-    """``--images``: ``["builtin"]``, ``["imagenette"]``, one folder, or image files."""
+    """``--images``: ``["builtin"]``, ``["imagenette"]``, ``["groundtruth:N"]``, one folder, or image files."""
     sources = list(sources)
+    if len(sources) == 1 and (sources[0] == GROUNDTRUTH or sources[0].startswith(GROUNDTRUTH + ":")):
+        return groundtruth_items(sources[0])
     if sources == ["builtin"]:
         return [Item(p.name, p.label, image=p.image) for p in builtin_photos()]
     if sources == ["imagenette"]:

@@ -11,7 +11,7 @@ import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -22,7 +22,7 @@ from ..core.randomness import check_deterministic
 from . import metrics as M
 from .methods import DEFAULT_METHODS, METHODS, Settings, attribute, check_names
 from .randomisation import randomisation_blocks, randomised_copies
-from .report import METRICS, Evaluation
+from .report import EVIDENCE, METRICS, Evaluation
 
 
 class _Progress:
@@ -54,6 +54,7 @@ class _Run:
     settings: Settings
     bar: "_Progress"
     names: list = field(default_factory=list)
+    masks: Optional[Tensor] = None  # (N, H, W) bool: the pixels that decide the class, where known
     attributions: dict = field(default_factory=dict)
     blocks: list = field(default_factory=list)
 
@@ -180,6 +181,19 @@ def _max_sensitivity(r: _Run, result: Evaluation) -> None:
     r.bar.step("max-sensitivity", r.settings.ms_samples * sum(map(r.backward_units, r.methods)))
 
 
+def _evidence(column: str) -> Callable[[_Run, Evaluation], None]:
+    """A metric against the known evidence (``suite.<column>(attributions, masks)``)."""
+    def run(r: _Run, result: Evaluation) -> None:
+        from . import suite
+
+        if r.masks is None:
+            raise ValueError(f"{column} compares maps with the pixels that decide the class, which these images do "
+                             "not come with; evaluate generated images whose evidence is known (--images "
+                             "groundtruth:N, or evaluate(..., masks=...)), or leave it out of the metrics")
+        result.scores[column] = getattr(suite, column)(r.attributions, r.masks)
+    return run
+
+
 def _chunk_passes(r: _Run) -> int:
     return len(r.methods) * r.n * math.ceil(r.x[0].numel() / r.settings.fe_features)
 
@@ -205,6 +219,8 @@ REGISTRY: dict[str, Metric] = {
                                        lambda r: _chunk_passes(r) * r.settings.mc_samples),
     "max_sensitivity": Metric(_max_sensitivity,
                               lambda r: r.settings.ms_samples * sum(map(r.backward_units, r.methods))),
+    **{k: Metric(_evidence(k), lambda r: 0) for k in ("relevance_mass_accuracy", "relevance_rank_accuracy",
+                                                       "pointing_game")},
 }
 assert set(REGISTRY) == set(METRICS), "every metric of the report has one entry here"
 
@@ -221,16 +237,20 @@ def evaluate(
     classes: Sequence[str] | None = None,
     model_name: str = "model",
     progress: bool = True,
+    masks: Optional[Tensor] = None,
 ) -> Evaluation:
     """Score ``methods`` (keys of ``METHODS``; default ``DEFAULT_METHODS``, ``["all"]`` all) on ``metrics`` (keys of
-    ``REGISTRY``; default all) for ``inputs`` ``(N, C, H, W)`` and one target class each.
+    ``REGISTRY``; default all, those against known evidence only when ``masks`` are given) for ``inputs`` ``(N, C, H, W)`` and one target class each.
 
     ``model`` must be in eval mode and is never modified (randomisation works on a deep copy).
+    ``masks`` ``(N, H, W)`` bool: the pixels that decide each image's class, for the metrics
+    against known evidence.
     """
     from . import captum, quantus  # noqa: F401 - the extras: their install hint before any work
 
     methods = check_names(methods, METHODS, "method", DEFAULT_METHODS)
-    metric_names = check_names(metrics, METRICS, "metric")
+    metric_names = check_names(metrics, METRICS, "metric",
+                               [k for k in METRICS if masks is not None or k not in EVIDENCE])
     check_model(model)
     check_inputs(inputs)
     dev = M.device_of(model)
@@ -243,7 +263,12 @@ def evaluate(
         targets=t.tolist(), target_names=[str(classes[i]) if classes is not None else str(i) for i in t.tolist()],
         settings=settings,
     )
-    run = _Run(model, x, t, methods, settings, _Progress(0, False), names)
+    if masks is not None:
+        masks = torch.as_tensor(masks).bool()
+        if masks.shape != (x.shape[0], *x.shape[-2:]):
+            raise ValueError(f"masks must have shape {(x.shape[0], *x.shape[-2:])} (one per image, of its height and "
+                             f"width), got {tuple(masks.shape)}")
+    run = _Run(model, x, t, methods, settings, _Progress(0, False), names, masks)
     run.blocks = randomisation_blocks(model, settings.blocks) if "randomisation" in metric_names else []
     if run.blocks and len(run.blocks) < settings.blocks:  # the model has fewer: the report says how many ran
         result.settings = dataclasses.replace(settings, blocks=len(run.blocks))

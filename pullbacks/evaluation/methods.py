@@ -67,10 +67,16 @@ METHODS: dict[str, Method] = {
                              "backprop rewrites nn.ReLU modules only)", lambda s: 2),
     "guided_pullback_cam": Method("Guided Pullback-CAM",
                                   "the pullback × Grad-CAM of SoftGated(model) at the last Conv2d; ours", lambda s: 2),
+    # baselines that keep everyone honest: none of them looks at the model
+    "edge": Method("Edge detector", "the Sobel magnitude of each input channel", lambda s: 0),
+    "random": Method("Random map", "uniform noise in [0, 1), seeded by the input", lambda s: 0),
+    "centre": Method("Centre prior", "a centred Gaussian (σ a quarter of the side) that ignores the image",
+                     lambda s: 0),
 }
 DEFAULT_METHODS = ("pullback", "pullback_ascent", "gradient", "gradient_ascent", "input_x_gradient", "smoothgrad",
                    "integrated_gradients")  # "all": every one of METHODS (the composed ones cost 16-32 passes each)
-NOISY = ("smoothgrad", "smooth_pullback", "gradient_shap", "pullback_shap")  # drawn from noise_seed
+NOISY = ("smoothgrad", "smooth_pullback", "gradient_shap", "pullback_shap", "random")  # drawn from noise_seed
+BASELINE_MAPS = ("edge", "random", "centre")  # maps that ignore the model
 PAIRS = (("pullback", "gradient"), ("pullback_ascent", "gradient_ascent"),
          ("integrated_pullbacks", "integrated_gradients"), ("smooth_pullback", "smoothgrad"),
          ("pullback_shap", "gradient_shap"), ("guided_pullback_cam", "guided_gradcam"))
@@ -104,6 +110,30 @@ def attribute(model: nn.Module, inputs: Tensor, targets, method: str, settings: 
     return torch.cat(out)
 
 
+def baseline_map(x: Tensor, method: str, seed: int = 0) -> Tensor:
+    """A map that ignores the model: ``"edge"`` (per channel, ``sqrt(S_x² + S_y²)`` with the
+    3×3 Sobel kernels, zero padding), ``"random"`` (uniform in [0, 1), from ``seed``) or
+    ``"centre"`` (``exp(-r² / 2σ²)``, ``σ`` a quarter of the shorter side, every channel)."""
+    import torch.nn.functional as F
+
+    if method == "edge":
+        k = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]], dtype=x.dtype, device=x.device)
+        kernels = torch.stack([k, k.t()])[:, None]  # (2, 1, 3, 3)
+        grads = F.conv2d(x.reshape(-1, 1, *x.shape[-2:]), kernels, padding=1)
+        return grads.pow(2).sum(1).sqrt().view_as(x)
+    if method == "random":
+        g = torch.Generator().manual_seed(int(seed))
+        return torch.rand(x.shape, generator=g, dtype=x.dtype).to(x.device)
+    if method == "centre":
+        h, w = x.shape[-2:]
+        rows = torch.arange(h, dtype=x.dtype, device=x.device) - (h - 1) / 2
+        cols = torch.arange(w, dtype=x.dtype, device=x.device) - (w - 1) / 2
+        sigma = min(h, w) / 4
+        prior = torch.exp(-(rows[:, None] ** 2 + cols[None] ** 2) / (2 * sigma ** 2))
+        return prior.expand_as(x).clone()
+    raise ValueError(unknown_name("baseline map", method, BASELINE_MAPS))
+
+
 def noise_seed(seed: int, x: Tensor, targets: Tensor) -> int:
     """The seed of a noisy method's draws for the inputs ``x`` and their ``targets``: from the
     run's ``seed``, the inputs' bytes and the targets, so that every other input (a noisy copy of
@@ -120,6 +150,8 @@ def _attribute_chunk(model: nn.Module, x: Tensor, y: Tensor, method: str, s: Set
     if method in ("pullback_ascent", "gradient_ascent"):
         kind = "pullback" if method == "pullback_ascent" else "gradient"
         return gradient_ascent(model, x, y, s.ascent.replace(method=kind)) - x
+    if method in BASELINE_MAPS:
+        return baseline_map(x, method, seed)
     from .captum import baseline  # Captum is needed for the baselines only
 
     return baseline(model, x, y, method, s, seed)

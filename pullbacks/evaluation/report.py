@@ -40,7 +40,14 @@ METRICS: dict[str, tuple[str, ...]] = {  # CLI metric name → the table columns
     "faithfulness_estimate": ("faithfulness_estimate",),
     "monotonicity_correlation": ("monotonicity_correlation",),
     "max_sensitivity": ("max_sensitivity",),
+    # against the known evidence of a generated task (pullbacks.groundtruth)
+    "relevance_mass_accuracy": ("relevance_mass_accuracy",),
+    "relevance_rank_accuracy": ("relevance_rank_accuracy",),
+    "pointing_game": ("pointing_game",),
 }
+EVIDENCE = ("relevance_mass_accuracy", "relevance_rank_accuracy", "pointing_game")  # need masks
+
+
 COLUMNS: dict[str, Column] = {
     "randomisation_top": Column(
         "Randomisation, top layer", "lower", ".2f",
@@ -81,6 +88,17 @@ COLUMNS: dict[str, Column] = {
         "Max-sensitivity", "lower", ".3f",
         "the largest ‖a(x + u) − a(x)‖ / ‖a(x)‖ over every entry, {ms_samples} draws of u uniform in "
         "±{ms_radius:g} per entry (Quantus MaxSensitivity; the follow-up's)"),
+    "relevance_mass_accuracy": Column(
+        "Mass accuracy", "higher", ".3f",
+        "the share of positive relevance h⁺ = max(Σ_c a_c, 0) on the pixels that decide the class (Quantus "
+        "RelevanceMassAccuracy given h⁺)"),
+    "relevance_rank_accuracy": Column(
+        "Rank accuracy", "higher", ".3f",
+        "the share of the deciding pixels among the K pixels of largest Σ_c a_c, K their number (Quantus "
+        "RelevanceRankAccuracy)"),
+    "pointing_game": Column(
+        "Pointing game", "higher", ".3f",
+        "1 if the pixel of largest Σ_c a_c is a deciding pixel (Quantus PointingGame)"),
     "focus": Column(
         "Focus", "higher", ".3f",
         "share of the positive relevance max(x ⊙ a, 0) in the target's two tiles of a 2×2 mosaic (the same "

@@ -295,7 +295,8 @@ def _score_images(loaded, items, methods, metrics, settings, path, workers, prog
                         label = int(loaded.model(x[None]).argmax(1))
                 s = dataclasses.replace(settings, seed=image_seed(settings.seed, item.name))
                 r = evaluate(loaded.model, x[None], [label], methods=list(methods), metrics=list(metrics),
-                             settings=s, names=[item.name], progress=False)
+                             settings=s, names=[item.name], progress=False,
+                             masks=None if item.mask is None else item.mask[None])
                 records += [{"image": item.name, "method": m, "metric": column, "value": _num(v[0]), "label": label}
                             for column, per_method in r.scores.items() for m, v in per_method.items()]
                 for m, stages in (r.randomisation or {}).items():

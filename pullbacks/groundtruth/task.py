@@ -124,8 +124,9 @@ def _colour(g: torch.Generator, under: Tensor) -> Tensor:
     return c
 
 
-def sample(seed: int, i: int) -> tuple[Tensor, int, Tensor]:
-    """Image ``i`` of the task seeded ``seed``: (3×64×64 in [-1, 1], its class, its 64×64 bool mask)."""
+def sample(seed: int, i: int, *, draw_object: bool = True) -> tuple[Tensor, int, Tensor]:
+    """Image ``i`` of the task seeded ``seed``: (3×64×64 in [-1, 1], its class, its 64×64 bool mask).
+    ``draw_object=False``: the same image without its class object (what the mask replaces)."""
     g = _generator(seed, i)
     x = _background(g)
     label = _choice(g, len(CLASSES))
@@ -141,7 +142,8 @@ def sample(seed: int, i: int) -> tuple[Tensor, int, Tensor]:
             if not (d & keep_out).any() and d.any():
                 x[:, d] = _colour(g, x[:, d])[:, None] + 0.05 * torch.randn(3, int(d.sum()), generator=g)
                 break
-    x[:, mask] = _colour(g, x[:, mask])[:, None] + 0.05 * torch.randn(3, int(mask.sum()), generator=g)
+    if draw_object:
+        x[:, mask] = _colour(g, x[:, mask])[:, None] + 0.05 * torch.randn(3, int(mask.sum()), generator=g)
     return x.clamp(-1, 1), label, mask
 
 

@@ -169,6 +169,21 @@ MODELS: dict[str, ModelSpec] = {
 }
 
 
+def _groundtruth_specs() -> dict[str, ModelSpec]:
+    """The networks trained on the generated task (pullbacks.groundtruth): [-1, 1] inputs as
+    trained (mean = std = 0.5), the task's class names, committed weights."""
+    from ..groundtruth import weights as gt
+    from ..groundtruth.task import CLASSES
+
+    return {gt.PREFIX + f: ModelSpec(
+        name=gt.PREFIX + f, build=functools.partial(gt.build, f), default_weights=functools.partial(gt.state_dict, f),
+        temperature=gt.TEMPERATURES[f], pool_temperature=gt.TEMPERATURES[f], mean=(0.5,) * 3, std=(0.5,) * 3,
+        classes=functools.partial(ClassNames, list(CLASSES))) for f in gt.FAMILIES}
+
+
+MODELS.update(_groundtruth_specs())
+
+
 def register_model(spec: ModelSpec, *, replace: bool = False) -> None:
     """Add a model to the registry (``replace=True`` to overwrite an existing name)."""
     if spec.name in MODELS and not replace:

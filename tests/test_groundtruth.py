@@ -1,0 +1,101 @@
+"""The generated task with known evidence: deterministic, the mask is exactly the class
+object, the baselines' closed forms, and the evaluation against the masks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from pullbacks.groundtruth import CLASSES, generate, sample
+
+
+def test_the_task_is_deterministic_and_any_prefix_is_the_same_images():
+    a, b = generate(12, seed=5), generate(12, seed=5)
+    for u, v in zip(a, b):
+        assert torch.equal(u, v)
+    first = generate(5, seed=5)
+    assert all(torch.equal(u[:5], v) for u, v in zip(a, first))
+    other = generate(12, seed=6)
+    assert not torch.equal(a[0], other[0])
+    x, y, m = a
+    assert x.shape == (12, 3, 64, 64) and x.dtype == torch.float32 and m.shape == (12, 64, 64) and m.dtype == torch.bool
+    assert -1 <= float(x.min()) and float(x.max()) <= 1 and y.dtype == torch.long
+
+
+def test_the_mask_is_exactly_the_pixels_of_the_class_object():
+    for i in range(20):
+        x, label, mask = sample(3, i)
+        without, same_label, same_mask = sample(3, i, draw_object=False)
+        assert label == same_label and torch.equal(mask, same_mask)
+        changed = (x != without).any(0)
+        assert torch.equal(changed, mask)  # the object, and nothing else, differs
+        assert 40 < int(mask.sum()) < 900  # an object of 14-24 pixels across, somewhere in the image
+
+
+def test_ten_classes_drawn_evenly():
+    _, y, _ = generate(600, seed=1)
+    counts = np.bincount(y.numpy(), minlength=len(CLASSES))
+    assert len(CLASSES) >= 10 and counts.min() > 30
+
+
+def test_generated_items_for_the_evaluation():
+    from pullbacks.evaluation.data import GROUNDTRUTH_SEED, source_items
+
+    items = source_items(["groundtruth:3"])
+    x, y, m = generate(3, GROUNDTRUTH_SEED)
+    assert [it.name for it in items] == [f"groundtruth/{GROUNDTRUTH_SEED}/{i:06d}" for i in range(3)]
+    assert all(torch.equal(it.image, x[i]) and torch.equal(it.mask, m[i]) and it.label == int(y[i])
+               for i, it in enumerate(items))
+    assert len(source_items(["groundtruth:2:7"])) == 2
+    for bad in ("groundtruth:0", "groundtruth:x", "groundtruth:1:2:3"):
+        with pytest.raises(ValueError, match="groundtruth:N"):
+            source_items([bad])
+
+
+def test_baseline_maps_closed_forms():
+    from pullbacks.evaluation.methods import baseline_map
+
+    x = torch.zeros(1, 3, 8, 8)
+    x[:, 1, :, 4:] = 1.0  # a vertical step in channel 1 only
+    edge = baseline_map(x, "edge")
+    assert torch.equal(edge[:, 0], torch.zeros(1, 8, 8)) and torch.equal(edge[:, 2], torch.zeros(1, 8, 8))
+    torch.testing.assert_close(edge[0, 1, 3, 3:5], torch.tensor([4.0, 4.0]))  # |S_x| = 1 + 2 + 1 either side
+    assert float(edge[0, 1, 3, 1]) == 0.0  # flat inside
+    centre = baseline_map(x, "centre")
+    assert torch.equal(centre, centre.flip(-1)) and torch.equal(centre, centre.flip(-2))
+    assert float(centre[0, 0, 3, 3]) == float(centre.max()) and torch.equal(centre[:, 0], centre[:, 2])
+    r1, r2 = baseline_map(x, "random", 3), baseline_map(x, "random", 3)
+    assert torch.equal(r1, r2) and not torch.equal(r1, baseline_map(x, "random", 4))
+    assert 0 <= float(r1.min()) and float(r1.max()) < 1
+
+
+def test_evaluation_against_the_masks():
+    from torch import nn
+
+    from pullbacks.evaluation import evaluate
+    from pullbacks.evaluation.methods import Settings
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                          nn.Linear(4 * 32 * 32, 10)).eval()
+    x, y, m = generate(3, 9)
+    r = evaluate(model, x, y, methods=["gradient", "edge", "centre"], masks=m, progress=False,
+                 metrics=["relevance_mass_accuracy", "relevance_rank_accuracy", "pointing_game"], settings=Settings())
+    assert set(r.scores) == {"relevance_mass_accuracy", "relevance_rank_accuracy", "pointing_game"}
+    assert all(0 <= v <= 1 for s in r.scores.values() for a in s.values() for v in a)
+    with pytest.raises(ValueError, match="--images groundtruth:N"):
+        evaluate(model, x, y, methods=["gradient"], metrics=["pointing_game"], progress=False)
+    with pytest.raises(ValueError, match=r"masks must have shape \(3, 64, 64\)"):
+        evaluate(model, x, y, methods=["gradient"], metrics=["pointing_game"], masks=m[:2], progress=False)
+
+
+def test_a_tiny_training_run_writes_its_weights_and_resumes(tmp_path):
+    from pullbacks.groundtruth import train as T
+
+    report = T.train("densenet", tmp_path, images=64, epochs=1, batch=32, held_out=32, progress=False)
+    assert 0 <= report["held_out_accuracy"] <= 1 and (tmp_path / "densenet.pt").exists()
+    weights = torch.load(tmp_path / "densenet.pt", weights_only=True)
+    again = T.train("densenet", tmp_path, images=64, epochs=1, batch=32, held_out=32, progress=False)
+    assert again["train_seconds"] == report["train_seconds"]  # the finished epoch was not run again
+    assert all(torch.equal(weights[k], v) for k, v in torch.load(tmp_path / "densenet.pt", weights_only=True).items())
