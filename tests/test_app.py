@@ -90,6 +90,16 @@ def test_app_through_the_python_client(server, tmp_path):
 
 
 @pytest.mark.slow
+def test_gradios_own_validation_is_a_message_without_a_server_traceback(server, capfd):
+    client = Client(server, verbose=False)
+    with pytest.raises(Exception, match=r"steps \(at most 50\): a number, got 'abc'"):
+        ask(client, steps="abc")
+    with pytest.raises(Exception, match="example image: .*not in the list of choices"):
+        ask(client, example="builtin:nothing")
+    assert "Traceback" not in capfd.readouterr().err
+
+
+@pytest.mark.slow
 def test_steps_are_capped_and_a_cancelled_request_stops(server, monkeypatch):
     client = Client(server, verbose=False)
     with pytest.raises(Exception, match="steps must be at most 50 in this app.*--max-steps"):

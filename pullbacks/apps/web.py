@@ -86,6 +86,22 @@ def _without_server_paths(text: str, upload) -> str:
     return text.replace(tempfile.gettempdir(), "…")
 
 
+def _validate_quietly(component) -> None:
+    """Gradio's own check of an input (a value not among a dropdown's choices, text in a number
+    box) answers with a message in the page and prints no traceback on the server."""
+    check = component.preprocess
+
+    def preprocess(payload):
+        try:
+            return check(payload)
+        except Exception as e:
+            label = component.label or "an input"
+            problem = f"a number, got {payload!r}" if isinstance(component, gr.Number) else " ".join(str(e).split())
+            raise gr.Error(f"{label}: {problem}", print_exception=False) from None
+
+    component.preprocess = preprocess
+
+
 MAX_STEPS = 50  # per request, by default: about 20 s of a CPU for the embedded model (pullback and vanilla)
 
 
@@ -246,6 +262,8 @@ def build_app(model: str = DEFAULT_MODEL, device: str = "cpu", imagenette_root=N
                     top_pullback = gr.Label(num_top_classes=5, label="top-5 after (pullback)")
                     top_vanilla = gr.Label(num_top_classes=5, label="top-5 after (vanilla)")
                 download = gr.File(label="download: source | pullback | difference | vanilla | difference")
+        for box in (upload, example, model_box, target, recipe, steps, alpha, eps, temperature, *family):
+            _validate_quietly(box)
         for box in (model_box, recipe):
             box.change(settings_changed, [model_box, recipe], [temperature, steps, alpha, eps, *family])
         button.click(run, [upload, example, model_box, target, recipe, steps, alpha, eps, temperature, *family],

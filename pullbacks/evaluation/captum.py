@@ -15,8 +15,8 @@ import torch
 from torch import Tensor, nn
 
 try:
-    from captum.attr import (GradientAttribution, GradientShap, GuidedGradCam, InputXGradient, IntegratedGradients,
-                             LayerAttribution, LayerGradCam, NoiseTunnel, Saliency)
+    from captum.attr import (GradientAttribution, GradientShap, GuidedBackprop, GuidedGradCam, InputXGradient,
+                             IntegratedGradients, LayerAttribution, LayerGradCam, NoiseTunnel, Saliency)
     from captum.log import log_usage
 except ImportError as e:  # pragma: no cover - depends on the installation
     raise ImportError(f"{e}; the evaluation needs the extras: pip install 'pullbacks[evaluate]'") from e
@@ -28,7 +28,7 @@ from ..core.pullback import SoftGated, excitation_pullback
 from .metrics import forked_rng
 
 BASELINES = ("gradient", "input_x_gradient", "smoothgrad", "integrated_gradients", "gradient_shap", "guided_gradcam",
-             "guided_pullback_cam")
+             "guided_pullback_cam", "guided_backprop", "gradcam")
 # Captum's methods run on SoftGated(model): every gradient they take is a pullback
 COMPOSED = {"integrated_pullbacks": "integrated_gradients", "smooth_pullback": "smoothgrad",
             "pullback_shap": "gradient_shap"}
@@ -82,6 +82,13 @@ def baseline(model: nn.Module, x: Tensor, y: Tensor, method: str, s, seed: int =
             return GuidedGradCam(model, cam_layer(model)).attribute(x, target=y)
     if method == "guided_pullback_cam":
         return guided_pullback_cam(model, x, y, s.ascent.gates)
+    if method == "guided_backprop":
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU activations")
+            return GuidedBackprop(model).attribute(x, target=y)
+    if method == "gradcam":  # non-negative, upsampled (nearest) to the input, the same in every channel
+        cam = LayerGradCam(model, cam_layer(model)).attribute(x, target=y, relu_attributions=True)
+        return LayerAttribution.interpolate(cam, x.shape[2:]).expand_as(x).clone()
     raise ValueError(f"method must be one of {', '.join(BASELINES)}, got {method!r}")
 
 

@@ -67,6 +67,10 @@ METHODS: dict[str, Method] = {
                              "backprop rewrites nn.ReLU modules only)", lambda s: 2),
     "guided_pullback_cam": Method("Guided Pullback-CAM",
                                   "the pullback × Grad-CAM of SoftGated(model) at the last Conv2d; ours", lambda s: 2),
+    "guided_backprop": Method("Guided Backprop", "Captum GuidedBackprop (rewrites nn.ReLU modules only)",
+                              lambda s: 1),
+    "gradcam": Method("Grad-CAM", "Captum LayerGradCam at the last Conv2d, non-negative, upsampled (nearest)",
+                      lambda s: 1),
     # baselines that keep everyone honest: none of them looks at the model
     "edge": Method("Edge detector", "the Sobel magnitude of each input channel", lambda s: 0),
     "random": Method("Random map", "uniform noise in [0, 1), seeded by the input", lambda s: 0),

@@ -5,7 +5,7 @@ triangle, plus, tee, ell, crescent, star) in a random colour, size, position and
 on a crop of a real photo, with **distractor objects** (bars and elongated ellipses, in the
 same colours and sizes) that belong to no class. The mask marks the object's pixels:
 
-* the class is decided by the object's silhouette alone: colour, size, position and
+* the class is decided by the object's silhouette alone (18-28 px across): colour, size, position and
   rotation are drawn independently of the class, so no pixel outside the object (and no
   colour or position statistic) carries the label;
 * the backgrounds are crops of photos (cats, coffee, rockets, retinas, textures...) with
@@ -130,13 +130,13 @@ def sample(seed: int, i: int, *, draw_object: bool = True) -> tuple[Tensor, int,
     g = _generator(seed, i)
     x = _background(g)
     label = _choice(g, len(CLASSES))
-    half = _uniform(g, 7, 12)
+    half = _uniform(g, 9, 14)
     cy, cx = _uniform(g, half + 1, SIZE - half - 1), _uniform(g, half + 1, SIZE - half - 1)
     mask = _place(CLASSES[label], cy, cx, half, _uniform(g, 0, 2 * math.pi))
     keep_out = F.max_pool2d(mask[None, None].float(), 7, 1, 3)[0, 0] > 0  # distractors stay 3 px away
     for _ in range(2 + _choice(g, 2)):
         for _attempt in range(10):
-            d_half = _uniform(g, 6, 12)
+            d_half = _uniform(g, 7, 13)
             dy, dx = _uniform(g, d_half, SIZE - d_half), _uniform(g, d_half, SIZE - d_half)
             d = _place(DISTRACTORS[_choice(g, 2)], dy, dx, d_half, _uniform(g, 0, 2 * math.pi))
             if not (d & keep_out).any() and d.any():

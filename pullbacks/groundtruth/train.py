@@ -24,12 +24,13 @@ from .models import ARCHITECTURES
 from .task import generate
 
 HELD_OUT_SEED = 1_000_003
+TASK_VERSION = "v2"  # in the cache's file names: a changed generator makes new files
 LEARNING_RATES = {"resnet": 3e-3, "vgg": 3e-3, "densenet": 3e-3, "vit": 1e-3}
 
 
 def dataset(n: int, seed: int, cache: Path) -> tuple[torch.Tensor, torch.Tensor]:
     """``generate(n, seed)``'s images and labels, cached under ``cache``."""
-    path = cache / f"task-seed{seed}-n{n}.pt"
+    path = cache / f"task-{TASK_VERSION}-seed{seed}-n{n}.pt"
     if path.exists():
         images, labels = torch.load(path)
         return images, labels
@@ -49,7 +50,7 @@ def accuracy(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
 
 
 def train(family: str, out: str | os.PathLike = "out/groundtruth", *, seed: int = 0, images: int = 16000,
-          epochs: int = 6, batch: int = 64, held_out: int = 2000, progress: bool = True) -> dict:
+          epochs: int = 10, batch: int = 64, held_out: int = 2000, progress: bool = True) -> dict:
     """Train ``family`` (a key of ``ARCHITECTURES``) and write ``OUT/<family>.pt`` and ``.json``;
     a checkpoint after every epoch (``OUT/<family>.ckpt``) is resumed from when run again."""
     from tqdm.auto import tqdm
@@ -109,7 +110,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="out/groundtruth")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--images", type=int, default=16000)
-    p.add_argument("--epochs", type=int, default=6)
+    p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
