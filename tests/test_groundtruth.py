@@ -99,3 +99,20 @@ def test_a_tiny_training_run_writes_its_weights_and_resumes(tmp_path):
     again = T.train("densenet", tmp_path, images=64, epochs=1, batch=32, held_out=32, progress=False)
     assert again["train_seconds"] == report["train_seconds"]  # the finished epoch was not run again
     assert all(torch.equal(weights[k], v) for k, v in torch.load(tmp_path / "densenet.pt", weights_only=True).items())
+
+
+def test_the_report_marks_what_does_not_beat_the_edge_detector():
+    from pullbacks.evaluation.methods import Settings
+    from pullbacks.evaluation.report import Evaluation
+
+    r = Evaluation(model_name="m", methods=["pullback", "gradient", "edge"], metrics=["pointing_game"],
+                   image_names=[str(i) for i in range(6)], targets=[0] * 6, target_names=["a"] * 6,
+                   settings=Settings())
+    r.scores["relevance_mass_accuracy"] = {"pullback": np.array([0.6, 0.7, 0.8, 0.6, 0.7, 0.9]),
+                                           "gradient": np.array([0.2, 0.5, 0.1, 0.3, 0.1, 0.2]),
+                                           "edge": np.array([0.3, 0.2, 0.3, 0.3, 0.2, 0.3])}
+    assert not r.below_edge("pullback", "relevance_mass_accuracy") and r.below_edge("gradient", "relevance_mass_accuracy")
+    table = r.table()
+    assert "| Excitation pullback | 0.717 ± 0.048 |" in table and "| Vanilla gradient | 0.233 ± 0.061 † |" in table
+    assert ("pullback", "edge") in r.pairs() and ("gradient", "edge") in r.pairs() and ("edge", "edge") not in r.pairs()
+    assert "†: not better than the edge detector" in r.report()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .methods import METHODS, PAIRS, Settings
+from .methods import BASELINE_MAPS, METHODS, PAIRS, Settings
 from .metrics import bootstrap_ci, mean_se
 
 
@@ -45,6 +45,7 @@ METRICS: dict[str, tuple[str, ...]] = {  # CLI metric name → the table columns
     "relevance_rank_accuracy": ("relevance_rank_accuracy",),
     "pointing_game": ("pointing_game",),
 }
+EDGE = "edge"  # the baseline every method must beat
 EVIDENCE = ("relevance_mass_accuracy", "relevance_rank_accuracy", "pointing_game")  # need masks
 
 
@@ -133,8 +134,26 @@ class Evaluation:
     def columns(self) -> list[str]:
         return [c for c in COLUMNS if c in self.scores]
 
+    def pairs(self) -> list[tuple[str, str]]:
+        """The pairs compared: ``PAIRS`` present here, then every method against the edge
+        detector when it ran (a map that does not beat it shows contrast, not evidence)."""
+        pairs = [(a, b) for a, b in PAIRS if a in self.methods and b in self.methods]
+        if EDGE in self.methods:
+            pairs += [(m, EDGE) for m in self.methods if m not in BASELINE_MAPS]
+        return pairs
+
+    def below_edge(self, method: str, column: str) -> bool:
+        """True if ``method`` is not better than the edge detector on ``column`` (its paired
+        bootstrap 95 % interval does not lie wholly on the better side)."""
+        if EDGE not in self.methods or method in BASELINE_MAPS:
+            return False
+        d = self.scores[column][method] - self.scores[column][EDGE]
+        lo, hi = bootstrap_ci(d, seed=self.settings.seed)
+        return not (lo > 0 if COLUMNS[column].better == "higher" else hi < 0)
+
     def table(self) -> str:
-        """Markdown: mean ± standard error over the images, one row per method."""
+        """Markdown: mean ± standard error over the images, one row per method; † marks a
+        score not better than the edge detector's (when it ran)."""
 
         cols = self.columns
         arrow = {"lower": "↓", "higher": "↑"}
@@ -145,7 +164,8 @@ class Evaluation:
             for c in cols:
                 mean, se = mean_se(self.scores[c][m])
                 f = COLUMNS[c].fmt
-                cells.append(f"{mean:{f}} ± {se:{f}}" if math.isfinite(se) else f"{mean:{f}}")
+                mark = " †" if self.below_edge(m, c) else ""
+                cells.append((f"{mean:{f}} ± {se:{f}}" if math.isfinite(se) else f"{mean:{f}}") + mark)
             lines.append(f"| {METHODS[m].label} | " + " | ".join(cells) + " |")
         return "\n".join(lines)
 
@@ -153,9 +173,7 @@ class Evaluation:
         """Paired differences (per image) of each pair in ``PAIRS``, with a bootstrap 95 % interval."""
 
         rows = []
-        for a, b in PAIRS:
-            if a not in self.methods or b not in self.methods:
-                continue
+        for a, b in self.pairs():
             for c in self.columns:
                 d = self.scores[c][a] - self.scores[c][b]
                 finite = d[np.isfinite(d)]
@@ -214,6 +232,10 @@ class Evaluation:
                       "verdict, images where the first method is better)", "", diff, "",
                       "n.s.: the interval contains 0; n/a: fewer than 2 images. With few images the "
                       "bootstrap interval is coarse.", ""]
+        if EDGE in self.methods:
+            parts[parts.index("## Scores (mean ± standard error over images)") + 3] += (
+                "\n†: not better than the edge detector (the Sobel magnitude of the image, which ignores the "
+                "model), by the paired bootstrap 95 % interval.\n")
         parts += ["## Columns", ""]
         parts += [f"- **{COLUMNS[c].label}** ({COLUMNS[c].better} is better): "
                   f"{COLUMNS[c].description.format(**_fields(s))}." for c in self.columns]
