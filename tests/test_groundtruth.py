@@ -116,3 +116,18 @@ def test_the_report_marks_what_does_not_beat_the_edge_detector():
     assert "| Excitation pullback | 0.717 ± 0.048 |" in table and "| Vanilla gradient | 0.233 ± 0.061 † |" in table
     assert ("pullback", "edge") in r.pairs() and ("gradient", "edge") in r.pairs() and ("edge", "edge") not in r.pairs()
     assert "†: not better than the edge detector" in r.report()
+
+
+@pytest.mark.parametrize("family", ["resnet", "vgg", "densenet", "vit"])
+def test_the_committed_networks_solve_images_they_never_saw(family):
+    from pullbacks.groundtruth.weights import WEIGHTS
+    from pullbacks.models import load_model
+
+    if not (WEIGHTS / f"{family}.pt").exists():
+        pytest.skip(f"no committed weights for groundtruth/{family} (python -m pullbacks.groundtruth.train {family})")
+    net = load_model(f"groundtruth/{family}")
+    assert list(net.classes) == list(CLASSES)
+    x, y, _ = generate(200, seed=4_000_037)  # neither the training (0), held-out (1_000_003) nor evaluation seed
+    with torch.no_grad():
+        accuracy = float((net.model(x).argmax(1) == y).float().mean())
+    assert accuracy >= 0.95, accuracy

@@ -58,8 +58,17 @@ def add_evaluate(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
 
 
-# the follow-up's 224-pixel layouts scaled to the generated task's 64 pixels: 16 patches, 48 chunks
-SCALED_TO_64 = {"patch": 16, "infidelity_patches": (32, 16), "fe_features": 256}
+def _scaled(settings: Settings) -> Settings:
+    """The follow-up's 224-pixel layouts on the generated task's 64 pixels: 16 patches of 16 px,
+    infidelity on 32- and 16-px patches, 48 chunks of 256 entries, and the ascent's alpha and eps
+    scaled so that each step moves every entry as much as on 224 px."""
+    import dataclasses
+
+    from ..groundtruth.task import SCALE
+
+    a = settings.ascent
+    ascent = a.replace(alpha=a.alpha * SCALE, eps=None if a.eps is None else a.eps * SCALE)
+    return dataclasses.replace(settings, ascent=ascent, patch=16, infidelity_patches=(32, 16), fe_features=256)
 
 
 def _split(values: Sequence[str] | None) -> list[str] | None:
@@ -93,8 +102,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
         print("targets: the model's predicted classes for the files without a class folder")
     loaded, o = load(args)
     settings = Settings(ascent=o, blocks=args.blocks, ig_steps=args.ig_steps,
-                        smoothgrad_samples=args.smoothgrad_samples, batch_size=args.batch_size, seed=args.seed,
-                        **(SCALED_TO_64 if generated else {}))
+                        smoothgrad_samples=args.smoothgrad_samples, batch_size=args.batch_size, seed=args.seed)
+    if generated:
+        settings = _scaled(settings)
     spec = {"model": loaded.name, "weights": loaded.weights, "images": [os.fspath(i) for i in args.images],
             "limit": args.limit, "shuffle_seed": args.shuffle_seed, "methods": methods, "metrics": metrics,
             "mosaics": args.mosaics, "settings": _jsonable(settings)}

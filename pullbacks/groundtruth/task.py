@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 SIZE = 64
+SCALE = SIZE / 224  # the paper's 224-px settings here: patch sides and the ascent's L2 steps (√ of the entry count)
 CLASSES = ("disk", "ring", "square", "frame", "triangle", "plus", "tee", "ell", "crescent", "star")
 DISTRACTORS = ("bar", "ellipse")
 
