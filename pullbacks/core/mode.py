@@ -40,8 +40,9 @@ class SoftGateMode(TorchFunctionMode):
     others have no backward pass.
     """
 
-    def __init__(self, options: GateOptions, *, check_on_exit: bool = False):
+    def __init__(self, options: GateOptions, *, check_on_exit: bool = False, refuse_random: bool = False):
         super().__init__()
+        self.refuse_random = refuse_random  # a model's forward pass alone runs inside: refuse its random draws
         self.options = options
         self.table = table(options.rules)
         self.check_on_exit = check_on_exit  # soft_gates(strict=True): check the coverage when the block exits
@@ -82,7 +83,7 @@ class SoftGateMode(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if func in DRAWS:
+        if self.refuse_random and func in DRAWS:
             check_draw(func, args, kwargs)  # before the call: a refused draw is never made
         entry = self.table.get(func)
         if entry is not None:
