@@ -84,8 +84,11 @@ def test_every_method_on_a_linear_model_matches_the_hand_computed_attribution():
         # 5 unclipped steps of 0.01 along the (constant) normalised gradient
         "pullback_ascent": 5 * 0.01 * grad / grad.flatten(1).norm(dim=1).view(-1, 1, 1, 1),
         "gradient_ascent": 5 * 0.01 * grad / grad.flatten(1).norm(dim=1).view(-1, 1, 1, 1),
+        "guided_backprop": grad,  # Captum's guided backprop rewrites nn.ReLU modules only; this ReLU is functional
     }
-    assert set(expected) | {"guided_gradcam", "guided_pullback_cam"} == set(E.METHODS)  # those need a Conv2d: below
+    # those need a Conv2d (below), or ignore the model (tests/test_groundtruth.py)
+    assert set(expected) | {"guided_gradcam", "guided_pullback_cam", "gradcam", "edge", "random", "centre"} == set(
+        E.METHODS)
     for method, want in expected.items():
         got = E.attribute(model, x, y, method, s)
         assert got.shape == x.shape, method
@@ -327,7 +330,8 @@ def test_evaluate_leaves_model_and_random_states_untouched_and_writes_the_report
     r = E.evaluate(m, x, [1, 2, 3], settings=FAST, progress=False, names=["a", "b", "c"], model_name="tiny")
     assert_unchanged(m, before)
     assert torch.equal(torch.get_rng_state(), rng) and (np.random.get_state()[1] == nprng).all()
-    assert set(r.scores) == {c for columns in E.METRICS.values() for c in columns}  # focus: on mosaics
+    # focus runs on mosaics; the metrics against known evidence need masks
+    assert set(r.scores) == {c for k, columns in E.METRICS.items() if k not in E.EVIDENCE for c in columns}
     for column, per_method in r.scores.items():
         assert set(per_method) == set(E.DEFAULT_METHODS) and all(v.shape == (3,) for v in per_method.values()), column
     assert r.randomisation["pullback"].shape == (3, 4)  # original + 3 blocks

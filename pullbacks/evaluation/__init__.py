@@ -15,6 +15,7 @@ other libraries: :mod:`pullbacks.evaluation.captum` (``ExcitationPullback``, ``A
 
 from .evaluate import evaluate
 from .methods import DEFAULT_METHODS, METHODS, PAIRS, Settings, attribute
-from .report import COLUMNS, METRICS, Evaluation
+from .report import COLUMNS, EVIDENCE, METRICS, Evaluation
 
-__all__ = ["evaluate", "Settings", "Evaluation", "attribute", "METHODS", "DEFAULT_METHODS", "METRICS", "COLUMNS", "PAIRS"]
+__all__ = ["evaluate", "Settings", "Evaluation", "attribute", "METHODS", "DEFAULT_METHODS", "METRICS", "EVIDENCE", "COLUMNS",
+           "PAIRS"]
