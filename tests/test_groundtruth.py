@@ -131,3 +131,15 @@ def test_the_committed_networks_solve_images_they_never_saw(family):
     with torch.no_grad():
         accuracy = float((net.model(x).argmax(1) == y).float().mean())
     assert accuracy >= 0.95, accuracy
+
+
+@pytest.mark.slow
+def test_the_sweep_scores_the_pullback_against_the_masks():
+    from pullbacks.groundtruth import sweep
+    from pullbacks.groundtruth.weights import WEIGHTS
+
+    if not (WEIGHTS / "densenet.pt").exists():
+        pytest.skip("no committed weights for groundtruth/densenet")
+    scores = sweep.sweep("densenet", temperatures=(0.01, 1.0), n=20)
+    assert set(scores) == {0.01, 1.0} and all(0 < v < 1 for v in scores.values())
+    assert scores[1.0] != scores[0.01]  # the temperature changes where the relevance goes
