@@ -1,7 +1,7 @@
 """The Quantus side: ``explain_func`` for any Quantus metric, and the metric we take from
 Quantus as it is (region perturbation).
 
-    quantus.RegionPerturbation(...)(..., explain_func=pullbacks.evaluation.explain_func,
+    quantus.RegionPerturbation(...)(..., explain_func=pullbacks.evaluation.quantus.explain_func,
                                      explain_func_kwargs=dict(method="pullback", temperature=1.0))
 """
 
@@ -41,7 +41,8 @@ def explain_func(model: nn.Module, inputs, targets, *, method: str = "pullback",
     for ``targets`` (ints) as a float32 numpy array.
 
     ``method``: a key of ``METHODS``. ``reduce``: ``"sum"`` (default, Quantus's convention)
-    sums over channels to ``(N, 1, H, W)``, ``"abs"`` sums ``|a|`` over channels, ``None``
+    sums over channels to ``(N, 1, H, W)`` (the follow-up's evaluation keeps the channels:
+    ``reduce=None``), ``"abs"`` sums ``|a|`` over channels, ``None``
     keeps ``(N, C, H, W)``. ``settings``: a :class:`Settings`; other keywords are its fields
     (``ig_steps=16``) or ascent options (``temperature=1.0``, ``steps=5``). ``device``
     (passed by Quantus) is ignored: the model's own device is used.
