@@ -12,7 +12,7 @@ WEIGHTS = Path(__file__).resolve().parent / "weights"
 PREFIX = "groundtruth/"
 FAMILIES = ("resnet", "vgg", "densenet", "vit")
 # recommended ReLU / max-pool temperatures, from the temperature sweep on the task
-TEMPERATURES = {"resnet": 1.0, "vgg": 0.3, "densenet": 1.0, "vit": 1.0}
+TEMPERATURES = {"resnet": 1.0, "vgg": 1.0, "densenet": 1.0, "vit": 1.0}
 
 
 def build(family: str) -> torch.nn.Module:
