@@ -199,6 +199,7 @@ def _lock(path: Path):
         f.write(str(os.getpid()))
         f.flush()
         yield
+        path.unlink(missing_ok=True)  # a finished run leaves no lock file behind
     finally:
         f.close()  # closing releases the lock
 
