@@ -342,6 +342,16 @@ def show_image(source: str | os.PathLike | Figure, width: int = 900, dpi: int = 
         source.savefig(buffer, format="jpg", dpi=dpi, pil_kwargs={"quality": 90})
         image = Image(data=buffer.getvalue(), format="jpeg", width=width)
     else:
-        image = Image(filename=os.fspath(source), width=width)
+        from PIL import Image as Picture
+
+        with Picture.open(os.fspath(source)) as picture:
+            if picture.width <= 1.5 * width:
+                image = Image(filename=os.fspath(source), width=width)
+            else:  # embedded at the size it is shown: the committed notebook stays small
+                picture = picture.convert("RGB")
+                picture.thumbnail((width, 10 * picture.height))
+                buffer = BytesIO()
+                picture.save(buffer, format="JPEG", quality=90)
+                image = Image(data=buffer.getvalue(), format="jpeg", width=width)
     display(image)
     return image

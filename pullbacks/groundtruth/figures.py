@@ -81,7 +81,7 @@ def main(argv=None) -> int:
     for family in args.families:
         for path in grids(family, args.out).values():
             print(path)
-        path = Path(args.out) / "maps" / f"groundtruth_{family}.png"
+        path = Path(args.out) / "groundtruth_maps" / f"groundtruth_{family}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         maps_with_masks(family).savefig(path, dpi=110)
         print(path)
