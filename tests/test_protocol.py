@@ -34,6 +34,8 @@ def setup():
         return grad if method == "gradient" else grad * xs.detach()
 
     maps = {m: explain(m, x, t) for m in ("gradient", "input_x_gradient", "random")}
+    # ties across chunks: four levels of |a|, so the order within a level decides the chunks
+    maps["tied"] = torch.randint(-2, 3, x.shape, generator=g).double()
     return model, x, t, maps, explain
 
 
