@@ -226,16 +226,15 @@ class Evaluation:
             f"blocks; patches {s.patch}×{s.patch} set to {s.baseline:g}; seed {s.seed}.", "",
             "## Scores (mean ± standard error over images)", "", self.table(), "",
         ]
+        if EDGE in self.methods:
+            parts += ["†: not better than the edge detector (the Sobel magnitude of the image, which ignores the "
+                      "model), by the paired bootstrap 95 % interval.", ""]
         diff = self.differences_table()
         if diff:
             parts += ["## Paired differences (per image; mean [bootstrap 95 % interval], "
                       "verdict, images where the first method is better)", "", diff, "",
                       "n.s.: the interval contains 0; n/a: fewer than 2 images. With few images the "
                       "bootstrap interval is coarse.", ""]
-        if EDGE in self.methods:
-            parts[parts.index("## Scores (mean ± standard error over images)") + 3] += (
-                "\n†: not better than the edge detector (the Sobel magnitude of the image, which ignores the "
-                "model), by the paired bootstrap 95 % interval.\n")
         parts += ["## Columns", ""]
         parts += [f"- **{COLUMNS[c].label}** ({COLUMNS[c].better} is better): "
                   f"{COLUMNS[c].description.format(**_fields(s))}." for c in self.columns]
