@@ -356,7 +356,7 @@ class Checkpointed(nn.Module):
 @pytest.mark.parametrize("hook_api", [True, False])  # False: a torch without _top_saved_tensors_default_hooks
 @pytest.mark.parametrize("reentrant", [False, True])
 def test_checkpointing_is_a_clear_error(reentrant, hook_api, monkeypatch):
-    from pullbacks.core import coverage
+    from pullbacks.core import graph as coverage
 
     if not hook_api:
         monkeypatch.setattr(coverage, "_TOP_HOOKS", None)

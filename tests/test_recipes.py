@@ -13,7 +13,7 @@ from torch import nn
 
 import pullbacks
 from helpers import assert_unchanged, convnext_tiny, snapshot, timm_model, tv, vit_b_16
-from pullbacks.core.coverage import PartialPullbackWarning
+from pullbacks.core.policy import PartialPullbackWarning
 from pullbacks.core.rules.attention import held_attention
 from reference_beyond import reference_pullback
 

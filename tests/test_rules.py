@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import pullbacks
-from pullbacks.core.coverage import PartialPullbackError, PartialPullbackWarning
+from pullbacks.core.policy import PartialPullbackError, PartialPullbackWarning
 from pullbacks.core.rules.base import GateRule, SoftenedRule
 from pullbacks.core.table import BUILTIN, default_temperatures, markdown, table
 from reference import ref_soft_pool, straight_through
@@ -296,3 +296,106 @@ def test_rule_validation():
         GateRule("elu", (F.elu,), elu_gate, 0)
     with pytest.raises(ValueError, match="intercepts no function"):
         SoftenedRule("x", (), lambda call, mode: None)
+
+
+# ----------------------------------------------------------------------------- rules users write, checked
+
+
+class _Cube(torch.autograd.Function):
+    """A user's own Function: forward z³, backward 3z² (exact)."""
+
+    @staticmethod
+    def forward(ctx, z):
+        ctx.save_for_backward(z)
+        return z ** 3
+
+    @staticmethod
+    def backward(ctx, g):
+        (z,) = ctx.saved_tensors
+        return 3 * g * z ** 2
+
+
+def _cube_run(call, mode):  # the forward of torch.tanh stays; the backward is the cube's, scaled
+    z = call.input
+    value = call.func(*call.args, **call.kwargs)
+    return value.detach() + _Cube.apply(z) - _Cube.apply(z).detach()
+
+
+def test_a_user_softened_rule_with_its_own_function_is_gated_under_strict():
+    rule = SoftenedRule("cube", (torch.tanh,), _cube_run, autograd=(_Cube,))
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 6), nn.Tanh(), nn.Linear(6, 2)).double().eval()
+    x = torch.randn(3, 4, dtype=torch.float64)
+    with pullbacks.soft_gates(strict=True, rules=[rule]) as mode:
+        out = model(x.requires_grad_())
+    assert mode.coverage.gated == {"relu": 1, "cube": 1} and mode.coverage.complete
+    got = pullbacks.excitation_pullback(model, x.detach(), 1, rules=[rule], strict=True)
+    # the same network by hand: the ReLU's sigmoid gate, then 3 z² for the tanh
+    z1 = model[0](x.detach())
+    z2 = model[2](torch.relu(z1))
+    g2 = model[4].weight[1] * 3 * z2 ** 2
+    g1 = (g2 @ model[2].weight) * torch.sigmoid(z1 / 0.3)
+    torch.testing.assert_close(got, g1 @ model[0].weight)
+    undeclared = SoftenedRule("cube", (torch.tanh,), _cube_run)
+    with pytest.raises(PartialPullbackError, match="autograd.Function _Cube.*declare it"):
+        pullbacks.excitation_pullback(model, x.detach(), 1, rules=[undeclared], strict=True)
+
+
+def _net():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(4, 6), nn.ELU(), nn.Linear(6, 2)).double().eval(), torch.randn(3, 4).double()
+
+
+@pytest.mark.parametrize("gate, problem", [
+    (lambda z, t: (z > 0), "torch.bool tensor"),
+    (lambda z, t: torch.tensor(0.5, dtype=z.dtype), r"shape \(\) for z of shape \(3, 6\)"),
+    (lambda z, t: torch.ones_like(z[:1]), r"shape \(1, 6\)"),
+    (lambda z, t: torch.sigmoid(z / t).float(), "torch.float32 for z of torch.float64"),
+    (lambda z, t: torch.full_like(z, float("nan")), "NaN or infinite"),
+    (lambda z, t: 0.5, "returned float, not a tensor"),
+])
+def test_a_wrong_gate_is_named_at_its_first_backward(gate, problem):
+    model, x = _net()
+    rule = GateRule("elu", (F.elu,), gate, 1.0)
+    before = [p.clone() for p in model.parameters()]
+    with pytest.raises((TypeError, ValueError), match=r"GateRule\('elu'\)\.gate .*" + problem):
+        pullbacks.excitation_pullback(model, x, 0, rules=[rule])
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+def test_rules_are_checked_when_built():
+    with pytest.raises(TypeError, match=r"gate\(z, T\)"):
+        GateRule("elu", (F.elu,), lambda z: z, 1.0)  # one argument
+    with pytest.raises(TypeError, match="class ELU.*F.elu"):
+        GateRule("elu", (nn.ELU,), elu_gate, 1.0)
+    with pytest.raises(ValueError, match=r"no temperature.*temperature=\.\.\."):
+        GateRule("elu", (F.elu,), elu_gate, None)
+    with pytest.raises(TypeError, match="autograd must be a tuple of torch.autograd.Function"):
+        SoftenedRule("cube", (torch.tanh,), _cube_run, autograd=(_cube_run,))
+    with pytest.raises(TypeError, match="run must be a function"):
+        SoftenedRule("cube", (torch.tanh,), None)
+
+
+def test_a_rule_in_a_built_in_family_keeps_its_default_unless_it_overrides():
+    slow = GateRule("silu", (F.silu,), lambda z, t: torch.sigmoid(z / t), 0.5)
+    with pytest.raises(ValueError, match="from 1.6 to 0.5: pass override=True"):
+        pullbacks.GateOptions(rules=[slow])
+    meant = GateRule("silu", (F.silu,), lambda z, t: torch.sigmoid(z / t), 0.5, override=True)
+    assert pullbacks.GateOptions(rules=[meant]).temperature_of("silu") == 0.5
+    kept = GateRule("silu", (F.silu,), lambda z, t: torch.sigmoid(z / t))  # None: the family's default
+    assert pullbacks.GateOptions(rules=[kept]).temperature_of("silu") == 1.6
+    with pytest.raises(ValueError, match="relu family's temperature is the option temperature="):
+        pullbacks.GateOptions(rules=[GateRule("relu", (F.relu,), lambda z, t: torch.sigmoid(z / t), 0.5)])
+
+
+def test_no_operator_is_both_ordinary_and_covered_and_nodes_come_from_the_rules():
+    from pullbacks.core.coverage import ORDINARY
+    from pullbacks.core.graph import _Kinds
+    from pullbacks.core.table import BUILTIN
+
+    covered = {f for r in BUILTIN for f in (*r.functions, *r.inplace_functions)}
+    assert not covered & set(ORDINARY)
+    kinds = _Kinds(BUILTIN)
+    relu_node = type(torch.relu(torch.ones(1, requires_grad=True)).grad_fn)
+    assert kinds(relu_node).startswith("relu (ReluBackward0)")
+    assert _Kinds(())(relu_node) is None  # with no rule for it, a hard ReLU is just an operator

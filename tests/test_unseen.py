@@ -14,7 +14,7 @@ from torch import nn
 import pullbacks
 from helpers import assert_unchanged, snapshot, tiny_cnn
 from pullbacks.classes import imagenet_classes
-from pullbacks.core.coverage import PartialPullbackError, PartialPullbackWarning
+from pullbacks.core.policy import PartialPullbackError, PartialPullbackWarning
 
 
 class HardReLU(torch.autograd.Function):
@@ -59,10 +59,10 @@ def _cases():
 def _built():
     return {
         "autograd.Function HardReLU": Lambda(HardReLU.apply),
-        "relu run by TorchScript": torch.jit.script(nn.Sequential(nn.Conv2d(4, 4, 1), nn.ReLU())),
-        "relu run by TorchScript, torch.ops": Lambda(lambda z: torch.ops.aten.relu(z - 0.1)),
-        "relu run by TorchScript, torch.ops or a traced": torch.jit.trace(nn.Sequential(nn.Conv2d(4, 4, 1), nn.ReLU()),
-                                                                          torch.rand(1, 4, 6, 6)),
+        "relu (ReluBackward0) run by TorchScript": torch.jit.script(nn.Sequential(nn.Conv2d(4, 4, 1), nn.ReLU())),
+        "relu (ReluBackward0) run by TorchScript, torch.ops": Lambda(lambda z: torch.ops.aten.relu(z - 0.1)),
+        "relu (ReluBackward0) run by TorchScript, torch.ops or a traced":
+            torch.jit.trace(nn.Sequential(nn.Conv2d(4, 4, 1), nn.ReLU()), torch.rand(1, 4, 6, 6)),
         "comparison": Lambda(lambda z: torch.where(z > 0.1, z, 0)),
         "comparison (value-dependent": Lambda(lambda z: z * (z > 0.1)),
     }
@@ -108,7 +108,7 @@ def test_a_model_the_mode_cannot_see_at_all_is_an_error():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         scripted = torch.jit.script(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(144, 3)))
-    with pytest.raises(ValueError, match="no call that pullbacks gates.*relu run by TorchScript"):
+    with pytest.raises(ValueError, match="no call that pullbacks gates.*relu .ReluBackward0. run by TorchScript"):
         pullbacks.excitation_pullback(scripted.eval(), torch.rand(1, 3, 8, 8), 0)
 
 

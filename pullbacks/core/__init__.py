@@ -2,7 +2,8 @@
 the pullback, the ascent, and the options they share."""
 
 from .ascent import gradient_ascent
-from .coverage import Coverage, PartialPullbackError, PartialPullbackWarning
+from .coverage import Coverage
+from .policy import PartialPullbackError, PartialPullbackWarning
 from .mode import SoftGateMode, soft_gates
 from .options import AscentOptions, GateOptions
 from .pullback import SoftGated, excitation_pullback

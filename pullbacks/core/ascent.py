@@ -13,7 +13,7 @@ from typing import Iterator, Optional
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .coverage import CoverageCheck
+from .policy import CoverageCheck
 from .checks import Targets, as_target_tensor, check_in_range, check_inputs, check_model
 from .options import AscentOptions, GateOptions, build
 from .pullback import target_gradient

@@ -1,35 +1,22 @@
-"""Coverage, the one policy: which calls of a forward pass got a soft backward, which
-nonlinear calls kept their ordinary gradient, and what is done about it (docs/method.md,
-"Coverage").
+"""Coverage, the counting: which calls of a forward pass got a soft backward (per family) and
+which nonlinear calls kept their ordinary gradient (per operator), docs/method.md "Coverage".
 
-A pullback through a network whose squeeze-excitation sigmoids or hand-written softmax
-stay ordinary is partly a vanilla gradient. The mode counts both kinds of calls
-(:class:`Coverage`); :class:`CoverageCheck` then decides, in one place for every caller:
-
-* nothing gated at all: a ValueError (the "pullback" would be a vanilla gradient);
-* some calls ordinary: a :class:`PartialPullbackWarning`, once per check (a pullback, or a
-  whole ascent), or with ``strict=True`` a :class:`PartialPullbackError`.
-
-Both carry the :class:`Coverage`, so front ends format from it (``coverage.summary()``),
-never from the message's text. ``soft_gates(strict=True)`` applies the same check when its
-block exits.
+What is gated is whatever the rules in effect name (``core.table``); ``ORDINARY`` lists the
+nonlinear torch functions no built-in rule names (a test keeps the two apart), and a user's
+rule for one of them wins, since the mode looks a call up in the rule table first. What is
+done about a partial pullback is :mod:`.policy`; what the mode cannot see is found by the
+graph walk of :mod:`.graph`.
 """
 
 from __future__ import annotations
 
-import os
-import sys
-import warnings
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Optional
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-
-from .rules.base import Rule
-from .table import gated_summary
 
 _nn = torch._C._nn
 
@@ -76,6 +63,7 @@ _HINTS = {
     "erf": " (a GELU written with erf?)",
     "comparison": " (value-dependent: a mask such as z * (z > 0), or torch.where?)",
 }
+_UNSEEN_HINT = {"autograd.Function": " (a rule of yours? declare it: SoftenedRule(..., autograd=(ItsFunction,)))"}
 
 
 @dataclass
@@ -104,6 +92,7 @@ class Coverage:
         seen = [f"{n} call{'s' if n != 1 else ''} to {name}{_HINTS.get(name, '')}"
                 for name, n in self.ordinary.most_common()]
         unseen = [f"{n} computation{'s' if n != 1 else ''} the soft gates cannot see into ({name})"
+                  + next((h for k, h in _UNSEEN_HINT.items() if name.startswith(k)), "")
                   for name, n in self.opaque.most_common()]
         return ", ".join(seen + unseen)
 
@@ -119,166 +108,3 @@ class Coverage:
         if self.opaque:
             text += "; unseen: " + ", ".join(f"{name} {n}" for name, n in self.opaque.most_common())
         return text
-
-
-class PartialPullbackWarning(UserWarning):
-    """Some nonlinear calls kept their ordinary gradient: the pullback is partly vanilla.
-    ``.coverage`` is the :class:`Coverage` of the forward pass."""
-
-    def __init__(self, coverage: Coverage) -> None:
-        self.coverage = coverage
-        super().__init__(f"{coverage.summary()}; strict=True makes this an error; silence it with "
-                         "warnings.simplefilter('ignore', pullbacks.PartialPullbackWarning)")
-
-
-class PartialPullbackError(RuntimeError):
-    """``strict=True`` and some nonlinear calls kept their ordinary gradient.
-    ``.coverage`` is the :class:`Coverage` of the forward pass."""
-
-    def __init__(self, coverage: Coverage) -> None:
-        self.coverage = coverage
-        super().__init__(f"{coverage.summary()}; strict=True makes this an error, strict=False a warning")
-
-
-_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _stacklevel() -> int:
-    """The stack level of the first frame outside this package (where the warning points)."""
-    frame, level = sys._getframe(1), 1
-    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE + os.sep):
-        frame, level = frame.f_back, level + 1
-    return level
-
-
-class CoverageCheck:
-    """The coverage policy for one pullback or one whole ascent (see the module docstring)."""
-
-    def __init__(self, strict: bool, rules: Iterable[Rule] = ()) -> None:
-        self.strict, self.rules, self.warned, self.walked = strict, tuple(rules), False, False
-
-    def partial(self, coverage: Coverage) -> None:
-        """Warn (once) or raise if ``strict`` when nonlinear calls kept their ordinary gradient."""
-        if not coverage.partial:
-            return
-        if self.strict:
-            raise PartialPullbackError(coverage)
-        if not self.warned:
-            self.warned = True
-            warnings.warn(PartialPullbackWarning(coverage), stacklevel=_stacklevel())
-
-    def __call__(self, coverage: Coverage, model_name: str, output: Tensor | None = None,
-                 gradless: bool = False) -> None:
-        """The whole policy after a forward pass of ``model_name`` whose result is ``output``:
-        its autograd graph is searched (on the first pass, and on every pass that ran gated
-        calls without gradients) for activation checkpoints and for computations the mode
-        could not see (:func:`graph_report`)."""
-        if output is not None and (not self.walked or gradless):
-            checkpoint, opaque = graph_report(output)
-            if checkpoint:
-                raise RuntimeError(CHECKPOINT_HELP)
-            coverage.opaque.update(opaque)
-            self.walked = True
-        if not coverage.gated:
-            raise ValueError(
-                f"no call that pullbacks gates was seen in the forward pass of {model_name} (ordinary nonlinear "
-                f"calls: {coverage.describe_ordinary() or 'none'}), so the pullback would silently equal the "
-                f"vanilla gradient; pullbacks gates: {gated_summary(self.rules)}. For an operator not listed, "
-                "write a rule of your own (pullbacks.GateRule, docs/extending.md); for a vanilla gradient use "
-                "gradient_ascent(..., method='gradient') or torch.autograd.grad")
-        self.partial(coverage)
-
-
-# ----------------------------------------------------------------------------- checkpointing
-
-CHECKPOINT_HELP = (
-    "activation checkpointing re-runs the forward pass during the backward pass, outside the soft gates, "
-    "so the pullback would be wrong; turn it off for explanations: for torch.utils.checkpoint call the "
-    "module without it, for a torchvision DenseNet build it with memory_efficient=False, for timm models "
-    "call model.set_grad_checkpointing(False)")
-
-
-_TOP_HOOKS = getattr(torch._C._autograd, "_top_saved_tensors_default_hooks", None)  # torch >= 2.8
-_CHECKPOINT_FILE = os.path.join("torch", "utils", "checkpoint.py")
-
-
-def check_no_checkpoint_hooks() -> None:
-    """Raise if a call is being recorded under non-reentrant checkpointing (its saved-tensor
-    hooks would make autograd re-run the call without its soft backward). Older torch
-    versions cannot list the hooks: there the call stack is searched for
-    ``torch.utils.checkpoint`` instead."""
-    if _TOP_HOOKS is None:
-        frame = sys._getframe(1)
-        while frame is not None:
-            if frame.f_code.co_filename.endswith(_CHECKPOINT_FILE):
-                raise RuntimeError(CHECKPOINT_HELP)
-            frame = frame.f_back
-        return
-    hooks = _TOP_HOOKS(False)
-    if hooks is not None and any("checkpoint" in (getattr(h, "__module__", "") or "") or
-                                 "checkpoint" in getattr(h, "__qualname__", "") for h in hooks):
-        raise RuntimeError(CHECKPOINT_HELP)
-
-
-# backward nodes of operators the rule table covers: met in the graph of a pullback, they were
-# computed where the mode could not see them (TorchScript, torch.ops, a traced or exported module)
-_HARD_NODES = {
-    "ReluBackward0": "relu", "HardtanhBackward0": "hardtanh", "LeakyReluBackward0": "leaky_relu",
-    "MaxPool2DWithIndicesBackward0": "max_pool2d", "SiluBackward0": "silu", "GeluBackward0": "gelu",
-    "HardswishBackward0": "hardswish", "MishBackward0": "mish", "NativeLayerNormBackward0": "layer_norm",
-    "NativeGroupNormBackward0": "group_norm",
-}
-
-
-def _ours() -> tuple[type, ...]:
-    from .rules.base import SoftGate, Softened
-    from .rules.norm import HeldLayerNorm
-    from .rules.pool import SoftMaxPool2d
-
-    return SoftGate, Softened, HeldLayerNorm, SoftMaxPool2d
-
-
-def _node_kind(node_type: type, ours: tuple[type, ...]) -> Optional[str]:
-    """What a backward node of ``node_type`` means for the report: ``"checkpoint"``, a line for
-    the opaque counter, or None (an ordinary node)."""
-    name = node_type.__name__
-    if "Checkpoint" in name:
-        return "checkpoint"
-    if name in _HARD_NODES or "ScaledDotProduct" in name:
-        op = _HARD_NODES.get(name, "scaled_dot_product_attention")
-        return f"{op} run by TorchScript, torch.ops or a traced module"
-    if issubclass(node_type, torch.autograd.function.BackwardCFunction):
-        cls = getattr(node_type, "_forward_cls", None)
-        if cls is not None and not issubclass(cls, ours):
-            return f"autograd.Function {cls.__name__}"
-    return None
-
-
-_KINDS: dict[type, Optional[str]] = {}  # node type -> _node_kind (a few dozen types; each is classified once)
-
-
-def graph_report(output: Tensor, limit: int = 1_000_000) -> tuple[bool, Counter]:
-    """Search the autograd graph of ``output``: whether it holds a reentrant checkpoint
-    (whose segment ran without gradients and will re-run ungated), and what the mode could
-    not see: hard backward nodes of covered operators (``relu (TorchScript, torch.ops or a
-    traced module?)``) and custom ``torch.autograd.Function`` classes that are not the package's
-    (timm's memory-efficient ``SwishAutoFn`` and the like), by name."""
-    ours, opaque, kinds = _ours(), Counter(), _KINDS
-    seen, stack = set(), [output.grad_fn]
-    while stack and len(seen) < limit:
-        node = stack.pop()
-        if node is None or node in seen:
-            continue
-        seen.add(node)
-        t = type(node)
-        kind = kinds.get(t, False)
-        if kind is False:
-            if len(kinds) > 4096:  # Function classes made per call would otherwise pile up
-                kinds.clear()
-            kind = kinds[t] = _node_kind(t, ours)
-        if kind is not None:
-            if kind == "checkpoint":
-                return True, opaque
-            opaque[kind] += 1
-        stack.extend(n for n, _ in node.next_functions)
-    return False, opaque

@@ -18,7 +18,9 @@ from typing import Iterator, Optional
 import torch
 from torch.overrides import TorchFunctionMode
 
-from .coverage import ORDINARY, Coverage, CoverageCheck, check_no_checkpoint_hooks
+from .coverage import ORDINARY, Coverage
+from .graph import check_no_checkpoint_hooks
+from .policy import CoverageCheck
 from .options import GateOptions, build
 from .replay import Recorder, Replay
 from .calls import Call

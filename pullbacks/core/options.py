@@ -23,7 +23,7 @@ from typing import Any, Optional, Tuple, TypeVar
 
 from .rules.base import Rule
 from .recipes import DEFAULT_RECIPE, recipe_values
-from .table import KEYWORDS, default_temperatures, variant_names
+from .table import KEYWORDS, check_user_rules, default_temperatures, variant_names
 from .validators import _real, choice, clip_range, positive_integer, positive_number, temperature
 
 GATES = ("sigmoid", "normal_cdf")  # s in relu'(z) -> s(z / T)
@@ -58,6 +58,7 @@ def user_rules(value: Any) -> tuple[Rule, ...]:
     bad = [r for r in value if not isinstance(r, Rule)]
     if bad:
         raise TypeError(f"rules must be pullbacks.GateRule objects (see docs/extending.md), got {bad[0]!r}")
+    check_user_rules(value)
     return tuple(value)
 
 

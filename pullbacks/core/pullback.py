@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from .checks import (Targets, as_target_tensor, check_gradient, check_inputs, check_logits, check_model,
                      check_target_range)
-from .coverage import CoverageCheck
+from .policy import CoverageCheck
 from .mode import SoftGateMode
 from .randomness import NoRandomMode
 from .options import GateOptions, build

@@ -15,12 +15,12 @@ import functools
 from typing import Callable, Iterable
 
 from .rules import activation, attention, norm, pool, relu
-from .rules.base import Rule
+from .rules.base import KEYWORDS, Rule, mark_builtin
 
 BUILTIN: tuple[Rule, ...] = relu.RULES + pool.RULES + activation.RULES + norm.RULES + attention.RULES
-
-# families whose temperature has a keyword of its own (the others go through temperatures={...})
-KEYWORDS = {"relu": "temperature", "max_pool": "pool_temperature"}
+mark_builtin(BUILTIN)
+__all__ = ["BUILTIN", "KEYWORDS", "check_user_rules", "default_temperatures", "families", "gated_summary",
+           "markdown", "rules_in_effect", "table", "variant_names"]
 
 
 def rules_in_effect(user: Iterable[Rule] = ()) -> tuple[Rule, ...]:
@@ -46,9 +46,26 @@ def families(user: Iterable[Rule] = ()) -> dict[str, list[Rule]]:
     return out
 
 
+def check_user_rules(user: Iterable[Rule]) -> None:
+    """A user's rule in a built-in family keeps that family's default temperature: a different
+    one needs ``override=True`` (a keyword family's temperature is its keyword's alone)."""
+    builtin = {family: rules[0].temperature for family, rules in families().items()}
+    for rule in user:
+        name = f"{type(rule).__name__}({rule.family!r})"
+        if rule.family in KEYWORDS and rule.temperature is not None:
+            raise ValueError(f"{name} sets temperature={rule.temperature:g}, but the {rule.family} family's "
+                             f"temperature is the option {KEYWORDS[rule.family]}=...: leave the rule's out")
+        elif rule.family in builtin and rule.temperature is not None and rule.temperature != builtin[rule.family] \
+                and not rule.override:
+            raise ValueError(f"{name} would change the built-in {rule.family} family's default temperature from "
+                             f"{builtin[rule.family]:g} to {rule.temperature:g}: pass override=True to mean it, "
+                             f"leave temperature=None to keep {builtin[rule.family]:g}, or set it per call with "
+                             f"temperatures={{{rule.family!r}: {rule.temperature:g}}}")
+
+
 def default_temperatures(user: Iterable[Rule] = ()) -> dict[str, float]:
     """The default temperature of every family set through ``temperatures={...}`` (a user's
-    rule overrides a built-in family's default)."""
+    rule with ``override=True`` overrides a built-in family's default: ``check_user_rules``)."""
     out: dict[str, float] = {}
     for rule in rules_in_effect(user):
         if rule.temperature is not None and rule.family not in KEYWORDS:

@@ -87,11 +87,13 @@ def _mish_times(grad: Tensor, z: Tensor, t: float, fresh: bool) -> Tensor:
 _nn = torch._C._nn
 RULES = (
     GateRule("silu", (F.silu, _nn.silu), _silu_gate, 1.6, (_nn.silu_,), "SiLU z·σ(z): gate σ(z/T)",
-             times=_silu_times),
+             times=_silu_times, nodes=("SiluBackward",)),
     GateRule("gelu", (F.gelu,), _gelu_gate, 1.0, (), "GELU z·Φ(z) (also its tanh form): gate Φ(z/T)",
-             params=_gelu_params, times=_gelu_times),
+             params=_gelu_params, times=_gelu_times, nodes=("GeluBackward",)),
     GateRule("hardswish", (F.hardswish, _nn.hardswish), _hardswish_gate, 1.0, (_nn.hardswish_,),
-             "Hardswish z·hardsigmoid(z): gate hardsigmoid(z/T)", times=_hardswish_times),
+             "Hardswish z·hardsigmoid(z): gate hardsigmoid(z/T)", times=_hardswish_times,
+             nodes=("HardswishBackward",)),
     GateRule("mish", (F.mish, _nn.mish), _mish_gate, 1.0, (_nn.mish_,),
-             "Mish z·tanh(softplus(z)): gate tanh(softplus(z/T))", times=_mish_times),
+             "Mish z·tanh(softplus(z)): gate tanh(softplus(z/T))", times=_mish_times,
+             nodes=("MishBackward",)),
 )

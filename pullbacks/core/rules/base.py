@@ -3,7 +3,11 @@
 Every rule has a ``family`` (the name the coverage report counts it under and that
 ``temperatures={...}`` sets), the ``functions`` it intercepts (module forms call these
 too), the ``inplace_functions`` that always overwrite their input, its default
-``temperature`` and a one-line ``doc``. The mode (``soft_gates``) looks every call up in
+``temperature`` and a one-line ``doc``. It also declares what it leaves behind, so that
+coverage reads everything from the rules in effect: ``autograd``, the
+``torch.autograd.Function`` classes its backward uses (beyond the package's two generic
+ones), and ``nodes``, the backward-node names of the hard operators it replaces (met in a
+graph, the call ran where the mode could not see it). The mode (``soft_gates``) looks every call up in
 the table of rules; a hit whose input needs a gradient becomes ``rule.apply(call, mode)``,
 which returns the ordinary forward value, bit for bit, with the rule's backward.
 
@@ -67,6 +71,10 @@ class Context(Protocol):
         """For each of ``tensors``: may its gradient be asked for?"""
 
 
+# families whose temperature has a keyword of its own (the others go through temperatures={...})
+KEYWORDS = {"relu": "temperature", "max_pool": "pool_temperature"}
+
+
 class Rule:
     """The interface every rule has (see the module docstring)."""
 
@@ -75,6 +83,9 @@ class Rule:
     inplace_functions: tuple[Callable, ...] = ()
     temperature: Optional[float] = None
     doc: str = ""
+    autograd: tuple[type, ...] = ()
+    nodes: tuple[str, ...] = ()
+    override: bool = False
 
     def apply(self, call: Call, mode: Context) -> Any:  # pragma: no cover - interface
         raise NotImplementedError
@@ -83,13 +94,29 @@ class Rule:
 def _check_rule(rule: Rule) -> None:
     if not isinstance(rule.family, str) or not rule.family.isidentifier():
         raise ValueError(f"a rule's family must be a name such as 'elu', got {rule.family!r}")
+    name = f"{type(rule).__name__}({rule.family!r})"
+    for what in ("functions", "inplace_functions", "autograd", "nodes"):
+        if isinstance(getattr(rule, what), list):
+            object.__setattr__(rule, what, tuple(getattr(rule, what)))
     for what in ("functions", "inplace_functions"):
         value = getattr(rule, what)
         if not isinstance(value, tuple) or not all(callable(f) for f in value):
-            raise TypeError(f"{type(rule).__name__}({rule.family!r}).{what} must be a tuple of torch functions, "
-                            f"got {value!r}")
+            raise TypeError(f"{name}.{what} must be a tuple of torch functions, got {value!r}")
+        classes = [f for f in value if isinstance(f, type)]
+        if classes:
+            raise TypeError(f"{name}.{what} holds the class {classes[0].__name__}: name the torch function its "
+                            "modules call (F.elu for nn.ELU), not a module class; the mode sees function calls")
     if not rule.functions and not rule.inplace_functions:
-        raise ValueError(f"{type(rule).__name__}({rule.family!r}) intercepts no function: pass functions=(F.elu,)")
+        raise ValueError(f"{name} intercepts no function: pass functions=(F.elu,)")
+    if not isinstance(rule.autograd, tuple) or not all(
+            isinstance(f, type) and issubclass(f, torch.autograd.Function) for f in rule.autograd):
+        raise TypeError(f"{name}.autograd must be a tuple of torch.autograd.Function classes (those its backward "
+                        f"uses), got {rule.autograd!r}")
+    if not isinstance(rule.nodes, tuple) or not all(isinstance(n, str) and n for n in rule.nodes):
+        raise TypeError(f"{name}.nodes must be a tuple of backward-node names such as 'EluBackward0', "
+                        f"got {rule.nodes!r}")
+    if not isinstance(rule.override, bool):
+        raise TypeError(f"{name}.override must be True or False, got {rule.override!r}")
     if rule.temperature is not None:
         from ..validators import temperature
 
@@ -112,8 +139,13 @@ class SoftenedRule(Rule):
     doc: str = ""
     name: str = ""
     variants: tuple[tuple[str, Callable[[Call, Context], Any], str], ...] = ()
+    autograd: tuple[type, ...] = ()
+    nodes: tuple[str, ...] = ()
+    override: bool = False
 
     def __post_init__(self) -> None:
+        if not callable(self.run):
+            raise TypeError(f"SoftenedRule({self.family!r}).run must be a function run(call, mode), got {self.run!r}")
         _check_rule(self)
         if self.variants and not self.name:
             raise ValueError(f"SoftenedRule({self.family!r}) has variants but no name to choose them by")
@@ -136,14 +168,61 @@ def _inplace_index(function: Callable) -> Optional[int]:
     return names.index("inplace") if "inplace" in names else None
 
 
+def _takes_two(function: Callable, more: bool) -> bool:
+    """Whether ``function`` takes ``(z, T)`` (and, when ``more``, further positional
+    arguments); True when its signature cannot be read."""
+    try:
+        sig = inspect.signature(function)
+    except (TypeError, ValueError):  # a builtin without a signature
+        return True
+    if not more:
+        try:
+            sig.bind(None, None)
+        except TypeError:
+            return False
+        return True
+    kinds = [p.kind for p in sig.parameters.values()]
+    return inspect.Parameter.VAR_POSITIONAL in kinds or sum(
+        k in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD) for k in kinds) >= 2
+
+
+_BUILTIN: set = set()  # the package's rules (``mark_builtin``): their gates are checked at their first use only
+
+
+def mark_builtin(rules: tuple["Rule", ...]) -> None:
+    """Declare ``rules`` the package's own (``core.table`` does, for ``BUILTIN``)."""
+    _BUILTIN.update(rules)
+
+
+def check_gate(rule: "GateRule", g: Any, z: Tensor) -> None:
+    """The gate of ``rule`` at ``z``: a floating tensor of ``z``'s shape and dtype with finite entries."""
+    name = f"GateRule({rule.family!r}).gate"
+    if not isinstance(g, Tensor):
+        raise TypeError(f"{name} returned {type(g).__name__}, not a tensor: return the local derivative at every "
+                        f"entry of z, a tensor of z's shape {tuple(z.shape)}")
+    if g.dtype == torch.bool or not g.is_floating_point():
+        raise TypeError(f"{name} returned a {g.dtype} tensor: a gate is a floating derivative (a bool mask would "
+                        f"give the vanilla gradient); return e.g. torch.sigmoid(z / T), of z's dtype {z.dtype}")
+    if g.shape != z.shape:
+        raise ValueError(f"{name} returned shape {tuple(g.shape)} for z of shape {tuple(z.shape)}: a gate is "
+                         "elementwise, one derivative per entry of z (a scalar or per-channel gate is not)")
+    if g.dtype != z.dtype:
+        raise TypeError(f"{name} returned {g.dtype} for z of {z.dtype}: return the gate in z's dtype")
+    if not torch.isfinite(g).all():
+        raise ValueError(f"{name} returned NaN or infinite values at {int((~torch.isfinite(g)).sum())} of "
+                         f"{g.numel()} entries of z (z from {float(z.min()):.3g} to {float(z.max()):.3g}, "
+                         "T as in effect): keep the gate finite for every input")
+
+
 @dataclass(frozen=True, eq=False)
 class GateRule(Rule):
     """An elementwise operator ``y = f(z)`` whose backward becomes ``grad * gate(z, T)``.
 
     family             the family's name (coverage report, ``temperatures={family: T}``)
     functions          the torch functions computing ``f`` (``F.elu``, ``torch.nn.functional.silu``, ...)
-    gate               ``gate(z, T, *params) -> Tensor``: the soft local derivative at the forward input ``z``
-    temperature        the default ``T``
+    gate               ``gate(z, T, *params) -> Tensor``: the soft local derivative at the forward input
+                       ``z``, a floating tensor of ``z``'s shape and dtype (checked at its first use)
+    temperature        the default ``T`` (None: the built-in family's; a new family needs one)
     inplace_functions  forms that always overwrite their input (``torch.relu_``); ``inplace=True``
                        keywords of ``functions`` are recognised by themselves
     doc                one line for the docs table
@@ -151,6 +230,10 @@ class GateRule(Rule):
                        handed to ``gate`` after ``T`` (default: none)
     times              ``times(grad, z, T, fresh, *params) -> grad * gate(z, T, *params)``, a faster form
                        that may overwrite ``z`` when ``fresh`` (default: ``grad * gate(...)``)
+    nodes              backward-node names of the hard operator (``("EluBackward0",)``): met in a graph,
+                       the call ran where the mode could not see it
+    override           a rule in a built-in family may change that family's default temperature only
+                       with ``override=True``
 
     The forward value is the intercepted call's own, bit for bit.
     """
@@ -158,21 +241,31 @@ class GateRule(Rule):
     family: str
     functions: tuple[Callable, ...]
     gate: Callable[..., Tensor]
-    temperature: Optional[float] = 1.0
+    temperature: Optional[float] = None
     inplace_functions: tuple[Callable, ...] = ()
     doc: str = ""
     params: Optional[Callable[[Call, Any], tuple]] = None
     times: Optional[Callable[..., Tensor]] = None
+    nodes: tuple[str, ...] = ()
+    override: bool = False
+    autograd: tuple[type, ...] = ()
 
     def __post_init__(self) -> None:
-        if isinstance(self.functions, list):
-            object.__setattr__(self, "functions", tuple(self.functions))
-        if isinstance(self.inplace_functions, list):
-            object.__setattr__(self, "inplace_functions", tuple(self.inplace_functions))
-        if not callable(self.gate):
-            raise TypeError(f"GateRule({self.family!r}).gate must be a function gate(z, T), got {self.gate!r}")
+        if not callable(self.gate) or isinstance(self.gate, type) or not _takes_two(self.gate, self.params is not None):
+            raise TypeError(f"GateRule({self.family!r}).gate must be a function gate(z, T) of the forward input "
+                            f"and the temperature, got {self.gate!r}")
         _check_rule(self)
+        if self.autograd:
+            raise TypeError(f"GateRule({self.family!r}) uses the package's own autograd Function; autograd= is "
+                            "for a SoftenedRule whose run uses Functions of its own")
+        if self.temperature is None and self.family not in KEYWORDS:
+            from ..table import families  # a user's rule: the built-in ones all name a temperature
+
+            if self.family not in families():
+                raise ValueError(f"GateRule({self.family!r}) has no temperature and {self.family!r} is not a "
+                                 "built-in family: pass temperature=... (its default T, e.g. 1.0)")
         object.__setattr__(self, "_inplace_at", {f: _inplace_index(f) for f in self.functions})
+        object.__setattr__(self, "_checked", False)
 
     def apply(self, call: Call, mode: Context) -> Tensor:
         z = call.input
@@ -182,6 +275,12 @@ class GateRule(Rule):
 
     def backward(self, grad: Tensor, z: Tensor, t: float, fresh: bool, params: tuple) -> Tensor:
         """``grad * gate(z, T, *params)`` (through ``times`` when the rule has one)."""
+        if not self._checked:  # a built-in gate is checked at its first use, a user's at every use
+            g = self.gate(z, t, *params)
+            check_gate(self, g, z)
+            object.__setattr__(self, "_checked", self in _BUILTIN)
+            if self.times is None:
+                return grad * g
         if self.times is not None:
             return self.times(grad, z, t, fresh, *params)
         return grad * self.gate(z, t, *params)

@@ -126,8 +126,9 @@ def _shape(v) -> tuple:
 
 RULES = (
     SoftenedRule("norm", (F.layer_norm, torch.layer_norm), _layer_norm,
-                 doc="layer norm: statistics held, grad·weight/sqrt(var+eps)"),
+                 doc="layer norm: statistics held, grad·weight/sqrt(var+eps)", autograd=(HeldLayerNorm,),
+                 nodes=("NativeLayerNormBackward",)),
     SoftenedRule("norm", (F.group_norm, torch.group_norm), _group_norm,
-                 doc="group norm: per-group statistics held"),
+                 doc="group norm: per-group statistics held", nodes=("NativeGroupNormBackward",)),
     SoftenedRule("norm", (F.rms_norm, torch.rms_norm), _rms_norm, doc="RMS norm: the root mean square held"),
 )

@@ -247,7 +247,9 @@ def _max_pool2d_with_indices(call: Call, mode):
 
 RULES = (
     SoftenedRule("max_pool", (F.max_pool2d, torch.max_pool2d), _max_pool2d,
-                 doc="2-D max pool: gradient of the soft max pool (pool=\"soft\") or its weights (\"detached\")"),
+                 doc="2-D max pool: gradient of the soft max pool (pool=\"soft\") or its weights (\"detached\")",
+                 autograd=(SoftMaxPool2d,), nodes=("MaxPool2DWithIndicesBackward",)),
     SoftenedRule("max_pool", (F.max_pool2d_with_indices,), _max_pool2d_with_indices,
-                 doc="2-D max pool with indices: the same"),
+                 doc="2-D max pool with indices: the same", autograd=(SoftMaxPool2d,),
+                 nodes=("MaxPool2DWithIndicesBackward",)),
 )

@@ -124,11 +124,12 @@ _nn = torch._C._nn
 TEMPERATURE = 0.3  # the paper's value: ``temperature=`` (docs/method.md)
 RULES = (
     GateRule("relu", (F.relu, torch.relu, Tensor.relu), _relu_gate, TEMPERATURE, (torch.relu_, Tensor.relu_),
-             "ReLU: gate s(z/T)", _gate_option, _relu_times),
+             "ReLU: gate s(z/T)", _gate_option, _relu_times, nodes=("ReluBackward",)),
     GateRule("relu", (F.relu6, _nn.relu6), _hardtanh_gate, TEMPERATURE, (_nn.relu6_,),
-             "ReLU6: gate s(z/T) s((6-z)/T)", _relu6_params, _hardtanh_times),
+             "ReLU6: gate s(z/T) s((6-z)/T)", _relu6_params, _hardtanh_times, nodes=("HardtanhBackward",)),
     GateRule("relu", (F.hardtanh, _nn.hardtanh), _hardtanh_gate, TEMPERATURE, (_nn.hardtanh_,),
-             "hardtanh(lo, hi): gate s((z-lo)/T) s((hi-z)/T)", _hardtanh_params, _hardtanh_times),
+             "hardtanh(lo, hi): gate s((z-lo)/T) s((hi-z)/T)", _hardtanh_params, _hardtanh_times,
+             nodes=("HardtanhBackward",)),
     GateRule("relu", (F.leaky_relu, _nn.leaky_relu), _leaky_gate, TEMPERATURE, (_nn.leaky_relu_,),
-             "LeakyReLU(a): gate a + (1-a) s(z/T)", _leaky_params, _leaky_times),
+             "LeakyReLU(a): gate a + (1-a) s(z/T)", _leaky_params, _leaky_times, nodes=("LeakyReluBackward",)),
 )

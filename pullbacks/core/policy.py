@@ -1,0 +1,95 @@
+"""Coverage, the one policy: what is done about a forward pass whose coverage (:mod:`.coverage`)
+is not complete, in one place for every caller:
+
+* nothing gated at all: a ValueError (the "pullback" would be a vanilla gradient);
+* some calls ordinary or unseen: a :class:`PartialPullbackWarning`, once per check (a pullback,
+  or a whole ascent), or with ``strict=True`` a :class:`PartialPullbackError`;
+* an activation checkpoint in the graph: a RuntimeError (the backward would re-run ungated).
+
+Both carry the :class:`~.coverage.Coverage`, so front ends format from it
+(``coverage.summary()``), never from the message's text. ``soft_gates(strict=True)`` applies
+the same check when its block exits.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+from typing import Iterable
+
+from torch import Tensor
+
+from .coverage import Coverage
+from .graph import CHECKPOINT_HELP, graph_report
+from .rules.base import Rule
+from .table import gated_summary, rules_in_effect
+
+
+class PartialPullbackWarning(UserWarning):
+    """Some nonlinear calls kept their ordinary gradient: the pullback is partly vanilla.
+    ``.coverage`` is the :class:`Coverage` of the forward pass."""
+
+    def __init__(self, coverage: Coverage) -> None:
+        self.coverage = coverage
+        super().__init__(f"{coverage.summary()}; strict=True makes this an error; silence it with "
+                         "warnings.simplefilter('ignore', pullbacks.PartialPullbackWarning)")
+
+
+class PartialPullbackError(RuntimeError):
+    """``strict=True`` and some nonlinear calls kept their ordinary gradient.
+    ``.coverage`` is the :class:`Coverage` of the forward pass."""
+
+    def __init__(self, coverage: Coverage) -> None:
+        self.coverage = coverage
+        super().__init__(f"{coverage.summary()}; strict=True makes this an error, strict=False a warning")
+
+
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _stacklevel() -> int:
+    """The stack level of the first frame outside this package (where the warning points)."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE + os.sep):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+class CoverageCheck:
+    """The coverage policy for one pullback or one whole ascent (see the module docstring)."""
+
+    def __init__(self, strict: bool, rules: Iterable[Rule] = ()) -> None:
+        self.strict, self.rules, self.warned, self.walked = strict, tuple(rules), False, False
+        self.in_effect = rules_in_effect(self.rules)
+
+    def partial(self, coverage: Coverage) -> None:
+        """Warn (once) or raise if ``strict`` when nonlinear calls kept their ordinary gradient."""
+        if not coverage.partial:
+            return
+        if self.strict:
+            raise PartialPullbackError(coverage)
+        if not self.warned:
+            self.warned = True
+            warnings.warn(PartialPullbackWarning(coverage), stacklevel=_stacklevel())
+
+    def __call__(self, coverage: Coverage, model_name: str, output: Tensor | None = None,
+                 gradless: bool = False) -> None:
+        """The whole policy after a forward pass of ``model_name`` whose result is ``output``:
+        its autograd graph is searched (on the first pass, and on every pass that ran gated
+        calls without gradients) for activation checkpoints and for computations the mode
+        could not see (:func:`graph_report`)."""
+        if output is not None and (not self.walked or gradless):
+            checkpoint, opaque = graph_report(output, self.in_effect)
+            if checkpoint:
+                raise RuntimeError(CHECKPOINT_HELP)
+            coverage.opaque.update(opaque)
+            self.walked = True
+        if not coverage.gated:
+            raise ValueError(
+                f"no call that pullbacks gates was seen in the forward pass of {model_name} (ordinary nonlinear "
+                f"calls: {coverage.describe_ordinary() or 'none'}), so the pullback would silently equal the "
+                f"vanilla gradient; pullbacks gates: {gated_summary(self.rules)}. For an operator not listed, "
+                "write a rule of your own (pullbacks.GateRule, docs/extending.md); for a vanilla gradient use "
+                "gradient_ascent(..., method='gradient') or torch.autograd.grad")
+        self.partial(coverage)
