@@ -16,6 +16,16 @@ def tiny():
     return tiny_cnn()
 
 
+@pytest.fixture(scope="session")
+def embedded():
+    """The embedded pretrained EfficientNet-Lite0 (``load_model("efficientnet_lite0")``), loaded
+    once for every test; the package never modifies a model, and a test that wants to change it
+    works on a deep copy."""
+    from pullbacks.models import load_model
+
+    return load_model("efficientnet_lite0")
+
+
 @pytest.fixture(autouse=True)
 def user_settings_unchanged():
     """No test (and so no call of the package) leaves torch's global settings changed."""

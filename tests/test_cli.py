@@ -29,6 +29,7 @@ def test_grid_end_to_end(tmp_path, photo_files, capsys):
     assert "pullback_diff" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # over 2 s
 def test_explain_end_to_end(tmp_path, photo_files, capsys):
     out = tmp_path / "e.png"
     rc = main(["explain", str(photo_files / "chelsea.png"), "--target", "espresso", "--steps", "1", "--out", str(out)])
@@ -48,6 +49,7 @@ def test_grid_with_the_semantic_recipe_has_its_own_files(tmp_path, photo_files, 
     assert not (tmp_path / "pullback_diff" / "efficientnet_lite0_alpha_20_steps_1.jpg").exists()
 
 
+@pytest.mark.slow  # over 2 s
 def test_explain_recipe_reaches_the_options(monkeypatch, tmp_path, photo_files, capsys):
     from pullbacks.figures import explain as explain_module
 

@@ -331,7 +331,7 @@ def test_evaluate_leaves_model_and_random_states_untouched_and_writes_the_report
     assert_unchanged(m, before)
     assert torch.equal(torch.get_rng_state(), rng) and (np.random.get_state()[1] == nprng).all()
     # focus runs on mosaics; the metrics against known evidence need masks
-    assert set(r.scores) == {c for k, columns in E.METRICS.items() if k not in E.EVIDENCE for c in columns}
+    assert set(r.scores) == {c for m in E.METRICS.values() if m.needs == "images" for c in m.columns}
     for column, per_method in r.scores.items():
         assert set(per_method) == set(E.DEFAULT_METHODS) and all(v.shape == (3,) for v in per_method.values()), column
     assert r.randomisation["pullback"].shape == (3, 4)  # original + 3 blocks
@@ -385,6 +385,7 @@ def tiny_registered():
     models.MODELS.pop(spec.name, None)
 
 
+@pytest.mark.slow  # over 2 s
 def test_command_line_run_writes_table_and_figure(tmp_path, tiny_registered, capsys):
     args = ["evaluate", "--model", tiny_registered, "--out", str(tmp_path), "--ig-steps", "2",
             "--smoothgrad-samples", "2", "--blocks", "2", "--no-progress",
@@ -402,12 +403,11 @@ def test_command_line_run_writes_table_and_figure(tmp_path, tiny_registered, cap
 
 
 @pytest.mark.slow
-def test_real_model_smoke():
+def test_real_model_smoke(embedded):
     """The one real-model check: the embedded EfficientNet-Lite0 on one photo, cheaply."""
     from pullbacks.images import builtin_photos
-    from pullbacks.models import load_model
 
-    loaded = load_model("efficientnet_lite0")
+    loaded = embedded
     photo = builtin_photos()[1]  # coffee → espresso
     before = snapshot(loaded.model)
     r = E.evaluate(loaded.model, photo.image[None], [photo.label], methods=["pullback", "gradient"],
@@ -417,3 +417,43 @@ def test_real_model_smoke():
     assert r.stages == ["original", "classifier", "conv_stem–bn2"]
     sims = r.randomisation["pullback"][0]
     assert sims[0] == 1.0 and sims[1] < 0.9 and np.isfinite(r.scores["faithfulness_correlation"]["pullback"]).all()
+
+
+def test_a_new_method_is_one_entry_of_the_registry(monkeypatch):
+    """A method added to ``METHODS`` alone is attributed, reported and paired: twice the gradient
+    has the gradient's faithfulness correlation (a Pearson r) and twice its values."""
+    from pullbacks.evaluation import methods as Mth
+
+    def twice(model, x, y, s, seed):
+        return 2 * Mth.METHODS["gradient"].attribute(model, x, y, s, seed)
+
+    monkeypatch.setitem(Mth.METHODS, "twice", Mth.Method("Twice the gradient", "2 × Saliency", lambda s: 1, twice,
+                                                         pairs_with="gradient"))
+    model = tiny_cnn()
+    x = torch.rand(3, 3, 16, 16) * 2 - 1
+    r = E.evaluate(model, x, [1, 2, 3], methods=["twice", "gradient"], metrics=["faithfulness_correlation"],
+                   settings=E.Settings(patch=4), progress=False)
+    fc = r.scores["faithfulness_correlation"]
+    np.testing.assert_allclose(fc["twice"], fc["gradient"], rtol=1e-5)
+    assert ("twice", "gradient") in r.pairs() and "| Twice the gradient |" in r.table()
+    torch.testing.assert_close(E.attribute(model, x, [1, 2, 3], "twice"), 2 * E.attribute(model, x, [1, 2, 3],
+                                                                                            "gradient"))
+
+
+@pytest.mark.parametrize("field, value, problem", [
+    ("ig_steps", -3, "Settings.ig_steps must be an integer >= 1"), ("batch_size", 0, "Settings.batch_size"),
+    ("patch", "x", "Settings.patch"), ("infidelity_patches", (), "infidelity_patches must be a tuple"),
+    ("smoothgrad_sigma", -0.1, "smoothgrad_sigma must be a finite number >= 0"), ("seed", -1, "Settings.seed"),
+    ("mc_softmax", 1, "mc_softmax must be True or False"), ("ascent", {"steps": 5}, "AscentOptions"),
+    ("baseline", float("nan"), "Settings.baseline must be a finite number"),
+])
+def test_settings_are_validated_when_built(field, value, problem):
+    with pytest.raises((TypeError, ValueError), match=problem):
+        E.Settings(**{field: value})
+
+
+def test_metrics_are_one_registry_and_focus_asks_for_mosaics():
+    assert set(E.COLUMNS) == {c for m in E.METRICS.values() for c in m.columns}
+    assert E.EVIDENCE == ("relevance_mass_accuracy", "relevance_rank_accuracy", "pointing_game")
+    with pytest.raises(ValueError, match="focus runs on 2×2 mosaics.*--mosaics N"):
+        E.evaluate(tiny_cnn(), torch.zeros(1, 3, 8, 8), [0], methods=["gradient"], metrics=["focus"], progress=False)

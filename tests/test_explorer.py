@@ -59,6 +59,7 @@ def test_explore_matches_explain_image(tiny):
     assert len(tiny) == 1  # the model is loaded once, then cached
 
 
+@pytest.mark.slow  # over 2 s
 def test_explore_targets_settings_and_sources(tiny, tmp_path):
     loaded = tiny_loaded()
     # empty target: a photo's own class

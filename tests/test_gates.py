@@ -222,13 +222,12 @@ def test_float16_pullback_agrees_with_float32():
 
 
 @pytest.mark.slow
-def test_half_precision_and_float64_on_the_embedded_model():
+def test_half_precision_and_float64_on_the_embedded_model(embedded):
     """EfficientNet-Lite0 (pretrained, embedded): float16 and bfloat16 pullbacks on the CPU
     against float32, float64 against float32, and a 2-step ascent's direction."""
     from pullbacks.images import builtin_photos
-    from pullbacks.models import load_model
 
-    loaded = load_model("efficientnet_lite0")
+    loaded = embedded
     x = torch.stack([p.image for p in builtin_photos()[:2]])
     t = [285, 967]
     def vanilla(model, xs):

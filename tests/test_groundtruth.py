@@ -33,6 +33,7 @@ def test_the_mask_is_exactly_the_pixels_of_the_class_object():
         assert 40 < int(mask.sum()) < 900  # an object of 18-28 pixels across, somewhere in the image
 
 
+@pytest.mark.slow  # over 2 s
 def test_ten_classes_drawn_evenly():
     _, y, _ = generate(600, seed=1)
     counts = np.bincount(y.numpy(), minlength=len(CLASSES))
@@ -90,6 +91,7 @@ def test_evaluation_against_the_masks():
         evaluate(model, x, y, methods=["gradient"], metrics=["pointing_game"], masks=m[:2], progress=False)
 
 
+@pytest.mark.slow  # over 2 s
 def test_a_tiny_training_run_writes_its_weights_and_resumes(tmp_path):
     from pullbacks.groundtruth import train as T
 
@@ -118,6 +120,7 @@ def test_the_report_marks_what_does_not_beat_the_edge_detector():
     assert "†: not better than the edge detector" in r.report()
 
 
+@pytest.mark.slow  # over 2 s
 @pytest.mark.parametrize("family", ["resnet", "vgg", "densenet", "vit"])
 def test_the_committed_networks_solve_images_they_never_saw(family):
     from pullbacks.groundtruth.weights import WEIGHTS

@@ -193,6 +193,7 @@ def test_cli_hints_name_flags(monkeypatch, capsys):
     assert "--weights" in err and "--model efficientnet_lite0" in err and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.slow  # over 2 s
 def test_explain_output_names(tmp_path, capsys):
     from PIL import Image
 

@@ -24,8 +24,8 @@ TORCHVISION_MODELS = ["resnet50", "vgg11_bn", "densenet121"]
 
 
 @pytest.fixture(scope="module")
-def lite0():
-    return load_model("efficientnet_lite0")
+def lite0(embedded):
+    return embedded
 
 
 @pytest.fixture(scope="module")
@@ -188,6 +188,7 @@ def _legacy_densenet_key(key: str) -> str:
     return key
 
 
+@pytest.mark.slow  # over 2 s
 def test_load_from_explicit_path(tmp_path):
     net = load_model("densenet121", weights=None, seed=5).model.net
     path = tmp_path / "densenet.pth"
@@ -292,6 +293,7 @@ def test_any_torchvision_model_takes_its_weights_metadata():
     assert torch.allclose(loaded.model.mean.flatten(), torch.tensor(weights.transforms().mean))
 
 
+@pytest.mark.slow  # over 2 s
 def test_registry_has_the_authors_later_models_with_family_defaults():
     for name in ("convnext_tiny", "vit_b_16", "timm/pvt_v2_b1"):
         assert name in models.available_models()
@@ -299,6 +301,7 @@ def test_registry_has_the_authors_later_models_with_family_defaults():
     assert o.temperatures["gelu"] == 1.0 and o.temperatures["attention"] == 1.5
 
 
+@pytest.mark.slow  # over 2 s
 def test_timm_model_by_prefix_with_its_config_and_class_names():
     loaded = load_model("timm/vit_tiny_patch16_224", weights="random", seed=0)
     assert loaded.name == "timm/vit_tiny_patch16_224"

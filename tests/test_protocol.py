@@ -57,6 +57,7 @@ def test_faithfulness_correlation(setup):
         _close(got[m], [R.faithfulness_correlation(model, x[i], int(t[i]), a[i], 16) for i in range(2)])
 
 
+@pytest.mark.slow  # over 2 s
 def test_faithfulness_estimate(setup):
     model, x, t, maps, _ = setup
     got = suite.faithfulness_estimate(model, x, t, maps, features=256)
@@ -64,6 +65,7 @@ def test_faithfulness_estimate(setup):
         _close(got[m], [R.faithfulness_estimate(model, x[i], int(t[i]), a[i], 256) for i in range(2)])
 
 
+@pytest.mark.slow  # over 2 s
 def test_monotonicity_correlation(setup):
     model, x, t, maps, _ = setup
     got = suite.monotonicity_correlation(model, x, t, maps, SEEDS, features=256, samples=2)

@@ -118,6 +118,7 @@ def test_works_under_no_grad():
     torch.testing.assert_close(out - X, expected / expected.norm(dim=1, keepdim=True))
 
 
+@pytest.mark.slow  # over 2 s
 def test_a_compiled_model_is_refused_with_the_way_out():
     m = mlp()
     compiled = torch.compile(m)

@@ -95,6 +95,7 @@ def test_limit_picks_the_images_the_follow_ups_loader_draws_first(tmp_path):
     assert [it.name for it in data.select(items, 45)] != paths[:45]
 
 
+@pytest.mark.slow  # over 2 s
 def test_mosaics_follow_the_follow_ups_rule_and_focus_counts_the_target_tiles(imagenet_folder):
     items = data.folder_items(imagenet_folder)
     made = runner.mosaics(items, 12, seed=3)
@@ -137,6 +138,7 @@ def _run(out, items, **kw):
                       settings=FAST, out=out, spec=kw.pop("spec", {"test": 1}), mosaic_count=2, progress=False, **kw)
 
 
+@pytest.mark.slow  # over 2 s
 def test_a_killed_run_resumes_with_every_record_once_and_the_same_numbers(imagenet_folder, tmp_path, monkeypatch):
     items = data.folder_items(imagenet_folder)
     whole = _run(tmp_path / "whole", items)
@@ -163,6 +165,7 @@ def test_a_killed_run_resumes_with_every_record_once_and_the_same_numbers(imagen
     assert len(_records(tmp_path / "whole")) == 8 * 2 * (1 + 2 + 3) + 2 * 2  # images×methods×columns + mosaics
 
 
+@pytest.mark.slow  # over 2 s
 def test_the_numbers_do_not_depend_on_the_batch_or_the_order(imagenet_folder, tmp_path):
     items = data.folder_items(imagenet_folder)
     a = _run(tmp_path / "a", items, metrics=["faithfulness_estimate", "monotonicity_correlation"])
@@ -222,6 +225,7 @@ def test_a_refused_run_writes_nothing(imagenet_folder, tmp_path):
     assert not (tmp_path / "none").exists()  # no run.json that the next, corrected run would be refused by
 
 
+@pytest.mark.slow  # over 2 s
 def test_a_torn_last_line_is_cut_off_and_its_records_computed_again(imagenet_folder, tmp_path):
     items = data.folder_items(imagenet_folder)[:3]
     whole = tmp_path / "whole"
@@ -238,6 +242,7 @@ def test_a_torn_last_line_is_cut_off_and_its_records_computed_again(imagenet_fol
     assert all(json.loads(line) for line in path.read_text().splitlines())  # whole lines only
 
 
+@pytest.mark.slow  # over 2 s
 def test_a_second_run_on_the_same_folder_is_refused_while_the_first_holds_it(imagenet_folder, tmp_path):
     items = data.folder_items(imagenet_folder)[:2]
     out = tmp_path / "o"

@@ -12,12 +12,11 @@ from typing import Sequence
 
 from ..evaluation.methods import METHODS, DEFAULT_METHODS, Settings, check_names
 from ..evaluation.data import GROUNDTRUTH
-from ..evaluation.report import EVIDENCE, METRICS
+from ..evaluation.evaluate import EVIDENCE, METRICS
 from ..evaluation.runner import FOCUS
 from .arguments import (UsageError, add_families, add_images, add_model, add_recipe, load, non_negative_int,
                         positive_int, temperature, writable_folder)
 
-METRIC_NAMES = {**METRICS, FOCUS: (FOCUS,)}  # Focus runs on mosaics
 
 
 def add_evaluate(parser: argparse.ArgumentParser) -> None:
@@ -34,7 +33,7 @@ def add_evaluate(parser: argparse.ArgumentParser) -> None:
                         help=f"any of {', '.join(METHODS)} (default: {' '.join(DEFAULT_METHODS)}; 'all': every one; "
                              "commas also separate)")
     parser.add_argument("--metrics", nargs="+", default=None, metavar="METRIC",
-                        help=f"any of {', '.join(METRIC_NAMES)} (default: all but focus; commas also separate)")
+                        help=f"any of {', '.join(METRICS)} (default: all but focus; commas also separate)")
     parser.add_argument("--mosaics", type=non_negative_int, default=0, metavar="N",
                         help="2x2 mosaics for the focus metric (the authors: 500; default: %(default)s)")
     parser.add_argument("--out", default="out/evaluation",
@@ -88,8 +87,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
         raise UsageError(str(e)) from None
     methods = check_names(_split(args.methods), METHODS, "method", DEFAULT_METHODS)  # before loading anything
     generated = len(args.images) == 1 and args.images[0].split(":")[0] == GROUNDTRUTH
-    metrics = check_names(_split(args.metrics), METRIC_NAMES, "metric",
-                          [m for m in METRICS if generated or m not in EVIDENCE])
+    metrics = check_names(_split(args.metrics), METRICS, "metric",
+                          [k for k, m in METRICS.items() if m.needs == "images" or (generated and m.needs == "masks")])
     if not generated and any(m in EVIDENCE for m in metrics):
         raise UsageError(f"{', '.join(m for m in metrics if m in EVIDENCE)} compare maps with the pixels that decide "
                          "the class: evaluate generated images whose evidence is known (--images groundtruth:N)")

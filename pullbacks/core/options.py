@@ -24,7 +24,7 @@ from typing import Any, Optional, Tuple, TypeVar
 from .rules.base import Rule
 from .recipes import DEFAULT_RECIPE, recipe_values
 from .table import KEYWORDS, check_user_rules, default_temperatures, variant_names
-from .validators import _real, choice, clip_range, positive_integer, positive_number, temperature
+from .validators import plain_number, choice, clip_range, positive_integer, positive_number, temperature
 
 GATES = ("sigmoid", "normal_cdf")  # s in relu'(z) -> s(z / T)
 POOLS = ("soft", "detached")  # the soft max pool's backward (see docs/method.md)
@@ -252,8 +252,8 @@ def build(cls: type[O], options: Optional[GateOptions], overrides: dict) -> O:
     unknown = sorted(set(overrides) - set(names))
     if unknown:
         raise TypeError(f"unknown option(s) {', '.join(unknown)}; valid: {', '.join(names)}")
-    if isinstance(_real(options), numbers.Real) and not isinstance(options, bool):
-        options, overrides = None, {"temperature": _real(options), **overrides}  # soft_gates(0.3)
+    if isinstance(plain_number(options), numbers.Real) and not isinstance(options, bool):
+        options, overrides = None, {"temperature": plain_number(options), **overrides}  # soft_gates(0.3)
     if options is not None and not isinstance(options, GateOptions):
         raise TypeError(f"options must be a GateOptions or AscentOptions (or a temperature), "
                         f"got {type(options).__name__}")

@@ -15,7 +15,7 @@ import torch
 
 
 
-def _real(value: Any) -> Any:
+def plain_number(value: Any) -> Any:
     """numpy scalars and 0-d tensors as Python numbers (they are what people have)."""
     if isinstance(value, np.generic) or (isinstance(value, torch.Tensor) and value.dim() == 0):
         return value.item()
@@ -27,7 +27,7 @@ def positive_number(value: Any, name: str, *, allow_none: bool = False) -> Optio
     numpy scalars and 0-d tensors are accepted."""
     if value is None and allow_none:
         return None
-    value = _real(value)
+    value = plain_number(value)
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a number > 0, got {value!r}")
     if not math.isfinite(value) or value <= 0:
@@ -40,7 +40,7 @@ MAX_COUNT = 10 ** 9  # steps, samples, batch sizes: far beyond any run, and with
 
 def positive_integer(value: Any, name: str) -> int:
     """``value`` as an int if it is an integer from 1 to ``MAX_COUNT`` (numpy integers too)."""
-    value = _real(value)
+    value = plain_number(value)
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
     if value > MAX_COUNT:

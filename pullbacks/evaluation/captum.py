@@ -27,13 +27,6 @@ from ..core.options import AscentOptions, GateOptions, build
 from ..core.pullback import SoftGated, excitation_pullback
 from .metrics import forked_rng
 
-BASELINES = ("gradient", "input_x_gradient", "smoothgrad", "integrated_gradients", "gradient_shap", "guided_gradcam",
-             "guided_pullback_cam", "guided_backprop", "gradcam")
-# Captum's methods run on SoftGated(model): every gradient they take is a pullback
-COMPOSED = {"integrated_pullbacks": "integrated_gradients", "smooth_pullback": "smoothgrad",
-            "pullback_shap": "gradient_shap"}
-
-
 def cam_layer(model: nn.Module) -> nn.Module:
     """The layer Grad-CAM reads: the model's last ``nn.Conv2d`` (in module order)."""
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
@@ -43,53 +36,76 @@ def cam_layer(model: nn.Module) -> nn.Module:
     return convs[-1]
 
 
-def guided_pullback_cam(model: nn.Module, x: Tensor, y: Tensor, gates: GateOptions) -> Tensor:
+def guided_pullback_cam(model: nn.Module, x: Tensor, y: Tensor, s, seed: int = 0) -> Tensor:
     """Guided Grad-CAM with the pullback in both places (ours): the excitation pullback times
     the non-negative Grad-CAM of :class:`SoftGated` ``model`` at :func:`cam_layer`, upsampled
-    to the input (nearest, as Captum's ``GuidedGradCam``)."""
+    to the input (nearest, as Captum's ``GuidedGradCam``); gates ``s.ascent.gates``."""
+    gates = s.ascent.gates
     soft = SoftGated(model, gates)
-    cam = LayerGradCam(soft, cam_layer(model)).attribute(x, target=y, relu_attributions=True)
+    cam = LayerGradCam(soft, cam_layer(model)).attribute(_leaf(x), target=y, relu_attributions=True)
     return excitation_pullback(model, x.detach(), y, gates) * LayerAttribution.interpolate(cam, x.shape[2:])
 
 
-def baseline(model: nn.Module, x: Tensor, y: Tensor, method: str, s, seed: int = 0) -> Tensor:
-    """Captum's attribution ``method`` (one of ``BASELINES``, or of ``COMPOSED``: the same
-    method on :class:`SoftGated` ``model``, with the same points and noise) with the settings
-    ``s``; the noisy methods draw from torch's RNG seeded ``seed`` (the caller's restored)."""
-    if method in COMPOSED:
-        model, method = SoftGated(model, s.ascent.gates), COMPOSED[method]
-    x = x.clone().requires_grad_(True)  # a fresh leaf (Captum warns otherwise)
-    if method == "gradient":
-        return Saliency(model).attribute(x, target=y, abs=False)
-    if method == "input_x_gradient":
-        return InputXGradient(model).attribute(x, target=y)
-    if method == "smoothgrad":
-        with forked_rng(seed, x.device):  # reproducible; the caller's RNG is restored
-            return NoiseTunnel(Saliency(model)).attribute(
-                x, nt_type="smoothgrad", nt_samples=s.smoothgrad_samples, stdevs=s.smoothgrad_sigma,
-                nt_samples_batch_size=max(1, s.batch_size // x.shape[0]), target=y, abs=False)
-    if method == "integrated_gradients":
-        return IntegratedGradients(model).attribute(
-            x, baselines=s.baseline, target=y, n_steps=s.ig_steps, internal_batch_size=s.batch_size)
-    if method == "gradient_shap":
-        with forked_rng(seed, x.device):
-            return GradientShap(model).attribute(
-                x, baselines=torch.full_like(x[:1], s.baseline), n_samples=s.shap_samples,
-                stdevs=s.smoothgrad_sigma, target=y)
-    if method == "guided_gradcam":  # guided backprop rewrites nn.ReLU modules only (Captum's hooks)
-        with warnings.catch_warnings():  # Captum announces its temporary hooks on every call
-            warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU activations")
-            return GuidedGradCam(model, cam_layer(model)).attribute(x, target=y)
-    if method == "guided_pullback_cam":
-        return guided_pullback_cam(model, x, y, s.ascent.gates)
-    if method == "guided_backprop":
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU activations")
-            return GuidedBackprop(model).attribute(x, target=y)
-    if method == "gradcam":  # non-negative, upsampled (nearest) to the input, the same in every channel
-        cam = LayerGradCam(model, cam_layer(model)).attribute(x, target=y, relu_attributions=True)
-        return LayerAttribution.interpolate(cam, x.shape[2:]).expand_as(x).clone()
-    raise ValueError(f"method must be one of {', '.join(BASELINES)}, got {method!r}")
+# Captum's methods, one function each, ``(model, x, y, settings, seed) -> attribution``; the
+# registry (``methods.METHODS``) also runs them on ``SoftGated(model)``, where every gradient they
+# take is a pullback. The noisy ones draw from torch's RNG seeded ``seed`` (the caller's restored).
+
+
+def _leaf(x: Tensor) -> Tensor:
+    return x.detach().clone().requires_grad_(True)  # a fresh leaf (Captum warns otherwise)
+
+
+def saliency(model: nn.Module, x: Tensor, y: Tensor, s, seed: int = 0) -> Tensor:
+    """Captum ``Saliency``, signed: the vanilla gradient."""
+    return Saliency(model).attribute(_leaf(x), target=y, abs=False)
+
+
+def input_x_gradient(model: nn.Module, x: Tensor, y: Tensor, s, seed: int = 0) -> Tensor:
+    """Captum ``InputXGradient``."""
+    return InputXGradient(model).attribute(_leaf(x), target=y)
+
+
+def smoothgrad(model: nn.Module, x: Tensor, y: Tensor, s, seed: int = 0) -> Tensor:
+    """Captum ``NoiseTunnel(Saliency)``, signed: ``s.smoothgrad_samples`` draws of σ ``s.smoothgrad_sigma``."""
+    with forked_rng(seed, x.device):  # reproducible; the caller's RNG is restored
+        return NoiseTunnel(Saliency(model)).attribute(
+            _leaf(x), nt_type="smoothgrad", nt_samples=s.smoothgrad_samples, stdevs=s.smoothgrad_sigma,
+            nt_samples_batch_size=max(1, s.batch_size // x.shape[0]), target=y, abs=False)
+
+
+def integrated_gradients(model: nn.Module, x: Tensor, y: Tensor, s, seed: int = 0) -> Tensor:
+    """Captum ``IntegratedGradients`` from ``s.baseline``, ``s.ig_steps`` Gauss-Legendre points."""
+    return IntegratedGradients(model).attribute(
+        _leaf(x), baselines=s.baseline, target=y, n_steps=s.ig_steps, internal_batch_size=s.batch_size)
+
+
+def gradient_shap(model: nn.Module, x: Tensor, y: Tensor, s, seed: int = 0) -> Tensor:
+    """Captum ``GradientShap`` from the constant baseline ``s.baseline``."""
+    with forked_rng(seed, x.device):
+        return GradientShap(model).attribute(
+            _leaf(x), baselines=torch.full_like(x[:1], s.baseline), n_samples=s.shap_samples,
+            stdevs=s.smoothgrad_sigma, target=y)
+
+
+def guided_gradcam(model: nn.Module, x: Tensor, y: Tensor, s, seed: int = 0) -> Tensor:
+    """Captum ``GuidedGradCam`` at :func:`cam_layer` (its guided backprop rewrites nn.ReLU modules only)."""
+    with warnings.catch_warnings():  # Captum announces its temporary hooks on every call
+        warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU activations")
+        return GuidedGradCam(model, cam_layer(model)).attribute(_leaf(x), target=y)
+
+
+def guided_backprop(model: nn.Module, x: Tensor, y: Tensor, s, seed: int = 0) -> Tensor:
+    """Captum ``GuidedBackprop`` (rewrites nn.ReLU modules only)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU activations")
+        return GuidedBackprop(model).attribute(_leaf(x), target=y)
+
+
+def gradcam(model: nn.Module, x: Tensor, y: Tensor, s, seed: int = 0) -> Tensor:
+    """Captum ``LayerGradCam`` at :func:`cam_layer`: non-negative, upsampled (nearest) to the input,
+    the same in every channel."""
+    cam = LayerGradCam(model, cam_layer(model)).attribute(_leaf(x), target=y, relu_attributions=True)
+    return LayerAttribution.interpolate(cam, x.shape[2:]).expand_as(x).clone()
 
 
 def _captum_target(model: nn.Module, inputs: Tensor, target) -> Tensor:

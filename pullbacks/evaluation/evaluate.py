@@ -22,18 +22,19 @@ from ..core.randomness import check_deterministic
 from . import metrics as M
 from .methods import DEFAULT_METHODS, METHODS, Settings, attribute, check_names
 from .randomisation import randomisation_blocks, randomised_copies
-from .report import EVIDENCE, METRICS, Evaluation
+from .report import COLUMNS, Evaluation
 
 
 class _Progress:
     def __init__(self, total: float, enabled: bool):
-        self.bar = None
+        self.bar, self.done = None, 0.0
         if enabled:
             from tqdm.auto import tqdm
 
             self.bar = tqdm(total=round(total), desc="evaluate", unit="pass", dynamic_ncols=True)
 
     def step(self, what: str, units: float) -> None:
+        self.done += units
         if self.bar is not None:
             self.bar.set_description(what, refresh=False)
             self.bar.update(round(units))
@@ -102,7 +103,6 @@ def _random_logit(r: _Run, result: Evaluation) -> None:
     other = random_classes(r.t, _seeds(r), num_classes)
     result.scores["random_logit"] = random_logit(
         r.attributions, lambda m, classes: attribute(r.model, r.x, classes, m, r.settings), other)
-    r.bar.step("random logit", sum(map(r.backward_units, r.methods)))
 
 
 def _faithfulness_correlation(r: _Run, result: Evaluation) -> None:
@@ -111,7 +111,6 @@ def _faithfulness_correlation(r: _Run, result: Evaluation) -> None:
     result.scores["faithfulness_correlation"] = faithfulness_correlation(
         r.model, r.x, r.t, r.attributions, patch=r.settings.patch, baseline=r.settings.baseline,
         batch=r.forward_batch)
-    r.bar.step("faithfulness correlation", r.n * (r.grid + 1))
 
 
 def _infidelity(r: _Run, result: Evaluation) -> None:
@@ -120,7 +119,6 @@ def _infidelity(r: _Run, result: Evaluation) -> None:
     result.scores["infidelity"] = infidelity(
         r.model, r.x, r.t, r.attributions, _seeds(r), patches=r.settings.infidelity_patches,
         draws=r.settings.infidelity_draws, cumulative=r.settings.infidelity_cumulative, batch=r.forward_batch)
-    r.bar.step("infidelity", _infidelity_passes(r))
 
 
 def _infidelity_passes(r: _Run) -> int:
@@ -136,7 +134,6 @@ def _region_perturbation(r: _Run, result: Evaluation) -> None:
     scores, curves = region_perturbation(r.model, r.x, r.t, r.with_abs(), patch=r.settings.patch,
                                          baseline=r.settings.baseline, batch=r.forward_batch)
     result.curves.update(curves)
-    r.bar.step("region perturbation", 2 * len(r.methods) * r.n * (r.grid + 1))
     result.scores["region_perturbation"] = {m: scores[m] for m in r.methods}
     result.scores["region_perturbation_abs"] = {m: scores[f"{m}|abs"] for m in r.methods}
 
@@ -153,7 +150,6 @@ def _faithfulness_estimate(r: _Run, result: Evaluation) -> None:
     result.scores["faithfulness_estimate"] = faithfulness_estimate(
         r.model, r.x, r.t, r.attributions, features=r.settings.fe_features, baseline=r.settings.baseline,
         batch=r.forward_batch)
-    r.bar.step("faithfulness estimate", _chunk_passes(r))
 
 
 def _monotonicity_correlation(r: _Run, result: Evaluation) -> None:
@@ -162,7 +158,6 @@ def _monotonicity_correlation(r: _Run, result: Evaluation) -> None:
     result.scores["monotonicity_correlation"] = monotonicity_correlation(
         r.model, r.x, r.t, r.attributions, _seeds(r), features=r.settings.fe_features,
         samples=r.settings.mc_samples, softmax=r.settings.mc_softmax, batch=r.forward_batch)
-    r.bar.step("monotonicity correlation", _chunk_passes(r) * r.settings.mc_samples)
 
 
 def _max_sensitivity(r: _Run, result: Evaluation) -> None:
@@ -178,7 +173,6 @@ def _max_sensitivity(r: _Run, result: Evaluation) -> None:
         for m, v in one.items():
             scores.setdefault(m, []).append(v[0])
     result.scores["max_sensitivity"] = {m: np.array(v) for m, v in scores.items()}
-    r.bar.step("max-sensitivity", r.settings.ms_samples * sum(map(r.backward_units, r.methods)))
 
 
 def _evidence(column: str) -> Callable[[_Run, Evaluation], None]:
@@ -198,31 +192,51 @@ def _chunk_passes(r: _Run) -> int:
     return len(r.methods) * r.n * math.ceil(r.x[0].numel() / r.settings.fe_features)
 
 
+_ON_MOSAICS = ("runs on 2×2 mosaics of the dataset, not on single images: evaluate it with the command line "
+               "(pullbacks evaluate --metrics focus --mosaics N) or pullbacks.evaluation.runner.run(..., "
+               "mosaic_count=N)")
+
+
+def _focus(r: _Run, result: Evaluation) -> None:
+    raise ValueError(f"focus {_ON_MOSAICS}")
+
+
 @dataclass(frozen=True)
 class Metric:
-    """One entry of the metric registry: ``run`` fills the report's columns
-    (``report.METRICS[name]``, each with its better-is in ``report.COLUMNS``); ``cost`` is
-    its work in progress units."""
+    """One metric: the report's ``columns`` it fills (each described in ``report.COLUMNS``,
+    with its better-is), ``run`` that fills them, ``cost`` its work in progress units, and
+    what it ``needs``: ``"images"``, ``"masks"`` (the known evidence of a generated task) or
+    ``"mosaics"`` (run by ``runner.py`` on 2×2 mosaics)."""
 
+    columns: tuple[str, ...]
     run: Callable[[_Run, Evaluation], None]
-    cost: Callable[[_Run], float]
+    cost: Callable[[_Run], float] = lambda r: 0
+    needs: str = "images"
 
 
-REGISTRY: dict[str, Metric] = {
-    "randomisation": Metric(_randomisation, lambda r: len(r.blocks) * sum(map(r.backward_units, r.methods))),
-    "random_logit": Metric(_random_logit, lambda r: sum(map(r.backward_units, r.methods))),
-    "faithfulness_correlation": Metric(_faithfulness_correlation, lambda r: r.n * (r.grid + 1)),
-    "infidelity": Metric(_infidelity, _infidelity_passes),
-    "region_perturbation": Metric(_region_perturbation, lambda r: 2 * len(r.methods) * r.n * (r.grid + 1)),
-    "faithfulness_estimate": Metric(_faithfulness_estimate, _chunk_passes),
-    "monotonicity_correlation": Metric(_monotonicity_correlation,
+METRICS: dict[str, Metric] = {
+    "randomisation": Metric(("randomisation_top", "randomisation_mean"), _randomisation,
+                            lambda r: len(r.blocks) * sum(map(r.backward_units, r.methods))),
+    "random_logit": Metric(("random_logit",), _random_logit, lambda r: sum(map(r.backward_units, r.methods))),
+    "faithfulness_correlation": Metric(("faithfulness_correlation",), _faithfulness_correlation,
+                                       lambda r: r.n * (r.grid + 1)),
+    "infidelity": Metric(("infidelity",), _infidelity, _infidelity_passes),
+    "region_perturbation": Metric(("region_perturbation", "region_perturbation_abs"), _region_perturbation,
+                                  lambda r: 2 * len(r.methods) * r.n * (r.grid + 1)),
+    # the follow-up's (suite.py)
+    "faithfulness_estimate": Metric(("faithfulness_estimate",), _faithfulness_estimate, _chunk_passes),
+    "monotonicity_correlation": Metric(("monotonicity_correlation",), _monotonicity_correlation,
                                        lambda r: _chunk_passes(r) * r.settings.mc_samples),
-    "max_sensitivity": Metric(_max_sensitivity,
+    "max_sensitivity": Metric(("max_sensitivity",), _max_sensitivity,
                               lambda r: r.settings.ms_samples * sum(map(r.backward_units, r.methods))),
-    **{k: Metric(_evidence(k), lambda r: 0) for k in ("relevance_mass_accuracy", "relevance_rank_accuracy",
-                                                       "pointing_game")},
+    # against the known evidence of a generated task (pullbacks.groundtruth)
+    **{k: Metric((k,), _evidence(k), needs="masks")
+       for k in ("relevance_mass_accuracy", "relevance_rank_accuracy", "pointing_game")},
+    "focus": Metric(("focus",), _focus, needs="mosaics"),  # the follow-up's, on mosaics (runner.py)
 }
-assert set(REGISTRY) == set(METRICS), "every metric of the report has one entry here"
+EVIDENCE = tuple(k for k, m in METRICS.items() if m.needs == "masks")
+MOSAICS = tuple(k for k, m in METRICS.items() if m.needs == "mosaics")
+assert all(c in COLUMNS for m in METRICS.values() for c in m.columns), "every column is described in report.py"
 
 
 def evaluate(
@@ -240,7 +254,8 @@ def evaluate(
     masks: Optional[Tensor] = None,
 ) -> Evaluation:
     """Score ``methods`` (keys of ``METHODS``; default ``DEFAULT_METHODS``, ``["all"]`` all) on ``metrics`` (keys of
-    ``REGISTRY``; default all, those against known evidence only when ``masks`` are given) for ``inputs`` ``(N, C, H, W)`` and one target class each.
+    ``METRICS``; default and ``["all"]``: those that need images alone, and those against known evidence when
+    ``masks`` are given) for ``inputs`` ``(N, C, H, W)`` and one target class each.
 
     ``model`` must be in eval mode and is never modified (randomisation works on a deep copy).
     ``masks`` ``(N, H, W)`` bool: the pixels that decide each image's class, for the metrics
@@ -249,8 +264,12 @@ def evaluate(
     from . import captum, quantus  # noqa: F401 - the extras: their install hint before any work
 
     methods = check_names(methods, METHODS, "method", DEFAULT_METHODS)
-    metric_names = check_names(metrics, METRICS, "metric",
-                               [k for k in METRICS if masks is not None or k not in EVIDENCE])
+    runnable = [k for k, m in METRICS.items() if m.needs == "images" or (masks is not None and m.needs == "masks")]
+    metric_names = check_names(metrics, METRICS, "metric", runnable)
+    if metrics is not None and list(metrics) == ["all"]:
+        metric_names = runnable
+    if any(k in MOSAICS for k in metric_names):
+        raise ValueError(f"{', '.join(k for k in metric_names if k in MOSAICS)} {_ON_MOSAICS}")
     check_model(model)
     check_inputs(inputs)
     dev = M.device_of(model)
@@ -272,7 +291,7 @@ def evaluate(
     run.blocks = randomisation_blocks(model, settings.blocks) if "randomisation" in metric_names else []
     if run.blocks and len(run.blocks) < settings.blocks:  # the model has fewer: the report says how many ran
         result.settings = dataclasses.replace(settings, blocks=len(run.blocks))
-    total = sum(map(run.backward_units, methods)) + sum(REGISTRY[k].cost(run) for k in metric_names)
+    total = sum(map(run.backward_units, methods)) + sum(METRICS[k].cost(run) for k in metric_names)
     run.bar = _Progress(total, progress)
     try:
         start = time.perf_counter()
@@ -281,8 +300,9 @@ def evaluate(
             run.bar.step(f"attributions: {m}", run.backward_units(m))
         result.seconds["attributions"] = time.perf_counter() - start
         for name in metric_names:
-            start = time.perf_counter()
-            REGISTRY[name].run(run, result)
+            start, done = time.perf_counter(), run.bar.done
+            METRICS[name].run(run, result)
+            run.bar.step(name.replace("_", " "), METRICS[name].cost(run) - (run.bar.done - done))
             result.seconds[name] = time.perf_counter() - start
     finally:
         run.bar.close()

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import math
+import numbers
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -13,7 +15,8 @@ from torch import Tensor, nn
 from ..core.ascent import gradient_ascent
 from ..core.checks import as_target_tensor, check_inputs, check_model
 from ..core.options import AscentOptions
-from ..core.pullback import excitation_pullback
+from ..core.validators import plain_number, positive_integer, positive_number
+from ..core.pullback import SoftGated, excitation_pullback
 
 
 @dataclass(frozen=True)
@@ -41,49 +44,134 @@ class Settings:
     batch_size: int = 16  # images per forward/backward pass (forward-only passes take 4 × batch_size)
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        """Validate every field (``Settings(ig_steps=-3)`` fails here, naming the field)."""
+        if not isinstance(self.ascent, AscentOptions):
+            raise TypeError(f"Settings.ascent must be a pullbacks.AscentOptions, got {self.ascent!r}")
+        for name in ("ig_steps", "smoothgrad_samples", "shap_samples", "blocks", "patch", "infidelity_draws",
+                     "fe_features", "mc_samples", "ms_samples", "batch_size"):
+            object.__setattr__(self, name, positive_integer(getattr(self, name), f"Settings.{name}"))
+        object.__setattr__(self, "ms_radius", positive_number(self.ms_radius, "Settings.ms_radius"))
+        sigma = plain_number(self.smoothgrad_sigma)  # 0: SmoothGrad is the gradient
+        if isinstance(sigma, bool) or not isinstance(sigma, numbers.Real) or not 0 <= sigma < math.inf:
+            raise ValueError(f"Settings.smoothgrad_sigma must be a finite number >= 0, got {self.smoothgrad_sigma!r}")
+        object.__setattr__(self, "smoothgrad_sigma", float(sigma))
+        baseline = plain_number(self.baseline)
+        if isinstance(baseline, bool) or not isinstance(baseline, numbers.Real) or not math.isfinite(baseline):
+            raise ValueError(f"Settings.baseline must be a finite number (a value in the [-1, 1] input space), "
+                             f"got {self.baseline!r}")
+        object.__setattr__(self, "baseline", float(baseline))
+        patches = self.infidelity_patches
+        if isinstance(patches, (int, numbers.Integral)) and not isinstance(patches, bool):
+            patches = (patches,)
+        if not isinstance(patches, (tuple, list)) or not patches:
+            raise ValueError(f"Settings.infidelity_patches must be a tuple of patch sizes such as (112, 56), "
+                             f"got {self.infidelity_patches!r}")
+        object.__setattr__(self, "infidelity_patches", tuple(
+            positive_integer(p, "Settings.infidelity_patches[...]") for p in patches))
+        for name in ("infidelity_cumulative", "mc_softmax"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"Settings.{name} must be True or False, got {getattr(self, name)!r}")
+        seed = plain_number(self.seed)
+        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+            raise ValueError(f"Settings.seed must be an integer >= 0, got {self.seed!r}")
+        object.__setattr__(self, "seed", int(seed))
+
+
+Attribute = Callable[[nn.Module, Tensor, Tensor, Settings, int], Tensor]  # (model, x, targets, settings, seed)
+
 
 @dataclass(frozen=True)
 class Method:
+    """One attribution method: its report ``label`` and ``description``, its ``backward_passes``
+    per image (the progress bar), ``attribute`` (how it explains a batch), whether it is ``noisy``
+    (draws noise, seeded per input by :func:`noise_seed`), the method it ``pairs_with`` in the
+    report's paired differences, and whether it ``ignores_model`` (a baseline map)."""
+
     label: str
     description: str
-    backward_passes: Callable[[Settings], int]  # per image, for the progress bar
+    backward_passes: Callable[[Settings], int]
+    attribute: Attribute
+    noisy: bool = False
+    pairs_with: Optional[str] = None
+    ignores_model: bool = False
+
+
+def _pullback(model, x, y, s, seed):
+    return excitation_pullback(model, x, y, s.ascent.gates)
+
+
+def _ascent(kind: str) -> Attribute:
+    def run(model, x, y, s, seed):
+        return gradient_ascent(model, x, y, s.ascent.replace(method=kind)) - x
+    return run
+
+
+def _captum(name: str, soft: bool = False) -> Attribute:
+    """Captum's method ``name`` (a function of ``captum.py``), on ``SoftGated(model)`` when ``soft``:
+    Captum is imported when the method runs (it is needed for these alone)."""
+    def run(model, x, y, s, seed):
+        from . import captum
+
+        return getattr(captum, name)(SoftGated(model, s.ascent.gates) if soft else model, x, y, s, seed)
+    return run
+
+
+def _map(name: str) -> Attribute:
+    def run(model, x, y, s, seed):
+        return baseline_map(x, name, seed)
+    return run
+
+
+def _steps(s: Settings) -> int:
+    return s.ascent.steps
 
 
 METHODS: dict[str, Method] = {
-    "pullback": Method("Excitation pullback", "one backward pass with soft gates", lambda s: 1),
-    "pullback_ascent": Method("Pullback ascent", "x_steps - x_0 along the pullback", lambda s: s.ascent.steps),
-    "gradient": Method("Vanilla gradient", "Captum Saliency, signed", lambda s: 1),
-    "gradient_ascent": Method("Gradient ascent", "x_steps - x_0 along the gradient", lambda s: s.ascent.steps),
-    "input_x_gradient": Method("Input × Gradient", "Captum InputXGradient", lambda s: 1),
-    "smoothgrad": Method("SmoothGrad", "Captum NoiseTunnel(Saliency), signed", lambda s: s.smoothgrad_samples),
-    "integrated_gradients": Method("Integrated Gradients", "Captum IntegratedGradients", lambda s: s.ig_steps),
-    "gradient_shap": Method("GradientShap", "Captum GradientShap from the baseline", lambda s: s.shap_samples),
+    "pullback": Method("Excitation pullback", "one backward pass with soft gates", lambda s: 1, _pullback,
+                       pairs_with="gradient"),
+    "pullback_ascent": Method("Pullback ascent", "x_steps - x_0 along the pullback", _steps, _ascent("pullback"),
+                              pairs_with="gradient_ascent"),
+    "gradient": Method("Vanilla gradient", "Captum Saliency, signed", lambda s: 1, _captum("saliency")),
+    "gradient_ascent": Method("Gradient ascent", "x_steps - x_0 along the gradient", _steps, _ascent("gradient")),
+    "input_x_gradient": Method("Input × Gradient", "Captum InputXGradient", lambda s: 1, _captum("input_x_gradient")),
+    "smoothgrad": Method("SmoothGrad", "Captum NoiseTunnel(Saliency), signed", lambda s: s.smoothgrad_samples,
+                         _captum("smoothgrad"), noisy=True),
+    "integrated_gradients": Method("Integrated Gradients", "Captum IntegratedGradients", lambda s: s.ig_steps,
+                                   _captum("integrated_gradients")),
+    "gradient_shap": Method("GradientShap", "Captum GradientShap from the baseline", lambda s: s.shap_samples,
+                            _captum("gradient_shap"), noisy=True),
     "integrated_pullbacks": Method("Integrated Pullbacks", "Captum IntegratedGradients of SoftGated(model)",
-                                   lambda s: s.ig_steps),
+                                   lambda s: s.ig_steps, _captum("integrated_gradients", soft=True),
+                                   pairs_with="integrated_gradients"),
     "smooth_pullback": Method("SmoothPullback", "Captum NoiseTunnel(Saliency) of SoftGated(model)",
-                              lambda s: s.smoothgrad_samples),
-    "pullback_shap": Method("PullbackShap", "Captum GradientShap of SoftGated(model)", lambda s: s.shap_samples),
+                              lambda s: s.smoothgrad_samples, _captum("smoothgrad", soft=True), noisy=True,
+                              pairs_with="smoothgrad"),
+    "pullback_shap": Method("PullbackShap", "Captum GradientShap of SoftGated(model)", lambda s: s.shap_samples,
+                            _captum("gradient_shap", soft=True), noisy=True, pairs_with="gradient_shap"),
     "guided_gradcam": Method("Guided Grad-CAM", "Captum GuidedGradCam at the last Conv2d (its guided "
-                             "backprop rewrites nn.ReLU modules only)", lambda s: 2),
+                             "backprop rewrites nn.ReLU modules only)", lambda s: 2, _captum("guided_gradcam")),
     "guided_pullback_cam": Method("Guided Pullback-CAM",
-                                  "the pullback × Grad-CAM of SoftGated(model) at the last Conv2d; ours", lambda s: 2),
+                                  "the pullback × Grad-CAM of SoftGated(model) at the last Conv2d; ours", lambda s: 2,
+                                  _captum("guided_pullback_cam"), pairs_with="guided_gradcam"),
     "guided_backprop": Method("Guided Backprop", "Captum GuidedBackprop (rewrites nn.ReLU modules only)",
-                              lambda s: 1),
+                              lambda s: 1, _captum("guided_backprop")),
     "gradcam": Method("Grad-CAM", "Captum LayerGradCam at the last Conv2d, non-negative, upsampled (nearest)",
-                      lambda s: 1),
+                      lambda s: 1, _captum("gradcam")),
     # baselines that keep everyone honest: none of them looks at the model
-    "edge": Method("Edge detector", "the Sobel magnitude of each input channel", lambda s: 0),
-    "random": Method("Random map", "uniform noise in [0, 1), seeded by the input", lambda s: 0),
+    "edge": Method("Edge detector", "the Sobel magnitude of each input channel", lambda s: 0, _map("edge"),
+                   ignores_model=True),
+    "random": Method("Random map", "uniform noise in [0, 1), seeded by the input", lambda s: 0, _map("random"),
+                     noisy=True, ignores_model=True),
     "centre": Method("Centre prior", "a centred Gaussian (σ a quarter of the side) that ignores the image",
-                     lambda s: 0),
+                     lambda s: 0, _map("centre"), ignores_model=True),
 }
 DEFAULT_METHODS = ("pullback", "pullback_ascent", "gradient", "gradient_ascent", "input_x_gradient", "smoothgrad",
                    "integrated_gradients")  # "all": every one of METHODS (the composed ones cost 16-32 passes each)
-NOISY = ("smoothgrad", "smooth_pullback", "gradient_shap", "pullback_shap", "random")  # drawn from noise_seed
-BASELINE_MAPS = ("edge", "random", "centre")  # maps that ignore the model
-PAIRS = (("pullback", "gradient"), ("pullback_ascent", "gradient_ascent"),
-         ("integrated_pullbacks", "integrated_gradients"), ("smooth_pullback", "smoothgrad"),
-         ("pullback_shap", "gradient_shap"), ("guided_pullback_cam", "guided_gradcam"))
+NOISY = tuple(k for k, m in METHODS.items() if m.noisy)
+BASELINE_MAPS = tuple(k for k, m in METHODS.items() if m.ignores_model)
+PAIRS = tuple((k, m.pairs_with) for k, m in METHODS.items() if m.pairs_with)
+assert all(b in METHODS for _, b in PAIRS), "a method pairs with a method of the registry"
 
 
 def _chunks(n: int, size: int):
@@ -105,12 +193,13 @@ def attribute(model: nn.Module, inputs: Tensor, targets, method: str, settings: 
     out = []
     # the noisy methods go one input at a time, their noise seeded by the input itself (see
     # noise_seed), so that results depend on neither the batch nor the order
-    noisy = method in NOISY
+    entry = METHODS[method]
+    noisy = entry.noisy
     size = 1 if noisy else settings.batch_size
     for sl in _chunks(inputs.shape[0], size):
         seed = noise_seed(settings.seed, inputs[sl], t[sl]) if noisy else settings.seed
         with torch.enable_grad():
-            out.append(_attribute_chunk(model, inputs[sl].detach(), t[sl], method, settings, seed).detach())
+            out.append(entry.attribute(model, inputs[sl].detach(), t[sl], settings, seed).detach())
     return torch.cat(out)
 
 
@@ -146,19 +235,6 @@ def noise_seed(seed: int, x: Tensor, targets: Tensor) -> int:
     h = hashlib.sha256(f"{int(seed)}:{targets.tolist()}:{x.dtype}:{tuple(x.shape)}".encode())
     h.update(x.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
     return int.from_bytes(h.digest()[:4], "big") >> 1
-
-
-def _attribute_chunk(model: nn.Module, x: Tensor, y: Tensor, method: str, s: Settings, seed: int) -> Tensor:
-    if method == "pullback":
-        return excitation_pullback(model, x, y, s.ascent.gates)
-    if method in ("pullback_ascent", "gradient_ascent"):
-        kind = "pullback" if method == "pullback_ascent" else "gradient"
-        return gradient_ascent(model, x, y, s.ascent.replace(method=kind)) - x
-    if method in BASELINE_MAPS:
-        return baseline_map(x, method, seed)
-    from .captum import baseline  # Captum is needed for the baselines only
-
-    return baseline(model, x, y, method, s, seed)
 
 
 def unknown_name(what: str, name: str, allowed) -> str:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .methods import BASELINE_MAPS, METHODS, PAIRS, Settings
+from .methods import METHODS, Settings
 from .metrics import bootstrap_ci, mean_se
 
 
@@ -30,23 +30,7 @@ class Column:
     description: str
 
 
-METRICS: dict[str, tuple[str, ...]] = {  # CLI metric name → the table columns it fills
-    "randomisation": ("randomisation_top", "randomisation_mean"),
-    "random_logit": ("random_logit",),
-    "faithfulness_correlation": ("faithfulness_correlation",),
-    "infidelity": ("infidelity",),
-    "region_perturbation": ("region_perturbation", "region_perturbation_abs"),
-    # the follow-up's (suite.py); Focus runs on mosaics (runner.py)
-    "faithfulness_estimate": ("faithfulness_estimate",),
-    "monotonicity_correlation": ("monotonicity_correlation",),
-    "max_sensitivity": ("max_sensitivity",),
-    # against the known evidence of a generated task (pullbacks.groundtruth)
-    "relevance_mass_accuracy": ("relevance_mass_accuracy",),
-    "relevance_rank_accuracy": ("relevance_rank_accuracy",),
-    "pointing_game": ("pointing_game",),
-}
 EDGE = "edge"  # the baseline every method must beat
-EVIDENCE = ("relevance_mass_accuracy", "relevance_rank_accuracy", "pointing_game")  # need masks
 
 
 COLUMNS: dict[str, Column] = {
@@ -135,17 +119,18 @@ class Evaluation:
         return [c for c in COLUMNS if c in self.scores]
 
     def pairs(self) -> list[tuple[str, str]]:
-        """The pairs compared: ``PAIRS`` present here, then every method against the edge
+        """The pairs compared: each method with the one it ``pairs_with`` (``METHODS``), then every method against the edge
         detector when it ran (a map that does not beat it shows contrast, not evidence)."""
-        pairs = [(a, b) for a, b in PAIRS if a in self.methods and b in self.methods]
+        pairs = [(a, METHODS[a].pairs_with) for a in METHODS
+                 if a in self.methods and METHODS[a].pairs_with in self.methods]
         if EDGE in self.methods:
-            pairs += [(m, EDGE) for m in self.methods if m not in BASELINE_MAPS]
+            pairs += [(m, EDGE) for m in self.methods if not METHODS[m].ignores_model]
         return pairs
 
     def below_edge(self, method: str, column: str) -> bool:
         """True if ``method`` is not better than the edge detector on ``column`` (its paired
         bootstrap 95 % interval does not lie wholly on the better side)."""
-        if EDGE not in self.methods or method in BASELINE_MAPS:
+        if EDGE not in self.methods or METHODS[method].ignores_model:
             return False
         d = self.scores[column][method] - self.scores[column][EDGE]
         lo, hi = bootstrap_ci(d, seed=self.settings.seed)
@@ -170,7 +155,7 @@ class Evaluation:
         return "\n".join(lines)
 
     def differences(self) -> list[dict]:
-        """Paired differences (per image) of each pair in ``PAIRS``, with a bootstrap 95 % interval."""
+        """Paired differences (per image) of each pair of :meth:`pairs`, with a bootstrap 95 % interval."""
 
         rows = []
         for a, b in self.pairs():

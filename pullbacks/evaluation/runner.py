@@ -41,12 +41,12 @@ from ..core.checks import check_model
 from ..core.randomness import check_deterministic
 from ..images import ImageLoadError
 from .data import Images, Item, image_seed, shard
-from .evaluate import evaluate
+from .evaluate import METRICS, MOSAICS, evaluate
 from .methods import Settings, attribute
 from .report import Evaluation
 from .suite import focus
 
-FOCUS = "focus"
+(FOCUS,) = MOSAICS  # the one metric on mosaics
 
 
 # --------------------------------------------------------------------------- processes
@@ -266,9 +266,7 @@ def _run(loaded, items, tiles, methods, metrics, settings, out, spec, workers, p
 
 
 def _first_columns(metrics: Sequence[str]) -> list[str]:
-    from .report import METRICS
-
-    return [METRICS[m][0] for m in metrics]
+    return [METRICS[m].columns[0] for m in metrics]
 
 
 def _bar(total: int, progress: bool, rank: int, what: str):
