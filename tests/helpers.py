@@ -93,14 +93,14 @@ def convnext_tiny():
 def tiny_loaded(name: str = "tiny", temperature: float = 0.7):
     """A :class:`LoadedModel` around a small ReLU/max-pool CNN with 1000 ImageNet outputs
     (fast on 224×224 photos; no weights read)."""
-    from pullbacks.models import InputSpaceWrapper, LoadedModel, imagenet_classes
+    from pullbacks.models import InputSpaceWrapper, LoadedModel, ModelSpec, imagenet_classes
 
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(3, 4, 5, stride=4), nn.ReLU(), nn.MaxPool2d(2), nn.AdaptiveAvgPool2d(2),
                         nn.Flatten(), nn.Linear(16, 1000))
     net.requires_grad_(False)
-    return LoadedModel(InputSpaceWrapper(net, (0.5,) * 3, (0.5,) * 3).eval(), name, imagenet_classes(),
-                       temperature, temperature)
+    spec = ModelSpec(name, build=lambda: net, default_weights=dict, temperature=temperature)
+    return LoadedModel(InputSpaceWrapper(net, (0.5,) * 3, (0.5,) * 3).eval(), spec, imagenet_classes())
 
 
 def offline_weights(monkeypatch, name: str = "resnet50", message: str | None = None) -> None:

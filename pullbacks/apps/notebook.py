@@ -313,7 +313,7 @@ def paper_sweep(
     targets = [p.label for p in photos] if target is None else [_class_id(setup, target)] * len(rows)
     images = torch.stack([p.image for p in photos]).to(loaded.device)
     swept = o.replace(pool_temperature=None) if o.recipe == DEFAULT_RECIPE else o  # the seed's pool follows T
-    recommended = loaded.settings(o.recipe).get("temperature", recipe_values(o.recipe)["temperature"])
+    recommended = loaded.spec.settings(o.recipe).get("temperature", recipe_values(o.recipe)["temperature"])
     diffs, figure = temperature_sweep(
         loaded.model, images, targets, temperatures, options=swept,
         row_names=[p.name for p in photos], target_names=[loaded.classes[t] for t in targets],

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from ..classes import ClassNames
 from ..core.options import FROM_RECIPE, AscentOptions, build
 from ..core.recipes import DEFAULT_RECIPE
-from .registry import ModelSpec, get_model_spec, settings
+from .registry import ModelSpec, get_model_spec
 from .weights import StateDict, _load_weights, _read_state_dict_file
 
 Device = Union[str, torch.device, None]
@@ -62,21 +62,29 @@ def resolve_device(device: Device = None) -> torch.device:
 
 @dataclass
 class LoadedModel:
-    """A wrapped model (takes ``[-1, 1]`` images, eval mode) and what goes with it."""
+    """A wrapped model (takes ``[-1, 1]`` images, eval mode) and what goes with it: its
+    ``spec`` (name, recommended settings: ``spec.settings(recipe)``), class names, device and
+    the weights loaded."""
 
     model: InputSpaceWrapper
-    name: str
+    spec: ModelSpec
     classes: ClassNames
-    temperature: float
-    pool_temperature: float
-    temperatures: Mapping[str, float] | None = None
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     weights: str = "default"  # "default", "random" or the path loaded
-    recommended: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # recipe -> option values
 
-    def settings(self, recipe: str = DEFAULT_RECIPE) -> dict[str, Any]:
-        """The option values recommended for this model under ``recipe``."""
-        return settings(self.temperature, self.pool_temperature, self.temperatures, self.recommended, recipe)
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def temperature(self) -> float:
+        """The recommended ReLU temperature (the spec's)."""
+        return self.spec.temperature
+
+    @property
+    def pool_temperature(self) -> float:
+        """The recommended max-pool temperature (the spec's)."""
+        return self.spec.pool_temperature
 
     def options(self, options: AscentOptions | None = None, **overrides) -> AscentOptions:
         """Ascent options for this model: ``options`` (default: the model's recommended
@@ -88,7 +96,7 @@ class LoadedModel:
         given = {k: v for k, v in overrides.items() if v is not FROM_RECIPE and
                  not (k in ("temperature", "pool_temperature", "temperatures", "recipe", "steps", "alpha") and v is None)}
         if options is None:
-            recommended = self.settings(given.get("recipe", DEFAULT_RECIPE))
+            recommended = self.spec.settings(given.get("recipe", DEFAULT_RECIPE))
             if "temperature" in given and "pool_temperature" not in given:
                 recommended.pop("pool_temperature", None)
             if "temperatures" in given and "temperatures" in recommended:
@@ -148,14 +156,4 @@ def load_model(
     mean, std = _normalisation(spec, net)
     net.requires_grad_(False)  # only input gradients are ever needed (module docstring)
     model = InputSpaceWrapper(net, mean, std).to(dev).eval()
-    return LoadedModel(
-        model=model,
-        name=spec.name,
-        classes=spec.classes(),
-        temperature=spec.temperature,
-        pool_temperature=spec.pool_temperature,
-        temperatures=spec.temperatures,
-        device=dev,
-        weights=source,
-        recommended=spec.recommended,
-    )
+    return LoadedModel(model=model, spec=spec, classes=spec.classes(), device=dev, weights=source)

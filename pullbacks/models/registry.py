@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from ..classes import ClassNames, imagenet_classes
 from ..core.recipes import DEFAULT_RECIPE, recipe_values
+from ..core.rules.relu import TEMPERATURE as PAPER_TEMPERATURE
 from .weights import (OFFLINE_MODEL, TIMM_PREFIX, StateDict, _densenet_fix_keys, _efficientnet_lite0_state_dict,
                       _timm_state_dict, _torchvision_state_dict, _torchvision_weights)
 
@@ -31,8 +32,8 @@ class ModelSpec:
     name: str
     build: Callable[[], nn.Module]  # the architecture, randomly initialised
     default_weights: Callable[[], StateDict]  # the pretrained state dict, or raise
-    temperature: float  # recommended ReLU temperature
-    pool_temperature: float  # recommended max-pool temperature
+    temperature: float = PAPER_TEMPERATURE  # recommended ReLU temperature
+    pool_temperature: float | None = None  # recommended max-pool temperature (None: the ReLU one, as the demo)
     temperatures: Mapping[str, float] | None = None  # recommended per-family temperatures (None: defaults)
     mean: tuple[float, ...] | None = IMAGENET_MEAN  # None: take timm's pretrained_cfg
     std: tuple[float, ...] | None = IMAGENET_STD
@@ -41,23 +42,22 @@ class ModelSpec:
     fix_keys: Callable[[dict[str, Tensor]], dict[str, Tensor]] | None = None
     recommended: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # recipe -> option values
 
+    def __post_init__(self) -> None:
+        if self.pool_temperature is None:
+            object.__setattr__(self, "pool_temperature", self.temperature)
+
     def settings(self, recipe: str = DEFAULT_RECIPE) -> dict[str, Any]:
-        """The option values recommended for this model under ``recipe`` (see :func:`settings`)."""
-        return settings(self.temperature, self.pool_temperature, self.temperatures, self.recommended, recipe)
-
-
-def settings(temperature: float, pool_temperature: float, temperatures: Mapping[str, float] | None,
-             recommended: Mapping[str, Mapping[str, Any]], recipe: str) -> dict[str, Any]:
-    """A model's recommended option values under ``recipe``: for "excitation" its
-    ``temperature``/``pool_temperature``/``temperatures``, for another recipe what
-    ``recommended[recipe]`` says (nothing: the recipe's own values)."""
-    recipe_values(recipe)  # an unknown recipe is an error here too
-    out: dict[str, Any] = {}
-    if recipe == DEFAULT_RECIPE:
-        out = {"temperature": temperature, "pool_temperature": pool_temperature}
-        if temperatures:
-            out["temperatures"] = dict(temperatures)
-    return {**out, **{k: (dict(v) if isinstance(v, Mapping) else v) for k, v in recommended.get(recipe, {}).items()}}
+        """The option values recommended for this model under ``recipe``: for "excitation" its
+        ``temperature``/``pool_temperature``/``temperatures``, for another recipe what
+        ``recommended[recipe]`` says (nothing: the recipe's own values)."""
+        recipe_values(recipe)  # an unknown recipe is an error here too
+        out: dict[str, Any] = {}
+        if recipe == DEFAULT_RECIPE:
+            out = {"temperature": self.temperature, "pool_temperature": self.pool_temperature}
+            if self.temperatures:
+                out["temperatures"] = dict(self.temperatures)
+        return {**out, **{k: (dict(v) if isinstance(v, Mapping) else v)
+                          for k, v in self.recommended.get(recipe, {}).items()}}
 
 
 def _tv_builder(fn_name: str, **kwargs) -> Callable[[], nn.Module]:
@@ -85,8 +85,6 @@ def _tv_spec(name: str, weights_attr: str | None = None, **kw) -> ModelSpec:
         weights_attr = f"{type(default).__name__}.{default.name}"
     weights = _torchvision_weights(weights_attr)
     transforms = weights.transforms()
-    kw.setdefault("temperature", 0.3)  # the paper's value
-    kw.setdefault("pool_temperature", kw["temperature"])  # the demo uses the ReLU temperature for max pooling too
     return ModelSpec(
         name=name,
         build=_tv_builder(name),
@@ -119,8 +117,6 @@ def _timm_spec(name: str, check: bool = True, **kw) -> ModelSpec:
 
         return timm.create_model(name, pretrained=False)
 
-    kw.setdefault("temperature", 0.3)
-    kw.setdefault("pool_temperature", kw["temperature"])
     return ModelSpec(name=TIMM_PREFIX + name, build=build, default_weights=functools.partial(_timm_state_dict, name),
                      mean=None, std=None, classes=functools.partial(_timm_classes, build), **kw)
 
