@@ -97,3 +97,42 @@ def test_module_entry_point_help_and_error():
     assert ok.returncode == 0 and "--temperature" in ok.stdout
     bad = subprocess.run([sys.executable, "-m", "pullbacks", "grid", "--alpha", "-2"], capture_output=True, text=True)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and bad.stderr.count("\n") == 1
+
+
+def test_every_option_has_a_flag_on_every_command_and_reaches_the_options(tmp_path, monkeypatch, capsys):
+    """A field added to AscentOptions without a declaration in options.FIELDS fails here, and so
+    does a command that drops one (but for the omissions each command declares)."""
+    import dataclasses
+
+    from pullbacks.apps import arguments
+    from pullbacks.apps.cli import GRID_OMITS, build_parser
+    from pullbacks.apps.evaluation import EVALUATE_OMITS
+    from pullbacks.core.options import FIELDS, AscentOptions
+
+    assert list(FIELDS) == [f.name for f in dataclasses.fields(AscentOptions)]
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices
+    for command, omits in (("grid", GRID_OMITS), ("explain", ()), ("evaluate", EVALUATE_OMITS)):
+        dests = {a.dest for a in commands[command]._actions}
+        assert set(FIELDS) - set(omits) <= dests, (command, set(FIELDS) - set(omits) - dests)
+    (tmp_path / "myrules.py").write_text(
+        "import torch, torch.nn.functional as F, pullbacks\n"
+        "ELU = pullbacks.GateRule('elu', (F.elu,), lambda z, t: torch.sigmoid(z / t), 0.5)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    args = parser.parse_args(["explain", "x.png", "--target", "1", "--temperature", "0.7", "--pool-temperature", "2",
+                              "--gate", "normal_cdf", "--pool", "detached", "--temperatures", "gelu=0.5",
+                              "--recipe", "semantic", "--variants", "sdpa=held", "--rules", "myrules:ELU",
+                              "--strict", "--no-replay", "--steps", "3", "--alpha", "7", "--eps", "none",
+                              "--clip=-2,2", "--method", "gradient"])
+    o = AscentOptions(**arguments.given(args))
+    assert (o.temperature, o.pool_temperature, o.gate, o.pool, o.temperatures["gelu"], o.recipe) == \
+        (0.7, 2.0, "normal_cdf", "detached", 0.5, "semantic")
+    assert (o.variants["sdpa"], o.rules[0].family, o.strict, o.replay, o.steps, o.alpha, o.eps, o.clip, o.method) == \
+        ("held", "elu", True, False, 3, 7.0, None, (-2.0, 2.0), "gradient")
+    assert arguments.given(parser.parse_args(["explain", "x.png", "--target", "1"])) == {}  # nothing given
+    for bad, problem in ((["--variants", "sdpa=loud"], "variants"), (["--rules", "myrules:NOPE"], "has no 'NOPE'"),
+                         (["--clip", "none,1"], "clip")):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["explain", "x.png", "--target", "1", *bad])
+        err = capsys.readouterr().err
+        assert problem in err and "Traceback" not in err, err

@@ -11,7 +11,6 @@ from typing import Callable
 import torch
 
 from ..core import options, validators
-from ..core.recipes import DEFAULT_RECIPE, RECIPES
 from ..core.table import KEYWORDS, default_temperatures
 from ..models import DEFAULT_MODEL, available_models
 
@@ -129,47 +128,92 @@ def add_model(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", type=device, default="cpu", help="cpu, cuda, mps or auto (default: %(default)s)")
 
 
-def add_recipe(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--recipe", choices=tuple(RECIPES), default=DEFAULT_RECIPE,
-                   help="'excitation' (the seed paper) or 'semantic' (the authors' follow-up code): the rules and "
-                        "defaults of every option below that is not given (default: %(default)s)")
+def variants(text: str) -> dict:
+    """``--variants sdpa=held,mha=inputs``: rule variants (validated like the keyword)."""
+    pairs = {}
+    for item in filter(None, (t.strip() for t in text.split(","))):
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise argparse.ArgumentTypeError(f"expected RULE=VARIANT pairs such as sdpa=held, got {item!r}")
+        pairs[name.strip()] = value.strip()
+    try:
+        options.rule_variants(pairs)
+    except (TypeError, ValueError) as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return pairs
 
 
-def add_ascent(p: argparse.ArgumentParser) -> None:
-    """The ascent options: not given, they come from the model's recommendation for the
-    recipe, then the recipe, then AscentOptions (validators from pullbacks.core.validators)."""
-    d = options.AscentOptions()
-    add_recipe(p)
-    p.add_argument("--steps", type=positive_int, default=None,
-                   help=f"ascent steps (default: {d.steps}, or the model's recommendation for the recipe)")
-    p.add_argument("--alpha", type=positive_float, default=None,
-                   help=f"L2 length of a step (default: {d.alpha:g}, or the model's recommendation)")
-    p.add_argument("--eps", type=optional_positive, default=options.FROM_RECIPE,
-                   help="L2 radius of the projection, or 'none' (default: the recipe's: "
-                        + ", ".join(f"{r} {v['eps'] if v['eps'] is not None else 'none'}" for r, v in RECIPES.items())
-                        + ")")
-    p.add_argument("--temperature", type=temperature, default=None,
-                   help="soft-gate temperature T (default: the model's recommended one)")
-    p.add_argument("--pool-temperature", type=temperature, default=None,
-                   help="max-pool temperature (default: --temperature, or the model's recommended one)")
-    add_families(p)
+def rules(text: str) -> tuple:
+    """``--rules mypackage.rules:ELU,...``: rules of your own, each ``MODULE:NAME`` of a rule or a
+    list of rules, imported (the user's own code, as ``python -c`` would run it)."""
+    import importlib
+
+    found: list = []
+    for item in filter(None, (t.strip() for t in text.split(","))):
+        module, sep, name = item.partition(":")
+        if not sep or not module or not name:
+            raise argparse.ArgumentTypeError(f"expected MODULE:NAME such as myrules:ELU, got {item!r}")
+        try:
+            value = getattr(importlib.import_module(module), name)
+        except ImportError as e:
+            raise argparse.ArgumentTypeError(f"cannot import {module!r} ({e}); is it on PYTHONPATH?") from None
+        except AttributeError:
+            raise argparse.ArgumentTypeError(f"{module!r} has no {name!r}") from None
+        found += list(value) if isinstance(value, (list, tuple)) else [value]
+    try:
+        return options.user_rules(found)
+    except (TypeError, ValueError) as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def add_families(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--temperatures", type=temperatures, default=None, metavar="FAMILY=T,...",
-                   help=f"temperatures of the families beyond ReLU (default: {temperatures_help()})")
-    p.add_argument("--strict", action="store_true",
-                   help="fail when nonlinear calls keep their ordinary gradient (default: warn)")
+def clip(text: str):
+    """``--clip -1,1`` or ``none``."""
+    if text.strip().lower() == "none":
+        return None
+    try:
+        return validators.clip_range(text.split(","))
+    except (TypeError, ValueError) as e:
+        raise argparse.ArgumentTypeError(str(e).replace("clip must be None or", "expected 'none' or")) from None
+
+
+_KINDS: dict[str, dict] = {  # how each kind of option (options.FIELDS) reads on the command line
+    "temperature": dict(type=temperature),
+    "integer": dict(type=positive_int),
+    "number": dict(type=positive_float),
+    "optional_number": dict(type=optional_positive),
+    "families": dict(type=temperatures, metavar="FAMILY=T,..."),
+    "variants": dict(type=variants, metavar="RULE=VARIANT,..."),
+    "rules": dict(type=rules, metavar="MODULE:NAME,..."),
+    "clip": dict(type=clip, metavar="LOW,HIGH"),
+    "flag": dict(action=argparse.BooleanOptionalAction),
+}
+
+
+def add_options(p: argparse.ArgumentParser, omit: tuple[str, ...] = ()) -> None:
+    """A flag for every field of ``AscentOptions`` but ``omit`` (generated from ``options.FIELDS``).
+    A flag not given leaves no attribute: the value then comes from the model's recommendation
+    for the recipe, then the recipe, then ``AscentOptions``."""
+    for name, field in options.FIELDS.items():
+        if name in omit:
+            continue
+        kind = dict(choices=field.choices) if field.kind == "choice" else dict(_KINDS[field.kind])
+        help_text = field.help
+        if name == "temperatures":
+            help_text += f"; families: {temperatures_help()}"
+        p.add_argument(f"--{name.replace('_', '-')}", dest=name, default=argparse.SUPPRESS, help=help_text, **kind)
 
 
 def load(args):
-    """The model of ``--model/--weights/--device``, and the ascent options of the arguments."""
+    """The model of ``--model/--weights/--device``, and the ascent options of the flags given."""
     from ..models import load_model
 
     loaded = load_model(args.model, weights=args.weights, device=args.device)
-    fields = ("recipe", "steps", "alpha", "eps", "temperature", "pool_temperature", "temperatures", "strict")
-    given = {f: getattr(args, f) for f in fields if hasattr(args, f)}
-    return loaded, loaded.options(**{f: v for f, v in given.items() if v is not None or f == "eps"})
+    return loaded, loaded.options(**given(args))
+
+
+def given(args) -> dict:
+    """The options whose flags were given (``add_options``), by field name."""
+    return {name: getattr(args, name) for name in options.FIELDS if hasattr(args, name)}
 
 
 def writable_folder(folder: str, flag: str) -> Path:

@@ -19,9 +19,12 @@ import torch
 
 from ..core import options
 from ..models import DEFAULT_MODEL
-from .arguments import (UsageError, _Parser, add_ascent, add_images, add_model, device, load, non_negative_int,
+from .arguments import (UsageError, _Parser, add_images, add_model, add_options, device, load, non_negative_int,
                         port, positive_int, writable_folder)
 from .service import EXPECTED_ERRORS, coverage_note, format_top5, message, parse_target
+
+
+GRID_OMITS = ("method",)  # the grid renders both methods
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     grid = sub.add_parser("grid", help="render the class × target grid (pullback and vanilla gradient)",
                           description="Render the paper's class × target grid for the pullback and the vanilla gradient.")
     add_model(grid)
-    add_ascent(grid)
+    add_options(grid, omit=GRID_OMITS)
     add_images(grid)
     grid.add_argument("--targets", nargs="+", default=None, metavar="CLASS",
                       help="target classes, ids or names (default: the rows' classes plus --extra random ones)")
@@ -51,8 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("image", help="an image file")
     explain.add_argument("--target", required=True, help="target class: id or name (e.g. 'tabby' or 281)")
     add_model(explain)
-    add_ascent(explain)
-    explain.add_argument("--method", choices=options.METHODS, default="pullback")
+    add_options(explain)
     explain.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     explain.add_argument("--out", default=None,
                          help="output image, .png added if missing (default: <image name>_<ext>_<target>_explained.png)")
@@ -205,7 +207,7 @@ def run_explain(args) -> int:
     target = _class_id(loaded.classes, args.target)
     out = _explain_out(args, target)
     writable_folder(str(out.parent), "--out")
-    result = explain_image(loaded.model, image.to(loaded.device), target, loaded.classes, o.replace(method=args.method),
+    result = explain_image(loaded.model, image.to(loaded.device), target, loaded.classes, o,
                            progress=o.steps > 1 and not args.no_progress)
     for title, top in (("before", result.top5_before), (f"after {o.steps} step(s) towards {result.target_name}",
                                                         result.top5_after)):

@@ -14,10 +14,10 @@ from ..evaluation.methods import METHODS, DEFAULT_METHODS, Settings, check_names
 from ..evaluation.data import GROUNDTRUTH
 from ..evaluation.evaluate import EVIDENCE, METRICS
 from ..evaluation.runner import FOCUS
-from .arguments import (UsageError, add_families, add_images, add_model, add_recipe, load, non_negative_int,
-                        positive_int, temperature, writable_folder)
+from .arguments import (UsageError, add_images, add_model, add_options, load, non_negative_int,
+                        positive_int, writable_folder)
 
-
+EVALUATE_OMITS = ("method",)  # every method is set per attribution method
 
 def add_evaluate(parser: argparse.ArgumentParser) -> None:
     """The options of ``pullbacks evaluate``."""
@@ -44,10 +44,7 @@ def add_evaluate(parser: argparse.ArgumentParser) -> None:
                         help="images per batch written to disk at once (default: %(default)s)")
     parser.add_argument("--workers", type=non_negative_int, default=0,
                         help="data-loading worker processes (default: %(default)s)")
-    add_recipe(parser)
-    parser.add_argument("--temperature", type=temperature, default=None,
-                        help="pullback temperature (default: the model's recommended one)")
-    add_families(parser)
+    add_options(parser, omit=EVALUATE_OMITS)
     parser.add_argument("--blocks", type=positive_int, default=s.blocks,
                         help="layer blocks in the randomisation cascade (default: %(default)s)")
     parser.add_argument("--ig-steps", type=positive_int, default=s.ig_steps,

@@ -29,7 +29,8 @@ from tqdm.auto import tqdm
 
 from ..classes import ClassNames
 from ..core.ascent import ascent_steps
-from ..core.coverage import Coverage, PartialPullbackError, PartialPullbackWarning
+from ..core.coverage import Coverage
+from ..core.policy import PartialPullbackError, PartialPullbackWarning
 from ..core.options import FROM_RECIPE, AscentOptions
 from ..figures.explain import top_k
 from ..images import DataUnavailableError, ImageLoadError, Photo, builtin_photos, imagenette_rows, load_image

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Optional, Tuple, TypeVar
 
 from .rules.base import Rule
-from .recipes import DEFAULT_RECIPE, recipe_values
+from .recipes import DEFAULT_RECIPE, RECIPES, recipe_values
 from .table import KEYWORDS, check_user_rules, default_temperatures, variant_names
 from .validators import plain_number, choice, clip_range, positive_integer, positive_number, temperature
 
@@ -240,6 +240,46 @@ class AscentOptions(GateOptions):
         object.__setattr__(self, "eps", positive_number(self.eps, "eps", allow_none=True))
         object.__setattr__(self, "clip", clip_range(self.clip))
         choice(self.method, "method", METHODS)
+
+
+@dataclass(frozen=True)
+class Field:
+    """How one option reads in a front end: its ``help`` (declared here once) and its ``kind``,
+    which says how text becomes a value (the command line's flags and the app's inputs are
+    generated from ``FIELDS``; the value is then validated by the options themselves)."""
+
+    help: str
+    kind: str  # temperature | integer | number | optional_number | choice | families | variants | rules | flag | clip
+    choices: Tuple[str, ...] = ()
+
+
+FIELDS: dict[str, Field] = {
+    "temperature": Field("soft-gate temperature T of the ReLU family (default: the model's recommended one, then "
+                         "the recipe's)", "temperature"),
+    "pool_temperature": Field("max-pool temperature (default: the temperature, or the model's recommended one)",
+                              "temperature"),
+    "gate": Field("the soft gate s in relu'(z) -> s(z/T) (default: the recipe's)", "choice", GATES),
+    "pool": Field("the soft max pool's backward: its gradient or its softmax weights (default: the recipe's)",
+                  "choice", POOLS),
+    "temperatures": Field("temperatures of the families beyond ReLU, FAMILY=T,... (default: the rule table's, or "
+                          "the model's recommendation)", "families"),
+    "recipe": Field("'excitation' (the seed paper) or 'semantic' (the authors' follow-up code): the rules and "
+                    "defaults of every option not given", "choice", tuple(RECIPES)),
+    "variants": Field("the variant of each rule that has several, RULE=VARIANT,... (e.g. sdpa=held; default: the "
+                      "recipe's)", "variants"),
+    "rules": Field("rules of your own, as MODULE:NAME of a GateRule or a list of them (docs/extending.md)", "rules"),
+    "strict": Field("fail when nonlinear calls keep their ordinary gradient (default: warn)", "flag"),
+    "replay": Field("recompute gate inputs that came out of eval-mode batch norms instead of keeping a copy "
+                    "(same result, less memory; default: on)", "flag"),
+    "steps": Field("ascent steps (default: 5, or the model's recommendation for the recipe)", "integer"),
+    "alpha": Field("L2 length of a step in the [-1, 1] input space (default: 20, or the model's recommendation)",
+                   "number"),
+    "eps": Field("L2 radius of the projection around the start, or 'none' (default: the recipe's: excitation 100, "
+                 "semantic none)", "optional_number"),
+    "clip": Field("value range every step is clamped to, LOW,HIGH (clip=-1,1, the default) or 'none'", "clip"),
+    "method": Field("ascend along the excitation pullback or the vanilla gradient (default: pullback)", "choice",
+                    METHODS),
+}
 
 
 def build(cls: type[O], options: Optional[GateOptions], overrides: dict) -> O:
