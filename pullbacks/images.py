@@ -168,7 +168,9 @@ def load_image(path: PathLike) -> torch.Tensor:
         return ImageLoadError(f"cannot load image {str(p)!r}: {problem}. {fix}".rstrip())
 
     if p.is_dir():
-        raise fail("it is a directory", "Pass an image file, or use load_images(folder).")
+        error = fail("it is a directory", "Pass an image file, or use load_images(folder).")
+        error.elsewhere = str(fail("it is a directory", "Pass an image file, or the folder to --images."))
+        raise error
     if not p.exists():
         raise fail("no such file", "Check the path (relative paths start at the current folder).")
     if p.stat().st_size == 0:

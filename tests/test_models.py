@@ -324,7 +324,11 @@ def test_timm_weights_offline_fail_fast_with_the_fix(monkeypatch, tmp_path):
     monkeypatch.setattr(weights, "_hub_reachable", lambda *a, **k: False)
     with pytest.raises(WeightsUnavailableError, match="cannot be reached") as e:
         load_model("timm/pvt_v2_b1")
-    assert "weights=" in str(e.value) and "--weights" in str(e.value) and str(tmp_path) in str(e.value)
+    from pullbacks.apps.service import message
+
+    assert "weights=" in str(e.value) and str(tmp_path) in str(e.value)
+    cli = message(e.value, "cli")
+    assert "--weights /path/to/state_dict.pth" in cli and "weights=" not in cli and str(tmp_path) in cli
 
 
 def test_timm_weights_from_the_cache(monkeypatch, tmp_path):

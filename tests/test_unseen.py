@@ -213,14 +213,28 @@ def test_counts_beyond_any_run_are_refused_before_work():
         pullbacks.AscentOptions(steps=99999999999999999999999)
 
 
-def test_cli_messages_use_flags_not_keywords():
-    from pullbacks.apps.service import message
-    from pullbacks.models.weights import WeightsUnavailableError
+def test_cli_messages_use_flags_not_keywords(monkeypatch):
+    """Errors carry their option and a fix per interface; the command line's text comes from those
+    fields, so rewording a message cannot break its hint (no front end parses text)."""
+    from pullbacks.apps import service
+    from pullbacks.models.weights import WeightsUnavailableError, _instead
 
-    e = WeightsUnavailableError("pass the file explicitly: load_model('resnet50', weights=\"/path/to/r.pth\").\n"
-                                "weights=None gives random weights")
-    text = message(e, "cli")
+    e = WeightsUnavailableError("no weights here", _instead("resnet50", "/path/to/r.pth"))
+    text = service.message(e, "cli")
     assert "--weights /path/to/r.pth" in text and "--weights random" in text and "weights=" not in text
+    assert "load_model('resnet50', weights=\"/path/to/r.pth\")" in str(e)  # Python keeps its keywords
+    with pytest.raises(ValueError) as caught:
+        pullbacks.AscentOptions(temperature=1e-9)
+    assert (caught.value.option, caught.value.value) == ("temperature", 1e-9)
+    cli = service.message(caught.value, "cli")
+    assert cli.startswith("--temperature must be at least") and "--method gradient" in cli and "method=" not in cli
+    with pytest.raises(ValueError) as caught:
+        pullbacks.AscentOptions(temperatures={"gelu": -1})
+    assert service.message(caught.value, "cli").startswith("--temperatures gelu=T must be a finite number > 0")
+    with pytest.raises(TypeError) as caught:
+        pullbacks.excitation_pullback(nn.Sequential(nn.Linear(2, 2), nn.ReLU()), torch.zeros(1, 2), "tabby")
+    assert "--target tabby" in service.message(caught.value, "cli") and "classes.index" in str(caught.value)
+    assert not hasattr(service, "in_cli_terms")
 
 
 @pytest.mark.slow

@@ -17,7 +17,6 @@ from typing import Sequence
 
 import torch
 
-from ..core import options
 from ..models import DEFAULT_MODEL
 from .arguments import (UsageError, _Parser, add_images, add_model, add_options, device, load, non_negative_int,
                         port, positive_int, writable_folder)

@@ -16,7 +16,6 @@ Every default comes from :class:`~pullbacks.core.options.AscentOptions`.
 from __future__ import annotations
 
 import os
-import re
 import threading
 import warnings
 from dataclasses import dataclass
@@ -30,11 +29,12 @@ from tqdm.auto import tqdm
 from ..classes import ClassNames
 from ..core.ascent import ascent_steps
 from ..core.coverage import Coverage
+from ..core.errors import Problem
 from ..core.policy import PartialPullbackError, PartialPullbackWarning
 from ..core.options import FROM_RECIPE, AscentOptions
 from ..figures.explain import top_k
 from ..images import DataUnavailableError, ImageLoadError, Photo, builtin_photos, imagenette_rows, load_image
-from ..models import (OFFLINE_MODEL, LoadedModel, WeightsMismatchError, WeightsUnavailableError, get_model_spec,
+from ..models import (LoadedModel, WeightsMismatchError, WeightsUnavailableError, get_model_spec,
                       load_model, resolve_device)
 
 DEFAULTS = AscentOptions()
@@ -43,55 +43,28 @@ DEFAULTS = AscentOptions()
 EXPECTED_ERRORS = (WeightsUnavailableError, WeightsMismatchError, DataUnavailableError, ImageLoadError,
                    FileNotFoundError, ValueError, TypeError, PartialPullbackError)
 
-HINTS = {  # what the user types instead of the Python keyword a message names, by interface
+HINTS = {  # the fix of an error that carries none in an interface's terms, by interface
     "cli": {
-        "WeightsUnavailableError": "on the command line: --weights FILE (a state_dict), --weights random, "
-                                   "or --model efficientnet_lite0 (embedded, offline)",
         "DataUnavailableError": "on the command line: --imagenette-root FOLDER, --images builtin (offline "
                                 "photos) or --images FOLDER",
         "PartialPullbackError": "on the command line: drop --strict to get a warning instead",
     },
-    "app": {
-        "WeightsUnavailableError": f"In the app: choose {OFFLINE_MODEL} (it works offline), or put the weights "
-                                   "file where the message says and press Explain! again.",
-    },
 }
 STRICT_HINT = {"cli": "--strict makes this an error", "app": "", "python": "strict=True makes this an error"}
 
-# the package's messages name Python keywords; on the command line the flags say the same
-_CLI_TERMS = (
-    (re.compile(r"load_model\([^()]*weights=\"?([^\")]+)\"?\)"), r"--weights \1"),
-    (re.compile(r"gradient_ascent\(\.\.\., method='gradient'\) or torch\.autograd\.grad"), "--method gradient"),
-    (re.compile(r"method='gradient'"), "--method gradient"),
-    (re.compile(r"weights=(?:None|'random')"), "--weights random"),
-    (re.compile(r"weights='default'"), "--weights default"),
-    (re.compile(r"use load_images\(folder\)"), "pass the folder to --images"),
-    (re.compile(r"\bstrict=True\b"), "--strict"),
-    (re.compile(r"\bpool_temperature\b(?!s)"), "--pool-temperature"),
-    (re.compile(r"(?<![-_])\btemperature\b(?!s)(?= /| \(|=| must|$)"), "--temperature"),
-    (re.compile(r"temperatures=\{[^}]*\}"), "--temperatures FAMILY=T"),
-    (re.compile(r"load_model\(\.\.\.\)\.classes\.index\(name\) \(e\.g\. classes\.index\('tabby'\) == 281\)"),
-     "a class name or id, e.g. --target tabby"),
-)
-
-
-def in_cli_terms(text: str) -> str:
-    """``text`` with the Python keywords it names replaced by the command line's flags."""
-    for pattern, replacement in _CLI_TERMS:
-        text = pattern.sub(replacement, text)
-    return text
-
 
 def message(error: BaseException, interface: str = "python") -> str:
-    """``error`` in one line, with the hint for ``interface`` (``"cli"``, ``"app"``)."""
+    """``error`` in one line for ``interface`` (``"python"``, ``"cli"``, ``"app"``), formatted from
+    its fields (:class:`~pullbacks.core.errors.Problem`), never by rewriting its text."""
     if isinstance(error, PartialPullbackError):
         text = error.coverage.summary()
+    elif isinstance(error, Problem):
+        text = error.render(interface)
     elif interface != "python" and getattr(error, "elsewhere", None):
-        text = " ".join(error.elsewhere.split())
+        text = error.elsewhere
     else:
-        text = " ".join(str(error).split())
-    if interface == "cli":
-        text = in_cli_terms(text)
+        text = str(error)
+    text = " ".join(text.split())
     hint = HINTS.get(interface, {}).get(type(error).__name__)
     if not hint:
         return text

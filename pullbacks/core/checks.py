@@ -11,6 +11,8 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _NormBase
 from torch.nn.modules.dropout import _DropoutNd
 
+from .errors import ProblemTypeError, ProblemValueError
+
 Targets = Union[int, Sequence[int], Tensor]
 
 
@@ -77,9 +79,10 @@ def check_inputs(inputs: Tensor) -> None:
         raise ValueError("inputs contain NaN or infinite values; check the image loading")
 
 
-def _class_hint(value: Any) -> str:
-    return (f"targets must be class indices, got the string {value!r}; look a name up with "
-            "load_model(...).classes.index(name) (e.g. classes.index('tabby') == 281)")
+def _class_hint(value: Any) -> ProblemTypeError:
+    return ProblemTypeError(f"targets must be class indices, got the string {value!r}", fixes={
+        "python": "look a name up with load_model(...).classes.index(name) (e.g. classes.index('tabby') == 281)",
+        "cli": "give a class name or id, e.g. --target tabby", "app": "choose a target class"})
 
 
 def as_target_tensor(targets: Targets, batch: int, device: torch.device) -> Tensor:
@@ -88,8 +91,7 @@ def as_target_tensor(targets: Targets, batch: int, device: torch.device) -> Tens
     if isinstance(targets, (bool, np.bool_)):
         raise TypeError("targets must be an int, a sequence of ints or an integer tensor, got a bool")
     if isinstance(targets, str) or (isinstance(targets, (list, tuple)) and any(isinstance(t, str) for t in targets)):
-        raise TypeError(_class_hint(targets if isinstance(targets, str) else next(
-            t for t in targets if isinstance(t, str))))
+        raise _class_hint(targets if isinstance(targets, str) else next(t for t in targets if isinstance(t, str)))
     if isinstance(targets, (set, frozenset, dict)) or (hasattr(targets, "keys") and not isinstance(targets, Tensor)):
         raise TypeError(f"targets must be an int, a list of ints or an integer tensor, got a {type(targets).__name__} "
                         "(its order is not the samples'); give a list: one class per sample, in order")
@@ -150,12 +152,14 @@ def check_gradient(grad: Tensor, soft: bool) -> None:
     """A finite pullback (or gradient): else a ValueError with the likely fix."""
     if torch.isfinite(grad).all():
         return
-    fix = ("a temperature too small for the values its gate divides overflows: raise temperature / "
-           "pool_temperature (or temperatures={...}), or run the model in float64" if soft else
-           "check the model in float32 or float64")
-    raise ValueError(f"the {'pullback' if soft else 'gradient'} came out NaN or infinite in "
-                     f"{int((~torch.isfinite(grad)).sum())} of {grad.numel()} entries although the logits are "
-                     f"finite; {fix}")
+    small = "a temperature too small for the values its gate divides overflows: raise "
+    fixes = ({"python": small + "temperature / pool_temperature (or temperatures={...}), or run the model in "
+                                "float64",
+              "cli": small + "--temperature / --pool-temperature (or --temperatures FAMILY=T)",
+              "app": small + "the temperatures"} if soft else {"python": "check the model in float32 or float64"})
+    raise ProblemValueError(f"the {'pullback' if soft else 'gradient'} came out NaN or infinite in "
+                            f"{int((~torch.isfinite(grad)).sum())} of {grad.numel()} entries although the logits "
+                            "are finite", fixes=fixes)
 
 
 def check_target_range(targets: Tensor, logits: Tensor) -> None:

@@ -21,6 +21,7 @@ from typing import Iterable
 from torch import Tensor
 
 from .coverage import Coverage
+from .errors import ProblemValueError
 from .graph import CHECKPOINT_HELP, graph_report
 from .rules.base import Rule
 from .table import gated_summary, rules_in_effect
@@ -86,10 +87,13 @@ class CoverageCheck:
             coverage.opaque.update(opaque)
             self.walked = True
         if not coverage.gated:
-            raise ValueError(
+            rule = "For an operator not listed, write a rule of your own (pullbacks.GateRule, docs/extending.md"
+            raise ProblemValueError(
                 f"no call that pullbacks gates was seen in the forward pass of {model_name} (ordinary nonlinear "
                 f"calls: {coverage.describe_ordinary() or 'none'}), so the pullback would silently equal the "
-                f"vanilla gradient; pullbacks gates: {gated_summary(self.rules)}. For an operator not listed, "
-                "write a rule of your own (pullbacks.GateRule, docs/extending.md); for a vanilla gradient use "
-                "gradient_ascent(..., method='gradient') or torch.autograd.grad")
+                f"vanilla gradient; pullbacks gates: {gated_summary(self.rules)}", fixes={
+                    "python": f"{rule}); for a vanilla gradient use gradient_ascent(..., method='gradient') or "
+                              "torch.autograd.grad",
+                    "cli": f"{rule}; --rules MODULE:NAME); for a vanilla gradient use --method gradient",
+                    "app": "this model's activations have no rule; look at the vanilla gradient's column"})
         self.partial(coverage)

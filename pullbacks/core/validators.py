@@ -13,6 +13,8 @@ from typing import Any, Optional, Tuple
 import numpy as np
 import torch
 
+from .errors import bad_option
+
 
 
 def plain_number(value: Any) -> Any:
@@ -29,9 +31,9 @@ def positive_number(value: Any, name: str, *, allow_none: bool = False) -> Optio
         return None
     value = plain_number(value)
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a number > 0, got {value!r}")
+        raise bad_option(name, value, "a number > 0", type_error=True)
     if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+        raise bad_option(name, value, "a finite number > 0")
     return float(value)
 
 
@@ -42,16 +44,16 @@ def positive_integer(value: Any, name: str) -> int:
     """``value`` as an int if it is an integer from 1 to ``MAX_COUNT`` (numpy integers too)."""
     value = plain_number(value)
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        raise bad_option(name, value, "an integer >= 1")
     if value > MAX_COUNT:
-        raise ValueError(f"{name} must be at most {MAX_COUNT:,}, got {value:,}")
+        raise bad_option(name, value, f"at most {MAX_COUNT:,}")
     return int(value)
 
 
 def choice(value: Any, name: str, choices: Tuple[str, ...]) -> str:
     """``value`` if it is one of ``choices``."""
     if value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+        raise bad_option(name, value, f"one of {', '.join(map(repr, choices))}")
     return value
 
 
@@ -63,12 +65,14 @@ def temperature(value: Any, name: str = "temperature") -> float:
     try:
         t = positive_number(value, name)
     except ValueError:
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}; small values (e.g. 0.01) "
-                         "approach the vanilla gradient, the paper uses 0.3") from None
+        raise bad_option(name, value, "a finite number > 0", fixes={
+            "python": "small values (e.g. 0.01) approach the vanilla gradient, the paper uses 0.3"}) from None
     if t < MIN_TEMPERATURE:
-        raise ValueError(f"{name} must be at least {MIN_TEMPERATURE:g}, got {t!r}: below that the soft gates "
-                         "are the hard ones to float precision (and the soft max pool underflows); for the "
-                         "vanilla gradient use method='gradient'")
+        below = ("below that the soft gates are the hard ones to float precision (and the soft max pool "
+                 "underflows); for the vanilla gradient use ")
+        raise bad_option(name, t, f"at least {MIN_TEMPERATURE:g}", fixes={
+            "python": below + "method='gradient'", "cli": below + "--method gradient",
+            "app": below + "the vanilla gradient's column"})
     return t
 
 

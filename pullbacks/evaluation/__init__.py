@@ -14,9 +14,9 @@ other libraries: :mod:`pullbacks.evaluation.captum` (``ExcitationPullback``, ``A
 """
 
 from .evaluate import evaluate
-from .methods import DEFAULT_METHODS, METHODS, PAIRS, Settings, attribute
+from .methods import DEFAULT_METHODS, METHODS, PAIRS, Method, Settings, attribute
 from .evaluate import EVIDENCE, METRICS, Metric
 from .report import COLUMNS, Evaluation
 
 __all__ = ["evaluate", "Settings", "Evaluation", "attribute", "METHODS", "DEFAULT_METHODS", "METRICS", "EVIDENCE", "COLUMNS",
-           "PAIRS"]
+           "PAIRS", "Metric", "Method"]

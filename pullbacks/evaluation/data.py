@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence

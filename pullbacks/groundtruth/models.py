@@ -50,9 +50,18 @@ def densenet() -> nn.Module:
 
 
 def vit() -> nn.Module:
-    """torchvision's ``VisionTransformer``: 8-px patches, 4 layers of width 96, 4 heads."""
-    return VisionTransformer(image_size=64, patch_size=8, num_layers=4, num_heads=4, hidden_dim=96, mlp_dim=192,
-                             num_classes=NUM_CLASSES)
+    """torchvision's ``VisionTransformer`` (4 layers of width 96, 4 heads, 64 tokens of 8×8 px and a
+    class token) whose patch embedding is a convolutional stem: three stride-2 and one stride-1
+    3×3 conv/BN/ReLU layers and a 1×1 projection (Xiao et al. 2021, "Early convolutions help
+    transformers see better"). With the plain 8-px patch embedding the same budget reached 25 %
+    held-out accuracy."""
+    m = VisionTransformer(image_size=64, patch_size=8, num_layers=4, num_heads=4, hidden_dim=96, mlp_dim=192,
+                          num_classes=NUM_CLASSES)
+    layers: list[nn.Module] = []
+    for cin, cout, stride in ((3, 32, 2), (32, 64, 2), (64, 96, 2), (96, 96, 1)):
+        layers += [nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+    m.conv_proj = nn.Sequential(*layers, nn.Conv2d(96, 96, 1))
+    return m
 
 
 ARCHITECTURES: dict[str, Callable[[], nn.Module]] = {"resnet": resnet, "vgg": vgg, "densenet": densenet, "vit": vit}

@@ -25,7 +25,9 @@ from .task import generate
 
 HELD_OUT_SEED = 1_000_003
 TASK_VERSION = "v2"  # in the cache's file names: a changed generator makes new files
-LEARNING_RATES = {"resnet": 3e-3, "vgg": 3e-3, "densenet": 3e-3, "vit": 1e-3}
+LEARNING_RATES = {"resnet": 3e-3, "vgg": 3e-3, "densenet": 3e-3, "vit": 2e-3}
+WEIGHT_DECAY = {"resnet": 5e-4, "vgg": 5e-4, "densenet": 5e-4, "vit": 0.05}
+EPOCHS = {"resnet": 10, "vgg": 10, "densenet": 10, "vit": 14}
 
 
 def dataset(n: int, seed: int, cache: Path) -> tuple[torch.Tensor, torch.Tensor]:
@@ -50,19 +52,21 @@ def accuracy(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
 
 
 def train(family: str, out: str | os.PathLike = "out/groundtruth", *, seed: int = 0, images: int = 16000,
-          epochs: int = 10, batch: int = 64, held_out: int = 2000, progress: bool = True) -> dict:
+          epochs: int | None = None, batch: int = 64, held_out: int = 2000, progress: bool = True) -> dict:
     """Train ``family`` (a key of ``ARCHITECTURES``) and write ``OUT/<family>.pt`` and ``.json``;
-    a checkpoint after every epoch (``OUT/<family>.ckpt``) is resumed from when run again."""
+    a checkpoint after every epoch (``OUT/<family>.ckpt``) is resumed from when run again.
+    ``epochs`` defaults to the family's (``EPOCHS``)."""
     from tqdm.auto import tqdm
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    epochs = EPOCHS[family] if epochs is None else epochs
     torch.manual_seed(seed)
     model = ARCHITECTURES[family]()
     x, y = dataset(images, seed, out / "data")
     xv, yv = dataset(held_out, HELD_OUT_SEED, out / "data")
     steps_per_epoch = math.ceil(len(y) / batch)
-    opt = torch.optim.AdamW(model.parameters(), lr=LEARNING_RATES[family], weight_decay=5e-4)
+    opt = torch.optim.AdamW(model.parameters(), lr=LEARNING_RATES[family], weight_decay=WEIGHT_DECAY[family])
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, LEARNING_RATES[family], total_steps=epochs * steps_per_epoch,
                                                 pct_start=0.15)
     start_epoch, seconds = 0, 0.0
@@ -110,7 +114,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="out/groundtruth")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--images", type=int, default=16000)
-    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--epochs", type=int, default=None, help="default: the family's (resnet/vgg/densenet 10, vit 14)")
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)

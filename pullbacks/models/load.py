@@ -10,10 +10,10 @@ weight-gradient work. Models that users bring themselves are never changed.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Union
 
 import torch
 from torch import Tensor, nn

@@ -19,13 +19,39 @@ from urllib.parse import urlparse
 import torch
 from torch import Tensor, nn
 
-OFFLINE_MODEL = "efficientnet_lite0"  # embedded weights: works without internet
+from ..core.errors import Problem
+
 TIMM_PREFIX = "timm/"
 StateDict = Mapping[str, Tensor]
 
 
-class WeightsUnavailableError(RuntimeError):
-    """Pretrained weights are neither cached nor downloadable (or the file is unreadable)."""
+OFFLINE_MODEL = "efficientnet_lite0"  # embedded weights: works without internet
+
+
+class WeightsUnavailableError(Problem, RuntimeError):
+    """Pretrained weights are neither cached nor downloadable (or the file is unreadable):
+    ``problem`` says why and where they are looked for, ``fixes`` what to pass instead."""
+
+    def __init__(self, problem: str, fixes: dict | None = None) -> None:
+        self._set(problem, None, None, {**_ELSEWHERE, **(fixes or {})})
+        super().__init__(self.render())
+
+
+_ELSEWHERE = {  # what every interface but Python can do about any unavailable weights
+    "cli": f"--weights FILE (a state_dict), --weights random, or --model {OFFLINE_MODEL} (embedded, offline)",
+    "app": f"choose {OFFLINE_MODEL} (it works offline), or put the weights file where this message says and press "
+           "Explain! again"}
+
+
+def _instead(name: str, file_hint: str) -> dict[str, str]:
+    """What to pass instead of unavailable pretrained weights, in each interface's terms."""
+    return {"python": f"or pass the file: load_model({name!r}, weights=\"{file_hint}\"); weights=None gives random "
+                      f"weights, and the embedded model {OFFLINE_MODEL!r} works offline: "
+                      f"load_model({OFFLINE_MODEL!r})",
+            "cli": f"or pass the file: --weights {file_hint}; --weights random gives random weights, and "
+                   f"--model {OFFLINE_MODEL} (embedded) works offline",
+            "app": f"choose {OFFLINE_MODEL} (it works offline), or put the weights file where this message says "
+                   "and press Explain! again"}
 
 
 class WeightsMismatchError(ValueError):
@@ -57,12 +83,8 @@ def _torchvision_state_dict(name: str, weights_attr: str) -> StateDict:
             f"Pretrained weights for {name!r} ({enum_name}.{member}) are not available: {reason}\n"
             f"torchvision looks for them in the cache folder\n    {cache}\n"
             f"under the file name {file_name!r}. To use them offline, download\n    {weights.url}\n"
-            f"on a machine with internet and place the file in that folder under exactly that "
-            f"name, or pass the file explicitly: "
-            f"load_model({name!r}, weights=\"/path/to/{file_name}\").\n"
-            f"weights=None gives random weights, and the embedded model {OFFLINE_MODEL!r} "
-            f"works offline: load_model({OFFLINE_MODEL!r})."
-        )
+            f"on a machine with internet and place the file in that folder under exactly that name",
+            _instead(name, f"/path/to/{file_name}"))
 
     if cached.is_file():
         try:
@@ -146,10 +168,8 @@ def _timm_state_dict(name: str) -> StateDict:
             f"timm keeps them in the Hugging Face cache folder\n    {constants.HF_HUB_CACHE}\n"
             f"To use them offline, run `python -c \"import timm; timm.create_model({name!r}, pretrained=True)\"` "
             "on a machine with internet and copy that cache folder here (or set HF_HUB_CACHE to a copy), or "
-            f"save the model's state_dict to a file and pass it: load_model({TIMM_PREFIX + name!r}, "
-            f"weights=\"/path/to/state_dict.pth\") (command line: --weights PATH).\n"
-            f"weights=None gives random weights, and the embedded model {OFFLINE_MODEL!r} works offline."
-        )
+            "save the model's state_dict to a file",
+            _instead(TIMM_PREFIX + name, "/path/to/state_dict.pth"))
 
     try:
         if cached is not None:  # the hub's files hold timm's own state dict: read it as it is
@@ -173,7 +193,7 @@ def _read_state_dict_file(path: Path, name: str) -> dict[str, Tensor]:
     if not path.is_file():
         raise FileNotFoundError(
             f"weights file for {name!r} not found: {path} (pass an existing state_dict "
-            "file, weights='default' for the pretrained weights, or weights='random')"
+            "file, 'default' for the pretrained weights, or 'random')"
         )
     try:
         sd = torch.load(path, map_location="cpu", weights_only=True)
