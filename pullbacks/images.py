@@ -282,7 +282,7 @@ def imagenette_rows(
     """
     from torchvision.datasets import Imagenette
 
-    from .models import imagenet_classes
+    from .classes import imagenet_classes
 
     root_p = Path(os.fspath(root)).expanduser() if root is not None else _default_imagenette_root()
     archives = getattr(Imagenette, "_ARCHIVES", {})
