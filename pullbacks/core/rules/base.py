@@ -258,10 +258,8 @@ class GateRule(Rule):
         if self.autograd:
             raise TypeError(f"GateRule({self.family!r}) uses the package's own autograd Function; autograd= is "
                             "for a SoftenedRule whose run uses Functions of its own")
-        if self.temperature is None and self.family not in KEYWORDS:
-            from ..table import families  # a user's rule: the built-in ones all name a temperature
-
-            if self.family not in families():
+        if self.temperature is None and self.family not in KEYWORDS:  # the built-in ones all name one
+            if self.family not in {r.family for r in _BUILTIN}:
                 raise ValueError(f"GateRule({self.family!r}) has no temperature and {self.family!r} is not a "
                                  "built-in family: pass temperature=... (its default T, e.g. 1.0)")
         object.__setattr__(self, "_inplace_at", {f: _inplace_index(f) for f in self.functions})
