@@ -41,7 +41,7 @@ def test_ten_classes_drawn_evenly():
 
 
 def test_generated_items_for_the_evaluation():
-    from pullbacks.evaluation.data import GROUNDTRUTH_SEED, source_items
+    from pullbacks.sources import GROUNDTRUTH_SEED, resolve as source_items
 
     items = source_items(["groundtruth:3"])
     x, y, m = generate(3, GROUNDTRUTH_SEED)

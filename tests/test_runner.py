@@ -18,6 +18,7 @@ from PIL import Image
 pytest.importorskip("captum")
 
 from helpers import tiny_loaded  # noqa: E402
+from pullbacks import sources  # noqa: E402
 from pullbacks.evaluation import data, runner  # noqa: E402
 from pullbacks.evaluation.methods import Settings  # noqa: E402
 from pullbacks.images import builtin_photos  # noqa: E402
@@ -49,21 +50,21 @@ FAST = Settings(ig_steps=2, smoothgrad_samples=2, blocks=2, infidelity_draws=1, 
 
 
 def test_true_labels_come_from_the_wnid_folders(imagenet_folder):
-    items = data.folder_items(imagenet_folder)
+    items = sources.folder_items(imagenet_folder)
     assert len(items) == 8 and {it.label for it in items} == set(WNIDS)
     assert all(WNIDS[it.label] == it.name.split("/")[0] for it in items)
-    assert data.imagenet_wnids()[285] == "n02124075"
+    assert sources.imagenet_wnids()[285] == "n02124075"
     (imagenet_folder / "not_a_wnid").mkdir()
     _save(builtin_photos()[0].image, imagenet_folder / "not_a_wnid" / "x.png")
     try:
         with pytest.raises(ValueError, match="'not_a_wnid' is not an ImageNet wnid"):
-            data.folder_items(imagenet_folder)
+            sources.folder_items(imagenet_folder)
     finally:
         shutil.rmtree(imagenet_folder / "not_a_wnid")
 
 
 def test_selection_is_seeded_and_shards_cover_everything_once(imagenet_folder):
-    items = data.folder_items(imagenet_folder)
+    items = sources.folder_items(imagenet_folder)
     a, b = data.select(items, 5, 314), data.select(items, 5, 314)
     assert [i.name for i in a] == [i.name for i in b] and len(a) == 5
     assert [i.name for i in data.select(items, 5, 1)] != [i.name for i in a]
@@ -88,7 +89,7 @@ def test_limit_picks_the_images_the_follow_ups_loader_draws_first(tmp_path):
     loader = DataLoader(range(len(folder)), batch_size=20, shuffle=True,
                         generator=torch.Generator().manual_seed(314))
     theirs = [paths[i] for batch in loader for i in batch.tolist()][:45]
-    items = data.folder_items(tmp_path)
+    items = sources.folder_items(tmp_path)
     assert [it.name for it in items] == paths  # the same order before the shuffle
     assert [it.name for it in data.select(items, 45)] == theirs
     assert [it.name for it in data.select(items, 3)] == theirs[:3]
@@ -97,7 +98,7 @@ def test_limit_picks_the_images_the_follow_ups_loader_draws_first(tmp_path):
 
 @pytest.mark.slow  # over 2 s
 def test_mosaics_follow_the_follow_ups_rule_and_focus_counts_the_target_tiles(imagenet_folder):
-    items = data.folder_items(imagenet_folder)
+    items = sources.folder_items(imagenet_folder)
     made = runner.mosaics(items, 12, seed=3)
     assert made == runner.mosaics(items, 12, seed=3) and made != runner.mosaics(items, 12, seed=4)
     labels = {it.name: it.label for it in items}
@@ -140,7 +141,7 @@ def _run(out, items, **kw):
 
 @pytest.mark.slow  # over 2 s
 def test_a_killed_run_resumes_with_every_record_once_and_the_same_numbers(imagenet_folder, tmp_path, monkeypatch):
-    items = data.folder_items(imagenet_folder)
+    items = sources.folder_items(imagenet_folder)
     whole = _run(tmp_path / "whole", items)
     assert whole is not None and set(whole.scores["focus"]) == {"pullback", "gradient"}
     writes = []
@@ -167,7 +168,7 @@ def test_a_killed_run_resumes_with_every_record_once_and_the_same_numbers(imagen
 
 @pytest.mark.slow  # over 2 s
 def test_the_numbers_do_not_depend_on_the_batch_or_the_order(imagenet_folder, tmp_path):
-    items = data.folder_items(imagenet_folder)
+    items = sources.folder_items(imagenet_folder)
     a = _run(tmp_path / "a", items, metrics=["faithfulness_estimate", "monotonicity_correlation"])
     global FAST
     saved, FAST = FAST, Settings(**{**FAST.__dict__, "batch_size": 5})
@@ -181,7 +182,7 @@ def test_the_numbers_do_not_depend_on_the_batch_or_the_order(imagenet_folder, tm
 
 
 def test_other_settings_in_the_same_folder_are_refused(imagenet_folder, tmp_path):
-    items = data.folder_items(imagenet_folder)[:2]
+    items = sources.folder_items(imagenet_folder)[:2]
     _run(tmp_path / "o", items, metrics=["faithfulness_estimate"], spec={"methods": ["a"]})
     with pytest.raises(ValueError, match=r"holds the records of another run \(methods: \['a'\] there, \['b'\] now\)"):
         _run(tmp_path / "o", items, metrics=["faithfulness_estimate"], spec={"methods": ["b"]})
@@ -219,7 +220,7 @@ def test_torchrun_with_two_processes_gives_the_numbers_of_one(imagenet_folder, t
 
 
 def test_a_refused_run_writes_nothing(imagenet_folder, tmp_path):
-    one_class = [it for it in data.folder_items(imagenet_folder) if it.label == data.folder_items(imagenet_folder)[0].label]
+    one_class = [it for it in sources.folder_items(imagenet_folder) if it.label == sources.folder_items(imagenet_folder)[0].label]
     with pytest.raises(ValueError, match="at least 2 classes"):
         _run(tmp_path / "none", one_class, metrics=["focus"])
     assert not (tmp_path / "none").exists()  # no run.json that the next, corrected run would be refused by
@@ -227,7 +228,7 @@ def test_a_refused_run_writes_nothing(imagenet_folder, tmp_path):
 
 @pytest.mark.slow  # over 2 s
 def test_a_torn_last_line_is_cut_off_and_its_records_computed_again(imagenet_folder, tmp_path):
-    items = data.folder_items(imagenet_folder)[:3]
+    items = sources.folder_items(imagenet_folder)[:3]
     whole = tmp_path / "whole"
     _run(whole, items, metrics=["faithfulness_estimate"])
     torn = tmp_path / "torn"
@@ -244,7 +245,7 @@ def test_a_torn_last_line_is_cut_off_and_its_records_computed_again(imagenet_fol
 
 @pytest.mark.slow  # over 2 s
 def test_a_second_run_on_the_same_folder_is_refused_while_the_first_holds_it(imagenet_folder, tmp_path):
-    items = data.folder_items(imagenet_folder)[:2]
+    items = sources.folder_items(imagenet_folder)[:2]
     out = tmp_path / "o"
     holder = subprocess.Popen([sys.executable, "-c", (
         "import sys, time; from pathlib import Path; from pullbacks.evaluation import runner\n"
@@ -320,7 +321,7 @@ def test_under_torchrun_an_error_on_one_rank_stops_every_rank(imagenet_folder, t
     torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
     root = tmp_path / "images"
     shutil.copytree(imagenet_folder, root)
-    names = [it.name for it in data.folder_items(root)]
+    names = [it.name for it in sources.folder_items(root)]
     (root / names[1]).write_bytes(b"\x89PNG\r\n\x1a\n not an image")  # rank 1's first image (every 2nd from 1)
     start = time.monotonic()
     proc = subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2", "-m", "pullbacks", "evaluate",

@@ -134,17 +134,19 @@ def run_app(args: argparse.Namespace) -> int:
     return 0  # pragma: no cover - the loop only ends by Ctrl-C
 
 
-def _photos(sources: list[str], loaded, imagenette_root=None):
-    """``--images``: (images, labels, names, labelled); file rows get the model's prediction."""
-    from ..images import builtin_photos, imagenette_rows, load_images
+def _photos(images: list[str], loaded, imagenette_root=None):
+    """``--images`` (:func:`pullbacks.sources.resolve`): (images, labels, names, labelled); rows
+    without a class get the model's prediction."""
+    from ..sources import load, resolve
 
-    if sources in (["builtin"], ["imagenette"]):
-        photos = builtin_photos() if sources == ["builtin"] else imagenette_rows(imagenette_root)
-        return torch.stack([p.image for p in photos]), [p.label for p in photos], [p.name for p in photos], True
-    images, names = load_images(sources[0] if len(sources) == 1 else sources)
+    items = resolve(images, imagenette_root)
+    batch = torch.stack([load(item) for item in items])
+    if all(item.label is not None for item in items):
+        return batch, [item.label for item in items], [item.name for item in items], True
     with torch.no_grad():
-        labels = loaded.model(images.to(loaded.device)).argmax(1).tolist()
-    return images, labels, names, False
+        predicted = loaded.model(batch.to(loaded.device)).argmax(1).tolist()
+    labels = [p if item.label is None else item.label for item, p in zip(items, predicted)]
+    return batch, labels, [item.name for item in items], False
 
 
 def _class_id(classes, text: str) -> int:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..evaluation.methods import METHODS, DEFAULT_METHODS, Settings, check_names
-from ..evaluation.data import GROUNDTRUTH
+from ..sources import GROUNDTRUTH
 from ..evaluation.evaluate import EVIDENCE, METRICS
 from ..evaluation.runner import FOCUS
 from .arguments import (UsageError, add_images, add_model, add_options, load, non_negative_int,
@@ -75,7 +75,8 @@ def _split(values: Sequence[str] | None) -> list[str] | None:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     """Evaluate (resuming what ``--out`` already holds), then write and print the report."""
-    from ..evaluation.data import select, source_items
+    from ..evaluation.data import select
+    from ..sources import resolve
     from ..evaluation.runner import output_error, rank_device, run
 
     try:  # the extras: fail with their install hint before any work
@@ -93,7 +94,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         raise UsageError("the focus metric runs on mosaics: pass --mosaics N (the authors: 500)")
     writable_folder(args.out, "--out")
     args.device = rank_device(args.device)
-    items = select(source_items(args.images, args.imagenette_root), args.limit, args.shuffle_seed)
+    items = select(resolve(args.images, args.imagenette_root), args.limit, args.shuffle_seed)
     if any(it.label is None for it in items):
         print("targets: the model's predicted classes for the files without a class folder")
     loaded, o = load(args)

@@ -15,11 +15,9 @@ Every default comes from :class:`~pullbacks.core.options.AscentOptions`.
 
 from __future__ import annotations
 
-import os
 import threading
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
 import torch
@@ -33,7 +31,8 @@ from ..core.errors import Problem
 from ..core.policy import PartialPullbackError, PartialPullbackWarning
 from ..core.options import FROM_RECIPE, AscentOptions
 from ..figures.explain import top_k
-from ..images import DataUnavailableError, ImageLoadError, Photo, builtin_photos, imagenette_rows, load_image
+from .. import sources
+from ..images import DataUnavailableError, ImageLoadError, Photo
 from ..models import (LoadedModel, WeightsMismatchError, WeightsUnavailableError, get_model_spec,
                       load_model, resolve_device)
 
@@ -85,28 +84,20 @@ def coverage_note(coverage: Optional[Coverage], interface: str = "python") -> st
 def image_choices(imagenette_root=None) -> list[tuple[str, str]]:
     """``(label, key)`` pairs: the built-in photos, then the Imagenette rows if they are on
     disk (never downloads)."""
-    choices = [(f"{p.name} (built-in)", f"builtin:{p.name}") for p in _photos("builtin")]
-    try:
-        choices += [(f"{p.name} (Imagenette)", f"imagenette:{p.name}") for p in _photos("imagenette", imagenette_root)]
-    except DataUnavailableError:
-        pass
+    choices = []
+    for source, label in (("builtin", "built-in"), ("imagenette", "Imagenette")):
+        try:
+            choices += [(f"{item.name} ({label})", f"{source}:{item.name}")
+                        for item in sources.resolve_named(source, imagenette_root)]
+        except DataUnavailableError:
+            pass
     return choices
 
 
-_PHOTOS: dict[str, list[Photo]] = {}
-
-
-def _photos(source: str, imagenette_root=None) -> list[Photo]:
-    key = f"{source}:{imagenette_root}"
-    if key not in _PHOTOS:  # Imagenette is never downloaded here: the notebook's paper section does that
-        _PHOTOS[key] = builtin_photos() if source == "builtin" else imagenette_rows(imagenette_root, download=False)
-    return _PHOTOS[key]
-
-
 def resolve_image(image, imagenette_root=None) -> tuple[Tensor, str, Optional[int]]:
-    """An image key (``"builtin:chelsea"``), a file path, a :class:`Photo` or a (3, H, W)
-    tensor → (tensor in [-1, 1], name, label); ``label`` is the ImageNet class of a
-    built-in or Imagenette photo, else None."""
+    """An image key (``"builtin:chelsea"``, a file path: :func:`pullbacks.sources.find`), a
+    :class:`Photo` or a (3, H, W) tensor → (tensor in [-1, 1], name, label); ``label`` is the
+    ImageNet class of a built-in or Imagenette photo, else None."""
     if isinstance(image, Photo):
         return image.image, image.name, image.label
     if isinstance(image, Tensor):
@@ -115,16 +106,8 @@ def resolve_image(image, imagenette_root=None) -> tuple[Tensor, str, Optional[in
         return image, "image", None
     if image is None or (isinstance(image, str) and not image.strip()):
         raise ValueError("choose an example image or give an image file")
-    text = os.fspath(image)
-    source, sep, name = text.partition(":")
-    if sep and source in ("builtin", "imagenette"):
-        photos = _photos(source, imagenette_root)
-        for p in photos:
-            if p.name.casefold() == name.strip().casefold():
-                return p.image, p.name, p.label
-        raise ValueError(f"no {source} image named {name!r}: choose one of " + ", ".join(repr(p.name) for p in photos))
-    path = Path(text).expanduser()
-    return load_image(path), path.stem, None
+    item = sources.find(image, imagenette_root)
+    return sources.load(item), item.name, item.label
 
 
 # --------------------------------------------------------------------------- models

@@ -40,7 +40,8 @@ from torch.utils.data import DataLoader
 from ..core.checks import check_model
 from ..core.randomness import check_deterministic
 from ..images import ImageLoadError
-from .data import Images, Item, image_seed, shard
+from ..sources import Item
+from .data import Images, image_seed, shard
 from .evaluate import METRICS, MOSAICS, evaluate
 from .methods import Settings, attribute
 from .report import Evaluation

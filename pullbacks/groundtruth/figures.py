@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from .task import CLASSES, SCALE, generate
 from .weights import FAMILIES, PREFIX
 
-SEED = 2_000_003  # the evaluation's images (data.GROUNDTRUTH_SEED): never seen in training
+SEED = 2_000_003  # the evaluation's images (sources.GROUNDTRUTH_SEED): never seen in training
 
 
 def one_per_class(seed: int = SEED, search: int = 200) -> tuple[torch.Tensor, list[int], torch.Tensor]:
