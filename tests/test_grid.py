@@ -71,3 +71,6 @@ def test_render_grids_writes_both_methods_with_the_same_targets(tmp_path):
         path = tmp_path / folder / "tiny_alpha_20_steps_1.jpg"
         with Image.open(path) as im:
             assert im.format == "JPEG" and im.width > 500
+    assert grids["pullback"].files == {"diff": tmp_path / "pullback_diff" / "tiny_alpha_20_steps_1.jpg",
+                                       "perturbed": tmp_path / "pullback" / "tiny_alpha_20_steps_1.jpg"}
+    assert grids["gradient"].files["diff"] == tmp_path / "vanilla_grad_diff" / "tiny_alpha_20_steps_1.jpg"

@@ -176,7 +176,7 @@ def _explain_out(args, target: int) -> Path:
 
 
 def run_grid(args) -> int:
-    from ..figures.grid import DIFF_FOLDERS, grid_file_name, render_grids
+    from ..figures.grid import render_grids
     from ..images import skipped_files
 
     if args.extra < 0:
@@ -189,13 +189,13 @@ def run_grid(args) -> int:
     images, labels, names, labelled = _photos(args.images, loaded, args.imagenette_root)
     row_names = None if labelled else [f"{n} ({loaded.classes[c]})" for n, c in zip(names, labels)]
     targets = None if args.targets is None else [_class_id(loaded.classes, t) for t in args.targets]
-    render_grids(
+    grids = render_grids(
         loaded.model, images.to(loaded.device), labels, loaded.classes, loaded.name,
         targets=targets, extra=args.extra, seed=args.seed, out=args.out, row_names=row_names,
         options=o, batch_size=args.batch_size, progress=not args.no_progress,
     )
-    for folder in DIFF_FOLDERS.values():
-        print(Path(args.out) / folder / grid_file_name(loaded.name, o.alpha, o.steps, o.recipe))
+    for grid in grids.values():
+        print(grid.files["diff"])
     return 0
 
 

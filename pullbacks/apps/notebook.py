@@ -27,7 +27,7 @@ from torch import Tensor
 
 from ..core.options import AscentOptions
 from ..core.recipes import DEFAULT_RECIPE, recipe_values
-from ..figures.grid import DIFF_FOLDERS, PERTURBED_FOLDERS, Grid, grid_file_name, render_grids
+from ..figures.grid import Grid, grid_file_name, render_grids
 from ..figures.sweep import DEFAULT_TEMPERATURES, temperature_sweep
 from ..images import DataUnavailableError, Photo, builtin_photos, imagenette_rows
 from ..models import OFFLINE_MODEL, LoadedModel, WeightsUnavailableError, load_model, resolve_device
@@ -270,9 +270,8 @@ def paper_grids(
         save_perturbed=save_perturbed, row_names=setup.row_names, options=o,
         batch_size=batch_size, progress=progress,
     )
-    name = grid_file_name(loaded.name, o.alpha, o.steps, o.recipe)
-    diff_files = {m: Path(out) / DIFF_FOLDERS[m] / name for m in grids}
-    perturbed = {m: Path(out) / PERTURBED_FOLDERS[m] / name for m in grids} if save_perturbed else {}
+    diff_files = {m: g.files["diff"] for m, g in grids.items() if "diff" in g.files}
+    perturbed = {m: g.files["perturbed"] for m, g in grids.items() if "perturbed" in g.files}
     return PaperFigures(grids, diff_files, perturbed)
 
 

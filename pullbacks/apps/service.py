@@ -5,8 +5,8 @@ web app all do, done once.
   (``"builtin:<name>"``, ``"imagenette:<class>"``), files, photos and tensors;
 * :data:`MODELS`: loaded models, each loaded once (thread-safe);
 * :func:`parse_target`: a class from ``"tabby"``, ``"281"``, ``281`` or ``"tabby (281)"``;
-* :func:`compare`: the ascent along the pullback and along the vanilla gradient with the
-  same settings, the top-5 before and after, and the coverage of the pullback;
+* :func:`comparing`: the ascent along the pullback and along the vanilla gradient with the
+  same settings, step by step, then the top-5 before and after and the coverage of the pullback;
 * :func:`format_top5`, :func:`coverage_note` and :func:`message`: the texts, with hints
   in the terms of the interface (``"cli"``, ``"app"`` or ``"python"``).
 
@@ -22,7 +22,6 @@ from typing import Iterator, Optional, Sequence
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from ..classes import ClassNames
 from ..core.ascent import ascent_steps
@@ -281,22 +280,6 @@ def comparing(loaded: LoadedModel, image: Tensor, target: int, options: AscentOp
     tops = top_k(loaded.model, torch.cat([x0, ends["pullback"]] + ([plain] if vanilla else [])), loaded.classes)
     yield Comparison(x0[0].detach(), ends["pullback"][0].detach(), None if plain is None else plain[0].detach(),
                      target, loaded.classes[target], tops[0], tops[1], tops[2] if vanilla else None, coverage)
-
-
-def compare(loaded: LoadedModel, image: Tensor, target: int, options: AscentOptions, *, vanilla: bool = True,
-            progress: bool = False) -> Comparison:
-    """Ascend ``image`` (3, H, W) towards ``target`` along the pullback (and, with
-    ``vanilla``, the vanilla gradient) with ``options``; the partial-coverage warning is
-    caught and returned as ``coverage`` (``options.strict`` raises instead).
-    ``progress``: a bar over the steps."""
-    total = options.steps * (2 if vanilla else 1)
-    with tqdm(total=total, desc="explain", unit="step", disable=not progress, leave=False) as bar:
-        for item in comparing(loaded, image, target, options, vanilla=vanilla):
-            if isinstance(item, Comparison):
-                return item
-            bar.set_description(str(item).split(":")[0], refresh=False)
-            bar.update()
-    raise AssertionError("comparing() ended without its result")  # pragma: no cover
 
 
 def format_top5(top: Sequence[tuple[str, float]], indent: str = "  ") -> str:

@@ -6,7 +6,7 @@ is ``x_steps - x0``, min–max rescaled on its own (a cell with no change is mid
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -36,6 +36,7 @@ class Grid:
     target_names: list[str]
     method: str
     figure: Figure
+    files: dict = field(default_factory=dict)  # what render_grids wrote: {"diff": path, "perturbed": path}
 
     @property
     def differences(self) -> Tensor:
@@ -172,8 +173,9 @@ def render_grids(
     for method, grid in grids.items():
         if out is not None:
             name = grid_file_name(model_name, o.alpha, o.steps, o.recipe)
-            grid.save(Path(out) / DIFF_FOLDERS[method] / name)
+            grid.files["diff"] = grid.save(Path(out) / DIFF_FOLDERS[method] / name)
             if save_perturbed:
                 fig = draw_grid(grid, title=f"{model_name}: perturbed images ({LABELS[method]})", show="perturbed")
-                Grid(**{**grid.__dict__, "figure": fig}).save(Path(out) / PERTURBED_FOLDERS[method] / name)
+                grid.files["perturbed"] = Grid(**{**grid.__dict__, "figure": fig, "files": {}}).save(
+                    Path(out) / PERTURBED_FOLDERS[method] / name)
     return grids
