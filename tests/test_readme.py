@@ -8,6 +8,8 @@ from pathlib import Path
 
 import torch
 
+import pullbacks
+
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 @pytest.mark.slow
@@ -41,10 +43,18 @@ def test_ci_runs_the_readme_test_command():
 def test_extending_guide_runs_and_its_check_holds():
     """docs/extending.md: the ELU rule in under 15 lines, and its straight-through check."""
     text = (ROOT / "docs" / "extending.md").read_text(encoding="utf-8")
-    rule, check = re.findall(r"```python\n(.*?)```", text, re.S)
+    rule, celu, check = re.findall(r"```python\n(.*?)```", text, re.S)
     assert len(rule.strip().splitlines()) < 15
     torch.manual_seed(0)
     scope: dict = {}
     exec(compile(rule + check, "docs/extending.md", "exec"), scope)  # the check asserts the equality
     assert not torch.allclose(scope["g"], torch.autograd.grad(
         scope["net"](scope["x"])[:, 0].sum(), scope["x"])[0])  # and the rule is not the vanilla gradient
+    exec(compile(celu, "docs/extending.md", "exec"), scope)  # params: the CELU's alpha read from the call
+    net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.CELU(alpha=0.5), torch.nn.Linear(8, 3)).double().eval()
+    x = torch.randn(2, 4, dtype=torch.float64)
+    got = pullbacks.excitation_pullback(net, x, 0, rules=[scope["celu"]])
+    z = net[0](x)
+    s = torch.sigmoid(z / 0.5)
+    gate = s + (1 - s) * torch.exp(z.clamp(max=0) / 0.5)  # alpha 0.5 from the call, T 0.5 from the rule
+    torch.testing.assert_close(got, (net[2].weight[0] * gate) @ net[0].weight)
