@@ -22,7 +22,8 @@ TEMPERATURES = (0.03, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0)
 
 def sweep(family: str, temperatures=TEMPERATURES, n: int = 200, seed: int = SWEEP_SEED) -> dict[float, float]:
     """Mean relevance mass accuracy of the pullback at each ReLU/max-pool temperature (for the
-    ViT, every family's temperature scaled by the same factor from its default)."""
+    ViT, its stem's ReLU at that temperature and every other family's scaled by the same factor
+    from its default)."""
     from ..core.table import default_temperatures
     from ..evaluation.suite import relevance_mass_accuracy
     from ..models import load_model
@@ -33,7 +34,7 @@ def sweep(family: str, temperatures=TEMPERATURES, n: int = 200, seed: int = SWEE
     out = {}
     for t in temperatures:
         if family == "vit":
-            o = net.options(temperatures={k: v * t for k, v in default_temperatures().items()})
+            o = net.options(temperature=t, temperatures={k: v * t for k, v in default_temperatures().items()})
         else:
             o = net.options(temperature=t, pool_temperature=t)
         a = torch.cat([excitation_pullback(net.model, x[i:i + 50], y[i:i + 50], o.gates) for i in range(0, n, 50)])

@@ -12,7 +12,18 @@ WEIGHTS = Path(__file__).resolve().parent / "weights"
 PREFIX = "groundtruth/"
 FAMILIES = ("resnet", "vgg", "densenet", "vit")
 # recommended ReLU / max-pool temperatures, from the temperature sweep on the task
-TEMPERATURES = {"resnet": 1.0, "vgg": 1.0, "densenet": 1.0, "vit": 1.0}
+# (python -m pullbacks.groundtruth.sweep); the ViT's other families are scaled by the same factor
+TEMPERATURES = {"resnet": 1.0, "vgg": 1.0, "densenet": 1.0, "vit": 0.5}
+
+
+def family_temperatures(family: str) -> dict | None:
+    """The recommended temperatures of the families beyond ReLU (the ViT's: the rule table's
+    defaults scaled like its ReLU's, as the sweep scales them; None for the CNNs)."""
+    if family != "vit":
+        return None
+    from ..core.table import default_temperatures
+
+    return {k: v * TEMPERATURES[family] for k, v in default_temperatures().items()}
 
 
 def build(family: str) -> torch.nn.Module:

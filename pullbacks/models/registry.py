@@ -173,7 +173,8 @@ def _groundtruth_specs() -> dict[str, ModelSpec]:
 
     return {gt.PREFIX + f: ModelSpec(
         name=gt.PREFIX + f, build=functools.partial(gt.build, f), default_weights=functools.partial(gt.state_dict, f),
-        temperature=gt.TEMPERATURES[f], pool_temperature=gt.TEMPERATURES[f], mean=(0.5,) * 3, std=(0.5,) * 3,
+        temperature=gt.TEMPERATURES[f], pool_temperature=gt.TEMPERATURES[f], temperatures=gt.family_temperatures(f),
+        mean=(0.5,) * 3, std=(0.5,) * 3,
         classes=functools.partial(ClassNames, list(CLASSES))) for f in gt.FAMILIES}
 
 
