@@ -11,7 +11,8 @@ from typing import Callable
 import torch
 
 from ..core import options, validators
-from ..core.table import KEYWORDS, default_temperatures
+from ..core.errors import Problem
+from ..core.table import default_temperatures
 from ..models import DEFAULT_MODEL, available_models
 
 
@@ -78,31 +79,6 @@ def port(text: str) -> int:
     if not 0 < value < 65536:
         raise argparse.ArgumentTypeError(f"a port is 1-65535, got {value}")
     return value
-positive_float = _argument(validators.positive_number)
-temperature = _argument(validators.temperature)
-optional_positive = _argument(validators.positive_number, none=True)
-
-
-def temperatures(text: str) -> dict:
-    """``--temperatures gelu=0.5,attention=2``: per-family temperatures (validated like the keyword)."""
-    pairs = {}
-    for item in filter(None, (t.strip() for t in text.split(","))):
-        name, sep, value = item.partition("=")
-        if not sep:
-            raise argparse.ArgumentTypeError(f"expected FAMILY=VALUE pairs such as gelu=1.0,attention=1.5, got {item!r}")
-        try:
-            pairs[name.strip()] = float(value)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number for {name.strip()!r}, got {value!r}") from None
-    try:
-        options.family_temperatures(pairs)
-    except (TypeError, ValueError) as e:
-        flags = ", ".join(f"--{k.replace('_', '-')}" for k in KEYWORDS.values())
-        raise argparse.ArgumentTypeError(str(e).split(" (these have")[0] + f" (the ReLU family and max pooling "
-                                         f"have flags of their own: {flags})") from None
-    return pairs
-
-
 def temperatures_help() -> str:
     """The defaults of ``--temperatures``, read from the rule table."""
     return ",".join(f"{k}={v:g}" for k, v in default_temperatures().items())
@@ -128,65 +104,19 @@ def add_model(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", type=device, default="cpu", help="cpu, cuda, mps or auto (default: %(default)s)")
 
 
-def variants(text: str) -> dict:
-    """``--variants sdpa=held,mha=inputs``: rule variants (validated like the keyword)."""
-    pairs = {}
-    for item in filter(None, (t.strip() for t in text.split(","))):
-        name, sep, value = item.partition("=")
-        if not sep:
-            raise argparse.ArgumentTypeError(f"expected RULE=VARIANT pairs such as sdpa=held, got {item!r}")
-        pairs[name.strip()] = value.strip()
-    try:
-        options.rule_variants(pairs)
-    except (TypeError, ValueError) as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-    return pairs
-
-
-def rules(text: str) -> tuple:
-    """``--rules mypackage.rules:ELU,...``: rules of your own, each ``MODULE:NAME`` of a rule or a
-    list of rules, imported (the user's own code, as ``python -c`` would run it)."""
-    import importlib
-
-    found: list = []
-    for item in filter(None, (t.strip() for t in text.split(","))):
-        module, sep, name = item.partition(":")
-        if not sep or not module or not name:
-            raise argparse.ArgumentTypeError(f"expected MODULE:NAME such as myrules:ELU, got {item!r}")
+def _option(name: str) -> Callable[[str], object]:
+    """The argparse type of option ``name``: ``options.from_text``, its error in the flag's terms."""
+    def convert(text: str):
         try:
-            value = getattr(importlib.import_module(module), name)
-        except ImportError as e:
-            raise argparse.ArgumentTypeError(f"cannot import {module!r} ({e}); is it on PYTHONPATH?") from None
-        except AttributeError:
-            raise argparse.ArgumentTypeError(f"{module!r} has no {name!r}") from None
-        found += list(value) if isinstance(value, (list, tuple)) else [value]
-    try:
-        return options.user_rules(found)
-    except (TypeError, ValueError) as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
+            return options.from_text(name, text)
+        except (TypeError, ValueError) as e:
+            raise argparse.ArgumentTypeError(e.render("cli", option=False) if isinstance(e, Problem)
+                                             else str(e)) from None
+    return convert
 
 
-def clip(text: str):
-    """``--clip -1,1`` or ``none``."""
-    if text.strip().lower() == "none":
-        return None
-    try:
-        return validators.clip_range(text.split(","))
-    except (TypeError, ValueError) as e:
-        raise argparse.ArgumentTypeError(str(e).replace("clip must be None or", "expected 'none' or")) from None
-
-
-_KINDS: dict[str, dict] = {  # how each kind of option (options.FIELDS) reads on the command line
-    "temperature": dict(type=temperature),
-    "integer": dict(type=positive_int),
-    "number": dict(type=positive_float),
-    "optional_number": dict(type=optional_positive),
-    "families": dict(type=temperatures, metavar="FAMILY=T,..."),
-    "variants": dict(type=variants, metavar="RULE=VARIANT,..."),
-    "rules": dict(type=rules, metavar="MODULE:NAME,..."),
-    "clip": dict(type=clip, metavar="LOW,HIGH"),
-    "flag": dict(action=argparse.BooleanOptionalAction),
-}
+_METAVARS = {"families": "FAMILY=T,...", "variants": "RULE=VARIANT,...", "rules": "MODULE:NAME,...",
+             "clip": "LOW,HIGH"}
 
 
 def add_options(p: argparse.ArgumentParser, omit: tuple[str, ...] = ()) -> None:
@@ -196,7 +126,12 @@ def add_options(p: argparse.ArgumentParser, omit: tuple[str, ...] = ()) -> None:
     for name, field in options.FIELDS.items():
         if name in omit:
             continue
-        kind = dict(choices=field.choices) if field.kind == "choice" else dict(_KINDS[field.kind])
+        if field.kind == "flag":
+            kind = dict(action=argparse.BooleanOptionalAction)
+        elif field.kind == "choice":
+            kind = dict(choices=field.choices)
+        else:
+            kind = dict(type=_option(name), metavar=_METAVARS.get(field.kind))
         help_text = field.help
         if name == "temperatures":
             help_text += f"; families: {temperatures_help()}"

@@ -42,11 +42,12 @@ class Problem:
     def _set(self, problem: str, option: Optional[str], value: Any, fixes: Optional[Mapping[str, str]]) -> None:
         self.problem, self.option, self.value, self.fixes = problem, option, value, dict(fixes or {})
 
-    def render(self, interface: str = "python") -> str:
-        """The message in ``interface``'s terms (its fix, else Python's)."""
+    def render(self, interface: str = "python", option: bool = True) -> str:
+        """The message in ``interface``'s terms (its fix, else Python's); ``option=False``
+        leaves out the option's name (a front end that shows it already)."""
         head = self.problem
         if self.option is not None:
-            head = f"{option_name(self.option, interface)} must be {self.problem}"
+            head = (f"{option_name(self.option, interface)} must be " if option else "must be ") + self.problem
             if self.value is not _UNSET:
                 head += f", got {self.value!r}"
         fix = self.fixes.get(interface, self.fixes.get("python", ""))

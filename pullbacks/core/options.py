@@ -24,7 +24,8 @@ from typing import Any, Optional, Tuple, TypeVar
 from .rules.base import Rule
 from .recipes import DEFAULT_RECIPE, RECIPES, recipe_values
 from .table import KEYWORDS, check_user_rules, default_temperatures, variant_names
-from .validators import plain_number, choice, clip_range, positive_integer, positive_number, temperature
+from .errors import bad_option
+from .validators import choice, clip_range, plain_number, positive_integer, positive_number, temperature
 
 GATES = ("sigmoid", "normal_cdf")  # s in relu'(z) -> s(z / T)
 POOLS = ("soft", "detached")  # the soft max pool's backward (see docs/method.md)
@@ -280,6 +281,77 @@ FIELDS: dict[str, Field] = {
     "method": Field("ascend along the excitation pullback or the vanilla gradient (default: pullback)", "choice",
                     METHODS),
 }
+
+
+def _pairs(name: str, text: str, example: str) -> dict[str, str]:
+    pairs = {}
+    for item in filter(None, (t.strip() for t in text.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise bad_option(name, text, f"KEY=VALUE pairs such as {example}")
+        pairs[key.strip()] = value.strip()
+    return pairs
+
+
+def _import_rules(text: str) -> tuple[Rule, ...]:
+    import importlib
+
+    found: list = []
+    for item in filter(None, (t.strip() for t in text.split(","))):
+        module, sep, name = item.partition(":")
+        if not sep or not module or not name:
+            raise bad_option("rules", item, "MODULE:NAME such as myrules:ELU")
+        try:
+            value = getattr(importlib.import_module(module), name)
+        except ImportError as e:
+            raise bad_option("rules", item, f"an importable module ({e}; is it on PYTHONPATH?)") from None
+        except AttributeError:
+            raise bad_option("rules", item, f"a name that {module!r} has (it has no {name!r})") from None
+        found += list(value) if isinstance(value, (list, tuple)) else [value]
+    return user_rules(found)
+
+
+def from_text(name: str, text: str) -> Any:
+    """The value of option ``name`` (a key of ``FIELDS``) written as text, as a command-line flag
+    or an app's box takes it, validated like the keyword; errors name the option. Numbers as
+    ``0.3``, mappings as ``gelu=0.5,attention=1``, rules as ``MODULE:NAME`` (imported), clip as
+    ``-1,1``, ``none`` for an optional number or no clip, flags as ``true``/``false``."""
+    kind, t = FIELDS[name].kind, str(text).strip()
+    if kind in ("optional_number", "clip") and t.lower() == "none":
+        return None
+    if kind in ("temperature", "number", "optional_number", "integer"):
+        try:
+            value = int(t) if kind == "integer" else float(t)
+        except ValueError:
+            raise bad_option(name, text, "an integer" if kind == "integer" else "a number", type_error=True) from None
+        check = {"temperature": temperature, "integer": positive_integer}.get(kind, positive_number)
+        return check(value, name)
+    if kind == "choice":
+        return choice(t, name, FIELDS[name].choices)
+    if kind == "flag":
+        if t.lower() not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
+            raise bad_option(name, text, "true or false")
+        return t.lower() in ("true", "1", "yes", "on")
+    if kind == "families":
+        pairs = _pairs(name, t, "gelu=1.0,attention=1.5")
+        try:
+            values = {k: float(v) for k, v in pairs.items()}
+        except ValueError:
+            raise bad_option(name, text, "FAMILY=NUMBER pairs such as gelu=1.0") from None
+        family_temperatures(values)
+        return values
+    if kind == "variants":
+        pairs = _pairs(name, t, "sdpa=held")
+        rule_variants(pairs)
+        return pairs
+    if kind == "clip":
+        try:
+            return clip_range(t.split(","))
+        except (TypeError, ValueError):
+            raise bad_option(name, text, "LOW,HIGH with LOW < HIGH, or none") from None
+    if kind == "rules":
+        return _import_rules(t)
+    raise AssertionError(f"no text form for the kind {kind!r}")  # pragma: no cover - FIELDS is closed
 
 
 def build(cls: type[O], options: Optional[GateOptions], overrides: dict) -> O:
