@@ -38,8 +38,41 @@ def server():
 
 def ask(client, upload=None, example="builtin:chelsea", target="ostrich", steps=5, temperature=1.0,
         recipe="excitation"):
+    more = [getattr(web.DEFAULTS, n) if web.FIELDS[n].kind == "flag" else "" for n in web.MORE]  # not given
     return client.predict(upload, example, "efficientnet_lite0", target, recipe, steps, 20.0, 100.0, temperature,
-                          *FAMILIES, api_name="/explain")
+                          *FAMILIES, *more, api_name="/explain")
+
+
+def test_every_option_is_on_the_page_and_reaches_the_options(monkeypatch):
+    """A field added to AscentOptions shows up under "more options" by itself; what the boxes
+    hold (text, a choice, a checkbox; empty: not given) reaches the ascent's options."""
+    import torch.nn.functional as F
+
+    import pullbacks
+    from pullbacks.apps.cli import build_parser
+    from pullbacks.core.options import FIELDS
+
+    assert sorted(web.SHOWN + web.SERVER + web.APP_OMITS + web.MORE) == sorted(FIELDS)
+    app_flags = {a.dest for a in build_parser()._subparsers._group_actions[0].choices["app"]._actions}
+    assert set(web.SERVER) <= app_flags  # pullbacks app --rules MODULE:NAME
+    seen = {}
+
+    def comparing(loaded, x, t, o, **kw):
+        seen["o"] = o
+        return iter(())
+
+    monkeypatch.setattr(service, "comparing", comparing)
+    elu = pullbacks.GateRule("elu", (F.elu,), lambda z, t: z.sigmoid(), 1.0)
+    more = {"pool_temperature": "2", "gate": "normal_cdf", "pool": "detached", "variants": "sdpa=held",
+            "strict": True, "replay": False, "clip": "none"}
+    list(web.explaining(None, "builtin:chelsea", "efficientnet_lite0", "ostrich", more=more, rules=(elu,)))
+    o = seen["o"]
+    assert (o.pool_temperature, o.gate, o.pool, o.variants["sdpa"], o.strict, o.replay, o.clip, o.rules) == \
+        (2.0, "normal_cdf", "detached", "held", True, False, None, (elu,))
+    list(web.explaining(None, "builtin:chelsea", "efficientnet_lite0", "ostrich", more={"gate": "", "clip": ""}))
+    assert seen["o"].gate == "sigmoid" and seen["o"].clip == (-1.0, 1.0)  # empty: the recipe's
+    with pytest.raises(ValueError, match="clip must be LOW,HIGH"):
+        list(web.explaining(None, "builtin:chelsea", "efficientnet_lite0", "ostrich", more={"clip": "3,1"}))
 
 
 def test_target_by_name_index_or_label():

@@ -17,6 +17,7 @@ from typing import Sequence
 
 import torch
 
+from ..core import options
 from ..models import DEFAULT_MODEL
 from .arguments import (UsageError, _Parser, add_images, add_model, add_options, device, load, non_negative_int,
                         port, positive_int, writable_folder)
@@ -73,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "queue for long (0: no cap; default: %(default)s)")
     app.add_argument("--imagenette-root", default=None, metavar="FOLDER",
                      help="where Imagenette is, for its example rows (never downloaded by the app)")
+    add_options(app, omit=tuple(n for n in options.FIELDS if n != "rules"))  # --rules: Python objects, at start
     app.set_defaults(run=run_app)
 
     from .evaluation import add_evaluate, run_evaluate
@@ -114,7 +116,7 @@ def run_app(args: argparse.Namespace) -> int:
     except ImportError as e:
         raise UsageError(f"{e} (then run pullbacks app again)") from None
     app = build_app(args.model, device=args.device, imagenette_root=args.imagenette_root,
-                    max_steps=args.max_steps or None)
+                    max_steps=args.max_steps or None, rules=getattr(args, "rules", ()))
     try:
         app.launch(server_name=args.host, server_port=args.port, show_error=True, quiet=True,
                    max_file_size="50mb", footer_links=[], prevent_thread_lock=True)

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..core.options import FIELDS, from_text
 from ..core.recipes import RECIPES
 from ..core.table import default_temperatures
 from ..figures.cells import rescale_cells
@@ -45,6 +46,24 @@ except ImportError as e:  # the optional extra
 __all__ = ["build_app", "explain", "Result", "image_choices", "class_choices"]
 
 FAMILY_TEMPERATURES = default_temperatures()  # the temperature boxes, from the rule table
+# every option of AscentOptions (options.FIELDS) is on the page: these laid out by hand, ...
+SHOWN = ("recipe", "steps", "alpha", "eps", "temperature", "temperatures")
+SERVER = ("rules",)  # ... these given when the app starts (pullbacks app --rules MODULE:NAME: Python objects),
+APP_OMITS = ("method",)  # ... this one shown both ways side by side,
+MORE = tuple(k for k in FIELDS if k not in SHOWN + SERVER + APP_OMITS)  # ... the rest generated under "more options"
+
+
+def more_options(values: dict | None) -> dict:
+    """The "more options" boxes' values (text, a choice, a checkbox; empty: not given) as
+    option values (``options.from_text``)."""
+    out = {}
+    for name, value in (values or {}).items():
+        if name not in MORE:
+            raise ValueError(f"unknown option {name!r} in more options; choose from {', '.join(MORE)}")
+        if value is None or (isinstance(value, str) and not value.strip()):
+            continue
+        out[name] = value if isinstance(value, bool) else from_text(name, value)
+    return out
 
 
 # --------------------------------------------------------------------------- the callback
@@ -121,10 +140,13 @@ def explaining(
     imagenette_root=None,
     out_dir: str | Path | None = None,
     max_steps: int | None = MAX_STEPS,
+    more: dict | None = None,
+    rules: tuple = (),
 ) -> Iterator["str | Result"]:
     """:func:`explain` one step at a time: yields a progress line after every ascent step,
     then the :class:`Result`. Whoever stops iterating (a cancelled request, a client gone)
-    stops the computation there."""
+    stops the computation there. ``more``: the "more options" by name (:func:`more_options`);
+    ``rules``: rules of your own (given when the app starts)."""
     loaded = service.MODELS.get(model, device)
     x, name, _ = service.resolve_image(upload or example, imagenette_root)
     t = service.parse_target(target, loaded.classes)
@@ -133,7 +155,8 @@ def explaining(
         raise ValueError(f"steps must be at most {max_steps} in this app, got {n} (start it with "
                          "pullbacks app --max-steps N for more)")
     o = loaded.options(recipe=recipe, steps=n, alpha=alpha, eps=service.optional(eps, "eps"),
-                       temperature=temperature, temperatures=family_temperatures or None)
+                       temperature=temperature, temperatures=family_temperatures or None,
+                       **({"rules": tuple(rules)} if rules else {}), **more_options(more))
     for item in service.comparing(loaded, x, t, o):
         if not isinstance(item, service.Comparison):
             yield str(item)
@@ -174,11 +197,22 @@ def _save(r: Result, name: str, target_name: str, out_dir) -> Path:
 # --------------------------------------------------------------------------- the page
 
 
+def _more_box(name: str) -> "gr.components.Component":
+    """The input of one option of ``MORE``, from its declaration (``options.FIELDS``)."""
+    field = FIELDS[name]
+    if field.kind == "flag":
+        return gr.Checkbox(getattr(DEFAULTS, name), label=name, info=field.help)
+    if field.kind == "choice":
+        return gr.Dropdown(["", *field.choices], value="", label=name, info=field.help)
+    return gr.Textbox("", label=name, info=field.help)
+
+
 def build_app(model: str = DEFAULT_MODEL, device: str = "cpu", imagenette_root=None,
-              models: Sequence[str] | None = None, max_steps: int | None = MAX_STEPS) -> "gr.Blocks":
+              models: Sequence[str] | None = None, max_steps: int | None = MAX_STEPS, rules: tuple = ()) -> "gr.Blocks":
     """The page. ``model`` is selected at start (loaded on the first request); ``models``
     the dropdown's choices (default: every registered model); ``max_steps`` the most steps
-    one request may ask for (None: no cap), so that one request cannot hold the queue."""
+    one request may ask for (None: no cap), so that one request cannot hold the queue;
+    ``rules``: rules of your own, applied to every request."""
     models = list(models or available_models())
     if get_model_spec(model).name not in models:
         models.insert(0, get_model_spec(model).name)
@@ -187,15 +221,16 @@ def build_app(model: str = DEFAULT_MODEL, device: str = "cpu", imagenette_root=N
     images = image_choices(imagenette_root)
     first = service.recommended(start.name, DEFAULTS.recipe)
 
-    def run(upload, example, model_name, target, recipe, steps, alpha, eps, temperature, *family):
+    def run(upload, example, model_name, target, recipe, steps, alpha, eps, temperature, *rest):
         # a generator: Gradio closes it when the request is cancelled or its client goes away,
         # and the ascent stops at its next step
         folder = Path(tempfile.mkdtemp(prefix="pullbacks-"))  # this request's PNG; removed once delivered
         try:
-            temps = dict(zip(FAMILY_TEMPERATURES, family))
+            temps = dict(zip(FAMILY_TEMPERATURES, rest))
+            more = dict(zip(MORE, rest[len(FAMILY_TEMPERATURES):]))
             for r in explaining(upload, example, model_name, target, steps, alpha, eps, temperature, temps, recipe,
                                 device=device, imagenette_root=imagenette_root, max_steps=max_steps,
-                                out_dir=folder):
+                                out_dir=folder, more=more, rules=rules):
                 if not isinstance(r, Result):
                     yield (gr.skip(),) * 7 + (f"*{r}*", gr.skip())
                     continue
@@ -245,6 +280,10 @@ def build_app(model: str = DEFAULT_MODEL, device: str = "cpu", imagenette_root=N
                 with gr.Accordion("temperatures beyond ReLU (used where the model has these operators)",
                                   open=False):
                     family = [gr.Number(first.temperatures[k], label=k) for k in FAMILY_TEMPERATURES]
+                with gr.Accordion("more options (empty: the recipe's or the model's)", open=False):
+                    extra = [_more_box(name) for name in MORE]
+                    if rules:
+                        gr.Markdown("rules of your own: " + ", ".join(r.family for r in rules))
                 button = gr.Button("Explain!", variant="primary", elem_id="explain")
             with gr.Column(scale=2):
                 note = gr.Markdown("", elem_id="note")
@@ -262,11 +301,11 @@ def build_app(model: str = DEFAULT_MODEL, device: str = "cpu", imagenette_root=N
                     top_pullback = gr.Label(num_top_classes=5, label="top-5 after (pullback)")
                     top_vanilla = gr.Label(num_top_classes=5, label="top-5 after (vanilla)")
                 download = gr.File(label="download: source | pullback | difference | vanilla | difference")
-        for box in (upload, example, model_box, target, recipe, steps, alpha, eps, temperature, *family):
+        for box in (upload, example, model_box, target, recipe, steps, alpha, eps, temperature, *family, *extra):
             _validate_quietly(box)
         for box in (model_box, recipe):
             box.change(settings_changed, [model_box, recipe], [temperature, steps, alpha, eps, *family])
-        button.click(run, [upload, example, model_box, target, recipe, steps, alpha, eps, temperature, *family],
+        button.click(run, [upload, example, model_box, target, recipe, steps, alpha, eps, temperature, *family, *extra],
                      [p_diff, p_src, v_diff, v_src, top_before, top_pullback, top_vanilla, note, download],
                      api_name="explain", concurrency_limit=1)
     return app.queue(default_concurrency_limit=1)
