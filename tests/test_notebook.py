@@ -209,7 +209,7 @@ def test_notebook_runs_headless(tmp_path):
         progress_bar=False, log_output=False,
         parameters=dict(models=["efficientnet_lite0"], data="builtin", device="cpu", steps=1, max_rows=2,
                         sweep_rows=[0], sweep_temperatures=[0.3, 1.0], out=str(media), batch_size=8,
-                        progress=False),
+                        progress=False, groundtruth=["vit"], options={"replay": False, "gate": "normal_cdf"}),
     )
     name = "efficientnet_lite0_alpha_20_steps_1.jpg"
     for folder in ("pullback_diff", "vanilla_grad_diff", "pullback", "vanilla_grad"):
