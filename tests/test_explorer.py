@@ -103,11 +103,13 @@ def test_explore_with_the_embedded_model():
     assert 0 < result.difference.flatten().norm() <= 20.0 + 1e-3
 
 
-def test_widget_drives_the_callback(tiny, capsys):
+def test_widget_drives_the_callback(tiny, capsys, monkeypatch):
     box = explorer_widget(device="cpu", image="builtin:coffee", model="efficientnet_lite0", steps=1)
     c = box.controls
-    assert set(c) == {"image", "path", "model", "target", "method", "recipe", "steps", "alpha", "eps",
-                      "temperature"}
+    assert set(c) == {"image", "path", "model", "target", *explorer.SHOWN, *explorer.MORE}
+    from pullbacks.core.options import FIELDS
+
+    assert set(explorer.SHOWN) | set(explorer.MORE) | {"rules"} == set(FIELDS)  # rules: explorer_widget(rules=...)
     assert c["temperature"].value == pytest.approx(1.0)  # efficientnet_lite0's recommended T
     c["model"].value = "resnet50"
     assert c["temperature"].value == pytest.approx(0.3)  # follows the model
@@ -128,6 +130,19 @@ def test_widget_drives_the_callback(tiny, capsys):
     assert "Traceback" not in printed
     button = [w for w in box.children[1].children if getattr(w, "description", "") == "Explain"]
     assert len(button) == 1
+    c["path"].value, c["target"].value = "", "church"  # the generated boxes reach the options
+    c["gate"].value, c["temperatures"].value, c["clip"].value, c["replay"].value = "normal_cdf", "gelu=0.5", "none", False
+    seen = {}
+    real = explorer.explain_image
+
+    def spy(model, x, target, classes, options):
+        seen["o"] = options
+        return real(model, x, target, classes, options)
+
+    monkeypatch.setattr(explorer, "explain_image", spy)
+    box.run()
+    o = seen["o"]
+    assert (o.gate, o.temperatures["gelu"], o.clip, o.replay) == ("normal_cdf", 0.5, None, False)
 
 
 def test_widget_reports_unavailable_weights_in_one_line(monkeypatch, capsys):

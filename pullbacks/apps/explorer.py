@@ -22,9 +22,14 @@ from ..images import Photo
 from ..core.recipes import RECIPES
 from ..models import DEFAULT_MODEL, LoadedModel, available_models
 from . import service
+from ..core.options import FIELDS
 from .service import DEFAULTS, EXPECTED_ERRORS, image_choices as image_options, resolve_image
 
 __all__ = ["explore", "explorer_widget", "image_options", "resolve_image", "clear_cache"]
+
+
+SHOWN = ("recipe", "steps", "alpha", "eps", "temperature", "method")  # laid out by hand
+MORE = tuple(k for k in FIELDS if k not in SHOWN + ("rules",))  # generated; rules: explorer_widget(rules=...)
 
 
 def clear_cache() -> None:
@@ -47,6 +52,8 @@ def explore(
     device=None,
     weights="default",
     imagenette_root=None,
+    more: dict | None = None,
+    rules: tuple = (),
 ) -> Explanation:
     """The explorer's callback: ascend ``image`` towards ``target`` and describe it.
 
@@ -57,7 +64,8 @@ def explore(
     prediction for a file. ``recipe``: "excitation" or "semantic". ``eps``: "recipe" for the
     recipe's, 0 or ``None`` for no projection. ``temperature``/``pool_temperature``, and
     ``steps``/``alpha``: 0 or ``None`` mean the model's recommended values for the recipe.
-    Returns the :class:`~pullbacks.figures.Explanation` (``.figure``, ``.top5_before``,
+    ``more``: any other option by name, as a value or as text (:func:`~pullbacks.apps.service.from_boxes`;
+    ``{"gate": "normal_cdf", "temperatures": "gelu=0.5"}``); ``rules``: rules of your own. Returns the :class:`~pullbacks.figures.Explanation` (``.figure``, ``.top5_before``,
     ``.top5_after``).
     """
     loaded = service.MODELS.get(model, device, weights)
@@ -70,11 +78,14 @@ def explore(
         target_id = label
     else:
         target_id = service.parse_target(target, loaded.classes)
-    options = loaded.options(
+    given = dict(
         recipe=recipe, method=method, steps=None if not steps else service.whole(steps, "steps"),
         alpha=service.optional(alpha, "alpha"), eps=service.eps(eps),
         temperature=service.optional(temperature, "temperature"),
-        pool_temperature=service.optional(pool_temperature, "pool_temperature"))
+        pool_temperature=service.optional(pool_temperature, "pool_temperature"),
+        **({"rules": tuple(rules)} if rules else {}))
+    given.update(service.from_boxes(more, MORE))
+    options = loaded.options(**given)
     return explain_image(loaded.model, x, target_id, loaded.classes, options)
 
 
@@ -107,12 +118,15 @@ def explorer_widget(
     imagenette_root=None,
     width: int = 900,
     run: bool = False,
+    rules: tuple = (),
 ):
     """The explorer as ipywidgets controls; press *Explain* (or ``run=True``) to see
     clean | perturbed | difference with the top-5 classes before and after.
 
     The returned box has ``.controls`` (name → widget), ``.output`` and ``.run()``
-    (what the button does), so it can be driven without a browser.
+    (what the button does), so it can be driven without a browser. Every option not laid out
+    is a box under "more options" (generated from ``options.FIELDS``); ``rules``: rules of
+    your own.
     """
     import ipywidgets as w
     from IPython.display import HTML, display
@@ -140,6 +154,15 @@ def explorer_widget(
         temperature=w.FloatLogSlider(value=temperature or start.temperature, base=10, min=-2, max=1,
                                      step=0.05, description="T"),
     )
+    for name in MORE:  # generated from the declaration: empty means the recipe's or the model's
+        field = FIELDS[name]
+        if field.kind == "flag":
+            c[name] = w.Checkbox(value=getattr(DEFAULTS, name), description=name)
+        elif field.kind == "choice":
+            c[name] = w.Dropdown(options=["", *field.choices], value="", description=name)
+        else:
+            c[name] = w.Text(value="", placeholder=field.help[:60], description=name)
+        c[name].description_tooltip = field.help
     button = w.Button(description="Explain", button_style="primary")
     output = w.Output()
 
@@ -159,7 +182,8 @@ def explorer_widget(
                     c["path"].value.strip() or c["image"].value, c["model"].value, c["target"].value,
                     recipe=c["recipe"].value, steps=c["steps"].value, alpha=c["alpha"].value, eps=c["eps"].value,
                     temperature=c["temperature"].value, method=c["method"].value, device=device,
-                    weights=weights, imagenette_root=imagenette_root,
+                    weights=weights, imagenette_root=imagenette_root, rules=rules,
+                    more={name: c[name].value for name in MORE},
                 )
             except EXPECTED_ERRORS as e:
                 print(f"{type(e).__name__}: {service.message(e)}")
@@ -173,6 +197,7 @@ def explorer_widget(
         w.HBox([w.VBox([c["image"], c["path"], c["model"], c["target"]]),
                 w.VBox([c["steps"], c["alpha"], c["eps"], c["temperature"]])]),
         w.HBox([c["method"], c["recipe"], button]),
+        w.Accordion(children=[w.VBox([c[name] for name in MORE])], titles=("more options",)),
         output,
     ])
     box.controls, box.output, box.run = c, output, update

@@ -28,7 +28,7 @@ from ..core.ascent import ascent_steps
 from ..core.coverage import Coverage
 from ..core.errors import Problem
 from ..core.policy import PartialPullbackError, PartialPullbackWarning
-from ..core.options import FROM_RECIPE, AscentOptions
+from ..core.options import FROM_RECIPE, AscentOptions, from_text
 from ..figures.explain import top_k
 from .. import sources
 from ..images import DataUnavailableError, ImageLoadError, Photo
@@ -67,6 +67,20 @@ def message(error: BaseException, interface: str = "python") -> str:
     if not hint:
         return text
     return f"{text} ({hint})" if interface == "cli" else f"{text} {hint}"
+
+
+def from_boxes(values: Optional[dict], allowed: Sequence[str]) -> dict:
+    """Option values from a front end's boxes, by field name (one of ``allowed``): text is read by
+    ``options.from_text``, a checkbox's bool and a mapping are taken as they are, an empty box
+    (``""``, None) is not given."""
+    out = {}
+    for name, value in (values or {}).items():
+        if name not in allowed:
+            raise ValueError(f"unknown option {name!r}; choose from {', '.join(allowed)}")
+        if value is None or (isinstance(value, str) and not value.strip()):
+            continue
+        out[name] = from_text(name, value) if isinstance(value, str) else value
+    return out
 
 
 def coverage_note(coverage: Optional[Coverage], interface: str = "python") -> str:

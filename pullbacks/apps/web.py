@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..core.options import FIELDS, from_text
+from ..core.options import FIELDS
 from ..core.recipes import RECIPES
 from ..core.table import default_temperatures
 from ..figures.cells import rescale_cells
@@ -51,19 +51,6 @@ SHOWN = ("recipe", "steps", "alpha", "eps", "temperature", "temperatures")
 SERVER = ("rules",)  # ... these given when the app starts (pullbacks app --rules MODULE:NAME: Python objects),
 APP_OMITS = ("method",)  # ... this one shown both ways side by side,
 MORE = tuple(k for k in FIELDS if k not in SHOWN + SERVER + APP_OMITS)  # ... the rest generated under "more options"
-
-
-def more_options(values: dict | None) -> dict:
-    """The "more options" boxes' values (text, a choice, a checkbox; empty: not given) as
-    option values (``options.from_text``)."""
-    out = {}
-    for name, value in (values or {}).items():
-        if name not in MORE:
-            raise ValueError(f"unknown option {name!r} in more options; choose from {', '.join(MORE)}")
-        if value is None or (isinstance(value, str) and not value.strip()):
-            continue
-        out[name] = value if isinstance(value, bool) else from_text(name, value)
-    return out
 
 
 # --------------------------------------------------------------------------- the callback
@@ -145,8 +132,9 @@ def explaining(
 ) -> Iterator["str | Result"]:
     """:func:`explain` one step at a time: yields a progress line after every ascent step,
     then the :class:`Result`. Whoever stops iterating (a cancelled request, a client gone)
-    stops the computation there. ``more``: the "more options" by name (:func:`more_options`);
-    ``rules``: rules of your own (given when the app starts)."""
+    stops the computation there. ``more``: the "more options" boxes by name
+    (:func:`~pullbacks.apps.service.from_boxes`); ``rules``: rules of your own (given when the
+    app starts)."""
     loaded = service.MODELS.get(model, device)
     x, name, _ = service.resolve_image(upload or example, imagenette_root)
     t = service.parse_target(target, loaded.classes)
@@ -156,7 +144,7 @@ def explaining(
                          "pullbacks app --max-steps N for more)")
     o = loaded.options(recipe=recipe, steps=n, alpha=alpha, eps=service.optional(eps, "eps"),
                        temperature=temperature, temperatures=family_temperatures or None,
-                       **({"rules": tuple(rules)} if rules else {}), **more_options(more))
+                       **({"rules": tuple(rules)} if rules else {}), **service.from_boxes(more, MORE))
     for item in service.comparing(loaded, x, t, o):
         if not isinstance(item, service.Comparison):
             yield str(item)
