@@ -62,7 +62,7 @@ def gradient_ascent(
     model: nn.Module,
     inputs: Tensor,
     targets: Targets,
-    options: Optional[GateOptions] = None,
+    options: Optional[AscentOptions] = None,
     *,
     progress: bool = False,
     **overrides,
