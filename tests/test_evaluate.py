@@ -457,3 +457,15 @@ def test_metrics_are_one_registry_and_focus_asks_for_mosaics():
     assert E.EVIDENCE == ("relevance_mass_accuracy", "relevance_rank_accuracy", "pointing_game")
     with pytest.raises(ValueError, match="focus runs on 2×2 mosaics.*--mosaics N"):
         E.evaluate(tiny_cnn(), torch.zeros(1, 3, 8, 8), [0], methods=["gradient"], metrics=["focus"], progress=False)
+
+
+def test_the_captum_adapters_need_captum_alone(monkeypatch):
+    """Importable without Quantus (the evaluation's other extra)."""
+    import importlib
+    import sys
+
+    monkeypatch.setitem(sys.modules, "quantus", None)
+    for name in [m for m in sys.modules if m.startswith("pullbacks.evaluation")]:
+        monkeypatch.delitem(sys.modules, name)
+    module = importlib.import_module("pullbacks.evaluation.captum")
+    assert issubclass(module.ExcitationPullback, module.GradientAttribution)

@@ -19,7 +19,8 @@ try:
                              IntegratedGradients, LayerAttribution, LayerGradCam, NoiseTunnel, Saliency)
     from captum.log import log_usage
 except ImportError as e:  # pragma: no cover - depends on the installation
-    raise ImportError(f"{e}; the evaluation needs the extras: pip install 'pullbacks[evaluate]'") from e
+    raise ImportError(f"{e}; the Captum adapters need Captum alone: pip install 'pullbacks[captum]' (the whole "
+                      "evaluation: 'pullbacks[evaluate]')") from e
 
 from ..core.ascent import gradient_ascent
 from ..core.checks import as_target_tensor
