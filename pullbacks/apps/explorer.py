@@ -162,7 +162,7 @@ def explorer_widget(
             c[name] = w.Dropdown(options=["", *field.choices], value="", description=name)
         else:
             c[name] = w.Text(value="", placeholder=field.help[:60], description=name)
-        c[name].description_tooltip = field.help
+        c[name].tooltip = field.help
     button = w.Button(description="Explain", button_style="primary")
     output = w.Output()
 

@@ -54,6 +54,40 @@ ORDINARY: dict[Callable, str] = {
     **_named("adaptive_max_pool", F.adaptive_max_pool1d, F.adaptive_max_pool2d, F.adaptive_max_pool3d,
              F.adaptive_max_pool1d_with_indices, F.adaptive_max_pool2d_with_indices,
              F.adaptive_max_pool3d_with_indices),
+    # what a norm or a GELU is made of when written out by hand (an RMSNorm's x * rsqrt(mean(x²) + eps),
+    # GPT-2's tanh GELU): each nonlinear, so a pullback through them is partly a vanilla gradient
+    **_named("rsqrt", torch.rsqrt, Tensor.rsqrt, torch.rsqrt_, Tensor.rsqrt_),
+    **_named("sqrt", torch.sqrt, Tensor.sqrt, torch.sqrt_, Tensor.sqrt_),
+    **_named("exp", torch.exp, Tensor.exp, torch.exp_, Tensor.exp_, torch.special.exp2, torch.exp2),
+    **_named("reciprocal", torch.reciprocal, Tensor.reciprocal, torch.reciprocal_, Tensor.reciprocal_),
+    **_named("var/std", torch.var, Tensor.var, torch.std, Tensor.std, torch.var_mean, torch.std_mean),
+    **_named("pow", torch.pow, Tensor.pow, Tensor.pow_, Tensor.__pow__, Tensor.__rpow__, Tensor.__ipow__,
+             torch.float_power, Tensor.float_power),
+    **_named("division by a tensor", torch.div, Tensor.div, Tensor.div_, torch.true_divide, Tensor.true_divide,
+             Tensor.__truediv__, Tensor.__rtruediv__, Tensor.__itruediv__),
+}
+
+
+def _nonlinear_power(func, args: tuple, kwargs: dict) -> bool:
+    """``x ** e`` with ``e`` neither 0 nor 1 (or a tensor), or ``c ** x``."""
+    if func is Tensor.__rpow__:
+        return True
+    e = args[1] if len(args) > 1 else kwargs.get("exponent", kwargs.get("other"))
+    if isinstance(args[0] if args else None, (int, float)):  # torch.pow(2, x): exponential in x
+        return True
+    return isinstance(e, Tensor) or float(e) not in (0.0, 1.0)
+
+
+def _by_a_tensor(func, args: tuple, kwargs: dict) -> bool:
+    """``a / b`` with a divisor ``b`` on the gradient path."""
+    divisor = args[0] if func is Tensor.__rtruediv__ else (args[1] if len(args) > 1 else kwargs.get("other"))
+    return isinstance(divisor, Tensor) and divisor.requires_grad
+
+
+# the ordinary functions that are nonlinear only for some arguments: counted when this says so
+WHEN: dict[Callable, Callable[..., bool]] = {
+    **{f: _nonlinear_power for f, name in ORDINARY.items() if name == "pow"},
+    **{f: _by_a_tensor for f, name in ORDINARY.items() if name == "division by a tensor"},
 }
 
 _HINTS = {
@@ -62,6 +96,10 @@ _HINTS = {
     "softmax": " (attention written out by hand?)",
     "erf": " (a GELU written with erf?)",
     "comparison": " (value-dependent: a mask such as z * (z > 0), or torch.where?)",
+    "rsqrt": " (a norm written out by hand, such as an RMSNorm?)",
+    "var/std": " (a norm written out by hand?)",
+    "pow": " (a norm or a GELU written out by hand?)",
+    "division by a tensor": " (a norm written out by hand?)",
 }
 _UNSEEN_HINT = {"autograd.Function": " (a rule of yours? declare it: SoftenedRule(..., autograd=(ItsFunction,)))"}
 

@@ -18,7 +18,7 @@ from typing import Iterator, Optional
 import torch
 from torch.overrides import TorchFunctionMode
 
-from .coverage import ORDINARY, Coverage
+from .coverage import ORDINARY, WHEN, Coverage
 from .graph import check_no_checkpoint_hooks
 from .policy import CoverageCheck
 from .options import GateOptions, build
@@ -98,7 +98,9 @@ class SoftGateMode(TorchFunctionMode):
                 return rule.apply(Call(func, args, kwargs, inplace), self)
         name = ORDINARY.get(func)
         if name is not None and torch.is_grad_enabled() and _needs_grad(args, kwargs):
-            self.coverage.ordinary[name] += 1
+            when = WHEN.get(func)
+            if when is None or when(func, args, kwargs):
+                self.coverage.ordinary[name] += 1
         if self.recorder is not None and torch.is_grad_enabled():
             record = self.recorder.functions.get(func)
             if record is not None:
