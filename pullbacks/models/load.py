@@ -22,7 +22,7 @@ from ..classes import ClassNames
 from ..core.options import FROM_RECIPE, AscentOptions, build
 from ..core.recipes import DEFAULT_RECIPE
 from .registry import ModelSpec, get_model_spec
-from .weights import StateDict, _load_weights, _read_state_dict_file
+from .weights import StateDict, load_weights, read_state_dict_file
 
 Device = Union[str, torch.device, None]
 
@@ -142,7 +142,7 @@ def load_model(
     else:
         path = Path(os.fspath(weights)).expanduser()
         source = str(path)
-        state_dict = _read_state_dict_file(path, spec.name)
+        state_dict = read_state_dict_file(path, spec.name)
 
     if seed is not None:
         with torch.random.fork_rng(devices=[]):
@@ -152,7 +152,7 @@ def load_model(
         net = spec.build()
     if state_dict is not None:
         what = "the default weights" if source == "default" else source
-        _load_weights(net, state_dict, spec, what)
+        load_weights(net, state_dict, spec, what)
     mean, std = _normalisation(spec, net)
     net.requires_grad_(False)  # only input gradients are ever needed (module docstring)
     model = InputSpaceWrapper(net, mean, std).to(dev).eval()

@@ -17,8 +17,8 @@ from torch import Tensor, nn
 from ..classes import ClassNames, imagenet_classes
 from ..core.recipes import DEFAULT_RECIPE, recipe_values
 from ..core.rules.relu import TEMPERATURE as PAPER_TEMPERATURE
-from .weights import (OFFLINE_MODEL, TIMM_PREFIX, StateDict, _densenet_fix_keys, _efficientnet_lite0_state_dict,
-                      _timm_state_dict, _torchvision_state_dict, _torchvision_weights)
+from .weights import (OFFLINE_MODEL, TIMM_PREFIX, StateDict, densenet_fix_keys, efficientnet_lite0_state_dict,
+                      timm_state_dict, torchvision_state_dict, torchvision_weights)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -83,12 +83,12 @@ def _tv_spec(name: str, weights_attr: str | None = None, **kw) -> ModelSpec:
     if weights_attr is None:
         default = tvm.get_model_weights(name).DEFAULT
         weights_attr = f"{type(default).__name__}.{default.name}"
-    weights = _torchvision_weights(weights_attr)
+    weights = torchvision_weights(weights_attr)
     transforms = weights.transforms()
     return ModelSpec(
         name=name,
         build=_tv_builder(name),
-        default_weights=functools.partial(_torchvision_state_dict, name, weights_attr),
+        default_weights=functools.partial(torchvision_state_dict, name, weights_attr),
         mean=tuple(map(float, transforms.mean)),
         std=tuple(map(float, transforms.std)),
         classes=functools.partial(ClassNames, weights.meta["categories"]),
@@ -117,7 +117,7 @@ def _timm_spec(name: str, check: bool = True, **kw) -> ModelSpec:
 
         return timm.create_model(name, pretrained=False)
 
-    return ModelSpec(name=TIMM_PREFIX + name, build=build, default_weights=functools.partial(_timm_state_dict, name),
+    return ModelSpec(name=TIMM_PREFIX + name, build=build, default_weights=functools.partial(timm_state_dict, name),
                      mean=None, std=None, classes=functools.partial(_timm_classes, build), **kw)
 
 
@@ -136,12 +136,12 @@ MODELS: dict[str, ModelSpec] = {
         "semantic": {"temperature": 0.5, "pool_temperature": 0.5, "steps": 2, "alpha": 5.0}}),
     "vgg11_bn": _tv_spec("vgg11_bn", "VGG11_BN_Weights.IMAGENET1K_V1"),
     "densenet121": _tv_spec(
-        "densenet121", "DenseNet121_Weights.IMAGENET1K_V1", fix_keys=_densenet_fix_keys
+        "densenet121", "DenseNet121_Weights.IMAGENET1K_V1", fix_keys=densenet_fix_keys
     ),
     "efficientnet_lite0": ModelSpec(
         name="efficientnet_lite0",
         build=_build_efficientnet_lite0,
-        default_weights=_efficientnet_lite0_state_dict,
+        default_weights=efficientnet_lite0_state_dict,
         # Chosen from the sweep in media/temperature_sweep/efficientnet_lite0_alpha_20_steps_5.jpg (5 steps):
         # T <= 0.5 (0.7 too, in a closer look) is close to the vanilla gradient (speckle,
         # faint outlines), T = 1 shows the clearest object outlines (eyes, rocket and

