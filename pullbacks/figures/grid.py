@@ -6,6 +6,8 @@ is ``x_steps - x0``, min–max rescaled on its own (a cell with no change is mid
 
 from __future__ import annotations
 
+import functools
+
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -23,7 +25,7 @@ from .cells import draw_cells, rescale_cells
 
 @dataclass
 class Grid:
-    """The tensors of a class × target grid and its figure.
+    """The tensors of a class × target grid, and its figure (drawn when first asked for).
 
     ``images``: (R, 3, H, W) clean inputs in [-1, 1]; ``perturbed``: (R, C, 3, H, W), the
     result of the ascent of image r towards target c; ``targets``: the C class ids.
@@ -35,8 +37,13 @@ class Grid:
     row_names: list[str]
     target_names: list[str]
     method: str
-    figure: Figure
+    title: str | None = None
     files: dict = field(default_factory=dict)  # what render_grids wrote: {"diff": path, "perturbed": path}
+
+    @functools.cached_property
+    def figure(self) -> Figure:
+        """Column 0 the clean images, then the rescaled difference for each target (:func:`draw_grid`)."""
+        return draw_grid(self, title=self.title)
 
     @property
     def differences(self) -> Tensor:
@@ -45,10 +52,15 @@ class Grid:
 
     def save(self, path: str | Path, dpi: int = 100) -> Path:
         """Write the figure (format from the suffix, e.g. ``.jpg``), creating folders."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.figure.savefig(path, dpi=dpi, pil_kwargs={"quality": 92} if path.suffix in (".jpg", ".jpeg") else None)
-        return path
+        return save_figure(self.figure, path, dpi)
+
+
+def save_figure(figure: Figure, path: str | Path, dpi: int = 100) -> Path:
+    """Write ``figure`` to ``path`` (format from the suffix; JPEG at quality 92), creating folders."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=dpi, pil_kwargs={"quality": 92} if path.suffix in (".jpg", ".jpeg") else None)
+    return path
 
 
 def grid_targets(row_labels: Sequence[int], extra: int = 1, seed: int = 0, num_classes: int = 1000) -> list[int]:
@@ -99,8 +111,7 @@ def class_target_grid(
             bar.update(len(results[-1]))
     perturbed = torch.cat(results).view(rows, cols, *images.shape[1:])
     grid = Grid(images.detach(), perturbed.detach(), [int(t) for t in targets], list(row_names),
-                list(target_names), o.method, None)
-    grid.figure = draw_grid(grid, title=title)
+                list(target_names), o.method, title)
     return grid
 
 
@@ -176,6 +187,5 @@ def render_grids(
             grid.files["diff"] = grid.save(Path(out) / DIFF_FOLDERS[method] / name)
             if save_perturbed:
                 fig = draw_grid(grid, title=f"{model_name}: perturbed images ({LABELS[method]})", show="perturbed")
-                grid.files["perturbed"] = Grid(**{**grid.__dict__, "figure": fig, "files": {}}).save(
-                    Path(out) / PERTURBED_FOLDERS[method] / name)
+                grid.files["perturbed"] = save_figure(fig, Path(out) / PERTURBED_FOLDERS[method] / name)
     return grids
