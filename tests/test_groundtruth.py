@@ -146,3 +146,16 @@ def test_the_sweep_scores_the_pullback_against_the_masks():
     scores = sweep.sweep("densenet", temperatures=(0.01, 1.0), n=20)
     assert set(scores) == {0.01, 1.0} and all(0 < v < 1 for v in scores.values())
     assert scores[1.0] != scores[0.01]  # the temperature changes where the relevance goes
+
+
+def test_the_known_answers_table_marks_what_does_not_beat_the_edge_detector():
+    from pullbacks.groundtruth.tables import table
+
+    edge = [0.2, 0.3, 0.1, 0.4]
+    run = {"methods": ["pullback", "gradient", "edge"], "scores": {"relevance_mass_accuracy": {
+        "pullback": [0.5, 0.6, 0.4, 0.7], "gradient": [0.3, 0.2, 0.2, None], "edge": edge}}}
+    text = table({"a": run, "b": run}, "relevance_mass_accuracy").splitlines()
+    assert text[0] == "| Method | a | b |"
+    assert text[2] == "| Excitation pullback | 0.550 ± 0.065 | 0.550 ± 0.065 |"  # always 0.3 above the edges
+    assert text[3].startswith("| Vanilla gradient | 0.233 ± 0.033 †")  # a NaN left out; 2 of 3 above: no clear win
+    assert text[4] == "| Edge detector | 0.250 ± 0.065 | 0.250 ± 0.065 |"  # a baseline is never marked
