@@ -17,6 +17,7 @@ import pytest
 import torch.nn.functional as F
 
 from pullbacks import models as models_module
+from pullbacks import sources
 from pullbacks.apps import notebook as paper
 from pullbacks.images import IMAGENETTE_ROWS, DataUnavailableError, Photo, builtin_photos
 from pullbacks.models import WeightsUnavailableError, load_model
@@ -55,7 +56,7 @@ def online(monkeypatch, small_rows):
         return list(small_rows)
 
     monkeypatch.setattr(paper, "load_model", fake_load_model)
-    monkeypatch.setattr(paper, "imagenette_rows", fake_imagenette_rows)
+    monkeypatch.setattr(sources, "imagenette_rows", fake_imagenette_rows)  # where every front end resolves images
     return calls
 
 
@@ -76,7 +77,7 @@ def offline(monkeypatch):
                                    "the folder\n    /home/someone/.cache/pullbacks/imagenette")
 
     monkeypatch.setattr(paper, "load_model", fake_load_model)
-    monkeypatch.setattr(paper, "imagenette_rows", fake_imagenette_rows)
+    monkeypatch.setattr(sources, "imagenette_rows", fake_imagenette_rows)  # where every front end resolves images
 
 
 # --------------------------------------------------------------------------- the logic

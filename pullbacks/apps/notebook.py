@@ -29,7 +29,8 @@ from ..core.options import AscentOptions
 from ..core.recipes import DEFAULT_RECIPE, recipe_values
 from ..figures.grid import Grid, grid_file_name, render_grids
 from ..figures.sweep import DEFAULT_TEMPERATURES, temperature_sweep
-from ..images import DataUnavailableError, Photo, builtin_photos, imagenette_rows
+from ..images import DataUnavailableError
+from ..sources import Item, resolve
 from ..models import OFFLINE_MODEL, LoadedModel, WeightsUnavailableError, load_model, resolve_device
 
 __all__ = [
@@ -62,7 +63,7 @@ class PaperSetup:
 
     requested: str
     loaded: LoadedModel
-    photos: list[Photo]
+    photos: list[Item]  # the rows (pullbacks.sources)
     data: str
     message: str
     fallback: bool = False
@@ -164,17 +165,17 @@ def paper_setup(
     if data == "imagenette":
         try:
             with _quiet_downloads():
-                photos = imagenette_rows(imagenette_root, download=download)
+                photos = resolve(["imagenette"], imagenette_root, download=download)
             parts.append(f"the paper's {len(photos)} Imagenette validation rows")
         except DataUnavailableError as e:
             if not fallback:
                 raise
             details.append(str(e))
-            photos, data_used, used_fallback = builtin_photos(), "builtin", True
+            photos, data_used, used_fallback = resolve(["builtin"]), "builtin", True
             parts.append("Imagenette not on disk and not downloadable, so using the "
                          f"{len(photos)} built-in photos")
     else:
-        photos = builtin_photos()
+        photos = resolve(["builtin"])
         parts.append(f"the {len(photos)} built-in photos")
     if max_rows is not None and max_rows < len(photos):
         photos = photos[:max_rows]

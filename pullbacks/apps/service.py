@@ -111,8 +111,8 @@ def resolve_image(image, imagenette_root=None) -> tuple[Tensor, str, Optional[in
     """An image key (``"builtin:chelsea"``, a file path: :func:`pullbacks.sources.find`), a
     :class:`Photo` or a (3, H, W) tensor → (tensor in [-1, 1], name, label); ``label`` is the
     ImageNet class of a built-in or Imagenette photo, else None."""
-    if isinstance(image, Photo):
-        return image.image, image.name, image.label
+    if isinstance(image, (Photo, sources.Item)):
+        return sources.load(image) if isinstance(image, sources.Item) else image.image, image.name, image.label
     if isinstance(image, Tensor):
         if image.dim() != 3:
             raise ValueError(f"an image tensor must have shape (3, H, W), got {tuple(image.shape)}")
