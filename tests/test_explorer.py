@@ -135,9 +135,9 @@ def test_widget_drives_the_callback(tiny, capsys, monkeypatch):
     seen = {}
     real = explorer.explain_image
 
-    def spy(model, x, target, classes, options):
+    def spy(model, x, target, classes, *, options):
         seen["o"] = options
-        return real(model, x, target, classes, options)
+        return real(model, x, target, classes, options=options)
 
     monkeypatch.setattr(explorer, "explain_image", spy)
     box.run()

@@ -210,7 +210,7 @@ def run_explain(args) -> int:
     target = _class_id(loaded.classes, args.target)
     out = _explain_out(args, target)
     writable_folder(str(out.parent), "--out")
-    result = explain_image(loaded.model, image.to(loaded.device), target, loaded.classes, o,
+    result = explain_image(loaded.model, image.to(loaded.device), target, loaded.classes, options=o,
                            progress=o.steps > 1 and not args.no_progress)
     for title, top in (("before", result.top5_before), (f"after {o.steps} step(s) towards {result.target_name}",
                                                         result.top5_after)):

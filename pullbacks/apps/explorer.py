@@ -86,7 +86,7 @@ def explore(
         **({"rules": tuple(rules)} if rules else {}))
     given.update(service.from_boxes(more, MORE))
     options = loaded.options(**given)
-    return explain_image(loaded.model, x, target_id, loaded.classes, options)
+    return explain_image(loaded.model, x, target_id, loaded.classes, options=options)
 
 
 def _top5_html(result: Explanation) -> str:  # the notebook's form of service.format_top5

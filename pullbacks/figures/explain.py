@@ -54,8 +54,8 @@ def explain_image(
     image: Tensor,
     target: int,
     classes: Sequence[str],
-    options: AscentOptions | None = None,
     *,
+    options: AscentOptions | None = None,
     progress: bool = False,
     **overrides,
 ) -> Explanation:

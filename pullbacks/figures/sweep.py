@@ -34,8 +34,8 @@ def _check_temperatures(temperatures: Sequence[float]) -> list[float]:
 
 def temperature_sweep(
     model: nn.Module,
-    image: Tensor,
-    target: int | Sequence[int],
+    images: Tensor,
+    targets: int | Sequence[int],
     temperatures: Sequence[float] = DEFAULT_TEMPERATURES,
     *,
     options: AscentOptions | None = None,
@@ -45,11 +45,11 @@ def temperature_sweep(
     title: str | None = None,
     **overrides,
 ) -> tuple[Tensor, Figure]:
-    """Ascend ``image`` towards ``target`` once per temperature (and once along the
+    """Ascend ``images`` towards ``targets`` once per temperature (and once along the
     vanilla gradient when ``vanilla``); return the differences and their figure.
 
-    ``image``: (3, H, W), or (N, 3, H, W) for N rows with one target each (``target`` an
-    int for all, or N ints). Options: an :class:`AscentOptions` and/or its fields as
+    ``images``: (N, 3, H, W), N rows with one target each (``targets`` an int for all, or N
+    ints), like every function of the package; one (3, H, W) image is taken as N = 1. Options: an :class:`AscentOptions` and/or its fields as
     keywords; ``temperature`` and ``method`` are set per column, and ``pool_temperature``
     is the max-pool temperature for every column (``None``: each column's ``temperature``,
     like the demo).
@@ -59,15 +59,15 @@ def temperature_sweep(
     """
     o = build(AscentOptions, options, overrides)
     temps = _check_temperatures(temperatures)
-    single = image.dim() == 3
-    images = image[None] if single else image
-    if images.dim() != 4:
-        raise ValueError(f"image must have shape (3, H, W) or (N, 3, H, W), got {tuple(image.shape)}")
-    n = images.shape[0]
-    targets = [int(target)] * n if isinstance(target, int) else [int(t) for t in target]
+    single = images.dim() == 3
+    batch = images[None] if single else images
+    if batch.dim() != 4:
+        raise ValueError(f"images must have shape (N, 3, H, W) (or one image (3, H, W)), got {tuple(images.shape)}")
+    n = batch.shape[0]
+    targets = [int(targets)] * n if isinstance(targets, int) else [int(t) for t in targets]
     if len(targets) != n:
         raise ValueError(f"need one target per image: {n} images, {len(targets)} targets")
-    x0 = images.detach()
+    x0 = batch.detach()
     columns = [gradient_ascent(model, x0, targets, o.replace(method="pullback", temperature=t)) - x0
                for t in temps]
     titles = [f"T = {t:g}" for t in temps]
