@@ -289,3 +289,12 @@ def test_partial_coverage_warns_under_both_recipes(recipe, name, op):
     model = tv(name)().eval()
     with pytest.warns(PartialPullbackWarning, match=f"calls to {op}"):
         pullbacks.excitation_pullback(model, torch.rand(1, 3, 64, 64) * 2 - 1, 1, recipe=recipe)
+
+
+def test_not_given_has_one_marker_and_none_only_where_it_means_nothing_else():
+    from pullbacks.core.options import FIELDS, FROM_RECIPE, given
+
+    values = {"temperature": None, "steps": FROM_RECIPE, "eps": None, "clip": None, "alpha": 3.0,
+              "temperatures": None, "gate": FROM_RECIPE}
+    assert given(values) == {"eps": None, "clip": None, "alpha": 3.0}  # no projection, no clamping: values
+    assert {k for k, f in FIELDS.items() if f.none} == {"eps", "clip"}

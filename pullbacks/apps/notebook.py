@@ -25,7 +25,7 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from ..core.options import AscentOptions
+from ..core.options import AscentOptions, given
 from ..core.recipes import DEFAULT_RECIPE, recipe_values
 from ..figures.grid import Grid, grid_file_name, render_grids
 from ..figures.sweep import DEFAULT_TEMPERATURES, temperature_sweep
@@ -226,9 +226,9 @@ class PaperFigures:
 
 
 def _given(overrides: dict) -> dict:
-    """The notebook's parameters as options: ``eps="recipe"`` (and None for the other
-    settings, see :meth:`LoadedModel.options`) means "the recipe's (or the model's) value"."""
-    return {k: v for k, v in overrides.items() if not (k == "eps" and v == "recipe")}
+    """The notebook's parameters as options (``options.given``: None where it means nothing
+    else); the notebook's spelling ``eps="recipe"`` is the recipe's value."""
+    return given({k: v for k, v in overrides.items() if not (k == "eps" and v == "recipe")})
 
 
 def _class_id(setup: PaperSetup, name_or_id) -> int:

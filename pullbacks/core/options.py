@@ -252,6 +252,7 @@ class Field:
     help: str
     kind: str  # temperature | integer | number | optional_number | choice | families | variants | rules | flag | clip
     choices: Tuple[str, ...] = ()
+    none: str = ""  # what None means for this option ("" : nothing, so None is "not given", like FROM_RECIPE)
 
 
 FIELDS: dict[str, Field] = {
@@ -276,11 +277,20 @@ FIELDS: dict[str, Field] = {
     "alpha": Field("L2 length of a step in the [-1, 1] input space (default: 20, or the model's recommendation)",
                    "number"),
     "eps": Field("L2 radius of the projection around the start, or 'none' (default: the recipe's: excitation 100, "
-                 "semantic none)", "optional_number"),
-    "clip": Field("value range every step is clamped to, LOW,HIGH (clip=-1,1, the default) or 'none'", "clip"),
+                 "semantic none)", "optional_number", none="no projection"),
+    "clip": Field("value range every step is clamped to, LOW,HIGH (clip=-1,1, the default) or 'none'", "clip",
+                  none="no clamping"),
     "method": Field("ascend along the excitation pullback or the vanilla gradient (default: pullback)", "choice",
                     METHODS),
 }
+
+
+def given(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The options of ``values`` that are given: "not given" is ``FROM_RECIPE``, the one marker,
+    and None for an option where None means nothing else (``FIELDS[name].none``; for eps and clip
+    None is a value). Every front end passes its values through here."""
+    return {k: v for k, v in values.items()
+            if v is not FROM_RECIPE and not (v is None and k in FIELDS and not FIELDS[k].none)}
 
 
 def _pairs(name: str, text: str, example: str) -> dict[str, str]:

@@ -19,7 +19,8 @@ import torch
 from torch import Tensor, nn
 
 from ..classes import ClassNames
-from ..core.options import FROM_RECIPE, AscentOptions, build
+from ..core.options import AscentOptions, build
+from ..core.options import given as given_options
 from ..core.recipes import DEFAULT_RECIPE
 from .registry import ModelSpec, get_model_spec
 from .weights import StateDict, load_weights, read_state_dict_file
@@ -89,12 +90,11 @@ class LoadedModel:
     def options(self, options: AscentOptions | None = None, **overrides) -> AscentOptions:
         """Ascent options for this model: ``options`` (default: the model's recommended
         settings under ``recipe``, then the recipe's) with ``overrides``. A ``temperature``,
-        ``pool_temperature``, ``temperatures``, ``steps`` or ``alpha`` of None, or any value
-        ``FROM_RECIPE`` (``eps`` too), means "not given"; a given ``temperature`` with no ``pool_temperature`` drops the model's
+        ``FROM_RECIPE``, or None where None means nothing else (:func:`~pullbacks.core.options.given`),
+        is "not given"; a given ``temperature`` with no ``pool_temperature`` drops the model's
         pool recommendation (under "excitation" the pool then follows ``temperature``, like
         the authors' demo)."""
-        given = {k: v for k, v in overrides.items() if v is not FROM_RECIPE and
-                 not (k in ("temperature", "pool_temperature", "temperatures", "recipe", "steps", "alpha") and v is None)}
+        given = given_options(overrides)
         if options is None:
             recommended = self.spec.settings(given.get("recipe", DEFAULT_RECIPE))
             if "temperature" in given and "pool_temperature" not in given:
