@@ -19,6 +19,7 @@ from pullbacks.models import imagenet_classes  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 FAMILIES = list(web.FAMILY_TEMPERATURES.values())  # the per-family temperature boxes, in order
+NOT_GIVEN = [getattr(web.DEFAULTS, n) if web.FIELDS[n].kind == "flag" else "" for n in web.MORE]  # "more options"
 
 
 def free_port() -> int:
@@ -38,9 +39,8 @@ def server():
 
 def ask(client, upload=None, example="builtin:chelsea", target="ostrich", steps=5, temperature=1.0,
         recipe="excitation"):
-    more = [getattr(web.DEFAULTS, n) if web.FIELDS[n].kind == "flag" else "" for n in web.MORE]  # not given
     return client.predict(upload, example, "efficientnet_lite0", target, recipe, steps, 20.0, 100.0, temperature,
-                          *FAMILIES, *more, api_name="/explain")
+                          *FAMILIES, *NOT_GIVEN, api_name="/explain")
 
 
 def test_every_option_is_on_the_page_and_reaches_the_options(monkeypatch):
@@ -153,7 +153,7 @@ def test_steps_are_capped_and_a_cancelled_request_stops(server, monkeypatch):
 
     monkeypatch.setattr(service, "comparing", counting)
     job = client.submit(None, "builtin:chelsea", "efficientnet_lite0", "ostrich", "excitation", 50, 20.0, 100.0,
-                        1.0, *FAMILIES, api_name="/explain")
+                        1.0, *FAMILIES, *NOT_GIVEN, api_name="/explain")
     import time
 
     deadline = time.monotonic() + 120  # a hang fails the test instead of holding it
@@ -178,7 +178,7 @@ def test_ctrl_c_stops_the_server_mid_request(tmp_path):
         assert "serving on" in proc.stdout.readline()
         client = Client(f"http://127.0.0.1:{port}/", verbose=False)
         job = client.submit(None, "builtin:chelsea", "efficientnet_lite0", "ostrich", "excitation", 50, 20.0, 100.0,
-                            1.0, *FAMILIES, api_name="/explain")
+                            1.0, *FAMILIES, *NOT_GIVEN, api_name="/explain")
         while job.status().code.name not in ("ITERATING", "PROCESSING"):
             time.sleep(0.1)
         proc.send_signal(signal.SIGINT)

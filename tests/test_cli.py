@@ -58,7 +58,7 @@ def test_explain_recipe_reaches_the_options(monkeypatch, tmp_path, photo_files, 
 
     def spy(model, image, target, classes, options=None, **kw):
         seen.append(options)
-        return real(model, image, target, classes, options.replace(steps=1), **kw)
+        return real(model, image, target, classes, options=options.replace(steps=1), **kw)
 
     monkeypatch.setattr(explain_module, "explain_image", spy)
     assert main(["explain", str(photo_files / "chelsea.png"), "--target", "espresso", "--recipe", "semantic",
