@@ -254,12 +254,14 @@ class Evaluation:
 
         fig, ax = plt.subplots(figsize=(8, 4.5), dpi=120)
         xs = np.arange(len(self.stages))
-        for m in self.methods:
+        colours = plt.get_cmap("tab10" if len(self.methods) <= 10 else "tab20")  # one colour per method
+        for i, m in enumerate(self.methods):
             r = self.randomisation[m]
             mean = np.nanmean(r, axis=0)
             se = np.nanstd(r, axis=0, ddof=1) / math.sqrt(r.shape[0]) if r.shape[0] > 1 else np.zeros_like(mean)
-            style = "-" if m.startswith("pullback") else "--"
-            ax.errorbar(xs, mean, yerr=se, label=METHODS[m].label, ls=style, marker="o", ms=4, capsize=2)
+            style = "-" if METHODS[m].pairs_with else "--"  # solid: the methods that use the pullback
+            ax.errorbar(xs, mean, yerr=se, label=METHODS[m].label, ls=style, marker="o", ms=4, capsize=2,
+                        color=colours(i % colours.N))
         ax.set_xticks(xs, ["original"] + [f"+ {s}" for s in self.stages[1:]], rotation=25, ha="right")
         ax.set_ylabel("Spearman ρ of |attribution| vs original")
         ax.set_title(f"Cascading randomisation, {self.model_name} (n = {len(self.targets)}; lower = more sensitive)")
