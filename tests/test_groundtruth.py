@@ -41,17 +41,17 @@ def test_ten_classes_drawn_evenly():
 
 
 def test_generated_items_for_the_evaluation():
-    from pullbacks.sources import GROUNDTRUTH_SEED, resolve as source_items
+    from pullbacks.sources import GROUNDTRUTH_SEED, resolve
 
-    items = source_items(["groundtruth:3"])
+    items = resolve(["groundtruth:3"])
     x, y, m = generate(3, GROUNDTRUTH_SEED)
     assert [it.name for it in items] == [f"groundtruth/{GROUNDTRUTH_SEED}/{i:06d}" for i in range(3)]
     assert all(torch.equal(it.image, x[i]) and torch.equal(it.mask, m[i]) and it.label == int(y[i])
                for i, it in enumerate(items))
-    assert len(source_items(["groundtruth:2:7"])) == 2
+    assert len(resolve(["groundtruth:2:7"])) == 2
     for bad in ("groundtruth:0", "groundtruth:x", "groundtruth:1:2:3"):
         with pytest.raises(ValueError, match="groundtruth:N"):
-            source_items([bad])
+            resolve([bad])
 
 
 def test_baseline_maps_closed_forms():

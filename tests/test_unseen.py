@@ -349,15 +349,6 @@ def test_a_quantized_model_is_refused_with_the_way_out():
         pullbacks.excitation_pullback(nn.Sequential(nn.ReLU(), unused).eval(), torch.rand(1, 3, 8, 8), 0)
 
 
-class _Lambda(nn.Module):
-    def __init__(self, f):
-        super().__init__()
-        self.f = f
-
-    def forward(self, z):
-        return self.f(z)
-
-
 _HAND_WRITTEN = {  # what Hugging Face and research code write out by hand, and what the report must name
     "Llama/Qwen2 RMSNorm": (lambda z: z * torch.rsqrt(z.pow(2).mean(-1, keepdim=True) + 1e-6), {"pow", "rsqrt"}),
     "T5 layer norm": (lambda z: z / torch.sqrt(z.pow(2).mean(-1, keepdim=True) + 1e-6), {"pow", "sqrt",
@@ -374,7 +365,7 @@ _HAND_WRITTEN = {  # what Hugging Face and research code write out by hand, and 
 @pytest.mark.parametrize("name", list(_HAND_WRITTEN))
 def test_a_hand_written_norm_or_gelu_is_reported_never_called_complete(name):
     f, expected = _HAND_WRITTEN[name]
-    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 8), _Lambda(f), nn.Linear(8, 2)).eval()
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 8), Lambda(f), nn.Linear(8, 2)).eval()
     x = torch.randn(3, 4)
     with pytest.warns(PartialPullbackWarning, match="kept their ordinary gradient") as caught:
         pullbacks.excitation_pullback(model, x, 0)
@@ -386,7 +377,7 @@ def test_a_hand_written_norm_or_gelu_is_reported_never_called_complete(name):
 
 def test_linear_arithmetic_is_not_reported():
     scale = torch.full((8,), 2.0)  # a constant tensor: dividing by it is linear
-    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), _Lambda(lambda z: (z / 2).pow(1) * z.pow(0) / scale + 2 ** 1),
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), Lambda(lambda z: (z / 2).pow(1) * z.pow(0) / scale + 2 ** 1),
                           nn.Linear(8, 2)).eval()
     with pullbacks.soft_gates(strict=True) as mode:
         model(torch.randn(3, 4, requires_grad=True))
