@@ -182,10 +182,12 @@ def test_ctrl_c_stops_the_server_mid_request(tmp_path):
         while job.status().code.name not in ("ITERATING", "PROCESSING"):
             time.sleep(0.1)
         proc.send_signal(signal.SIGINT)
-        code = proc.wait(timeout=30)  # a hang would fail here, not a slow machine
+        # read both pipes while waiting (a child that fills an unread pipe would block, not hang);
+        # a hang would fail here, not a slow machine
+        _, err = proc.communicate(timeout=60)
+        code = proc.returncode
     finally:
         proc.kill()
-    err = proc.stderr.read()
     assert code == 130 and "terminate called" not in err and "Traceback" not in err, err
 
 
