@@ -172,8 +172,12 @@ def test_ctrl_c_stops_the_server_mid_request(tmp_path):
     import time
 
     port = free_port()
+    # the app as a user starts it from a shell: Ctrl-C not ignored, no library paths that the
+    # test session's imports (OpenCV through Quantus) exported
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LD_LIBRARY_PATH", "QT_", "KMP_"))}
     proc = subprocess.Popen([sys.executable, "-m", "pullbacks", "app", "--port", str(port), "--device", "cpu"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         assert "serving on" in proc.stdout.readline()
         client = Client(f"http://127.0.0.1:{port}/", verbose=False)
