@@ -168,7 +168,6 @@ METHODS: dict[str, Method] = {
 }
 DEFAULT_METHODS = ("pullback", "pullback_ascent", "gradient", "gradient_ascent", "input_x_gradient", "smoothgrad",
                    "integrated_gradients")  # "all": every one of METHODS (the composed ones cost 16-32 passes each)
-NOISY = tuple(k for k, m in METHODS.items() if m.noisy)
 BASELINE_MAPS = tuple(k for k, m in METHODS.items() if m.ignores_model)
 PAIRS = tuple((k, m.pairs_with) for k, m in METHODS.items() if m.pairs_with)
 assert all(b in METHODS for _, b in PAIRS), "a method pairs with a method of the registry"
