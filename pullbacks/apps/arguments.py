@@ -5,6 +5,7 @@ naming the flag's problem, exit status 2."""
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import Callable
 
@@ -156,7 +157,7 @@ def writable_folder(folder: str, flag: str) -> Path:
     path = Path(folder)
     try:
         path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".pullbacks-write-test"
+        probe = path / f".pullbacks-write-test-{os.getpid()}"  # one per process: torchrun ranks check at once
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as e:
