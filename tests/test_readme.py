@@ -43,7 +43,7 @@ def test_ci_runs_the_readme_test_command():
 def test_extending_guide_runs_and_its_check_holds():
     """docs/extending.md: the ELU rule in under 15 lines, and its straight-through check."""
     text = (ROOT / "docs" / "extending.md").read_text(encoding="utf-8")
-    rule, celu, check = re.findall(r"```python\n(.*?)```", text, re.S)
+    rule, celu, check, module = re.findall(r"```python\n(.*?)```", text, re.S)
     assert len(rule.strip().splitlines()) < 15
     torch.manual_seed(0)
     scope: dict = {}
@@ -58,3 +58,9 @@ def test_extending_guide_runs_and_its_check_holds():
     s = torch.sigmoid(z / 0.5)
     gate = s + (1 - s) * torch.exp(z.clamp(max=0) / 0.5)  # alpha 0.5 from the call, T 0.5 from the rule
     torch.testing.assert_close(got, (net[2].weight[0] * gate) @ net[0].weight)
+    exec(compile(module, "docs/extending.md", "exec"), scope)  # a module rule: layer norm, statistics held
+    grad = torch.randn(2, 8)
+    (g,) = torch.autograd.grad(scope["y"], scope["x"], grad)
+    x = scope["x"].detach()
+    rstd = 1 / torch.sqrt(x.var(-1, keepdim=True, unbiased=False) + 1e-5)
+    torch.testing.assert_close(g, grad * rstd)  # weight 1: grad_in = grad_out · w / sqrt(var + eps)

@@ -8,6 +8,8 @@ from .mode import SoftGateMode, soft_gates
 from .options import AscentOptions, GateOptions
 from .pullback import SoftGated, excitation_pullback
 from .rules.base import GateRule, Rule, SoftenedRule
+from .rules.module import ModuleRule
 
 __all__ = ["soft_gates", "SoftGateMode", "excitation_pullback", "gradient_ascent", "GateOptions", "AscentOptions",
-           "Coverage", "PartialPullbackWarning", "PartialPullbackError", "GateRule", "Rule", "SoftenedRule", "SoftGated"]
+           "Coverage", "PartialPullbackWarning", "PartialPullbackError", "GateRule", "ModuleRule", "Rule",
+           "SoftenedRule", "SoftGated"]

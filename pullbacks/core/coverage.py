@@ -93,7 +93,7 @@ WHEN: dict[Callable, Callable[..., bool]] = {
 _HINTS = {
     "sigmoid": " (squeeze-excitation?)",
     "hardsigmoid": " (squeeze-excitation?)",
-    "softmax": " (attention written out by hand?)",
+    "softmax": " (attention written out by hand? a Hugging Face model: load it with attn_implementation='sdpa')",
     "erf": " (a GELU written with erf?)",
     "comparison": " (value-dependent: a mask such as z * (z > 0), or torch.where?)",
     "rsqrt": " (a norm written out by hand, such as an RMSNorm?)",
@@ -114,6 +114,7 @@ class Coverage:
     ordinary: Counter = field(default_factory=Counter)
     recipe: str = ""  # the recipe of the options in effect
     opaque: Counter = field(default_factory=Counter)  # computations the mode could not look into
+    unrecognised: Counter = field(default_factory=Counter)  # modules a module rule names but did not recognise
 
     @property
     def complete(self) -> bool:
@@ -145,4 +146,6 @@ class Coverage:
         text = f"gated: {gated}; ordinary: {ordinary}"
         if self.opaque:
             text += "; unseen: " + ", ".join(f"{name} {n}" for name, n in self.opaque.most_common())
+        if self.unrecognised:
+            text += "; not recognised: " + ", ".join(f"{name} {n}" for name, n in self.unrecognised.most_common())
         return text

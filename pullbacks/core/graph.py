@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from .rules.base import Rule, Softened, SoftGate
+from .rules.module import Straight
 
 CHECKPOINT_HELP = (
     "activation checkpointing re-runs the forward pass during the backward pass, outside the soft gates, "
@@ -57,7 +58,7 @@ class _Kinds:
     unseen counter, or None (an ordinary node). Each type is classified once per rule set."""
 
     def __init__(self, rules: tuple[Rule, ...]):
-        self.owned = (SoftGate, Softened, *(f for r in rules for f in r.autograd))
+        self.owned = (SoftGate, Softened, Straight, *(f for r in rules for f in r.autograd))
         self.nodes = {prefix: r.family for r in rules for prefix in r.nodes}
         self.known: dict[type, Optional[str]] = {}
 

@@ -25,7 +25,9 @@ from .options import GateOptions, build
 from .replay import Recorder, Replay
 from .calls import Call
 from .randomness import DRAWS, check_draw
-from .table import table
+from .table import rules_in_effect, table
+from .modules import ModuleHooks
+from .rules.module import ModuleRule
 
 
 def _needs_grad(args: tuple, kwargs: dict) -> bool:
@@ -52,6 +54,8 @@ class SoftGateMode(TorchFunctionMode):
         self.wrt: Optional[tuple] = None  # the only leaves whose gradient is wanted (None: any)
         self.gradless = 0  # calls a rule covers, made with gradients off (a reentrant checkpoint?)
         self.recorder: Optional[Recorder] = Recorder() if options.replay else None
+        in_effect = rules_in_effect(options.rules)
+        self.modules = ModuleHooks(self, in_effect) if any(isinstance(r, ModuleRule) for r in in_effect) else None
 
     @property
     def gated(self) -> Counter:
@@ -114,9 +118,14 @@ class SoftGateMode(TorchFunctionMode):
             raise RuntimeError(
                 "soft_gates blocks cannot be nested: the inner block would take every call and the outer "
                 "one would see none; use one block with the options you want")
-        return super().__enter__()
+        out = super().__enter__()
+        if self.modules is not None:
+            self.modules.__enter__()
+        return out
 
     def __exit__(self, *exc):
+        if self.modules is not None:
+            self.modules.__exit__(*exc)
         if self.recorder is not None:
             self.recorder.clear()  # hold no tensor past the block
         out = super().__exit__(*exc)

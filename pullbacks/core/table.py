@@ -14,10 +14,11 @@ from __future__ import annotations
 import functools
 from typing import Callable, Iterable
 
-from .rules import activation, attention, norm, pool, relu
+from .rules import activation, attention, module, norm, pool, relu
 from .rules.base import KEYWORDS, Rule, mark_builtin
 
-BUILTIN: tuple[Rule, ...] = relu.RULES + pool.RULES + activation.RULES + norm.RULES + attention.RULES
+BUILTIN: tuple[Rule, ...] = (relu.RULES + pool.RULES + activation.RULES + norm.RULES + attention.RULES
+                             + module.RULES)
 mark_builtin(BUILTIN)
 __all__ = ["BUILTIN", "KEYWORDS", "check_user_rules", "default_temperatures", "families", "gated_summary",
            "markdown", "rules_in_effect", "table", "variant_names"]
@@ -80,8 +81,9 @@ def variant_names(user: Iterable[Rule] = ()) -> dict[str, tuple[str, ...]]:
 
 
 def operator_names(rules: Iterable[Rule]) -> list[str]:
-    """The names of the functions ``rules`` intercept, without repeats."""
-    names = (getattr(f, "__name__", repr(f)) for r in rules for f in (*r.functions, *r.inplace_functions))
+    """The names of the functions (and module classes) ``rules`` intercept, without repeats."""
+    names = (getattr(f, "__name__", f if isinstance(f, str) else repr(f))
+             for r in rules for f in (*r.functions, *r.inplace_functions, *getattr(r, "classes", ())))
     return list(dict.fromkeys(n for n in names if not n.endswith("_") or n.endswith("__")))
 
 

@@ -106,7 +106,7 @@ def _check_rule(rule: Rule) -> None:
         if classes:
             raise TypeError(f"{name}.{what} holds the class {classes[0].__name__}: name the torch function its "
                             "modules call (F.elu for nn.ELU), not a module class; the mode sees function calls")
-    if not rule.functions and not rule.inplace_functions:
+    if not rule.functions and not rule.inplace_functions and not getattr(rule, "classes", ()):
         raise ValueError(f"{name} intercepts no function: pass functions=(F.elu,)")
     if not isinstance(rule.autograd, tuple) or not all(
             isinstance(f, type) and issubclass(f, torch.autograd.Function) for f in rule.autograd):

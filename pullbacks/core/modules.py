@@ -1,0 +1,96 @@
+"""Module rules in a soft-gate block: two global forward hooks, registered when the block is
+entered and removed when it exits (nothing is attached to the user's model).
+
+Before a module whose class a :class:`~.rules.module.ModuleRule` names runs, the mode's
+coverage is set aside and a fresh one counts the module's inner calls; after it ran, the
+rule is applied (``ModuleRule.apply``). Recognised: the output gets the rule's backward,
+the family is counted once and the inner counts are dropped (the rule covers them). Not
+recognised: the inner counts join the block's, and ``coverage.unrecognised`` names the class.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Optional
+
+import torch
+from torch import Tensor, nn
+from torch.nn.modules import module as _module
+
+from .coverage import Coverage
+from .rules.base import Rule
+from .rules.module import ModuleRule
+
+
+@functools.lru_cache(maxsize=256)
+def rule_for(rules: tuple[Rule, ...], cls: type) -> Optional[ModuleRule]:
+    """The module rule among ``rules`` that names ``cls`` (a later rule wins), or None."""
+    for rule in reversed(rules):
+        if isinstance(rule, ModuleRule) and rule.matches(cls):
+            return rule
+    return None
+
+
+def _the_input(args: tuple, kwargs: dict) -> Any:
+    if len(args) == 1 and not kwargs:
+        return args[0]
+    if not args and len(kwargs) == 1:
+        return next(iter(kwargs.values()))
+    return None
+
+
+class ModuleHooks:
+    """The module rules of one mode (``mode.coverage`` is what they count into)."""
+
+    def __init__(self, mode, rules: tuple[Rule, ...]) -> None:
+        self.mode, self.rules = mode, rules
+        self.frames: list[tuple[nn.Module, ModuleRule, Coverage]] = []
+        self.handles: list = []
+
+    def __enter__(self) -> "ModuleHooks":
+        self.handles = [_module.register_module_forward_pre_hook(self.before),
+                        _module.register_module_forward_hook(self.after, with_kwargs=True)]
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for handle in self.handles:
+            handle.remove()
+        self.handles = []
+        while self.frames:  # a forward pass that raised inside a named module
+            self._close(Coverage())
+
+    def before(self, module: nn.Module, args: tuple) -> None:
+        rule = rule_for(self.rules, type(module))
+        if rule is not None:
+            self.frames.append((module, rule, self.mode.coverage))
+            self.mode.coverage = Coverage(recipe=self.mode.coverage.recipe)
+
+    def after(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> Optional[Tensor]:
+        if not self.frames or not any(m is module for m, _, _ in self.frames):
+            return None
+        while self.frames[-1][0] is not module:  # frames left by a forward that raised and was caught
+            self._close(Coverage())
+        _, rule, outer = self.frames[-1]
+        x = _the_input(args, kwargs)
+        if not (torch.is_grad_enabled() and isinstance(x, Tensor) and x.requires_grad and isinstance(output, Tensor)
+                and output.is_floating_point()):
+            self._close(Coverage())
+            return None
+        options = self.mode.options  # a family without a temperature (the norms) runs at T = 1
+        t = options.temperature_of(rule.family) if rule.family in ("relu", "max_pool", *options.temperatures) else 1.0
+        result, why = rule.apply(module, x, output, t)
+        if result is None:
+            self._close(Coverage(unrecognised={f"{type(module).__name__} ({rule.family} module rule: {why})": 1}))
+            return None
+        self.frames.pop()
+        self.mode.coverage = outer
+        outer.gated[rule.family] += 1
+        return result
+
+    def _close(self, extra: Coverage) -> None:
+        """End the innermost frame: its inner counts (and ``extra``) join the coverage set aside."""
+        _, _, outer = self.frames.pop()
+        inner, self.mode.coverage = self.mode.coverage, outer
+        for counter in ("gated", "ordinary", "opaque", "unrecognised"):
+            getattr(outer, counter).update(getattr(inner, counter))
+            getattr(outer, counter).update(getattr(extra, counter))
