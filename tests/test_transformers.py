@@ -276,3 +276,56 @@ def test_eager_attention_is_reported_with_the_way_out():
             model(pixel_values=torch.randn(1, 3, 32, 32, requires_grad=True))
     assert mode.coverage.ordinary["softmax"] == 2
     assert "attn_implementation='sdpa'" in mode.coverage.describe_ordinary()
+
+
+# ----------------------------------------------------------------------------- hf/<repo id>
+
+
+def _saved_vit(folder):
+    config = T.ViTConfig(image_size=32, patch_size=8, num_labels=3, id2label={0: "ring", 1: "cross", 2: "bar"},
+                         label2id={"ring": 0, "cross": 1, "bar": 2}, **SMALL)
+    torch.manual_seed(1)
+    net = T.ViTForImageClassification(config).eval()
+    net.save_pretrained(folder)
+    T.ViTImageProcessor(size={"height": 32, "width": 32}, image_mean=[0.4, 0.5, 0.6],
+                        image_std=[0.2, 0.25, 0.3]).save_pretrained(folder)
+    return net
+
+
+def test_a_hugging_face_classifier_by_name(tmp_path):
+    from pullbacks.models import load_model
+
+    net = _saved_vit(tmp_path)
+    loaded = load_model(f"hf/{tmp_path}")
+    assert list(loaded.classes) == ["ring", "cross", "bar"]
+    x = torch.rand(1, 3, 32, 32) * 2 - 1
+    expected = net(pixel_values=((x + 1) / 2 - torch.tensor([0.4, 0.5, 0.6]).view(1, 3, 1, 1))
+                   / torch.tensor([0.2, 0.25, 0.3]).view(1, 3, 1, 1)).logits
+    torch.testing.assert_close(loaded.model(x), expected)  # the processor's normalisation, folded in
+    with pullbacks.soft_gates(strict=True) as mode:
+        loaded.model(x.requires_grad_())
+    assert {"norm", "attention", "gelu"} <= set(mode.coverage.gated)  # sdpa attention: the rule reaches it
+    big = torch.rand(1, 3, 64, 64) * 2 - 1  # another size: resized to the model's own
+    assert loaded.model(big).shape == (1, 3)
+
+
+def test_a_hugging_face_model_not_in_the_cache_says_how_to_get_it(monkeypatch, tmp_path):
+    from pullbacks.models import load_model
+    from pullbacks.models.weights import WeightsUnavailableError
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    with pytest.raises(WeightsUnavailableError, match="not in the cache") as info:
+        load_model("hf/nobody/no-such-vit")
+    assert "save_pretrained" in str(info.value) and "hf/" in str(info.value)
+
+
+def test_without_transformers_the_command_line_names_the_extra(monkeypatch, capsys):
+    import sys
+
+    from pullbacks.apps.cli import main
+
+    monkeypatch.setitem(sys.modules, "transformers", None)  # import transformers raises ImportError
+    assert main(["explain", "any.png", "--model", "hf/some/vit", "--target", "1"]) == 2
+    err = capsys.readouterr().err
+    assert 'pip install -e ".[text]"' in err and "Traceback" not in err

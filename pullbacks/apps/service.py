@@ -23,6 +23,7 @@ from typing import Iterator, Optional, Sequence
 import torch
 from torch import Tensor
 
+from ..core.errors import MissingExtraError
 from ..classes import ClassNames
 from ..core.ascent import ascent_steps
 from ..core.coverage import Coverage
@@ -39,7 +40,7 @@ DEFAULTS = AscentOptions()
 
 # the problems a person can fix (a message, never a traceback)
 EXPECTED_ERRORS = (WeightsUnavailableError, WeightsMismatchError, DataUnavailableError, ImageLoadError,
-                   FileNotFoundError, ValueError, TypeError, PartialPullbackError)
+                   FileNotFoundError, ValueError, TypeError, PartialPullbackError, MissingExtraError)
 
 HINTS = {  # the fix of an error that carries none in an interface's terms, by interface
     "cli": {

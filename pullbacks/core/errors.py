@@ -78,3 +78,10 @@ def bad_option(option: str, value: Any, expected: str, *, type_error: bool = Fal
     the wrong type (``type_error``), else a :class:`ProblemValueError`."""
     cls = ProblemTypeError if type_error else ProblemValueError
     return cls(expected, option=option, value=value, fixes=fixes)
+
+
+class MissingExtraError(ImportError):
+    """An optional dependency is not installed: the message names the extra to install."""
+
+    def __init__(self, what: str, extra: str, package: str) -> None:
+        super().__init__(f"{what} need {package}: pip install -e \".[{extra}]\" (or pip install {package})")

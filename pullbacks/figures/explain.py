@@ -43,9 +43,10 @@ class Explanation:
 
 @torch.no_grad()
 def top_k(model: nn.Module, images: Tensor, classes: Sequence[str], k: int = 5) -> list[list[tuple[str, float]]]:
-    """The ``k`` most probable classes of each image: ``[(name, probability), ...]``."""
+    """The ``k`` most probable classes of each image (all of them when there are fewer):
+    ``[(name, probability), ...]``."""
     probs = model(images).softmax(dim=1)
-    values, indices = probs.topk(k, dim=1)
+    values, indices = probs.topk(min(k, probs.shape[1]), dim=1)
     return [[(classes[int(i)], float(v)) for v, i in zip(vs, ids)] for vs, ids in zip(values, indices)]
 
 

@@ -125,7 +125,8 @@ def load_model(
 ) -> LoadedModel:
     """Load a model, wrapped to take ``[-1, 1]`` images, in eval mode: a registered name
     (:func:`available_models`), any torchvision classification model name (its DEFAULT
-    weights, normalisation and class names) or ``"timm/<name>"`` for a timm model.
+    weights, normalisation and class names), ``"timm/<name>"`` for a timm model or
+    ``"hf/<repo id>"`` for a Hugging Face image classifier (``pullbacks[text]``).
 
     ``weights``: ``"default"`` the pretrained weights, ``"random"`` (or ``None``) random
     initialisation (tests, benchmarks; ``seed`` makes it reproducible without touching the global RNG),

@@ -202,6 +202,10 @@ def get_model_spec(name: str) -> ModelSpec:
         return MODELS[key]
     if text.lower().startswith(TIMM_PREFIX):
         return _timm_spec(text[len(TIMM_PREFIX):])
+    if text.lower().startswith("hf/"):
+        from . import hf
+
+        return hf.spec(text)
     import torchvision.models as tvm
 
     known = tvm.list_models(module=tvm)
@@ -211,6 +215,6 @@ def get_model_spec(name: str) -> ModelSpec:
     hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
     raise ValueError(
         f"unknown model {name!r}.{hint} Registered models: {', '.join(available_models())}; also any "
-        "torchvision classification model (torchvision.models.list_models()) and any timm model as "
-        "'timm/<name>'."
+        "torchvision classification model (torchvision.models.list_models()), any timm model as "
+        "'timm/<name>' and any Hugging Face image classifier as 'hf/<repo id>'."
     )
