@@ -6,6 +6,7 @@ different mechanism from the package's global hooks) and ``torch.nn.functional``
 from __future__ import annotations
 
 import math
+from pathlib import Path
 import warnings
 from contextlib import contextmanager
 
@@ -326,6 +327,7 @@ def test_without_transformers_the_command_line_names_the_extra(monkeypatch, caps
     from pullbacks.apps.cli import main
 
     monkeypatch.setitem(sys.modules, "transformers", None)  # import transformers raises ImportError
-    assert main(["explain", "any.png", "--model", "hf/some/vit", "--target", "1"]) == 2
+    image = str(Path(__file__).parent.parent / "media" / "app.png")
+    assert main(["explain", image, "--model", "hf/some/vit", "--target", "1"]) == 2
     err = capsys.readouterr().err
     assert 'pip install -e ".[text]"' in err and "Traceback" not in err
