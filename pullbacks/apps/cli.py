@@ -1,4 +1,4 @@
-"""Command line: ``pullbacks grid | explain | evaluate | app`` (also ``python -m pullbacks``).
+"""Command line: ``pullbacks grid | explain | explain-text | evaluate | app`` (also ``python -m pullbacks``).
 
 The only place arguments are parsed; the argument types (``arguments.py``) call the
 package's validators, and the work is done through the shared service layer.
@@ -19,12 +19,13 @@ import torch
 
 from ..core import options
 from ..models import DEFAULT_MODEL
-from .arguments import (UsageError, _Parser, add_images, add_model, add_options, device, load, non_negative_int,
+from .arguments import (UsageError, _Parser, add_images, add_model, add_options, device, given, load, non_negative_int,
                         port, positive_int, writable_folder)
 from .service import EXPECTED_ERRORS, coverage_note, format_top5, message, parse_target
 
 
 GRID_OMITS = ("method",)  # the grid renders both methods
+TEXT_OMITS = ("steps", "alpha", "eps", "clip")  # no ascent for text: the gate options and the method
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,6 +60,23 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--out", default=None,
                          help="output image, .png added if missing (default: <image name>_<ext>_<target>_explained.png)")
     explain.set_defaults(run=run_explain)
+
+    text = sub.add_parser("explain-text", help="score each token of a text for a target (Hugging Face models)",
+                          description="Score each token of a text: the pullback with respect to its input embedding "
+                                      "e_i, reduced to g_i · e_i (or ‖g_i‖). Needs pullbacks[text].")
+    text.add_argument("text", help="the text to explain")
+    text.add_argument("--model", required=True, metavar="hf/REPO",
+                      help="a sequence classifier or causal LM: hf/<repo id> (from the Hugging Face cache) or "
+                           "hf/<folder> saved with save_pretrained")
+    text.add_argument("--target", default=None, help="a class id or label, or for a language model the next token "
+                                                     "(one token, e.g. ' Paris'); default: the model's top choice")
+    text.add_argument("--foil", default=None, help="explain target minus this class or token instead")
+    text.add_argument("--score", choices=("dot", "norm"), default="dot",
+                      help="per-token reduction: dot g·e (signed, default) or norm ‖g‖")
+    text.add_argument("--device", type=device, default=None, help="cpu (default), cuda, mps or auto")
+    add_options(text, omit=TEXT_OMITS)
+    text.add_argument("--html", default=None, metavar="FILE", help="also write the coloured tokens as HTML")
+    text.set_defaults(run=run_explain_text)
 
     app = sub.add_parser("app", help="the interactive explorer as a local web app (Gradio)",
                          description="Serve the explorer in the browser: pullback and vanilla-gradient ascent side "
@@ -217,6 +235,28 @@ def run_explain(args) -> int:
         print(f"top-5 {title}:")
         print(format_top5(top))
     print(result.save(out))
+    return 0
+
+
+def run_explain_text(args) -> int:
+    from ..core.options import GateOptions
+    from ..models.hf import load_text
+    from ..text import explain_tokens
+
+    if not args.model.startswith("hf/"):
+        raise UsageError(f"--model {args.model!r}: text models are Hugging Face models, hf/<repo id> or hf/<folder>")
+    if args.html is not None:
+        writable_folder(str(Path(args.html).parent), "--html")
+    model, tokenizer = load_text(args.model, device=args.device)
+    chosen = given(args)
+    method = chosen.pop("method", "pullback")
+    scores = explain_tokens(model, tokenizer, args.text, args.target, foil=args.foil, score=args.score,
+                            method=method, options=GateOptions(**chosen) if method == "pullback" else None)
+    print(scores.terminal() if sys.stdout.isatty() else scores.label)
+    print(scores.table())
+    if args.html is not None:
+        Path(args.html).write_text(scores.html(), encoding="utf-8")
+        print(args.html)
     return 0
 
 

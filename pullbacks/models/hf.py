@@ -58,10 +58,9 @@ def _unavailable(repo: str, reason: str) -> WeightsUnavailableError:
 
     return WeightsUnavailableError(
         f"The Hugging Face model {repo!r} is not available: {reason}\nIt is looked for in the Hugging Face cache "
-        f"folder\n    {constants.HF_HUB_CACHE}\nTo use it offline, run `python -c \"import transformers; "
-        f"transformers.AutoModelForImageClassification.from_pretrained({repo!r}); "
-        f"transformers.AutoImageProcessor.from_pretrained({repo!r})\"` on a machine with internet and copy that "
-        "cache folder here (or set HF_HUB_CACHE to a copy), or save the model with save_pretrained and pass "
+        f"folder\n    {constants.HF_HUB_CACHE}\nTo use it offline, run `hf download {repo}` (huggingface_hub's "
+        "command line) on a machine with internet and copy that cache folder here (or set HF_HUB_CACHE to a "
+        "copy), or save the model and its processor or tokenizer with save_pretrained and pass "
         "hf/<that folder>", {
             "python": f"load_model('hf/<folder>') for a model saved with save_pretrained; the embedded model "
                       f"{OFFLINE_MODEL!r} works offline: load_model({OFFLINE_MODEL!r})",
@@ -133,3 +132,26 @@ def spec(name: str):
     return ModelSpec(name=HF_PREFIX + repo, build=functools.partial(build, repo),
                      default_weights=functools.partial(state_dict, repo), mean=mean, std=std,
                      classes=functools.partial(classes, repo))
+
+
+def load_text(name: str, *, device=None):
+    """``(model, tokenizer)`` of ``hf/<repo id or folder>``: a sequence classifier or a causal LM
+    (by its config's architectures), eval mode, parameters frozen, sdpa attention."""
+    from .load import resolve_device
+
+    t = _transformers()
+    repo = name[len(HF_PREFIX):].strip() if name.startswith(HF_PREFIX) else name.strip()
+    local = _offline(repo)
+    try:
+        config = t.AutoConfig.from_pretrained(repo, local_files_only=local)
+        archs = getattr(config, "architectures", None) or []
+        kind = t.AutoModelForCausalLM if any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in archs) \
+            else t.AutoModelForSequenceClassification
+        model = kind.from_pretrained(repo, local_files_only=local, attn_implementation="sdpa")
+        tokenizer = t.AutoTokenizer.from_pretrained(repo, local_files_only=local)
+    except OSError as e:
+        why = (f"it is not in the cache and {HUB_HOST} cannot be reached" if local and not Path(repo).is_dir()
+               else str(e).splitlines()[0])
+        raise _unavailable(repo, why) from e
+    model.requires_grad_(False)
+    return model.to(resolve_device(device)).eval(), tokenizer

@@ -1,0 +1,220 @@
+"""Pullbacks for text: per-token scores for sequence classifiers and causal language models.
+
+For token ids ``t_1..t_n`` embedded as ``e_i`` (the input embeddings; position embeddings
+added later are not part of ``e_i``), the pullback ``g_i`` is the gradient, under soft gates,
+of a target logit with respect to ``e_i``: a class of a sequence classifier, or the next
+token's logit at the last position of a causal LM; a contrastive target is the target's
+logit minus a foil's. Token score ``g_i · e_i`` (``score="dot"``, signed, the gradient ×
+input reduction) or ``‖g_i‖₂`` (``score="norm"``). Special tokens are scored and marked.
+
+    >>> scores = explain_tokens(model, tokenizer, "The capital of France is", " Paris")
+    >>> scores                         # coloured tokens in a notebook; print(scores) in a terminal
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+from typing import Optional, Sequence, Union
+
+import torch
+from torch import Tensor, nn
+
+from .core.coverage import Coverage
+from .core.errors import ProblemValueError
+from .core.options import GateOptions, build
+from .core.policy import CoverageCheck
+from .core.pullback import target_gradient
+
+Target = Union[int, str, None]
+SCORES = {"dot": "g·e, signed (the gradient × input reduction)", "norm": "‖g‖₂ (unsigned)"}
+METHODS = ("pullback", "gradient")
+
+
+@dataclass
+class TokenScores:
+    """One text's token scores: ``tokens`` (as text), ``scores`` (one per token), ``special``
+    (True for the tokenizer's special tokens), the ``target`` (and ``foil``) explained and
+    the ``coverage`` of the forward pass (None for the vanilla gradient)."""
+
+    tokens: list[str]
+    scores: Tensor
+    special: list[bool]
+    target: str
+    foil: Optional[str] = None
+    coverage: Optional[Coverage] = None
+
+    @property
+    def label(self) -> str:
+        return self.target if self.foil is None else f"{self.target} − {self.foil}"
+
+    def html(self) -> str:
+        """Tokens on backgrounds: red for positive scores, blue for negative, opacity ∝ |score|."""
+        top = float(self.scores.abs().max()) or 1.0
+        spans = []
+        for tok, s, sp in zip(self.tokens, self.scores.tolist(), self.special):
+            rgb = "220,40,40" if s >= 0 else "40,90,220"
+            border = "border:1px dashed #888;" if sp else ""
+            spans.append(f'<span title="{s:+.4g}" style="background:rgba({rgb},{abs(s) / top:.3f});{border}'
+                         f'padding:1px 2px;margin:0 1px;border-radius:3px;white-space:pre">{html.escape(tok)}</span>')
+        return (f'<div style="font-family:monospace;line-height:2"><b>{html.escape(self.label)}</b>: '
+                + "".join(spans) + "</div>")
+
+    def _repr_html_(self) -> str:
+        return self.html()
+
+    def terminal(self) -> str:
+        """The tokens on 24-bit ANSI background colours (red positive, blue negative), special
+        tokens in brackets."""
+        top = float(self.scores.abs().max()) or 1.0
+        out = []
+        for tok, s, sp in zip(self.tokens, self.scores.tolist(), self.special):
+            a = abs(s) / top
+            r, g, b = (255, int(255 * (1 - a)), int(255 * (1 - a))) if s >= 0 else (int(255 * (1 - a)),) * 2 + (255,)
+            out.append(f"\x1b[48;2;{r};{g};{b}m\x1b[38;2;0;0;0m{'[' + tok + ']' if sp else tok}\x1b[0m")
+        return f"{self.label}: " + "".join(out)
+
+    def __str__(self) -> str:
+        return self.terminal()
+
+    def table(self) -> str:
+        """One line per token: position, score, token (plain text)."""
+        return "\n".join(f"{i:4d} {s:+.4g} {tok!r}{' (special)' if sp else ''}"
+                         for i, (tok, s, sp) in enumerate(zip(self.tokens, self.scores.tolist(), self.special)))
+
+
+class TokenLogits(nn.Module):
+    """Embeddings → the logits to explain: a classifier's, or a causal LM's at each text's last
+    token; a foil's logit subtracted from every column when one is given."""
+
+    def __init__(self, model: nn.Module, mask: Tensor, foils: Optional[Tensor]) -> None:
+        super().__init__()
+        self.model, self.mask, self.foils = model, mask, foils
+
+    def forward(self, e: Tensor) -> Tensor:
+        from .core.pullback import logits_of
+
+        logits = logits_of(self.model(inputs_embeds=e, attention_mask=self.mask))
+        if logits.dim() == 3:  # a language model: the next token after each text's last real token
+            last = _last_positions(self.mask)
+            logits = logits[torch.arange(logits.shape[0], device=logits.device), last]
+        if self.foils is not None:
+            logits = logits - logits.gather(1, self.foils[:, None])
+        return logits
+
+
+def _last_positions(mask: Tensor) -> Tensor:
+    positions = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)
+    return torch.where(mask.bool(), positions, torch.full_like(positions, -1)).max(1).values
+
+
+def _padded(tokenizer, texts: list[str], device) -> tuple[Tensor, Tensor]:
+    """Token ids, padded on the right, and the attention mask (the tokenizer is not changed, also
+    when it has no pad token: padded positions are masked, their id does not matter)."""
+    rows = [tokenizer(t)["input_ids"] for t in texts]
+    if not all(rows):
+        raise ProblemValueError("a text has no tokens: give some text", option="text")
+    n = max(len(r) for r in rows)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    ids = torch.tensor([r + [pad] * (n - len(r)) for r in rows], device=device)
+    mask = torch.tensor([[1] * len(r) + [0] * (n - len(r)) for r in rows], device=device)
+    return ids, mask
+
+
+def _is_language_model(model: nn.Module) -> bool:
+    config = getattr(model, "config", None)
+    archs = getattr(config, "architectures", None) or [type(model).__name__]
+    return any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in archs) or type(model).__name__.endswith(
+        ("ForCausalLM", "LMHeadModel"))
+
+
+def resolve_target(model: nn.Module, tokenizer, value: Target, what: str = "target") -> Optional[int]:
+    """A class (id or label of ``config.id2label``) for a classifier; a token (id, or a string that
+    is exactly one token) for a language model; None stays None (the model's own choice)."""
+    if value is None or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit() and not _is_language_model(model):
+        return int(value)
+    if not isinstance(value, str):
+        raise ProblemValueError(f"a {what} is a class id, a label or a token string, got {value!r}", option=what)
+    if _is_language_model(model):
+        ids = tokenizer.encode(value, add_special_tokens=False)
+        if len(ids) != 1:
+            pieces = [tokenizer.decode([i]) for i in ids]
+            hint = f"; with a leading space, {' ' + value.strip()!r}?" if not value.startswith(" ") else ""
+            raise ProblemValueError(f"the {what} {value!r} is {len(ids)} tokens {pieces}, not one: name a single "
+                                    f"token (or its id){hint}", option=what, value=value)
+        return ids[0]
+    labels = {str(v).lower(): int(k) for k, v in (getattr(model.config, "id2label", None) or {}).items()}
+    if value.lower() in labels:
+        return labels[value.lower()]
+    raise ProblemValueError(f"unknown {what} {value!r}: the model's labels are {sorted(labels)} (or a class id)",
+                            option=what, value=value)
+
+
+def _name(model: nn.Module, tokenizer, i: int) -> str:
+    if _is_language_model(model):
+        return repr(tokenizer.decode([i]))
+    labels = getattr(model.config, "id2label", None) or {}
+    return str(labels.get(i, labels.get(str(i), i)))
+
+
+def explain_tokens(model: nn.Module, tokenizer, text: Union[str, Sequence[str]], target: Target = None, *,
+                   foil: Target = None, score: str = "dot", method: str = "pullback",
+                   options: Optional[GateOptions] = None, **overrides) -> Union[TokenScores, list[TokenScores]]:
+    """Per-token scores of ``text`` (one string, or a list: batched) for ``target``.
+
+    ``target``: a class id or label (sequence classifier) or the next token (causal LM: an id or
+    a string that is one token); None: the model's own top choice. ``foil``: explain
+    ``target − foil`` instead. ``score``: ``"dot"`` (``g_i · e_i``) or ``"norm"`` (``‖g_i‖₂``).
+    ``method``: ``"pullback"`` or ``"gradient"`` (vanilla). Gate options as for images
+    (``temperatures={"gelu": 0.5}``, ``recipe="semantic"``, ``rules=[...]``, ``strict=True``).
+    The model (eval mode) is never modified; its coverage is checked as for images.
+    """
+    if score not in SCORES:
+        raise ProblemValueError(f"unknown score {score!r}: one of {', '.join(SCORES)}", option="score", value=score)
+    if method not in METHODS:
+        raise ProblemValueError(f"unknown method {method!r}: one of {', '.join(METHODS)}", option="method",
+                                value=method)
+    if model.training:
+        raise ProblemValueError("the model is in training mode (dropout would make each pass random): call "
+                                "model.eval() first", option="model")
+    texts = [text] if isinstance(text, str) else list(text)
+    gates = build(GateOptions, options, overrides) if method == "pullback" else None
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    ids, mask = _padded(tokenizer, texts, device)
+    t, f = resolve_target(model, tokenizer, target), resolve_target(model, tokenizer, foil, "foil")
+    with torch.no_grad():
+        e = model.get_input_embeddings()(ids)
+        if t is None:
+            t_ids = TokenLogits(model, mask, None)(e).argmax(1)
+        else:
+            t_ids = torch.full((len(texts),), t, device=device)
+    foils = None if f is None else torch.full((len(texts),), f, device=device)
+    check = CoverageCheck(gates.strict, gates.rules) if gates is not None else None
+    coverage: list = []
+    if gates is not None:
+        check = _Recording(check, coverage)
+    g = target_gradient(TokenLogits(model, mask, foils), e, t_ids, gates, check)
+    values = (g * e).sum(-1) if score == "dot" else g.norm(dim=-1)
+    special = set(getattr(tokenizer, "all_special_ids", []) or [])
+    out = []
+    for row in range(len(texts)):
+        keep = mask[row].bool()
+        row_ids = ids[row][keep].tolist()
+        out.append(TokenScores(tokens=[tokenizer.decode([i]) for i in row_ids], scores=values[row][keep].detach().cpu(),
+                               special=[i in special for i in row_ids], target=_name(model, tokenizer, int(t_ids[row])),
+                               foil=None if f is None else _name(model, tokenizer, f),
+                               coverage=coverage[0] if coverage else None))
+    return out[0] if isinstance(text, str) else out
+
+
+class _Recording:
+    """A coverage check that keeps the coverage it checked."""
+
+    def __init__(self, check: CoverageCheck, into: list) -> None:
+        self.check, self.into = check, into
+
+    def __call__(self, coverage: Coverage, *args) -> None:
+        self.into.append(coverage)
+        self.check(coverage, *args)
