@@ -191,12 +191,9 @@ def explain_tokens(model: nn.Module, tokenizer, text: Union[str, Sequence[str]],
         else:
             t_ids = torch.full((len(texts),), t, device=device)
     foils = None if f is None else torch.full((len(texts),), f, device=device)
-    check = CoverageCheck(gates.strict, gates.rules) if gates is not None else None
     coverage: list = []
-    if gates is not None:
-        check = _Recording(check, coverage)
-    g = target_gradient(TokenLogits(model, mask, foils), e, t_ids, gates, check)
-    values = (g * e).sum(-1) if score == "dot" else g.norm(dim=-1)
+    g = token_gradient(model, e, mask, t_ids, gates, foils, coverage)
+    values = reduce(g, e, score)
     special = set(getattr(tokenizer, "all_special_ids", []) or [])
     out = []
     for row in range(len(texts)):
@@ -207,6 +204,21 @@ def explain_tokens(model: nn.Module, tokenizer, text: Union[str, Sequence[str]],
                                foil=None if f is None else _name(model, tokenizer, f),
                                coverage=coverage[0] if coverage else None))
     return out[0] if isinstance(text, str) else out
+
+
+def token_gradient(model: nn.Module, embeddings: Tensor, mask: Tensor, targets: Tensor,
+                   gates: Optional[GateOptions], foils: Optional[Tensor] = None, coverage: Optional[list] = None) -> Tensor:
+    """``g = d logit_target / d e`` for each row of ``embeddings`` (N, n, d) under ``gates`` (None:
+    the vanilla gradient); ``coverage``, a list, receives the forward pass's coverage."""
+    check = None
+    if gates is not None:
+        check = _Recording(CoverageCheck(gates.strict, gates.rules), [] if coverage is None else coverage)
+    return target_gradient(TokenLogits(model, mask, foils), embeddings, targets, gates, check)
+
+
+def reduce(g: Tensor, e: Tensor, score: str = "dot") -> Tensor:
+    """Per-token scores: ``g_i · e_i`` (``"dot"``) or ``‖g_i‖₂`` (``"norm"``)."""
+    return (g * e).sum(-1) if score == "dot" else g.norm(dim=-1)
 
 
 class _Recording:

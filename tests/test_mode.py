@@ -165,3 +165,26 @@ def test_model_untouched_when_forward_or_validation_raises():
         assert_unchanged(model, before)
     finally:
         _cache.clear()
+
+
+def test_module_hooks_only_where_a_module_rule_can_match():
+    """Global forward hooks cost something on every module call: a pullback registers them only
+    when its model holds a module some module rule names (a bare block always does)."""
+    import torch.nn.modules.module as m
+    from torch import nn
+
+    from pullbacks.core.mode import SoftGateMode
+    from pullbacks.core.options import GateOptions
+
+    class LlamaRMSNorm(nn.Module):  # named like Hugging Face's
+        def forward(self, x):
+            return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6)
+
+    plain = nn.Sequential(nn.Linear(4, 4), nn.ReLU())
+    assert SoftGateMode(GateOptions(), model=plain).modules is None
+    assert SoftGateMode(GateOptions(), model=nn.Sequential(plain, LlamaRMSNorm())).modules is not None
+    assert SoftGateMode(GateOptions()).modules is not None
+    before = len(m._global_forward_hooks)
+    with SoftGateMode(GateOptions(), model=nn.Sequential(plain, LlamaRMSNorm())):
+        assert len(m._global_forward_hooks) == before + 1
+    assert len(m._global_forward_hooks) == before

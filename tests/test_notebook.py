@@ -222,3 +222,5 @@ def test_notebook_runs_headless(tmp_path):
     printed = "".join("".join(o.get("text", "")) for o in outputs)
     assert "efficientnet_lite0: embedded pretrained weights; the 4 built-in photos, the first 2 of them" in printed
     assert sum("image/jpeg" in o.get("data", {}) for o in outputs) >= 4
+    pages = ["".join(o["data"]["text/html"]) for o in outputs if "text/html" in o.get("data", {})]
+    assert sum("<span" in p and "mark" in p for p in pages) >= 2  # the text section: pullback and gradient

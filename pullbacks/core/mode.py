@@ -26,7 +26,7 @@ from .replay import Recorder, Replay
 from .calls import Call
 from .randomness import DRAWS, check_draw
 from .table import rules_in_effect, table
-from .modules import ModuleHooks
+from .modules import ModuleHooks, rule_for
 from .rules.module import ModuleRule
 
 
@@ -44,7 +44,8 @@ class SoftGateMode(TorchFunctionMode):
     others have no backward pass.
     """
 
-    def __init__(self, options: GateOptions, *, check_on_exit: bool = False, refuse_random: bool = False):
+    def __init__(self, options: GateOptions, *, check_on_exit: bool = False, refuse_random: bool = False,
+                 model: Optional[torch.nn.Module] = None):
         super().__init__()
         self.refuse_random = refuse_random  # a model's forward pass alone runs inside: refuse its random draws
         self.options = options
@@ -55,7 +56,10 @@ class SoftGateMode(TorchFunctionMode):
         self.gradless = 0  # calls a rule covers, made with gradients off (a reentrant checkpoint?)
         self.recorder: Optional[Recorder] = Recorder() if options.replay else None
         in_effect = rules_in_effect(options.rules)
-        self.modules = ModuleHooks(self, in_effect) if any(isinstance(r, ModuleRule) for r in in_effect) else None
+        # module rules need global forward hooks (a cost on every module call): only when some module could
+        # match (``model``: the only model run inside, when the caller knows it)
+        self.modules = ModuleHooks(self, in_effect) if any(isinstance(r, ModuleRule) for r in in_effect) and (
+            model is None or any(rule_for(in_effect, c) is not None for c in {type(m) for m in model.modules()})) else None
 
     @property
     def gated(self) -> Counter:

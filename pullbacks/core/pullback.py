@@ -79,7 +79,7 @@ def target_gradient(model: nn.Module, inputs: Tensor, targets: Tensor, gates: Op
             with NoRandomMode():
                 logits = _forward(model, x)
         else:
-            mode = SoftGateMode(gates, refuse_random=True)
+            mode = SoftGateMode(gates, refuse_random=True, model=model)
             mode.wrt = (x,)  # the input gradient alone: parameters need none
             with mode:
                 logits = _forward(model, x)
@@ -147,7 +147,7 @@ class SoftGated(nn.Module):
         self.check = CoverageCheck(self.options.strict, self.options.rules)
 
     def forward(self, x: Tensor) -> Tensor:
-        mode = SoftGateMode(self.options, refuse_random=True)
+        mode = SoftGateMode(self.options, refuse_random=True, model=self.model)
         with mode:
             logits = _forward(self.model, x)
         if torch.is_grad_enabled():
