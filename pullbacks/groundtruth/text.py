@@ -242,6 +242,42 @@ def table(results: dict, seed: int = 0) -> str:
     return "\n".join(lines)
 
 
+def figure(out: str | os.PathLike = "media/groundtruth/text/tokens.png", n: int = 4,
+           methods: tuple[str, ...] = ("pullback", "gradient_x_input", "integrated_gradients", "gradient")) -> Path:
+    """Held-out texts (rows of blocks) scored by ``methods`` (one line each): red for the true class,
+    blue against it, each line scaled to its own largest |score|; the deciding tokens underlined."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    model, tok = load()
+    texts, labels, masks = generate(n, EVAL_SEED)
+    a = attributions(model, tok, texts, labels)
+    words = [tok.convert_ids_to_tokens(tok(t)["input_ids"]) for t in texts]
+    lines = n * (len(methods) + 1)
+    fig = plt.figure(figsize=(13, 0.32 * lines + 0.4))
+    y = 1.0
+    step = 1.0 / (lines + 0.5)
+    for i in range(n):
+        y -= step
+        fig.text(0.01, y, f"text {i + 1}: class {COLOURS[int(labels[i])]!r}", fontsize=9, weight="bold", va="center")
+        for m in methods:
+            y -= step
+            scores = a[m][i]
+            top = float(scores.abs().max()) or 1.0
+            fig.text(0.01, y, LABELS[m], fontsize=8, va="center")
+            for j, (w, v) in enumerate(zip(words[i], scores.tolist())):
+                c = (1, 1 - abs(v) / top, 1 - abs(v) / top) if v >= 0 else (1 - abs(v) / top, 1 - abs(v) / top, 1)
+                fig.text(0.27 + j * 0.052, y, w, fontsize=8, va="center", family="monospace",
+                         bbox=dict(facecolor=c, edgecolor="black" if masks[i, j] else "none", pad=1.5))
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m pullbacks.groundtruth.text", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -257,6 +293,7 @@ def main(argv=None) -> int:
         print(json.dumps(train(args.out, n=args.texts, epochs=args.epochs)))
     else:
         print(table(evaluate(args.out, args.n)))
+        print(figure(Path(args.out) / "tokens.png"))
     return 0
 
 
