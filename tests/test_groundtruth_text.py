@@ -80,3 +80,10 @@ def test_evaluation_writes_as_it_goes_and_resumes(tmp_path, monkeypatch):
     again = task.evaluate(tmp_path, n=6, batch=3, progress=False)
     assert calls == [3, 3] and again == first  # nothing recomputed
     assert "Pullback · input" in task.table(first)
+
+
+def test_the_evaluation_page_shows_the_committed_results():
+    root = task.FOLDER.parents[3]
+    results = json.loads((root / "media" / "groundtruth" / "text" / "results.json").read_text())
+    assert results["n"] == 1000 and len(results["correct"]) == 1000
+    assert task.table(results) in (root / "EVALUATION.md").read_text(encoding="utf-8")
