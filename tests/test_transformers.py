@@ -331,3 +331,44 @@ def test_without_transformers_the_command_line_names_the_extra(monkeypatch, caps
     assert main(["explain", image, "--model", "hf/some/vit", "--target", "1"]) == 2
     err = capsys.readouterr().err
     assert 'pip install -e ".[text]"' in err and "Traceback" not in err
+
+
+@contextmanager
+def held_norms_only():
+    """Only the norms' rule (statistics held), everything else ordinary: F.layer_norm and the
+    RMSNorm classes patched by straight-through forms."""
+    import reference_beyond as rb
+
+    saved_ln = F.layer_norm
+    forwards = {cls: f for cls, f in _module_forwards(1.0).items() if "RMSNorm" in cls.__name__}
+    saved = {cls: cls.forward for cls in forwards}
+    try:
+        F.layer_norm = rb._layer_norm
+        for cls, forward in forwards.items():
+            cls._pullbacks_ref_original = saved[cls]
+            cls.forward = forward
+        yield
+    finally:
+        F.layer_norm = saved_ln
+        for cls, forward in saved.items():
+            cls.forward = forward
+            del cls._pullbacks_ref_original
+
+
+@pytest.mark.parametrize("name", ["bert", "llama"])
+def test_the_limits_leave_only_the_norms_rule(name):
+    """ReLU at T → 0 is the hard gate and attention at T = 1 the ordinary softmax: what is left of
+    the pullback is the norms' rule alone (a ReLU variant of each config)."""
+    cls, config, _ = _configs()[name]
+    config.hidden_act = "relu"
+    torch.manual_seed(0)
+    model = cls(config).eval().double()
+    x = model.get_input_embeddings()(torch.randint(0, 50, (2, 6))).detach()
+    g, coverage, _ = pullback(model, x, "inputs_embeds", temperature=1e-6, temperatures={"attention": 1.0})
+    assert coverage.gated["relu"] > 0 and coverage.gated["norm"] > 0
+    v = x.clone().requires_grad_()
+    with held_norms_only():
+        (ref,) = torch.autograd.grad(_objective(model(inputs_embeds=v)), v)
+    assert float((g - ref).norm() / ref.norm()) <= 1e-9
+    (vanilla,) = torch.autograd.grad(_objective(model(inputs_embeds=v)), v)
+    assert float((vanilla - ref).norm() / ref.norm()) > 1e-4  # the norms' rule is not the vanilla gradient
