@@ -34,6 +34,12 @@ class Item:
     path: Optional[str] = None
     image: Optional[torch.Tensor] = None
     mask: Optional[torch.Tensor] = None  # the pixels that decide the class, where known (generated images)
+    classes: int = 1000  # the size of the label's class list: ImageNet's, or the generated task's
+
+    def label_for(self, n_classes: int) -> Optional[int]:
+        """The true label for a model of ``n_classes`` classes: None when the label belongs to
+        another class list (an ImageNet photo shown to the generated task's network)."""
+        return self.label if self.classes == n_classes else None
 
 
 def imagenet_wnids() -> list[str]:
@@ -73,7 +79,7 @@ GROUNDTRUTH_SEED = 2_000_003  # images the trained models never saw (training: s
 
 def groundtruth_items(text: str) -> list[Item]:
     """``groundtruth[:N[:SEED]]``: N (default 1000) images of the generated task with their masks."""
-    from .groundtruth import generate
+    from .groundtruth import CLASSES, generate
 
     parts = text.split(":")
     try:
@@ -85,7 +91,8 @@ def groundtruth_items(text: str) -> list[Item]:
         raise ValueError(f"--images {text!r}: the generated task is groundtruth, groundtruth:N or groundtruth:N:SEED "
                          "(N images, N >= 1)") from None
     images, labels, masks = generate(n, seed)
-    return [Item(f"{GROUNDTRUTH}/{seed}/{i:06d}", int(labels[i]), image=images[i], mask=masks[i]) for i in range(n)]
+    return [Item(f"{GROUNDTRUTH}/{seed}/{i:06d}", int(labels[i]), image=images[i], mask=masks[i],
+                 classes=len(CLASSES)) for i in range(n)]
 
 
 def resolve(sources: Sequence[str] | str, imagenette_root=None, *, download: bool = True) -> list[Item]:

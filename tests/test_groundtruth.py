@@ -159,3 +159,18 @@ def test_the_known_answers_table_marks_what_does_not_beat_the_edge_detector():
     assert text[2] == "| Excitation pullback | 0.550 ± 0.065 | 0.550 ± 0.065 |"  # always 0.3 above the edges
     assert text[3].startswith("| Vanilla gradient | 0.233 ± 0.033 †")  # a NaN left out; 2 of 3 above: no clear win
     assert text[4] == "| Edge detector | 0.250 ± 0.065 | 0.250 ± 0.065 |"  # a baseline is never marked
+
+
+def test_imagenet_photos_shown_to_the_task_network_are_labelled_by_its_prediction():
+    """A grid of the built-in photos under a 10-class network: their ImageNet labels are not its
+    classes (they used to index past its class list), so the rows take its prediction."""
+    from pullbacks.apps.cli import _photos
+    from pullbacks.models import load_model
+    from pullbacks.sources import resolve
+
+    loaded = load_model("groundtruth/vgg")
+    images, labels, names, labelled = _photos(["builtin"], loaded)
+    assert not labelled and all(0 <= c < 10 for c in labels) and len(labels) == 4
+    items = resolve(["groundtruth:3"])
+    assert [i.label_for(10) for i in items] == [i.label for i in items]
+    assert resolve(["builtin"])[0].label_for(10) is None and resolve(["builtin"])[0].label_for(1000) is not None

@@ -161,11 +161,12 @@ def _photos(images: list[str], loaded, imagenette_root=None):
 
     items = resolve(images, imagenette_root)
     batch = torch.stack([load(item) for item in items])
-    if all(item.label is not None for item in items):
-        return batch, [item.label for item in items], [item.name for item in items], True
+    known = [item.label_for(len(loaded.classes)) for item in items]  # an ImageNet label means nothing to
+    if all(label is not None for label in known):                    # a model of other classes
+        return batch, known, [item.name for item in items], True
     with torch.no_grad():
         predicted = loaded.model(batch.to(loaded.device)).argmax(1).tolist()
-    labels = [p if item.label is None else item.label for item, p in zip(items, predicted)]
+    labels = [p if label is None else label for label, p in zip(known, predicted)]
     return batch, labels, [item.name for item in items], False
 
 
