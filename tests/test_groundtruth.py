@@ -174,3 +174,7 @@ def test_imagenet_photos_shown_to_the_task_network_are_labelled_by_its_predictio
     items = resolve(["groundtruth:3"])
     assert [i.label_for(10) for i in items] == [i.label for i in items]
     assert resolve(["builtin"])[0].label_for(10) is None and resolve(["builtin"])[0].label_for(1000) is not None
+    from pullbacks.apps.explorer import explore
+
+    result = explore("builtin:chelsea", loaded, steps=1)  # the target defaults to its prediction, not 285
+    assert result.target_name in loaded.classes

@@ -69,7 +69,7 @@ def explore(
     ``.top5_after``).
     """
     loaded = service.MODELS.get(model, device, weights)
-    x, _name, label = resolve_image(image, imagenette_root)
+    x, _name, label = resolve_image(image, imagenette_root, len(loaded.classes))
     x = x.to(loaded.device)
     if target is None or (isinstance(target, str) and not target.strip()):
         if label is None:

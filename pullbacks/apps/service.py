@@ -108,12 +108,15 @@ def image_choices(imagenette_root=None) -> list[tuple[str, str]]:
     return choices
 
 
-def resolve_image(image, imagenette_root=None) -> tuple[Tensor, str, Optional[int]]:
+def resolve_image(image, imagenette_root=None, n_classes: int = 1000) -> tuple[Tensor, str, Optional[int]]:
     """An image key (``"builtin:chelsea"``, a file path: :func:`pullbacks.sources.find`), a
     :class:`Photo` or a (3, H, W) tensor → (tensor in [-1, 1], name, label); ``label`` is the
-    ImageNet class of a built-in or Imagenette photo, else None."""
-    if isinstance(image, (Photo, sources.Item)):
-        return sources.load(image) if isinstance(image, sources.Item) else image.image, image.name, image.label
+    class of a built-in, Imagenette or generated image for a model of ``n_classes`` classes
+    (None when the image's label belongs to another class list, and for files)."""
+    if isinstance(image, sources.Item):
+        return sources.load(image), image.name, image.label_for(n_classes)
+    if isinstance(image, Photo):
+        return image.image, image.name, image.label if n_classes == 1000 else None
     if isinstance(image, Tensor):
         if image.dim() != 3:
             raise ValueError(f"an image tensor must have shape (3, H, W), got {tuple(image.shape)}")
@@ -121,7 +124,7 @@ def resolve_image(image, imagenette_root=None) -> tuple[Tensor, str, Optional[in
     if image is None or (isinstance(image, str) and not image.strip()):
         raise ValueError("choose an example image or give an image file")
     item = sources.find(image, imagenette_root)
-    return sources.load(item), item.name, item.label
+    return sources.load(item), item.name, item.label_for(n_classes)
 
 
 # --------------------------------------------------------------------------- models
