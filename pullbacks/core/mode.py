@@ -11,6 +11,7 @@ has to be undone.
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from contextlib import contextmanager
 from typing import Iterator, Optional
@@ -28,6 +29,28 @@ from .randomness import DRAWS, check_draw
 from .table import rules_in_effect, table
 from .modules import ModuleHooks, rule_for
 from .rules.module import ModuleRule
+
+
+@functools.lru_cache(maxsize=64)
+def fates(rules: tuple = ()) -> dict:
+    """torch function -> (its rule table entry or None, its ORDINARY name or None, whether it may draw
+    random numbers, whether the replay recorder watches it): every function the mode does more than
+    pass through, so that a call it passes through costs one lookup."""
+    entries = table(rules)
+    recorded = set(Recorder().functions)
+    funcs = set(entries) | set(ORDINARY) | set(DRAWS) | recorded
+    return {f: (entries.get(f), ORDINARY.get(f), f in DRAWS, f in recorded) for f in funcs}
+
+
+def module_types(model: torch.nn.Module) -> tuple[type, ...]:
+    """The classes of ``model`` and of all its submodules (a cheap fingerprint of its structure)."""
+    out, stack = [], [model]
+    while stack:
+        m = stack.pop()
+        if m is not None:
+            out.append(type(m))
+            stack.extend(m._modules.values())
+    return tuple(out)
 
 
 def _needs_grad(args: tuple, kwargs: dict) -> bool:
@@ -50,16 +73,17 @@ class SoftGateMode(TorchFunctionMode):
         self.refuse_random = refuse_random  # a model's forward pass alone runs inside: refuse its random draws
         self.options = options
         self.table = table(options.rules)
+        self.fates = fates(options.rules)
         self.check_on_exit = check_on_exit  # soft_gates(strict=True): check the coverage when the block exits
         self.coverage = Coverage(recipe=options.recipe)
         self.wrt: Optional[tuple] = None  # the only leaves whose gradient is wanted (None: any)
         self.gradless = 0  # calls a rule covers, made with gradients off (a reentrant checkpoint?)
         self.recorder: Optional[Recorder] = Recorder() if options.replay else None
         in_effect = rules_in_effect(options.rules)
-        # module rules need global forward hooks (a cost on every module call): only when some module could
-        # match (``model``: the only model run inside, when the caller knows it)
+        self.structure = None if model is None else module_types(model)  # ``model``: the only model run inside
+        # module rules need global forward hooks (a cost on every module call): only when some module could match
         self.modules = ModuleHooks(self, in_effect) if any(isinstance(r, ModuleRule) for r in in_effect) and (
-            model is None or any(rule_for(in_effect, c) is not None for c in {type(m) for m in model.modules()})) else None
+            model is None or any(rule_for(in_effect, c) is not None for c in set(self.structure))) else None
 
     @property
     def gated(self) -> Counter:
@@ -92,10 +116,13 @@ class SoftGateMode(TorchFunctionMode):
     # ------------------------------------------------------------ the mode
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
+        fate = self.fates.get(func)  # one lookup: most calls are neither gated, ordinary, drawn nor recorded
+        if fate is None:
+            return func(*args, **kwargs) if kwargs else func(*args)
         kwargs = kwargs or {}
-        if self.refuse_random and func in DRAWS:
+        entry, name, draw, record = fate
+        if draw and self.refuse_random:
             check_draw(func, args, kwargs)  # before the call: a refused draw is never made
-        entry = self.table.get(func)
         if entry is not None:
             if not torch.is_grad_enabled():
                 self.gradless += 1
@@ -104,15 +131,12 @@ class SoftGateMode(TorchFunctionMode):
                 rule, inplace = entry
                 self.coverage.gated[rule.family] += 1
                 return rule.apply(Call(func, args, kwargs, inplace), self)
-        name = ORDINARY.get(func)
         if name is not None and torch.is_grad_enabled() and _needs_grad(args, kwargs):
             when = WHEN.get(func)
             if when is None or when(func, args, kwargs):
                 self.coverage.ordinary[name] += 1
-        if self.recorder is not None and torch.is_grad_enabled():
-            record = self.recorder.functions.get(func)
-            if record is not None:
-                return record(func, args, kwargs)
+        if record and self.recorder is not None and torch.is_grad_enabled():
+            return self.recorder.functions[func](func, args, kwargs)
         return func(*args, **kwargs)
 
     def __enter__(self):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import sys
 import warnings
+import weakref
 from typing import Iterable
 
 from torch import Tensor
@@ -57,6 +58,9 @@ def _stacklevel() -> int:
     return level
 
 
+_WALKED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # model -> ((structure, rules), unseen)
+
+
 class CoverageCheck:
     """The coverage policy for one pullback or one whole ascent (see the module docstring)."""
 
@@ -75,15 +79,24 @@ class CoverageCheck:
             warnings.warn(PartialPullbackWarning(coverage), stacklevel=_stacklevel())
 
     def __call__(self, coverage: Coverage, model_name: str, output: Tensor | None = None,
-                 gradless: bool = False) -> None:
+                 gradless: bool = False, model=None, structure: tuple | None = None) -> None:
         """The whole policy after a forward pass of ``model_name`` whose result is ``output``:
         its autograd graph is searched (on the first pass, and on every pass that ran gated
         calls without gradients) for activation checkpoints and for computations the mode
-        could not see (:func:`graph_report`)."""
+        could not see (:func:`graph_report`). Given the ``model`` and its ``structure`` (its
+        module classes, ``mode.structure``), a walk is remembered for that model until its
+        structure or the rules change (the graph walk is a few milliseconds of Python)."""
         if output is not None and (not self.walked or gradless):
-            checkpoint, opaque = graph_report(output, self.in_effect)
-            if checkpoint:
-                raise RuntimeError(CHECKPOINT_HELP)
+            key = (structure, self.in_effect)
+            known = _WALKED.get(model) if model is not None and structure is not None and not gradless else None
+            if known is not None and known[0] == key:
+                opaque = known[1]
+            else:
+                checkpoint, opaque = graph_report(output, self.in_effect)
+                if checkpoint:
+                    raise RuntimeError(CHECKPOINT_HELP)
+                if model is not None and structure is not None and not gradless:
+                    _WALKED[model] = (key, opaque)
             coverage.opaque.update(opaque)
             self.walked = True
         if not coverage.gated:

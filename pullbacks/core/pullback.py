@@ -87,7 +87,7 @@ def target_gradient(model: nn.Module, inputs: Tensor, targets: Tensor, gates: Op
         check_logits(logits)
         if gates is not None:
             (check or CoverageCheck(gates.strict, gates.rules))(mode.coverage, type(model).__name__, logits,
-                                                                mode.gradless)
+                                                                mode.gradless, model, mode.structure)
         loss = logits.gather(1, targets[:, None]).sum()
         (grad,) = torch.autograd.grad(loss, x, allow_unused=True)
         if grad is None:
@@ -151,5 +151,5 @@ class SoftGated(nn.Module):
         with mode:
             logits = _forward(self.model, x)
         if torch.is_grad_enabled():
-            self.check(mode.coverage, type(self.model).__name__, logits, mode.gradless)
+            self.check(mode.coverage, type(self.model).__name__, logits, mode.gradless, self.model, mode.structure)
         return logits
