@@ -12,6 +12,14 @@ import pullbacks.core.rules.pool as pool_rule
 from reference import POOL_CASES, reference_pullback, slow_soft_pool_grad
 
 
+@pytest.fixture(autouse=True)
+def replay_every_size(monkeypatch):
+    """The lean paths on small tensors: record every batch norm's output, whatever its size."""
+    from pullbacks.core.replay import Recorder
+
+    monkeypatch.setattr(Recorder, "MIN_ELEMENTS", 0)
+
+
 def saved_bytes(model, x, mode=None):
     """Bytes of the distinct non-parameter storages autograd keeps for the backward pass."""
     own = {t.untyped_storage().data_ptr() for t in [*model.parameters(), *model.buffers()]}
@@ -182,3 +190,18 @@ def test_gates_keep_no_more_than_the_vanilla_gradient(act):
         z = x.clone().requires_grad_(True)
         model(z)[[0, 1], [0, 2]].sum().backward()
     torch.testing.assert_close(got, z.grad, rtol=0, atol=0)
+
+
+def test_small_outputs_are_not_recorded(monkeypatch):
+    """Below ``Recorder.MIN_ELEMENTS`` a gate keeps its input (recording costs more than it
+    saves); at or above it, the replay. The gradient is the same either way."""
+    from pullbacks.core.replay import Recorder
+
+    model, x = block(True), torch.randn(1, 4, 6, 6, dtype=torch.float64)  # outputs of 144 entries
+    monkeypatch.setattr(Recorder, "MIN_ELEMENTS", 145)
+    kept_small = saved_bytes(model, x, pullbacks.soft_gates(0.4))
+    g_small = pullbacks.excitation_pullback(model, x, 1, temperature=0.4)
+    monkeypatch.setattr(Recorder, "MIN_ELEMENTS", 144)
+    kept_replayed = saved_bytes(model, x, pullbacks.soft_gates(0.4))
+    assert kept_small == kept_replayed + 2 * 144 * 8  # both gates (after bn1, after the residual sum): a copy each
+    assert torch.equal(pullbacks.excitation_pullback(model, x, 1, temperature=0.4), g_small)

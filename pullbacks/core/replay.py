@@ -81,7 +81,13 @@ def replay_add(fresh: Replay, other, alpha=1) -> Replay:
 
 class Recorder:
     """Runs eval-mode batch norms and additions onto their outputs unchanged, and remembers
-    for each output the :class:`Replay` that recomputes it."""
+    for each output the :class:`Replay` that recomputes it.
+
+    Only outputs of at least ``MIN_ELEMENTS`` entries (64 KiB of float32) are recorded: below
+    that the copy a gate keeps costs less than recording the replay (measured on the
+    32×32 inputs of ``benchmarks/overhead.py``), and the memory it saves does not matter."""
+
+    MIN_ELEMENTS = 1 << 14
 
     def __init__(self) -> None:
         self._replays: dict = {}  # id(output) -> (weak reference to it, its version, Replay)
@@ -121,6 +127,8 @@ class Recorder:
 
     def _batch_norm(self, func, args, kwargs):
         out = func(*args, **kwargs)
+        if out.numel() < self.MIN_ELEMENTS:
+            return out
         x, mean, var = (arg(args, kwargs, i, n, None) for i, n in
                         enumerate(("input", "running_mean", "running_var")))
         weight, bias = arg(args, kwargs, 3, "weight", None), arg(args, kwargs, 4, "bias", None)
