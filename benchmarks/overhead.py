@@ -73,9 +73,12 @@ class STLayerNorm(nn.Module):
         self.ln = ln
 
     def forward(self, x):
+        channels_first = type(self.ln).__name__ == "LayerNorm2d"  # torchvision's ConvNeXt: permutes around
+        xs = x.permute(0, 2, 3, 1) if channels_first else x
         dims = tuple(range(-len(self.ln.normalized_shape), 0))
-        var, mean = torch.var_mean(x.detach(), dim=dims, keepdim=True, correction=0)
-        s = (x - mean) * torch.rsqrt(var + self.ln.eps) * self.ln.weight + self.ln.bias
+        var, mean = torch.var_mean(xs.detach(), dim=dims, keepdim=True, correction=0)
+        s = (xs - mean) * torch.rsqrt(var + self.ln.eps) * self.ln.weight + self.ln.bias
+        s = s.permute(0, 3, 1, 2) if channels_first else s
         return self.ln(x).detach() + s - s.detach()
 
 
