@@ -372,3 +372,14 @@ def test_the_limits_leave_only_the_norms_rule(name):
     assert float((g - ref).norm() / ref.norm()) <= 1e-9
     (vanilla,) = torch.autograd.grad(_objective(model(inputs_embeds=v)), v)
     assert float((vanilla - ref).norm() / ref.norm()) > 1e-4  # the norms' rule is not the vanilla gradient
+
+
+def test_the_web_app_explains_with_a_hugging_face_model(tmp_path):
+    pytest.importorskip("gradio", reason="the web app is the optional extra pullbacks[app]")
+    from pullbacks.apps import web
+
+    _saved_vit(tmp_path / "vit")
+    result = web.explain(None, "builtin:chelsea", f"hf/{tmp_path / 'vit'}", "cross", steps=1, temperature=1.0,
+                         out_dir=tmp_path / "out")
+    assert set(result.top5_before) == {"ring", "cross", "bar"} and result.png.is_file()
+    assert result.note == ""  # fully gated: no coverage note
