@@ -53,11 +53,11 @@ def distilbert(dtype=torch.float64):
     return T.DistilBertForSequenceClassification(config).eval().to(dtype)
 
 
-def reference_scores(model, tok, text, target, position, temperatures=None):
+def reference_scores(model, tok, text, target, position, temperatures=None, **options):
     """g·e with g from the straight-through reference (patched functions and module classes)."""
     ids = torch.tensor([tok(text)["input_ids"]])
     e = model.get_input_embeddings()(ids).detach().requires_grad_()
-    with patched_functional(temperatures=temperatures), patched_modules():
+    with patched_functional(temperatures=temperatures, **options), patched_modules():
         logits = model(inputs_embeds=e, attention_mask=torch.ones_like(ids)).logits
     y = logits[0, position, target] if logits.dim() == 3 else logits[0, target]
     (g,) = torch.autograd.grad(y, e)
@@ -151,3 +151,14 @@ def test_explain_text_on_the_command_line(tmp_path, capsys):
     assert (tmp_path / "t.html").read_text().count("<span") == 3
     assert main(["explain-text", "w5", "--model", f"hf/{tmp_path / 'lm'}", "--target", "w1 w2"]) == 2
     assert "2 tokens" in capsys.readouterr().err
+
+
+def test_the_follow_ups_recipe_reaches_text():
+    """recipe="semantic" (Φ gates at 0.6, attention weights held at T 1): the reference with those rules."""
+    model, tok = distilbert(), tokenizer(special=True)
+    got = explain_tokens(model, tok, "w5 w9 w12", 2, recipe="semantic", strict=True)
+    ref = reference_scores(model, tok, "w5 w9 w12", 2, -1, temperatures={"attention": 1.0}, temperature=0.6,
+                           gate="normal_cdf", variants={"sdpa": "held"})
+    torch.testing.assert_close(got.scores, ref, rtol=1e-9, atol=1e-12)
+    seed = explain_tokens(model, tok, "w5 w9 w12", 2)
+    assert float((seed.scores - got.scores).norm()) > 1e-6 * float(got.scores.norm())
