@@ -29,6 +29,7 @@ import sys
 import time
 from pathlib import Path
 
+from machine import cpu_name  # noqa: E402  (benchmarks/machine.py, next to this script)
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -168,18 +169,6 @@ def measure(name: str, size: int, repeats: int, warmup: int) -> dict:
             ratios[k].append(times[k] / times["vanilla"])
     return {"model": name, "size": size, "calls": calls, "vanilla ms": 1000 * statistics.median(base),
             **{k: statistics.median(v) for k, v in ratios.items()}}
-
-
-def cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo", encoding="utf-8"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or "unknown CPU"
 
 
 def table(rows: list[dict]) -> str:

@@ -30,12 +30,12 @@ from __future__ import annotations
 import argparse
 import copy
 import datetime
-import platform
 import statistics
 import sys
 import time
 from pathlib import Path
 
+from machine import cpu_name  # noqa: E402  (benchmarks/machine.py, next to this script)
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -187,16 +187,6 @@ def measure(name: str, batch: int, threads: int, repeats: int) -> list[dict]:
         print(f"{name} batch {batch} threads {threads} {impl}: {rows[-1]['ratio']:.2f}x, error {err:.1e}",
               file=sys.stderr, flush=True)
     return rows
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def table(rows: list[dict]) -> str:

@@ -46,6 +46,7 @@ import sys
 import time
 from pathlib import Path
 
+from machine import cpu_name  # noqa: E402  (benchmarks/machine.py, next to this script)
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -242,17 +243,6 @@ def parse_args(argv=None):
     return args
 
 
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
-
-
 def run_config(args, device, threads: int, batch: int) -> list[dict]:
     """One table: every model at ``batch`` on ``threads`` threads."""
     torch.set_num_threads(threads)
@@ -301,7 +291,7 @@ def main(argv=None) -> None:
         return
     device = torch.device(args.device)
     threads = args.threads if device.type == "cpu" else [torch.get_num_threads()]
-    where = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model()
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
     lines = [f"{where}; torch {torch.__version__}; {datetime.date.today().isoformat()}; "
              f"`python benchmarks/step.py {' '.join(sys.argv[1:])}`".replace(" `", " `", 1).rstrip(), ""]
     for n in threads:
