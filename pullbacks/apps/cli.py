@@ -241,14 +241,14 @@ def run_explain(args) -> int:
 
 def run_explain_text(args) -> int:
     from ..core.options import GateOptions
-    from ..models.hf import load_text
+    from ..models import load_text_model
     from ..text import explain_tokens
 
     if not args.model.startswith("hf/"):
         raise UsageError(f"--model {args.model!r}: text models are Hugging Face models, hf/<repo id> or hf/<folder>")
     if args.html is not None:
         writable_folder(str(Path(args.html).parent), "--html")
-    model, tokenizer = load_text(args.model, device=args.device)
+    model, tokenizer = load_text_model(args.model, device=args.device)
     chosen = given(args)
     method = chosen.pop("method", "pullback")
     scores = explain_tokens(model, tokenizer, args.text, args.target, foil=args.foil, score=args.score,

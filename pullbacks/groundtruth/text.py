@@ -95,9 +95,9 @@ def build():
 
 def load(folder: str | os.PathLike = FOLDER):
     """The trained classifier (eval mode) and its tokenizer."""
-    from ..models.hf import load_text
+    from ..models import load_text_model
 
-    return load_text(str(folder))
+    return load_text_model(str(folder))
 
 
 def _ids(tok, texts: list[str]) -> torch.Tensor:

@@ -119,28 +119,26 @@ def classes(repo: str) -> ClassNames:
     return ClassNames([str(labels.get(i, labels.get(str(i), f"class {i}"))) for i in range(config.num_labels)])
 
 
-def spec(name: str):
-    """The :class:`~pullbacks.models.registry.ModelSpec` of ``hf/<repo id or folder>``."""
-    from .registry import ModelSpec
-
-    repo = name[len(HF_PREFIX):].strip()
+def repo_of(name: str) -> str:
+    """``hf/<repo>`` -> ``<repo>`` (a repo id or a folder)."""
+    repo = name[len(HF_PREFIX):].strip() if name.lower().startswith(HF_PREFIX) else name.strip()
     if not repo:
         raise ValueError("name the Hugging Face model: hf/<repo id>, e.g. hf/google/vit-base-patch16-224")
-    _, processor = _pretrained(repo)  # fails fast, with the offline message
+    return repo
+
+
+def normalisation(repo: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The image processor's mean and std (fails fast, with the offline message)."""
+    _, processor = _pretrained(repo)
     mean = tuple(float(m) for m in (getattr(processor, "image_mean", None) or (0.5, 0.5, 0.5)))
     std = tuple(float(s) for s in (getattr(processor, "image_std", None) or (0.5, 0.5, 0.5)))
-    return ModelSpec(name=HF_PREFIX + repo, build=functools.partial(build, repo),
-                     default_weights=functools.partial(state_dict, repo), mean=mean, std=std,
-                     classes=functools.partial(classes, repo))
+    return mean, std
 
 
-def load_text(name: str, *, device=None):
-    """``(model, tokenizer)`` of ``hf/<repo id or folder>``: a sequence classifier or a causal LM
-    (by its config's architectures), eval mode, parameters frozen, sdpa attention."""
-    from .load import resolve_device
-
+def text_model(repo: str):
+    """``(model, tokenizer)`` of a repo id or folder: a sequence classifier or a causal LM (by its
+    config's architectures), sdpa attention, on the CPU as loaded."""
     t = _transformers()
-    repo = name[len(HF_PREFIX):].strip() if name.startswith(HF_PREFIX) else name.strip()
     local = _offline(repo)
     try:
         config = t.AutoConfig.from_pretrained(repo, local_files_only=local)
@@ -153,5 +151,4 @@ def load_text(name: str, *, device=None):
         why = (f"it is not in the cache and {HUB_HOST} cannot be reached" if local and not Path(repo).is_dir()
                else str(e).splitlines()[0])
         raise _unavailable(repo, why) from e
-    model.requires_grad_(False)
-    return model.to(resolve_device(device)).eval(), tokenizer
+    return model, tokenizer

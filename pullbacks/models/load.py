@@ -158,3 +158,14 @@ def load_model(
     net.requires_grad_(False)  # only input gradients are ever needed (module docstring)
     model = InputSpaceWrapper(net, mean, std).to(dev).eval()
     return LoadedModel(model=model, spec=spec, classes=spec.classes(), device=dev, weights=source)
+
+
+def load_text_model(name: str, *, device: Device = None):
+    """``(model, tokenizer)`` of a Hugging Face text model, ``"hf/<repo id>"`` (from the local cache)
+    or ``"hf/<folder>"`` (saved with ``save_pretrained``): a sequence classifier or a causal LM, eval
+    mode, parameters frozen, attention through ``scaled_dot_product_attention`` (``pullbacks[text]``)."""
+    from . import hf
+
+    model, tokenizer = hf.text_model(hf.repo_of(name))
+    model.requires_grad_(False)
+    return model.to(resolve_device(device)).eval(), tokenizer

@@ -130,6 +130,17 @@ def _check_timm_name(name: str) -> None:
         raise ValueError(f"unknown timm model {name!r}.{hint} timm.list_models() lists them.")
 
 
+def _hf_spec(name: str) -> ModelSpec:
+    """A Hugging Face image classifier, as ``hf/<repo id or folder>`` (``models/hf.py``)."""
+    from . import hf
+
+    repo = hf.repo_of(name)
+    mean, std = hf.normalisation(repo)
+    return ModelSpec(name=hf.HF_PREFIX + repo, build=functools.partial(hf.build, repo),
+                     default_weights=functools.partial(hf.state_dict, repo), mean=mean, std=std,
+                     classes=functools.partial(hf.classes, repo))
+
+
 MODELS: dict[str, ModelSpec] = {
     # the authors' ablation values for the follow-up recipe (docs/method.md, "Recipes")
     "resnet50": _tv_spec("resnet50", "ResNet50_Weights.IMAGENET1K_V1", recommended={
@@ -203,9 +214,7 @@ def get_model_spec(name: str) -> ModelSpec:
     if text.lower().startswith(TIMM_PREFIX):
         return _timm_spec(text[len(TIMM_PREFIX):])
     if text.lower().startswith("hf/"):
-        from . import hf
-
-        return hf.spec(text)
+        return _hf_spec(text)
     import torchvision.models as tvm
 
     known = tvm.list_models(module=tvm)
