@@ -382,3 +382,24 @@ def test_linear_arithmetic_is_not_reported():
     with pullbacks.soft_gates(strict=True) as mode:
         model(torch.randn(3, 4, requires_grad=True))
     assert mode.coverage.complete and mode.coverage.gated == {"relu": 1}
+
+
+class _Opaque(nn.Module):
+    def forward(self, x):
+        return HardReLU.apply(x)
+
+
+def test_a_remembered_graph_walk_is_redone_when_the_model_changes():
+    """The walk is remembered per model (it costs milliseconds of Python per step); swapping in
+    a module whose backward the gates cannot see changes the model's structure, so the next
+    pullback walks again and reports it."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 3), nn.ReLU(), nn.Linear(3, 2)).eval()
+    x = torch.randn(2, 4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pullbacks.excitation_pullback(net, x, 1)
+        pullbacks.excitation_pullback(net, x, 1)  # remembered: still clean
+    net[3] = _Opaque()
+    with pytest.warns(PartialPullbackWarning, match="HardReLU"):
+        pullbacks.excitation_pullback(net, x, 1)
