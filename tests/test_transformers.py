@@ -34,6 +34,8 @@ def _configs():
         "qwen2": (T.Qwen2ForCausalLM, T.Qwen2Config(vocab_size=50, num_key_value_heads=2, **SMALL), "text"),
         "gemma": (T.GemmaForCausalLM, T.GemmaConfig(vocab_size=50, num_key_value_heads=2, head_dim=8, **SMALL),
                   "text"),
+        "t5": (T.T5EncoderModel, T.T5Config(vocab_size=50, d_model=16, d_ff=32, num_layers=2, num_heads=2, d_kv=8),
+               "text"),
         "gpt2": (T.GPT2LMHeadModel, T.GPT2Config(vocab_size=50, n_embd=16, n_layer=2, n_head=2, n_positions=16),
                  "text"),
         "bert": (T.BertForSequenceClassification, T.BertConfig(vocab_size=50, **SMALL), "text"),
@@ -101,7 +103,8 @@ def _module_forwards(t_gelu):
             act.GELUActivation: gated(lambda u: 0.5 * (1 + torch.erf(u / math.sqrt(2)))),
             T.models.llama.modeling_llama.LlamaRMSNorm: rms(0.0),
             T.models.qwen2.modeling_qwen2.Qwen2RMSNorm: rms(0.0),
-            T.models.gemma.modeling_gemma.GemmaRMSNorm: rms(1.0)}
+            T.models.gemma.modeling_gemma.GemmaRMSNorm: rms(1.0),
+            T.models.t5.modeling_t5.T5LayerNorm: rms(0.0)}
 
 
 @contextmanager
