@@ -188,3 +188,34 @@ def test_module_hooks_only_where_a_module_rule_can_match():
     with SoftGateMode(GateOptions(), model=nn.Sequential(plain, LlamaRMSNorm())):
         assert len(m._global_forward_hooks) == before + 1
     assert len(m._global_forward_hooks) == before
+
+
+def test_module_rules_serve_only_the_thread_of_the_block():
+    """Global forward hooks see every thread's modules; another thread's model runs as it would
+    without the block (the app serves requests in threads)."""
+    import threading
+
+    from torch import nn
+
+    import pullbacks
+
+    class LlamaRMSNorm(nn.Module):
+        variance_epsilon = 1e-6
+
+        def forward(self, x):
+            return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.variance_epsilon)
+
+    norm, seen = LlamaRMSNorm(), {}
+
+    def elsewhere():
+        y = norm(torch.randn(2, 8, requires_grad=True))
+        seen["grad_fn"] = type(y.grad_fn).__name__
+
+    with pullbacks.soft_gates() as mode:
+        worker = threading.Thread(target=elsewhere)
+        worker.start()
+        worker.join()
+        assert not mode.coverage.gated and not mode.modules.frames
+        y = norm(torch.randn(2, 8, requires_grad=True))
+    assert seen["grad_fn"] == "MulBackward0"  # the other thread's ordinary graph
+    assert mode.coverage.gated["norm"] == 1 and "Straight" in type(y.grad_fn).__name__

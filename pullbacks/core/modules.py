@@ -6,11 +6,14 @@ coverage is set aside and a fresh one counts the module's inner calls; after it 
 rule is applied (``ModuleRule.apply``). Recognised: the output gets the rule's backward,
 the family is counted once and the inner counts are dropped (the rule covers them). Not
 recognised: the inner counts join the block's, and ``coverage.unrecognised`` names the class.
+Global hooks see every thread's modules; only the thread that entered the block is served (a
+torch-function mode is per thread, and so is what these hooks do).
 """
 
 from __future__ import annotations
 
 import functools
+import threading
 from typing import Any, Optional
 
 import torch
@@ -46,8 +49,10 @@ class ModuleHooks:
         self.mode, self.rules = mode, rules
         self.frames: list[tuple[nn.Module, ModuleRule, Coverage]] = []
         self.handles: list = []
+        self.thread: Optional[int] = None
 
     def __enter__(self) -> "ModuleHooks":
+        self.thread = threading.get_ident()
         self.handles = [_module.register_module_forward_pre_hook(self.before),
                         _module.register_module_forward_hook(self.after, with_kwargs=True)]
         return self
@@ -60,13 +65,15 @@ class ModuleHooks:
             self._close(Coverage())
 
     def before(self, module: nn.Module, args: tuple) -> None:
+        if threading.get_ident() != self.thread:  # another thread's module: not this block's
+            return
         rule = rule_for(self.rules, type(module))
         if rule is not None:
             self.frames.append((module, rule, self.mode.coverage))
             self.mode.coverage = Coverage(recipe=self.mode.coverage.recipe)
 
     def after(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> Optional[Tensor]:
-        if not self.frames or not any(m is module for m, _, _ in self.frames):
+        if threading.get_ident() != self.thread or not self.frames or not any(m is module for m, _, _ in self.frames):
             return None
         while self.frames[-1][0] is not module:  # frames left by a forward that raised and was caught
             self._close(Coverage())
