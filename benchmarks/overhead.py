@@ -3,6 +3,7 @@ mechanisms, as ratios to the vanilla step, at batch 1 on tiny (32×32) and full 
 
     python benchmarks/overhead.py                       # the table of BENCHMARKS.md, 1 thread
     python benchmarks/overhead.py --models resnet18 --sizes 32 --repeats 9 --threads 2
+    python benchmarks/overhead.py --device cuda        # where launches dominate for real
 
     vanilla     torch.autograd.grad of the target logit (the denominator)
     empty mode  the same inside a TorchFunctionMode that forwards every call and does nothing
@@ -123,7 +124,7 @@ def _grad(model, x, t):
 def mechanisms(model: nn.Module) -> dict:
     gates = GateOptions(temperature=T)
     other = swapped(model)
-    target = torch.tensor([1])
+    target = torch.tensor([1], device=next(model.parameters()).device)
 
     def empty(x, t):
         with EmptyMode():
@@ -134,17 +135,22 @@ def mechanisms(model: nn.Module) -> dict:
             "swap": lambda x, t: _grad(other, x, t)}
 
 
-def build(name: str) -> nn.Module:
+def build(name: str, device: torch.device = torch.device("cpu")) -> nn.Module:
     import torchvision
 
     torch.manual_seed(0)
     model = torchvision.models.get_model(name, weights=None).eval()
-    return model.requires_grad_(False)
+    return model.requires_grad_(False).to(device)
 
 
-def measure(name: str, size: int, repeats: int, warmup: int) -> dict:
-    model = build(name)
-    x = torch.randn(1, 3, size, size)
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure(name: str, size: int, repeats: int, warmup: int, device: torch.device = torch.device("cpu")) -> dict:
+    model = build(name, device)
+    x = torch.randn(1, 3, size, size, device=device)
     steps = mechanisms(model)
     EmptyMode.calls = 0
     with torch.no_grad(), EmptyMode():
@@ -161,8 +167,10 @@ def measure(name: str, size: int, repeats: int, warmup: int) -> dict:
         rng.shuffle(order)
         times = {}
         for k in order:
+            _sync(device)
             start = time.perf_counter()
             steps[k](x, 1)
+            _sync(device)
             times[k] = time.perf_counter() - start
         base.append(times["vanilla"])
         for k in ratios:
@@ -186,16 +194,19 @@ def main(argv=None) -> None:
     p.add_argument("--repeats", type=int, default=15)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default: %(default)s)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
     rows = []
     for name in args.models:
         for size in args.sizes:
             if name.startswith("vit") and size != 224:
                 continue  # a ViT takes its own size only
-            rows.append(measure(name, size, args.repeats, args.warmup))
+            rows.append(measure(name, size, args.repeats, args.warmup, device))
             print(f"  {name} {size}: pullbacks {rows[-1]['pullbacks']:.2f}×", file=sys.stderr, flush=True)
-    print(f"{cpu_name()}; torch {torch.__version__}; {args.threads} thread(s); batch 1; "
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{cpu_name()}; {args.threads} thread(s)"
+    print(f"{where}; torch {torch.__version__}; batch 1; "
           f"{datetime.date.today().isoformat()}; median of {args.repeats} shuffled rounds; "
           f"`python benchmarks/overhead.py {' '.join(argv or sys.argv[1:])}`".rstrip())
     print()

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The GPU checks of BENCHMARKS.md in one run, for a machine with CUDA (no internet needed: random
+# weights). Writes everything under ${OUT:-out/gpu}; about 6 minutes on one recent GPU.
+#
+#   bash benchmarks/gpu.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=${OUT:-out/gpu}
+mkdir -p "$out"
+python -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; print(torch.cuda.get_device_name(0), torch.__version__)" | tee "$out/device.txt"
+# the step table: batch 1, 8 and 64 (time; peak memory is the CPU's RSS probe, so skipped here)
+python benchmarks/step.py --device cuda --batch 1 8 64 --models resnet50 vgg11_bn densenet121 convnext_tiny vit_b_16 \
+    --repeats 9 --warmup 3 --no-memory | tee "$out/step.md"
+# the per-call overhead table at batch 1: empty mode, pullbacks, module swap
+python benchmarks/overhead.py --device cuda --repeats 15 | tee "$out/overhead.md"
+# the notebook's ResNet50 grid end to end on CUDA (random weights: the machine has no internet)
+pullbacks grid --model resnet50 --weights random --device cuda --images builtin --out "$out/grid" --no-progress \
+    | tee "$out/grid.txt"
