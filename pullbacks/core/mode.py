@@ -54,8 +54,14 @@ def module_types(model: torch.nn.Module) -> tuple[type, ...]:
 
 
 def _needs_grad(args: tuple, kwargs: dict) -> bool:
-    """True if a tensor argument requires a gradient."""
-    return any(isinstance(a, torch.Tensor) and a.requires_grad for a in (*args, *kwargs.values()))
+    """True if a tensor argument requires a gradient (a plain loop: this runs on every gated call)."""
+    for a in args:
+        if isinstance(a, torch.Tensor) and a.requires_grad:
+            return True
+    for a in kwargs.values():
+        if isinstance(a, torch.Tensor) and a.requires_grad:
+            return True
+    return False
 
 
 class SoftGateMode(TorchFunctionMode):
