@@ -35,7 +35,7 @@ METHODS = ("pullback", "gradient")
 class TokenScores:
     """One text's token scores: ``tokens`` (as text), ``scores`` (one per token), ``special``
     (True for the tokenizer's special tokens), the ``target`` (and ``foil``) explained and
-    the ``coverage`` of the forward pass (None for the vanilla gradient)."""
+    the ``coverage`` of the forward pass (None for the vanilla gradient) and the ``method``."""
 
     tokens: list[str]
     scores: Tensor
@@ -43,10 +43,12 @@ class TokenScores:
     target: str
     foil: Optional[str] = None
     coverage: Optional[Coverage] = None
+    method: str = "pullback"
 
     @property
     def label(self) -> str:
-        return self.target if self.foil is None else f"{self.target} − {self.foil}"
+        """``target (method)``, or ``target − foil (method)``."""
+        return (self.target if self.foil is None else f"{self.target} − {self.foil}") + f" ({self.method})"
 
     def html(self) -> str:
         """Tokens on backgrounds: red for positive scores, blue for negative, opacity ∝ |score|."""
@@ -202,7 +204,7 @@ def explain_tokens(model: nn.Module, tokenizer, text: Union[str, Sequence[str]],
         out.append(TokenScores(tokens=[tokenizer.decode([i]) for i in row_ids], scores=values[row][keep].detach().cpu(),
                                special=[i in special for i in row_ids], target=_name(model, tokenizer, int(t_ids[row])),
                                foil=None if f is None else _name(model, tokenizer, f),
-                               coverage=coverage[0] if coverage else None))
+                               coverage=coverage[0] if coverage else None, method=method))
     return out[0] if isinstance(text, str) else out
 
 

@@ -92,7 +92,7 @@ def test_batching_contrast_and_the_norm_reduction():
     contrast = explain_tokens(model, tok, texts[0], "w11", foil="w20")
     minus = explain_tokens(model, tok, texts[0], "w20")
     torch.testing.assert_close(contrast.scores, batch[0].scores - minus.scores, rtol=1e-9, atol=1e-12)
-    assert contrast.label == "'w11' − 'w20'"
+    assert contrast.label == "'w11' − 'w20' (pullback)"
     norms = explain_tokens(model, tok, texts[0], "w11", score="norm")
     ids = torch.tensor([tok(texts[0])["input_ids"]])
     e = model.get_input_embeddings()(ids).detach()
@@ -106,6 +106,7 @@ def test_the_default_target_is_the_models_top_choice():
     with torch.no_grad():
         top = int(model(torch.tensor([tok("w5 w9")["input_ids"]])).logits[0, -1].argmax())
     assert explain_tokens(model, tok, "w5 w9").target == repr(WORDS[top])
+    assert explain_tokens(model, tok, "w5 w9", method="gradient").label == f"{WORDS[top]!r} (gradient)"
 
 
 def test_errors_name_the_fix():
