@@ -178,3 +178,22 @@ def test_imagenet_photos_shown_to_the_task_network_are_labelled_by_its_predictio
 
     result = explore("builtin:chelsea", loaded, steps=1)  # the target defaults to its prediction, not 285
     assert result.target_name in loaded.classes
+
+
+@pytest.mark.slow  # over 2 s
+@pytest.mark.parametrize("column", ["relevance_mass_accuracy", "pointing_game"])
+def test_the_evaluation_page_shows_the_committed_known_answer_runs(column):
+    """EVALUATION.md's known-answer tables are the committed runs' results, as the tables command
+    prints them (seed recipe on the four networks, and the follow-up's recipe)."""
+    import json
+    from pathlib import Path
+
+    from pullbacks.groundtruth.tables import table
+
+    root = Path(__file__).resolve().parents[1]
+    page = (root / "EVALUATION.md").read_text(encoding="utf-8")
+    for runs in (["densenet", "resnet", "vgg", "vit"],
+                 ["resnet-semantic", "vgg-semantic", "densenet-semantic", "vit-semantic"]):
+        results = {f"groundtruth/{r}": json.loads((root / "media" / "groundtruth" / r / "results.json").read_text())
+                   for r in runs}
+        assert table(results, column) in page, (runs, column)
