@@ -161,6 +161,7 @@ def test_the_known_answers_table_marks_what_does_not_beat_the_edge_detector():
     assert text[4] == "| Edge detector | 0.250 ± 0.065 | 0.250 ± 0.065 |"  # a baseline is never marked
 
 
+@pytest.mark.slow  # over 2 s
 def test_imagenet_photos_shown_to_the_task_network_are_labelled_by_its_prediction():
     """A grid of the built-in photos under a 10-class network: their ImageNet labels are not its
     classes (they used to index past its class list), so the rows take its prediction."""
