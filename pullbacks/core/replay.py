@@ -83,11 +83,11 @@ class Recorder:
     """Runs eval-mode batch norms and additions onto their outputs unchanged, and remembers
     for each output the :class:`Replay` that recomputes it.
 
-    Only outputs of at least ``MIN_ELEMENTS`` entries (64 KiB of float32) are recorded: below
+    Only outputs of at least ``MIN_ELEMENTS`` entries (256 KiB of float32) are recorded: below
     that the copy a gate keeps costs less than recording the replay (measured on the
     32×32 inputs of ``benchmarks/overhead.py``), and the memory it saves does not matter."""
 
-    MIN_ELEMENTS = 1 << 14
+    MIN_ELEMENTS = 1 << 16
 
     def __init__(self) -> None:
         self._replays: dict = {}  # id(output) -> (weak reference to it, its version, Replay)
