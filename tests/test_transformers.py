@@ -386,3 +386,25 @@ def test_the_web_app_explains_with_a_hugging_face_model(tmp_path):
                          out_dir=tmp_path / "out")
     assert set(result.top5_before) == {"ring", "cross", "bar"} and result.png.is_file()
     assert result.note == ""  # fully gated: no coverage note
+
+
+def test_a_module_is_checked_once_a_block_and_every_call_is_gated():
+    """A module recognised at its first call is not compared again in the same block (one device
+    synchronisation per call spared), and every call still gets the rule."""
+    from pullbacks.core.rules import module as rules
+
+    net = Net(HandRMS(8)).double()
+    checks = []
+    real = rules.ModuleRule.apply
+
+    def counted(self, module, x, output, t, check=True):
+        checks.append(check)
+        return real(self, module, x, output, t, check)
+
+    rule = pullbacks.ModuleRule("norm", (HandRMS,), _held_rms_plain)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(rules.ModuleRule, "apply", counted)
+        with pullbacks.soft_gates(rules=[rule]) as mode:
+            for _ in range(3):
+                net.norm(torch.randn(2, 8, dtype=torch.float64, requires_grad=True))
+    assert checks == [True, False, False] and mode.coverage.gated["norm"] == 3

@@ -6,6 +6,7 @@ coverage is set aside and a fresh one counts the module's inner calls; after it 
 rule is applied (``ModuleRule.apply``). Recognised: the output gets the rule's backward,
 the family is counted once and the inner counts are dropped (the rule covers them). Not
 recognised: the inner counts join the block's, and ``coverage.unrecognised`` names the class.
+A module is checked at its first call in a block (every call, until it is recognised).
 Global hooks see every thread's modules; only the thread that entered the block is served (a
 torch-function mode is per thread, and so is what these hooks do).
 """
@@ -50,6 +51,7 @@ class ModuleHooks:
         self.frames: list[tuple[nn.Module, ModuleRule, Coverage]] = []
         self.handles: list = []
         self.thread: Optional[int] = None
+        self.recognised: set = set()  # (id, class) of the modules recognised in this block (checked once)
 
     def __enter__(self) -> "ModuleHooks":
         self.thread = threading.get_ident()
@@ -85,10 +87,11 @@ class ModuleHooks:
             return None
         options = self.mode.options  # a family without a temperature (the norms) runs at T = 1
         t = options.temperature_of(rule.family) if rule.family in ("relu", "max_pool", *options.temperatures) else 1.0
-        result, why = rule.apply(module, x, output, t)
+        result, why = rule.apply(module, x, output, t, check=(id(module), type(module)) not in self.recognised)
         if result is None:
             self._close(Coverage(unrecognised={f"{type(module).__name__} ({rule.family} module rule: {why})": 1}))
             return None
+        self.recognised.add((id(module), type(module)))
         self.frames.pop()
         self.mode.coverage = outer
         outer.gated[rule.family] += 1
