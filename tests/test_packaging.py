@@ -2,10 +2,12 @@
 
 import re
 import tomllib
+
+import pytest
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-EXTRAS = ("notebook", "evaluate", "app")  # what requirements.txt adds to the dependencies
+EXTRAS = ("notebook", "evaluate", "app", "text")  # what requirements.txt adds to the dependencies
 
 
 def test_requirements_txt_is_pyproject_dependencies_and_user_extras():
@@ -27,3 +29,15 @@ def test_notebook_extra_has_a_front_end_and_test_extra_covers_the_app():
 def test_ci_installs_chromium_before_the_readme_command():
     ci = (ROOT / ".ci" / "run").read_text()
     assert ci.index("apt-get install") < ci.index('bash -euo pipefail -c "$cmd"') and "chromium" in ci
+
+
+@pytest.mark.slow  # a subprocess
+def test_transformers_is_imported_only_when_used():
+    """The text extra is optional: the package, its text module and its model loading import
+    transformers only when a Hugging Face model is loaded."""
+    import subprocess
+    import sys
+
+    code = ("import sys, pullbacks, pullbacks.text, pullbacks.models, pullbacks.core, pullbacks.apps.cli; "
+            "pullbacks.soft_gates; assert 'transformers' not in sys.modules, 'imported'")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
