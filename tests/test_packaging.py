@@ -2,9 +2,9 @@
 
 import re
 import tomllib
+from pathlib import Path
 
 import pytest
-from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 EXTRAS = ("notebook", "evaluate", "app", "text")  # what requirements.txt adds to the dependencies
