@@ -199,6 +199,8 @@ def test_committed_outputs_show_figures_without_paths_or_errors():
     assert len(images) >= 4  # pullback grid, vanilla grid, sweep, explorer example
     plain = json.dumps(outputs) + json.dumps(nb.get("metadata", {}))
     assert not MACHINE_PATH.search(plain), MACHINE_PATH.search(plain)
+    ids = [c.get("id") for c in nb["cells"]]
+    assert None not in ids and len(set(ids)) == len(ids)  # nbformat 4.5: every cell has its own id
 
 
 def test_notebook_runs_headless(tmp_path):
