@@ -70,6 +70,13 @@ def _unavailable(repo: str, reason: str) -> WeightsUnavailableError:
                    f"{OFFLINE_MODEL} (it works offline)"})
 
 
+def _why(repo: str, local: bool, error: OSError) -> str:
+    """Why loading ``repo`` failed, in words: not cached and offline, or the loader's own first line."""
+    if local and not Path(repo).is_dir():
+        return f"it is not in the cache and {HUB_HOST} cannot be reached"
+    return str(error).splitlines()[0]
+
+
 @functools.lru_cache(maxsize=8)
 def _pretrained(repo: str):
     """(config, processor) of ``repo`` from the cache (or downloaded when the hub can be reached)."""
@@ -79,9 +86,7 @@ def _pretrained(repo: str):
         config = t.AutoConfig.from_pretrained(repo, local_files_only=local)
         processor = t.AutoImageProcessor.from_pretrained(repo, local_files_only=local)
     except OSError as e:
-        why = (f"it is not in the cache and {HUB_HOST} cannot be reached" if local and not Path(repo).is_dir()
-               else str(e).splitlines()[0])
-        raise _unavailable(repo, why) from e
+        raise _unavailable(repo, _why(repo, local, e)) from e
     return config, processor
 
 
@@ -148,7 +153,5 @@ def text_model(repo: str):
         model = kind.from_pretrained(repo, local_files_only=local, attn_implementation="sdpa")
         tokenizer = t.AutoTokenizer.from_pretrained(repo, local_files_only=local)
     except OSError as e:
-        why = (f"it is not in the cache and {HUB_HOST} cannot be reached" if local and not Path(repo).is_dir()
-               else str(e).splitlines()[0])
-        raise _unavailable(repo, why) from e
+        raise _unavailable(repo, _why(repo, local, e)) from e
     return model, tokenizer
