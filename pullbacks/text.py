@@ -182,6 +182,8 @@ def explain_tokens(model: nn.Module, tokenizer, text: Union[str, Sequence[str]],
         raise ProblemValueError("the model is in training mode (dropout would make each pass random): call "
                                 "model.eval() first", option="model")
     texts = [text] if isinstance(text, str) else list(text)
+    if not texts or not all(isinstance(t, str) for t in texts):
+        raise ProblemValueError(f"text must be a string or a non-empty list of strings, got {text!r}", option="text")
     gates = build(GateOptions, options, overrides) if method == "pullback" else None
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     ids, mask = _padded(tokenizer, texts, device)

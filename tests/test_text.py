@@ -113,6 +113,10 @@ def test_errors_name_the_fix():
     model, tok = gpt2(), tokenizer()
     with pytest.raises(ProblemValueError, match="2 tokens"):
         explain_tokens(model, tok, "w5 w9", "w1 w2")
+    with pytest.raises(ProblemValueError, match="non-empty list"):
+        explain_tokens(model, tok, [], "w1")
+    with pytest.raises(ProblemValueError, match="no tokens"):
+        explain_tokens(model, tok, "", "w1")
     with pytest.raises(ProblemValueError, match="unknown score"):
         explain_tokens(model, tok, "w5", "w1", score="sum")
     classifier = distilbert()
