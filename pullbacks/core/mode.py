@@ -78,7 +78,6 @@ class SoftGateMode(TorchFunctionMode):
         super().__init__()
         self.refuse_random = refuse_random  # a model's forward pass alone runs inside: refuse its random draws
         self.options = options
-        self.table = table(options.rules)
         self.fates = fates(options.rules)
         self.check_on_exit = check_on_exit  # soft_gates(strict=True): check the coverage when the block exits
         self.coverage = Coverage(recipe=options.recipe)
