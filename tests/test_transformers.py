@@ -237,6 +237,10 @@ def test_a_users_module_rule_by_class_gates_it_and_matches_the_closed_form():
     (g,) = torch.autograd.grad(y, z, grad)
     rms = torch.sqrt((z.detach() ** 2).mean(-1, keepdim=True) + 1e-6)
     assert torch.allclose(g, grad * net.norm.weight.detach() / rms, rtol=1e-12, atol=0)
+    with pullbacks.soft_gates(rules=[rule]):
+        y = net.norm(z)
+    (g_w,) = torch.autograd.grad(y, net.norm.weight, grad)  # the weight keeps its ordinary gradient
+    assert torch.allclose(g_w, (grad * z.detach() / rms).sum(0), rtol=1e-12, atol=0)
 
 
 def _held_rms_plain(module, x, t):

@@ -12,7 +12,9 @@ output. The value is compared with the output the module returned (the behaviour
 a module the rule does not recognise keeps its own forward and backward, its elementary
 calls are counted as they came (so an ungated norm is reported, never hidden), and the
 report names it. A recognised module's output is its own, bit for bit, with the backward
-of ``run``; its inner calls are not counted (the rule covers them).
+of ``run``; its inner calls are not counted (the rule covers them). The check runs at the
+module's first call in a block, without a graph; ``run`` is evaluated again in the backward
+pass, so the forward pass keeps only ``x`` for it.
 
 ``through(value, soft)`` writes a straight-through expression: the value of ``value``,
 the gradient of ``soft`` (the authors' follow-up code writes every rule this way).
@@ -99,36 +101,59 @@ class ModuleRule(Rule):
 
     def apply(self, module: nn.Module, x: Tensor, output: Tensor, t: float,
               check: bool = True) -> tuple[Optional[Tensor], str]:
-        """``(output with the rule's backward, "")``, or ``(None, why)`` when the module is not recognised
-        (``check=False``: the module was recognised before, in the same block; its value is not compared
-        again, which spares a device synchronisation per call)."""
+        """``(output with the rule's backward, "")``, or ``(None, why)`` when the module is not recognised.
+        ``check``: compare ``run``'s value with ``output`` first (without a graph); ``False`` once the
+        module was recognised in the same block, which spares a forward of ``run`` and a device
+        synchronisation per call. ``run`` itself is evaluated in the backward pass."""
+        if check:
+            why = self._differs(module, x, output, t)
+            if why:
+                return None, why
+        return Straight.apply(self, module, t, output.detach(), x, *module.parameters()), ""
+
+    def _differs(self, module: nn.Module, x: Tensor, output: Tensor, t: float) -> str:
+        """Why ``run`` does not compute ``module``'s output (empty: it does, to the dtype's precision)."""
         try:
-            with torch.enable_grad(), torch._C.DisableTorchFunction():
+            with torch.no_grad(), torch._C.DisableTorchFunction():
                 soft = self.run(module, x, t)
         except Exception as e:  # a module of another form (no weight, another signature): not this rule's
-            return None, f"{type(e).__name__}: {e}"
+            return f"{type(e).__name__}: {e}"
         if not isinstance(soft, Tensor) or soft.shape != output.shape:
-            return None, f"run gave {getattr(soft, 'shape', type(soft).__name__)} for an output of {tuple(output.shape)}"
-        if not check:
-            return Straight.apply(soft, output.detach()), ""
+            return f"run gave {getattr(soft, 'shape', type(soft).__name__)} for an output of {tuple(output.shape)}"
         eps = max(torch.finfo(output.dtype).eps * 16, 1e-6)
         scale = float(output.detach().abs().max()) if output.numel() else 0.0
-        if not torch.allclose(soft.detach().to(output.dtype), output.detach(), rtol=eps, atol=eps * scale):
-            gap = float((soft.detach().to(output.dtype) - output.detach()).abs().max())
-            return None, f"its output differs from the rule's formula by up to {gap:.3g}"
-        return Straight.apply(soft, output.detach()), ""
+        gap = (soft.to(output.dtype) - output.detach()).abs()
+        if not bool((gap <= eps * output.detach().abs() + eps * scale).all()):
+            return f"its output differs from the rule's formula by up to {float(gap.max()):.3g}"
+        return ""
 
 
 class Straight(torch.autograd.Function):
-    """Forward: the module's own output, bit for bit; backward: into the rule's ``soft``."""
+    """Forward: the module's own output, bit for bit; backward: the gradient of ``rule.run(module, x, T)``
+    with respect to ``x`` and the module's parameters, ``run`` re-evaluated there (nothing of it is
+    computed or kept in the forward pass but ``x``)."""
 
     @staticmethod
-    def forward(ctx, soft: Tensor, output: Tensor) -> Tensor:
+    def forward(ctx, rule: ModuleRule, module: nn.Module, t: float, output: Tensor, x: Tensor, *params: Tensor):
+        ctx.rule, ctx.module, ctx.t = rule, module, t
+        ctx.save_for_backward(x)
         return output.view_as(output)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        return flush_subnormals_(grad.clone()), None
+        (x,) = ctx.saved_tensors
+        params = list(ctx.module.parameters())
+        need_x = ctx.needs_input_grad[4]
+        wanted = [p for p, n in zip(params, ctx.needs_input_grad[5:]) if n]
+        with torch.enable_grad(), torch._C.DisableTorchFunction():
+            xs = x.detach().requires_grad_(need_x)
+            soft = ctx.rule.run(ctx.module, xs, ctx.t)
+            wrt = ([xs] if need_x else []) + wanted
+            found = iter(torch.autograd.grad(soft, wrt, grad, allow_unused=True) if wrt and soft.requires_grad
+                         else [None] * len(wrt))
+        g_x = flush_subnormals_(next(found)) if need_x else None
+        g_params = [next(found) if n else None for n in ctx.needs_input_grad[5:]]
+        return (None, None, None, None, g_x, *g_params)
 
 
 # ----------------------------------------------------------------------------- the built-in rules
