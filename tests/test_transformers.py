@@ -412,3 +412,17 @@ def test_a_module_is_checked_once_a_block_and_every_call_is_gated():
             for _ in range(3):
                 net.norm(torch.randn(2, 8, dtype=torch.float64, requires_grad=True))
     assert checks == [True, False, False] and mode.coverage.gated["norm"] == 3
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("name", ["llama", "gemma", "gpt2"])
+def test_module_rules_in_half_precision(name, dtype):
+    """The modules are recognised in float16/bfloat16 too (the check's tolerance follows the dtype),
+    the forward stays bit for bit, and the pullback is the float64 one to the dtype's precision."""
+    m64, x64, key = _build(name, torch.float64)
+    g64, _, _ = pullback(m64, x64, key)
+    model, x, _ = _build(name, dtype)
+    plain = _first(model(**{key: x})).detach()
+    g, coverage, out = pullback(model, x, key)
+    assert torch.equal(out, plain) and not coverage.ordinary and not coverage.unrecognised
+    assert float((g.double() - g64).norm() / g64.norm()) < (5e-3 if dtype == torch.float16 else 3e-2)
