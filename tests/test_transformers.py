@@ -426,3 +426,25 @@ def test_module_rules_in_half_precision(name, dtype):
     g, coverage, out = pullback(model, x, key)
     assert torch.equal(out, plain) and not coverage.ordinary and not coverage.unrecognised
     assert float((g.double() - g64).norm() / g64.norm()) < (5e-3 if dtype == torch.float16 else 3e-2)
+
+
+def test_inside_a_recognised_module_the_mode_gates_nothing():
+    """A recognised module's own graph is dropped for the rule's, so from its second call in a
+    block on, its inner calls are passed through (the first call runs them as usual: the module
+    might not be recognised)."""
+    from pullbacks.core.rules.base import GateRule
+
+    act = T.activations.GELUActivation()  # calls F.gelu, which a function rule gates
+    inner = []
+    real = GateRule.apply
+
+    def counted(self, call, mode):
+        inner.append(self.family)
+        return real(self, call, mode)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(GateRule, "apply", counted)
+        with pullbacks.soft_gates() as mode:
+            ys = [act(torch.randn(3, 4, dtype=torch.float64, requires_grad=True)) for _ in range(3)]
+    assert inner == ["gelu"] and mode.coverage.gated["gelu"] == 3
+    assert all("Straight" in type(y.grad_fn).__name__ for y in ys)

@@ -42,6 +42,12 @@ def fates(rules: tuple = ()) -> dict:
     return {f: (entries.get(f), ORDINARY.get(f), f in DRAWS, f in recorded) for f in funcs}
 
 
+@functools.lru_cache(maxsize=1)
+def quiet_fates() -> dict:
+    """The fates inside a module a module rule has recognised: random draws still refused, nothing else."""
+    return {f: (None, None, True, False) for f in DRAWS}
+
+
 def module_types(model: torch.nn.Module) -> tuple[type, ...]:
     """The classes of ``model`` and of all its submodules (a cheap fingerprint of its structure)."""
     out, stack = [], [model]
@@ -79,6 +85,7 @@ class SoftGateMode(TorchFunctionMode):
         self.refuse_random = refuse_random  # a model's forward pass alone runs inside: refuse its random draws
         self.options = options
         self.fates = fates(options.rules)
+        self.quiet_fates = quiet_fates()
         self.check_on_exit = check_on_exit  # soft_gates(strict=True): check the coverage when the block exits
         self.coverage = Coverage(recipe=options.recipe)
         self.wrt: Optional[tuple] = None  # the only leaves whose gradient is wanted (None: any)

@@ -6,7 +6,9 @@ coverage is set aside and a fresh one counts the module's inner calls; after it 
 rule is applied (``ModuleRule.apply``). Recognised: the output gets the rule's backward,
 the family is counted once and the inner counts are dropped (the rule covers them). Not
 recognised: the inner counts join the block's, and ``coverage.unrecognised`` names the class.
-A module is checked at its first call in a block (every call, until it is recognised).
+A module is checked at its first call in a block (every call, until it is recognised); inside a
+module recognised before, the mode gates and counts nothing (only random draws are still refused),
+since the module's own graph is dropped.
 Global hooks see every thread's modules; only the thread that entered the block is served (a
 torch-function mode is per thread, and so is what these hooks do).
 """
@@ -48,7 +50,7 @@ class ModuleHooks:
 
     def __init__(self, mode, rules: tuple[Rule, ...]) -> None:
         self.mode, self.rules = mode, rules
-        self.frames: list[tuple[nn.Module, ModuleRule, Coverage]] = []
+        self.frames: list[tuple[nn.Module, ModuleRule, Coverage, dict]] = []  # module, rule, set aside: coverage, fates
         self.handles: list = []
         self.thread: Optional[int] = None
         self.recognised: set = set()  # (id, class) of the modules recognised in this block (checked once)
@@ -71,15 +73,17 @@ class ModuleHooks:
             return
         rule = rule_for(self.rules, type(module))
         if rule is not None:
-            self.frames.append((module, rule, self.mode.coverage))
+            self.frames.append((module, rule, self.mode.coverage, self.mode.fates))
             self.mode.coverage = Coverage(recipe=self.mode.coverage.recipe)
+            if (id(module), type(module)) in self.recognised:  # its output's own graph is dropped: gate nothing
+                self.mode.fates = self.mode.quiet_fates
 
     def after(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> Optional[Tensor]:
-        if threading.get_ident() != self.thread or not self.frames or not any(m is module for m, _, _ in self.frames):
+        if threading.get_ident() != self.thread or not self.frames or not any(f[0] is module for f in self.frames):
             return None
         while self.frames[-1][0] is not module:  # frames left by a forward that raised and was caught
             self._close(Coverage())
-        _, rule, outer = self.frames[-1]
+        _, rule, outer, fates = self.frames[-1]
         x = _the_input(args, kwargs)
         if not (torch.is_grad_enabled() and isinstance(x, Tensor) and x.requires_grad and isinstance(output, Tensor)
                 and output.is_floating_point()):
@@ -93,14 +97,14 @@ class ModuleHooks:
             return None
         self.recognised.add((id(module), type(module)))
         self.frames.pop()
-        self.mode.coverage = outer
+        self.mode.coverage, self.mode.fates = outer, fates
         outer.gated[rule.family] += 1
         return result
 
     def _close(self, extra: Coverage) -> None:
         """End the innermost frame: its inner counts (and ``extra``) join the coverage set aside."""
-        _, _, outer = self.frames.pop()
-        inner, self.mode.coverage = self.mode.coverage, outer
+        _, _, outer, fates = self.frames.pop()
+        inner, self.mode.coverage, self.mode.fates = self.mode.coverage, outer, fates
         for counter in ("gated", "ordinary", "opaque", "unrecognised"):
             getattr(outer, counter).update(getattr(inner, counter))
             getattr(outer, counter).update(getattr(extra, counter))
