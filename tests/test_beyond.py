@@ -323,7 +323,7 @@ def test_coverage_counts_gated_and_ordinary_calls():
     with soft_gates() as mode:
         model(torch.rand(1, 3, 8, 8, requires_grad=True))
     assert mode.coverage.gated == {"relu": 1} and mode.coverage.ordinary == {"sigmoid": 1}
-    assert "gated: relu 1; ordinary: sigmoid 1" == str(mode.coverage)
+    assert "gated: relu 1; ordinary: sigmoid 1; products: mul 1" == str(mode.coverage)
     with soft_gates() as mode, torch.no_grad():  # no backward pass: nothing to count
         model(torch.rand(1, 3, 8, 8, requires_grad=True))
     assert not mode.coverage.gated and not mode.coverage.ordinary

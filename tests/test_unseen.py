@@ -358,7 +358,7 @@ _HAND_WRITTEN = {  # what Hugging Face and research code write out by hand, and 
     "GPT-2 tanh GELU": (lambda z: 0.5 * z * (1 + torch.tanh(0.7978845608 * (z + 0.044715 * torch.pow(z, 3.0)))),
                         {"tanh", "pow"}),
     "softmax by hand": (lambda z: z.exp() / z.exp().sum(-1, keepdim=True), {"exp", "division by a tensor"}),
-    "reciprocal": (lambda z: z * (1 + z.abs()).reciprocal(), {"reciprocal"}),
+    "reciprocal": (lambda z: z * (1 + z.abs()).reciprocal(), {"reciprocal", "abs"}),
 }
 
 

@@ -4,14 +4,16 @@ A :class:`torch.overrides.TorchFunctionMode` sees each call as it happens, wheth
 comes from a module (``nn.ReLU``, reused or not, in place or not), a functional call
 (``F.relu``, ``torch.relu``, ``Tensor.relu_``) or a pooling layer. It looks the function
 up in the rule table (:func:`~pullbacks.core.table.table`, with the user's ``rules``),
-applies the rule and counts the call under the rule's family; nonlinear calls no rule
-covers are counted too (``mode.coverage``). Nothing is attached to the model, so nothing
-has to be undone.
+applies the rule and counts the call under the rule's family. What kept its ordinary
+gradient is read off the autograd graph of what the block's calls returned (weak
+references, walked at the block's exit or when ``mode.coverage`` is read: :mod:`.graph`).
+Nothing is attached to the model, so nothing has to be undone.
 """
 
 from __future__ import annotations
 
 import functools
+import weakref
 from collections import Counter
 from contextlib import contextmanager
 from typing import Iterator, Optional
@@ -19,8 +21,8 @@ from typing import Iterator, Optional
 import torch
 from torch.overrides import TorchFunctionMode
 
-from .coverage import ORDINARY, WHEN, Coverage
-from .graph import check_no_checkpoint_hooks
+from .coverage import MASKS, Coverage
+from .graph import Reading, check_no_checkpoint_hooks, walk
 from .policy import CoverageCheck
 from .options import GateOptions, build
 from .replay import Recorder, Replay
@@ -33,13 +35,13 @@ from .rules.module import ModuleRule
 
 @functools.lru_cache(maxsize=64)
 def fates(rules: tuple = ()) -> dict:
-    """torch function -> (its rule table entry or None, its ORDINARY name or None, whether it may draw
+    """torch function -> (its rule table entry or None, its MASKS name or None, whether it may draw
     random numbers, whether the replay recorder watches it): every function the mode does more than
     pass through, so that a call it passes through costs one lookup."""
     entries = table(rules)
     recorded = set(Recorder().functions)
-    funcs = set(entries) | set(ORDINARY) | set(DRAWS) | recorded
-    return {f: (entries.get(f), ORDINARY.get(f), f in DRAWS, f in recorded) for f in funcs}
+    funcs = set(entries) | set(MASKS) | set(DRAWS) | recorded
+    return {f: (entries.get(f), MASKS.get(f), f in DRAWS, f in recorded) for f in funcs}
 
 
 @functools.lru_cache(maxsize=1)
@@ -70,37 +72,76 @@ def _needs_grad(args: tuple, kwargs: dict) -> bool:
     return False
 
 
+class _Roots(list):
+    """Weak references to the tensors the block's calls returned, and the backward node of the
+    last one held (so that a forward pass whose result was not kept is still read)."""
+
+    last = None
+
+    def keep(self, out) -> None:
+        """Add the tensors of ``out`` that have a backward node."""
+        for t in (out,) if isinstance(out, torch.Tensor) else out if isinstance(out, (tuple, list)) else ():
+            if isinstance(t, torch.Tensor) and t.grad_fn is not None:
+                self.append(weakref.ref(t))
+                self.last = t.grad_fn
+
+
 class SoftGateMode(TorchFunctionMode):
     """Applies the rule table to every call made while it is active.
 
-    ``coverage.gated`` counts the calls given a soft backward, per family, and
-    ``coverage.ordinary`` the nonlinear calls no rule covers, by operator. Only calls on
-    the gradient path count (grad mode on, some tensor argument requires a gradient): the
-    others have no backward pass.
+    ``counts`` is the coverage as counted by the mode: the calls given a soft backward per
+    family (``gated``) and the value-dependent masks (``MASKS``) on the gradient path. Only
+    calls on the gradient path count (grad mode on, some tensor argument requires a
+    gradient): the others have no backward pass. With ``track=True`` (a bare
+    ``soft_gates()`` block) the mode also keeps weak references to what its calls returned,
+    and ``coverage`` adds what the graph walk reads off them; the pullback's callers walk
+    from the logits themselves (:class:`~.policy.CoverageCheck`).
     """
 
     def __init__(self, options: GateOptions, *, check_on_exit: bool = False, refuse_random: bool = False,
-                 model: Optional[torch.nn.Module] = None):
+                 model: Optional[torch.nn.Module] = None, track: bool = False):
         super().__init__()
         self.refuse_random = refuse_random  # a model's forward pass alone runs inside: refuse its random draws
         self.options = options
         self.fates = fates(options.rules)
         self.quiet_fates = quiet_fates()
         self.check_on_exit = check_on_exit  # soft_gates(strict=True): check the coverage when the block exits
-        self.coverage = Coverage(recipe=options.recipe)
+        self.counts = Coverage(recipe=options.recipe)
+        self.roots: Optional[_Roots] = _Roots() if track else None  # what the calls returned
+        self.reading: Optional[Reading] = None
+        self._read_at = -1  # len(roots) at the last walk
         self.wrt: Optional[tuple] = None  # the only leaves whose gradient is wanted (None: any)
         self.gradless = 0  # calls a rule covers, made with gradients off (a reentrant checkpoint?)
         self.recorder: Optional[Recorder] = Recorder() if options.replay else None
-        in_effect = rules_in_effect(options.rules)
+        self.in_effect = in_effect = rules_in_effect(options.rules)
         self.structure = None if model is None else module_types(model)  # ``model``: the only model run inside
         # module rules need global forward hooks (a cost on every module call): only when some module could match
         self.modules = ModuleHooks(self, in_effect) if any(isinstance(r, ModuleRule) for r in in_effect) and (
             model is None or any(rule_for(in_effect, c) is not None for c in set(self.structure))) else None
 
     @property
+    def coverage(self) -> Coverage:
+        """What was gated, what kept its ordinary gradient and which products were met (the
+        counts, with the graph walk of what the block's calls returned when it tracks them)."""
+        if self.roots is None:
+            return self.counts
+        if self.reading is None or self._read_at != len(self.roots):
+            self.read()
+        reading = self.reading or Reading()
+        return self.counts.merged(Coverage(ordinary=reading.ordinary, products=reading.products))
+
+    def read(self) -> None:
+        """Walk the autograd graph from the tensors the block's calls returned that are still alive."""
+        roots = self.roots if self.roots is not None else _Roots()
+        alive = [t for t in (r() for r in roots) if t is not None]
+        roots[:] = [weakref.ref(t) for t in alive]
+        nodes = [t.grad_fn for t in alive] or ([roots.last] if roots.last is not None else [])
+        self.reading, self._read_at = walk(nodes, self.in_effect, self.wrt), len(roots)
+
+    @property
     def gated(self) -> Counter:
         """The gated calls per family (``coverage.gated``)."""
-        return self.coverage.gated
+        return self.counts.gated
 
     @property
     def gates_seen(self) -> int:
@@ -128,9 +169,12 @@ class SoftGateMode(TorchFunctionMode):
     # ------------------------------------------------------------ the mode
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
-        fate = self.fates.get(func)  # one lookup: most calls are neither gated, ordinary, drawn nor recorded
+        fate = self.fates.get(func)  # one lookup: most calls are neither gated, masks, drawn nor recorded
         if fate is None:
-            return func(*args, **kwargs) if kwargs else func(*args)
+            out = func(*args, **kwargs) if kwargs else func(*args)
+            if self.roots is not None:
+                self.roots.keep(out)
+            return out
         kwargs = kwargs or {}
         entry, name, draw, record = fate
         if draw and self.refuse_random:
@@ -141,15 +185,20 @@ class SoftGateMode(TorchFunctionMode):
             elif _needs_grad(args, kwargs):
                 check_no_checkpoint_hooks()
                 rule, inplace = entry
-                self.coverage.gated[rule.family] += 1
-                return rule.apply(Call(func, args, kwargs, inplace), self)
+                self.counts.gated[rule.family] += 1
+                out = rule.apply(Call(func, args, kwargs, inplace), self)
+                if self.roots is not None:
+                    self.roots.keep(out)
+                return out
         if name is not None and torch.is_grad_enabled() and _needs_grad(args, kwargs):
-            when = WHEN.get(func)
-            if when is None or when(func, args, kwargs):
-                self.coverage.ordinary[name] += 1
+            self.counts.ordinary[name] += 1
         if record and self.recorder is not None and torch.is_grad_enabled():
-            return self.recorder.functions[func](func, args, kwargs)
-        return func(*args, **kwargs)
+            out = self.recorder.functions[func](func, args, kwargs)
+        else:
+            out = func(*args, **kwargs)
+        if self.roots is not None:
+            self.roots.keep(out)
+        return out
 
     def __enter__(self):
         from torch.overrides import _get_current_function_mode_stack
@@ -169,8 +218,12 @@ class SoftGateMode(TorchFunctionMode):
         if self.recorder is not None:
             self.recorder.clear()  # hold no tensor past the block
         out = super().__exit__(*exc)
+        if self.roots is not None and exc[0] is None:
+            self.read()  # while what the block returned is alive
+        if self.roots is not None:
+            self.roots, self._read_at = _Roots(), 0 if self.reading is not None else -1
         if self.check_on_exit and self.options.strict and exc[0] is None:
-            CoverageCheck(strict=True, rules=self.options.rules).partial(self.coverage)
+            CoverageCheck(strict=self.options.strict, rules=self.options.rules).partial(self.coverage)
         return out
 
 
@@ -185,15 +238,17 @@ def soft_gates(options: Optional[GateOptions] = None, **overrides) -> Iterator[S
     ``pool_temperature``, ``gate``, ``pool``, ``temperatures={"gelu": 1.0}``,
     ``rules=[GateRule(...)]``, ``strict``, ``replay``). The forward pass is unchanged bit for
     bit. The gate is fixed when the forward call happens, so ``backward()`` may run after
-    the block. Yields the mode: ``mode.coverage`` says what was gated and which nonlinear
-    calls kept their ordinary gradient. With ``strict=True`` the block raises
-    :class:`PartialPullbackError` when it exits if any did (at the exit, so that the error
-    lists them all). Blocks cannot be nested (a RuntimeError says so).
+    the block. Yields the mode: ``mode.coverage`` says what was gated, what kept its ordinary
+    gradient and which products were met, read off the autograd graph of what the block's
+    calls returned (at the exit, or when it is read inside). With ``strict=True`` the block
+    raises :class:`PartialPullbackError` when it exits if something kept its ordinary
+    gradient (``strict="products"``: products too). Blocks cannot be nested (a RuntimeError
+    says so).
 
     >>> with pullbacks.soft_gates(temperature=0.3):
     ...     logit = model(x.requires_grad_())[0, 282]
     >>> logit.backward()            # x.grad is the excitation pullback
     """
-    mode = SoftGateMode(build(GateOptions, options, overrides), check_on_exit=True)
+    mode = SoftGateMode(build(GateOptions, options, overrides), check_on_exit=True, track=True)
     with mode:
         yield mode

@@ -73,8 +73,8 @@ class ModuleHooks:
             return
         rule = rule_for(self.rules, type(module))
         if rule is not None:
-            self.frames.append((module, rule, self.mode.coverage, self.mode.fates))
-            self.mode.coverage = Coverage(recipe=self.mode.coverage.recipe)
+            self.frames.append((module, rule, self.mode.counts, self.mode.fates))
+            self.mode.counts = Coverage(recipe=self.mode.counts.recipe)
             if (id(module), type(module)) in self.recognised:  # its output's own graph is dropped: gate nothing
                 self.mode.fates = self.mode.quiet_fates
 
@@ -97,14 +97,16 @@ class ModuleHooks:
             return None
         self.recognised.add((id(module), type(module)))
         self.frames.pop()
-        self.mode.coverage, self.mode.fates = outer, fates
+        self.mode.counts, self.mode.fates = outer, fates
         outer.gated[rule.family] += 1
+        if self.mode.roots is not None:
+            self.mode.roots.keep(result)
         return result
 
     def _close(self, extra: Coverage) -> None:
         """End the innermost frame: its inner counts (and ``extra``) join the coverage set aside."""
         _, _, outer, fates = self.frames.pop()
-        inner, self.mode.coverage, self.mode.fates = self.mode.coverage, outer, fates
-        for counter in ("gated", "ordinary", "opaque", "unrecognised"):
+        inner, self.mode.counts, self.mode.fates = self.mode.counts, outer, fates
+        for counter in ("gated", "ordinary", "products", "unrecognised"):
             getattr(outer, counter).update(getattr(inner, counter))
             getattr(outer, counter).update(getattr(extra, counter))

@@ -135,7 +135,8 @@ class GateOptions:
                       "mha": "inputs"}``; default: the recipe's)
     rules             rules of your own (``pullbacks.GateRule``), added to the table; they win over
                       built-in rules for the functions they name (docs/extending.md)
-    strict            raise (instead of warning) when nonlinear calls kept their ordinary gradient
+    strict            raise (instead of warning) when something kept its ordinary nonlinear gradient;
+                      ``"products"``: also when products of two input-dependent tensors were met
     replay            recompute gate inputs that came out of eval-mode batch norms instead of
                       keeping a copy (saves memory; the result is bit for bit the same)
 
@@ -151,7 +152,7 @@ class GateOptions:
     recipe: str = DEFAULT_RECIPE
     variants: Optional[Mapping[str, str]] = None
     rules: Tuple[Rule, ...] = ()
-    strict: bool = False
+    strict: bool | str = False
     replay: bool = True
 
     def __post_init__(self) -> None:
@@ -178,7 +179,10 @@ class GateOptions:
         if given_maps["variants"] is not None and not isinstance(given_maps["variants"], Mapping):
             rule_variants(given_maps["variants"], self.rules)  # raises the TypeError
         set_("variants", rule_variants({**recipe["variants"], **(given_maps["variants"] or {})}, self.rules))
-        for flag in ("strict", "replay"):
+        if self.strict not in (True, False, "products") or isinstance(self.strict, (int, float)) and not \
+                isinstance(self.strict, bool):
+            raise TypeError(f"strict must be True, False or 'products', got {self.strict!r}")
+        for flag in ("replay",):
             if not isinstance(getattr(self, flag), bool):
                 raise TypeError(f"{flag} must be True or False, got {getattr(self, flag)!r}")
         set_("_given", {**given, **{k: v for k, v in given_maps.items() if v}})

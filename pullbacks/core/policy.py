@@ -2,9 +2,13 @@
 is not complete, in one place for every caller:
 
 * nothing gated at all: a ValueError (the "pullback" would be a vanilla gradient);
-* some calls ordinary or unseen: a :class:`PartialPullbackWarning`, once per check (a pullback,
-  or a whole ascent), or with ``strict=True`` a :class:`PartialPullbackError`;
-* an activation checkpoint in the graph: a RuntimeError (the backward would re-run ungated).
+* something ordinary (read off the autograd graph, :mod:`.graph`): a
+  :class:`PartialPullbackWarning`, once per check (a pullback, or a whole ascent), or with
+  ``strict=True`` a :class:`PartialPullbackError`;
+* products of two input-dependent tensors: reported, and partial only with
+  ``strict="products"`` (the method's own rules keep products exact: docs/method.md);
+* a reentrant activation checkpoint in a pullback's graph: a RuntimeError (the backward
+  would re-run its segment ungated).
 
 Both carry the :class:`~.coverage.Coverage`, so front ends format from it
 (``coverage.summary()``), never from the message's text. ``soft_gates(strict=True)`` applies
@@ -23,7 +27,7 @@ from torch import Tensor
 
 from .coverage import Coverage
 from .errors import ProblemValueError
-from .graph import CHECKPOINT_HELP, graph_report
+from .graph import CHECKPOINT_HELP, walk
 from .rules.base import Rule
 from .table import gated_summary, rules_in_effect
 
@@ -58,7 +62,7 @@ def _stacklevel() -> int:
     return level
 
 
-_WALKED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # model -> ((structure, rules), unseen)
+_WALKED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # model -> ((structure, rules), reading)
 
 
 class CoverageCheck:
@@ -69,8 +73,10 @@ class CoverageCheck:
         self.in_effect = rules_in_effect(self.rules)
 
     def partial(self, coverage: Coverage) -> None:
-        """Warn (once) or raise if ``strict`` when nonlinear calls kept their ordinary gradient."""
-        if not coverage.partial:
+        """Warn (once) or raise if ``strict`` when something kept its ordinary gradient (with
+        ``strict="products"``, also when products were met)."""
+        products = self.strict == "products" and bool(coverage.products)
+        if not coverage.partial and not products:
             return
         if self.strict:
             raise PartialPullbackError(coverage)
@@ -79,25 +85,27 @@ class CoverageCheck:
             warnings.warn(PartialPullbackWarning(coverage), stacklevel=_stacklevel())
 
     def __call__(self, coverage: Coverage, model_name: str, output: Tensor | None = None,
-                 gradless: bool = False, model=None, structure: tuple | None = None) -> None:
+                 gradless: bool = False, model=None, structure: tuple | None = None,
+                 inputs: tuple | None = None) -> None:
         """The whole policy after a forward pass of ``model_name`` whose result is ``output``:
-        its autograd graph is searched (on the first pass, and on every pass that ran gated
-        calls without gradients) for activation checkpoints and for computations the mode
-        could not see (:func:`graph_report`). Given the ``model`` and its ``structure`` (its
-        module classes, ``mode.structure``), a walk is remembered for that model until its
-        structure or the rules change (the graph walk is a few milliseconds of Python)."""
+        the autograd graph from ``output`` to ``inputs`` is read (:func:`walk`: on the first
+        pass, and on every pass that ran gated calls without gradients) into ``coverage``.
+        Given the ``model`` and its ``structure`` (its module classes, ``mode.structure``), a
+        reading is remembered for that model until its structure, its training flag or the
+        rules change (the walk is milliseconds of Python)."""
         if output is not None and (not self.walked or gradless):
-            key = (structure, self.in_effect)
+            key = (structure, self.in_effect, getattr(model, "training", None))
             known = _WALKED.get(model) if model is not None and structure is not None and not gradless else None
             if known is not None and known[0] == key:
-                opaque = known[1]
+                reading = known[1]
             else:
-                checkpoint, opaque = graph_report(output, self.in_effect)
-                if checkpoint:
+                reading = walk([output], self.in_effect, inputs)
+                if reading.checkpoint:
                     raise RuntimeError(CHECKPOINT_HELP)
                 if model is not None and structure is not None and not gradless:
-                    _WALKED[model] = (key, opaque)
-            coverage.opaque.update(opaque)
+                    _WALKED[model] = (key, reading)
+            coverage.ordinary.update(reading.ordinary)
+            coverage.products.update(reading.products)
             self.walked = True
         if not coverage.gated:
             rule = "For an operator not listed, write a rule of your own (pullbacks.GateRule, docs/extending.md"

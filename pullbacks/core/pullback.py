@@ -87,7 +87,7 @@ def target_gradient(model: nn.Module, inputs: Tensor, targets: Tensor, gates: Op
         check_logits(logits)
         if gates is not None:
             (check or CoverageCheck(gates.strict, gates.rules))(mode.coverage, type(model).__name__, logits,
-                                                                mode.gradless, model, mode.structure)
+                                                                mode.gradless, model, mode.structure, mode.wrt)
         loss = logits.gather(1, targets[:, None]).sum()
         (grad,) = torch.autograd.grad(loss, x, allow_unused=True)
         if grad is None:

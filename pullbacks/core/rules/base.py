@@ -264,9 +264,13 @@ class GateRule(Rule):
                                  "built-in family: pass temperature=... (its default T, e.g. 1.0)")
         object.__setattr__(self, "_inplace_at", {f: _inplace_index(f) for f in self.functions})
         object.__setattr__(self, "_checked", False)
+        object.__setattr__(self, "_elementwise", False)
 
     def apply(self, call: Call, mode: Context) -> Tensor:
         z = call.input
+        if not self._elementwise and self not in _BUILTIN:
+            check_elementwise(self, call)
+            object.__setattr__(self, "_elementwise", True)
         params = () if self.params is None else tuple(self.params(call, mode.options))
         inplace = call.writes_input(self._inplace_at.get(call.func))
         return SoftGate.apply(z, self, call, mode.temperature_of(self.family), params, inplace, mode.replay(z))
@@ -282,6 +286,35 @@ class GateRule(Rule):
         if self.times is not None:
             return self.times(grad, z, t, fresh, *params)
         return grad * self.gate(z, t, *params)
+
+
+def check_elementwise(rule: GateRule, call: Call) -> None:
+    """Refuse a rule whose function is not elementwise: changing one entry of its input (the
+    first, then the last) must change no other entry of its output."""
+    z = call.input
+    if not isinstance(z, Tensor) or z.numel() < 2:
+        return
+    rest, kwargs = call.args[1:], {k: v for k, v in call.kwargs.items() if k not in ("input", "self", "inplace")}
+    with torch.no_grad(), torch._C.DisableTorchFunction():
+        base = call.func(z.detach().clone(), *rest, **kwargs)
+        for i in (0, z.numel() - 1):
+            moved = z.detach().clone()
+            flat = moved.view(-1)
+            flat[i] = flat[i] + 1.0 + flat[i].abs()
+            out = call.func(moved, *rest, **kwargs)
+            if not isinstance(out, Tensor) or out.shape != z.shape:
+                changed = True
+            else:
+                differs = (out != base) & ~(out.isnan() & base.isnan())
+                differs.view(-1)[i] = False
+                changed = bool(differs.any())
+            if changed:
+                name = getattr(call.func, "__name__", repr(call.func))
+                raise TypeError(
+                    f"GateRule({rule.family!r}) was applied to {name}, which is not elementwise (changing one entry "
+                    "of its input changed other entries of its output, or its shape differs): a GateRule's backward "
+                    "is grad * gate(z, T) entry by entry; for an operator that mixes entries (softmax, normalize) "
+                    "write a SoftenedRule (docs/extending.md)")
 
 
 class SoftGate(torch.autograd.Function):
