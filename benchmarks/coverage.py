@@ -26,7 +26,6 @@ from pathlib import Path
 
 import torch
 import torchvision
-
 from machine import cpu_name  # noqa: E402  (benchmarks/machine.py, next to this script)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -80,8 +79,14 @@ def measure(name: str, size: int, repeats: int) -> dict:
         rows["tracked"].append(_time(lambda: block(True)))
         rows["untracked"].append(_time(lambda: block(False)))
     med = {k: statistics.median(v) for k, v in rows.items()}
-    return {"model": name, "nodes": nodes, "step_ms": 1e3 * med["step"], "walk_ms": 1e3 * med["walk"],
-            "walk/step": med["walk"] / med["step"], "block": med["tracked"] / med["untracked"]}
+    return {
+        "model": name,
+        "nodes": nodes,
+        "step_ms": 1e3 * med["step"],
+        "walk_ms": 1e3 * med["walk"],
+        "walk/step": med["walk"] / med["step"],
+        "block": med["tracked"] / med["untracked"],
+    }
 
 
 def _nodes(root) -> set:
@@ -103,14 +108,19 @@ def main() -> None:
     a = p.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
-    print(f"{cpu_name()}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"{datetime.date.today()}, {a.size} px, batch 1, median of {a.repeats}\n")
+    print(
+        f"{cpu_name()}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"{datetime.date.today()}, {a.size} px, batch 1, median of {a.repeats}\n"
+    )
     print("| model | graph nodes | step (ms) | walk (ms) | walk / step | tracked block / untracked |")
     print("|---|---|---|---|---|---|")
     for name in a.models:
         r = measure(name, a.size, a.repeats)
-        print(f"| {r['model']} | {r['nodes']} | {r['step_ms']:.1f} | {r['walk_ms']:.2f} | {r['walk/step']:.3f} "
-              f"| {r['block']:.3f} |", flush=True)
+        print(
+            f"| {r['model']} | {r['nodes']} | {r['step_ms']:.1f} | {r['walk_ms']:.2f} | {r['walk/step']:.3f} "
+            f"| {r['block']:.3f} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -40,17 +40,34 @@ ROWS, COLS = 5, 6
 
 
 def by_column(model, images, targets, args):
-    cols = [gradient_ascent(model, images, torch.full((ROWS,), t, device=images.device), steps=args.steps,
-                            method=args.method, temperature=args.temperature) for t in targets]
+    cols = [
+        gradient_ascent(
+            model,
+            images,
+            torch.full((ROWS,), t, device=images.device),
+            steps=args.steps,
+            method=args.method,
+            temperature=args.temperature,
+        )
+        for t in targets
+    ]
     return torch.stack(cols, dim=1)  # (R, C, 3, H, W)
 
 
 def batched(model, images, targets, args, batch):
     pair_images = images.repeat_interleave(COLS, dim=0)  # row-major pairs, as class_target_grid
     pair_targets = torch.tensor(targets, device=images.device).repeat(ROWS)
-    out = [gradient_ascent(model, pair_images[i:i + batch], pair_targets[i:i + batch], steps=args.steps,
-                           method=args.method, temperature=args.temperature)
-           for i in range(0, ROWS * COLS, batch)]
+    out = [
+        gradient_ascent(
+            model,
+            pair_images[i : i + batch],
+            pair_targets[i : i + batch],
+            steps=args.steps,
+            method=args.method,
+            temperature=args.temperature,
+        )
+        for i in range(0, ROWS * COLS, batch)
+    ]
     return torch.cat(out).view(ROWS, COLS, *images.shape[1:])
 
 
@@ -62,9 +79,18 @@ def with_figure(model, images, targets, args, batch):
 
     from pullbacks.figures.grid import class_target_grid
 
-    grid = class_target_grid(model, images, targets, row_names=[str(i) for i in range(ROWS)],
-                             target_names=[str(t) for t in targets], method=args.method, steps=args.steps,
-                             temperature=args.temperature, batch_size=batch, progress=False)
+    grid = class_target_grid(
+        model,
+        images,
+        targets,
+        row_names=[str(i) for i in range(ROWS)],
+        target_names=[str(t) for t in targets],
+        method=args.method,
+        steps=args.steps,
+        temperature=args.temperature,
+        batch_size=batch,
+        progress=False,
+    )
     plt.close(grid.figure)
     return grid.perturbed
 
@@ -78,11 +104,17 @@ def timed(device, fn, *a):
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--model", default="resnet50", help="torchvision name or efficientnet_lite0 (default: %(default)s)")
-    p.add_argument("--batch", type=int, nargs="+", default=[6, 30],
-                   help="pairs per gradient_ascent call in the batched path (default: %(default)s)")
+    p.add_argument(
+        "--batch",
+        type=int,
+        nargs="+",
+        default=[6, 30],
+        help="pairs per gradient_ascent call in the batched path (default: %(default)s)",
+    )
     p.add_argument("--size", type=int, default=224, help="image side (default: %(default)s)")
     p.add_argument("--steps", type=int, default=5, help="ascent steps (default: %(default)s)")
     p.add_argument("--method", default="pullback", choices=("pullback", "gradient"))
@@ -110,7 +142,7 @@ def main(argv=None) -> None:
 
     runs = {"column": lambda: by_column(model, images, targets, args)}
     for b in args.batch:
-        runs[f"batch {b}"] = (lambda b=b: batched(model, images, targets, args, b))
+        runs[f"batch {b}"] = lambda b=b: batched(model, images, targets, args, b)
     if args.figure:
         runs[f"figure {args.batch[0]}"] = lambda: with_figure(model, images, targets, args, args.batch[0])
 
@@ -122,14 +154,19 @@ def main(argv=None) -> None:
             sec, out = timed(device, fn)
             times[key].append(sec)
             worst = max(worst, (out - reference).abs().max().item())
-        print(f"  round {r + 1}: " + ", ".join(f"{k} {v[-1]:.1f} s" for k, v in times.items()),
-              file=sys.stderr, flush=True)
+        print(
+            f"  round {r + 1}: " + ", ".join(f"{k} {v[-1]:.1f} s" for k, v in times.items()),
+            file=sys.stderr,
+            flush=True,
+        )
 
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"Grid {ROWS} images x {COLS} targets x {args.steps} steps ({args.method}, T = {args.temperature}), "
-          f"{args.model} random weights, {args.size}x{args.size} float32, {where}; torch {torch.__version__}, "
-          f"{datetime.date.today().isoformat()}; median of {args.repeats} interleaved rounds. "
-          f"Largest cell difference between paths: {worst:.1e}.\n")
+    print(
+        f"Grid {ROWS} images x {COLS} targets x {args.steps} steps ({args.method}, T = {args.temperature}), "
+        f"{args.model} random weights, {args.size}x{args.size} float32, {where}; torch {torch.__version__}, "
+        f"{datetime.date.today().isoformat()}; median of {args.repeats} interleaved rounds. "
+        f"Largest cell difference between paths: {worst:.1e}.\n"
+    )
     col = statistics.median(times["column"])
     print("| path | calls | wall s | vs by column |")
     print("|---|---:|---:|---:|")
@@ -138,8 +175,9 @@ def main(argv=None) -> None:
         if key == "column":
             continue
         b = int(key.split()[-1])
-        name = (f"class_target_grid, batch {b}, with figure" if key.startswith("figure")
-                else f"batched, {b} pairs per call")
+        name = (
+            f"class_target_grid, batch {b}, with figure" if key.startswith("figure") else f"batched, {b} pairs per call"
+        )
         t = statistics.median(times[key])
         print(f"| {name} | {-(-ROWS * COLS // b)} | {t:.1f} | {t / col:.2f}× |")
 

@@ -30,9 +30,9 @@ import sys
 import time
 from pathlib import Path
 
-from machine import cpu_name  # noqa: E402  (benchmarks/machine.py, next to this script)
 import torch
 import torch.nn.functional as F
+from machine import cpu_name  # noqa: E402  (benchmarks/machine.py, next to this script)
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
@@ -65,7 +65,7 @@ class STReLU(nn.Module):
 
 class STGELU(nn.Module):
     def forward(self, x):
-        gate = 0.5 * (1 + torch.erf(x / 2 ** 0.5))
+        gate = 0.5 * (1 + torch.erf(x / 2**0.5))
         return F.gelu(x).detach() + x * gate.detach() - (x * gate).detach()
 
 
@@ -130,12 +130,18 @@ def mechanisms(model: nn.Module) -> dict:
         with EmptyMode():
             return _grad(model, x, t)
 
-    return {"vanilla": lambda x, t: _grad(model, x, t), "empty mode": empty,
-            "pullbacks": lambda x, t: target_gradient(model, x, target, gates),
-            "swap": lambda x, t: _grad(other, x, t)}
+    return {
+        "vanilla": lambda x, t: _grad(model, x, t),
+        "empty mode": empty,
+        "pullbacks": lambda x, t: target_gradient(model, x, target, gates),
+        "swap": lambda x, t: _grad(other, x, t),
+    }
 
 
-def build(name: str, device: torch.device = torch.device("cpu")) -> nn.Module:
+CPU = torch.device("cpu")
+
+
+def build(name: str, device: torch.device = CPU) -> nn.Module:
     import torchvision
 
     torch.manual_seed(0)
@@ -148,7 +154,7 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def measure(name: str, size: int, repeats: int, warmup: int, device: torch.device = torch.device("cpu")) -> dict:
+def measure(name: str, size: int, repeats: int, warmup: int, device: torch.device = CPU) -> dict:
     model = build(name, device)
     x = torch.randn(1, 3, size, size, device=device)
     steps = mechanisms(model)
@@ -175,15 +181,25 @@ def measure(name: str, size: int, repeats: int, warmup: int, device: torch.devic
         base.append(times["vanilla"])
         for k in ratios:
             ratios[k].append(times[k] / times["vanilla"])
-    return {"model": name, "size": size, "calls": calls, "vanilla ms": 1000 * statistics.median(base),
-            **{k: statistics.median(v) for k, v in ratios.items()}}
+    return {
+        "model": name,
+        "size": size,
+        "calls": calls,
+        "vanilla ms": 1000 * statistics.median(base),
+        **{k: statistics.median(v) for k, v in ratios.items()},
+    }
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| model | input | calls | vanilla ms | empty mode | **pullbacks** | swap |", "|---|---|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| model | input | calls | vanilla ms | empty mode | **pullbacks** | swap |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
     for r in rows:
-        lines.append(f"| {r['model']} | {r['size']}×{r['size']} | {r['calls']} | {r['vanilla ms']:.1f} | "
-                     f"{r['empty mode']:.2f}× | **{r['pullbacks']:.2f}×** | {r['swap']:.2f}× |")
+        lines.append(
+            f"| {r['model']} | {r['size']}×{r['size']} | {r['calls']} | {r['vanilla ms']:.1f} | "
+            f"{r['empty mode']:.2f}× | **{r['pullbacks']:.2f}×** | {r['swap']:.2f}× |"
+        )
     return "\n".join(lines)
 
 
@@ -206,9 +222,11 @@ def main(argv=None) -> None:
             rows.append(measure(name, size, args.repeats, args.warmup, device))
             print(f"  {name} {size}: pullbacks {rows[-1]['pullbacks']:.2f}×", file=sys.stderr, flush=True)
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{cpu_name()}; {args.threads} thread(s)"
-    print(f"{where}; torch {torch.__version__}; batch 1; "
-          f"{datetime.date.today().isoformat()}; median of {args.repeats} shuffled rounds; "
-          f"`python benchmarks/overhead.py {' '.join(argv or sys.argv[1:])}`".rstrip())
+    print(
+        f"{where}; torch {torch.__version__}; batch 1; "
+        f"{datetime.date.today().isoformat()}; median of {args.repeats} shuffled rounds; "
+        f"`python benchmarks/overhead.py {' '.join(argv or sys.argv[1:])}`".rstrip()
+    )
     print()
     print(table(rows))
 

@@ -35,9 +35,9 @@ import sys
 import time
 from pathlib import Path
 
-from machine import cpu_name  # noqa: E402  (benchmarks/machine.py, next to this script)
 import torch
 import torch.nn.functional as F
+from machine import cpu_name  # noqa: E402  (benchmarks/machine.py, next to this script)
 from torch import nn
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -182,10 +182,22 @@ def measure(name: str, batch: int, threads: int, repeats: int) -> list[dict]:
         for _ in range(repeats):
             a, b = timed(vanilla), timed(lambda: step(x, t))
             ratios.append(b / a)
-        rows.append(dict(model=name, batch=batch, threads=threads, impl=impl, ratio=statistics.median(ratios),
-                         spread=(min(ratios), max(ratios)), error=err))
-        print(f"{name} batch {batch} threads {threads} {impl}: {rows[-1]['ratio']:.2f}x, error {err:.1e}",
-              file=sys.stderr, flush=True)
+        rows.append(
+            dict(
+                model=name,
+                batch=batch,
+                threads=threads,
+                impl=impl,
+                ratio=statistics.median(ratios),
+                spread=(min(ratios), max(ratios)),
+                error=err,
+            )
+        )
+        print(
+            f"{name} batch {batch} threads {threads} {impl}: {rows[-1]['ratio']:.2f}x, error {err:.1e}",
+            file=sys.stderr,
+            flush=True,
+        )
     return rows
 
 
@@ -224,8 +236,10 @@ def main() -> None:
                     rows += measure(name, batch, threads, args.repeats)
     finally:
         torch.set_num_threads(saved)
-    print(f"{cpu_name()}, torch {torch.__version__}, pullbacks {pullbacks.__version__}, "
-          f"{datetime.date.today().isoformat()}; time per step / vanilla step (relative error to the float64 rule)\n")
+    print(
+        f"{cpu_name()}, torch {torch.__version__}, pullbacks {pullbacks.__version__}, "
+        f"{datetime.date.today().isoformat()}; time per step / vanilla step (relative error to the float64 rule)\n"
+    )
     print(table(rows))
 
 

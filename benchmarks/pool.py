@@ -31,8 +31,8 @@ if str(ROOT) not in sys.path:
 import pullbacks.core.rules.pool as pool_rule  # noqa: E402
 
 SHAPES = (  # (channels, side, kernel, stride, padding): the first pool of each model at 224 x 224
-    (64, 112, 3, 2, 1),   # ResNet50, DenseNet121
-    (64, 224, 2, 2, 0),   # VGG11_BN, first of five
+    (64, 112, 3, 2, 1),  # ResNet50, DenseNet121
+    (64, 224, 2, 2, 0),  # VGG11_BN, first of five
     (128, 112, 2, 2, 0),  # VGG11_BN, second
 )
 
@@ -64,19 +64,30 @@ def main() -> None:
             x = torch.randn(batch, c, side, side)
             out, indices = F.max_pool2d_with_indices(x, k, s, pad)
             g = torch.randn_like(out)
-            vanilla = median_ms(lambda: torch.ops.aten.max_pool2d_with_indices_backward(
-                g, x, k, s, pad, 1, False, indices), args.repeats)
-            window_sums = lambda: pool_rule._pooled(x, g, (k, k), (s, s), (pad, pad), 0.3, "soft",  # noqa: E731
-                                                    torch.empty_like(x))
+            vanilla = median_ms(
+                lambda: torch.ops.aten.max_pool2d_with_indices_backward(g, x, k, s, pad, 1, False, indices),
+                args.repeats,
+            )
+            window_sums = lambda: pool_rule._pooled(  # noqa: E731
+                x,
+                g,
+                (k, k),
+                (s, s),
+                (pad, pad),
+                0.3,
+                "soft",
+                torch.empty_like(x),
+            )
             soft = median_ms(window_sums, args.repeats)
             limit, pool_rule._POOLED_RANGE = pool_rule._POOLED_RANGE, -1.0  # force the window-by-window form
             try:
-                windows = median_ms(lambda: pool_rule.soft_max_pool2d_backward(x, g, k, s, pad, 1, 0.3),
-                                    args.repeats)
+                windows = median_ms(lambda: pool_rule.soft_max_pool2d_backward(x, g, k, s, pad, 1, 0.3), args.repeats)
             finally:
                 pool_rule._POOLED_RANGE = limit
-            print(f"| {batch} x {c} x {side} x {side} | {k}x{k}, stride {s}, padding {pad} | {vanilla:.2f} | "
-                  f"{soft:.2f} | {windows:.2f} |")
+            print(
+                f"| {batch} x {c} x {side} x {side} | {k}x{k}, stride {s}, padding {pad} | {vanilla:.2f} | "
+                f"{soft:.2f} | {windows:.2f} |"
+            )
 
 
 if __name__ == "__main__":

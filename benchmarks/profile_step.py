@@ -48,9 +48,11 @@ def main() -> None:
     vanilla = op_times(STEPS["vanilla"], model, x, t, args.repeats)
     pullback = op_times(STEPS["pullback"], model, x, t, args.repeats)
     total_v, total_p = sum(vanilla.values()), sum(pullback.values())
-    print(f"{args.model}, batch {args.batch}, {args.threads} thread(s), torch {torch.__version__}: "
-          f"self CPU time per step {total_v:.1f} ms vanilla, {total_p:.1f} ms pullback "
-          f"({total_p / total_v:.2f}×)\n")
+    print(
+        f"{args.model}, batch {args.batch}, {args.threads} thread(s), torch {torch.__version__}: "
+        f"self CPU time per step {total_v:.1f} ms vanilla, {total_p:.1f} ms pullback "
+        f"({total_p / total_v:.2f}×)\n"
+    )
     print("| operator | vanilla ms | pullback ms | difference ms |")
     print("|---|---:|---:|---:|")
     keys = sorted(set(vanilla) | set(pullback), key=lambda k: -abs(pullback.get(k, 0) - vanilla.get(k, 0)))

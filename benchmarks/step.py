@@ -46,8 +46,8 @@ import sys
 import time
 from pathlib import Path
 
-from machine import cpu_name  # noqa: E402  (benchmarks/machine.py, next to this script)
 import torch
+from machine import cpu_name  # noqa: E402  (benchmarks/machine.py, next to this script)
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -201,9 +201,24 @@ def probe_memory(args) -> dict:
 
 
 def measure_memory(args, name: str, method: str) -> dict:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--probe", method, "--probe-model", name,
-           "--batch", str(args.batch[0]), "--size", str(args.size), "--device", args.device,
-           "--temperature", str(args.temperature), "--threads", str(args.threads[0])]
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--probe",
+        method,
+        "--probe-model",
+        name,
+        "--batch",
+        str(args.batch[0]),
+        "--size",
+        str(args.size),
+        "--device",
+        args.device,
+        "--temperature",
+        str(args.temperature),
+        "--threads",
+        str(args.threads[0]),
+    ]
     if args.frozen:
         cmd.append("--frozen")
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
@@ -215,26 +230,44 @@ def measure_memory(args, name: str, method: str) -> dict:
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS),
-                   help="torchvision model names or efficientnet_lite0 (default: %(default)s)")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--models",
+        nargs="+",
+        default=list(DEFAULT_MODELS),
+        help="torchvision model names or efficientnet_lite0 (default: %(default)s)",
+    )
     p.add_argument("--batch", type=int, nargs="+", default=[1, 8], help="batch sizes (default: %(default)s)")
     p.add_argument("--size", type=int, default=224, help="image side (default: %(default)s)")
-    p.add_argument("--repeats", type=int, default=7,
-                   help="timed (vanilla, pullback) pairs per model (default: %(default)s)")
+    p.add_argument(
+        "--repeats", type=int, default=7, help="timed (vanilla, pullback) pairs per model (default: %(default)s)"
+    )
     p.add_argument("--warmup", type=int, default=2, help="untimed pairs first (default: %(default)s)")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default: %(default)s)")
-    p.add_argument("--threads", type=int, nargs="+", default=[1, 2],
-                   help="torch.set_num_threads values on CPU, one table each (default: %(default)s)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        nargs="+",
+        default=[1, 2],
+        help="torch.set_num_threads values on CPU, one table each (default: %(default)s)",
+    )
     p.add_argument("--temperature", type=float, default=0.3, help="pullback temperature (default: %(default)s)")
-    p.add_argument("--frozen", action="store_true",
-                   help="parameters requires_grad_(False) (default: as constructed, trainable)")
+    p.add_argument(
+        "--frozen", action="store_true", help="parameters requires_grad_(False) (default: as constructed, trainable)"
+    )
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
-    p.add_argument("--update", metavar="FILE",
-                   help="also write the tables into FILE between <!-- step-tables --> and <!-- /step-tables -->")
-    p.add_argument("--keep-subnormals", action="store_true",
-                   help="switch off the gates' flushing of subnormal floats (for the before/after comparison)")
+    p.add_argument(
+        "--update",
+        metavar="FILE",
+        help="also write the tables into FILE between <!-- step-tables --> and <!-- /step-tables -->",
+    )
+    p.add_argument(
+        "--keep-subnormals",
+        action="store_true",
+        help="switch off the gates' flushing of subnormal floats (for the before/after comparison)",
+    )
     p.add_argument("--probe", choices=METHODS, help=argparse.SUPPRESS)
     p.add_argument("--probe-model", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -292,8 +325,11 @@ def main(argv=None) -> None:
     device = torch.device(args.device)
     threads = args.threads if device.type == "cpu" else [torch.get_num_threads()]
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
-    lines = [f"{where}; torch {torch.__version__}; {datetime.date.today().isoformat()}; "
-             f"`python benchmarks/step.py {' '.join(sys.argv[1:])}`".replace(" `", " `", 1).rstrip(), ""]
+    lines = [
+        f"{where}; torch {torch.__version__}; {datetime.date.today().isoformat()}; "
+        f"`python benchmarks/step.py {' '.join(sys.argv[1:])}`".replace(" `", " `", 1).rstrip(),
+        "",
+    ]
     for n in threads:
         for batch in args.batch:
             rows = run_config(args, device, n, batch)
@@ -313,9 +349,12 @@ def main(argv=None) -> None:
 
 def table(args, device, rows, threads, batch) -> list[str]:
     where = "GPU" if device.type == "cuda" else f"{threads} thread{'s' if threads != 1 else ''}"
-    out = [f"Batch {batch} x 3 x {args.size} x {args.size} float32, {where}, parameters "
-           f"{'frozen' if args.frozen else 'trainable'}, T = {args.temperature}; median of {args.repeats} "
-           f"interleaved pairs after {args.warmup} warm-up pairs.", ""]
+    out = [
+        f"Batch {batch} x 3 x {args.size} x {args.size} float32, {where}, parameters "
+        f"{'frozen' if args.frozen else 'trainable'}, T = {args.temperature}; median of {args.repeats} "
+        f"interleaved pairs after {args.warmup} warm-up pairs.",
+        "",
+    ]
     head = "| model | vanilla s | pullback s | time ratio (min–max) | CPU-time ratio | fastest/fastest |"
     rule = "|---|---:|---:|---:|---:|---:|"
     if not args.no_memory:
@@ -323,14 +362,19 @@ def table(args, device, rows, threads, batch) -> list[str]:
         rule += "---:|---:|---:|---:|"
     out += [head, rule]
     for r in rows:
-        line = (f"| {r['model']} | {r['vanilla_s']:.3f} | {r['pullback_s']:.3f} | "
-                f"**{r['ratio']:.2f}×** ({r['ratio_min']:.2f}–{r['ratio_max']:.2f}) | {r['cpu_ratio']:.2f}× | {r['best_ratio']:.2f}× |")
+        line = (
+            f"| {r['model']} | {r['vanilla_s']:.3f} | {r['pullback_s']:.3f} | "
+            f"**{r['ratio']:.2f}×** ({r['ratio_min']:.2f}–{r['ratio_max']:.2f}) | {r['cpu_ratio']:.2f}× | "
+            f"{r['best_ratio']:.2f}× |"
+        )
         if "peak" in r:
             pv, pp = r["peak"]["vanilla"], r["peak"]["pullback"]
             mark = lambda m: "" if m["exact"] else " (?)"  # noqa: E731
             sv, sp = r["saved"]["vanilla"], r["saved"]["pullback"]
-            line += (f" {pv['peak_mib']:.0f}{mark(pv)} | {pp['peak_mib']:.0f}{mark(pp)} | "
-                     f"**{pp['peak_mib'] / max(pv['peak_mib'], 1e-9):.2f}×** | {sv:.0f} → {sp:.0f} ({sp / sv:.2f}×) |")
+            line += (
+                f" {pv['peak_mib']:.0f}{mark(pv)} | {pp['peak_mib']:.0f}{mark(pp)} | "
+                f"**{pp['peak_mib'] / max(pv['peak_mib'], 1e-9):.2f}×** | {sv:.0f} → {sp:.0f} ({sp / sv:.2f}×) |"
+            )
         out.append(line)
     if any("peak" in r and not (r["peak"]["vanilla"]["exact"] and r["peak"]["pullback"]["exact"]) for r in rows):
         out += ["", "(?) the peak RSS could not be reset before the step; the value is a lower bound."]

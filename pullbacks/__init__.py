@@ -12,13 +12,35 @@ the command line starts, and stops on Ctrl-C, before torch is imported).
 
 from typing import TYPE_CHECKING
 
-__all__ = ["soft_gates", "excitation_pullback", "gradient_ascent", "GateOptions", "AscentOptions", "GateRule", "ModuleRule",
-           "SoftGated", "Coverage", "PartialPullbackWarning", "PartialPullbackError"]
+__all__ = [
+    "soft_gates",
+    "excitation_pullback",
+    "gradient_ascent",
+    "GateOptions",
+    "AscentOptions",
+    "GateRule",
+    "ModuleRule",
+    "SoftGated",
+    "Coverage",
+    "PartialPullbackWarning",
+    "PartialPullbackError",
+]
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from .core import (AscentOptions, Coverage, GateOptions, GateRule, ModuleRule,  # noqa: F401
-                       PartialPullbackError, PartialPullbackWarning, SoftGated, excitation_pullback, gradient_ascent, soft_gates)
+    from .core import (  # noqa: F401
+        AscentOptions,
+        Coverage,
+        GateOptions,
+        GateRule,
+        ModuleRule,
+        PartialPullbackError,
+        PartialPullbackWarning,
+        SoftGated,
+        excitation_pullback,
+        gradient_ascent,
+        soft_gates,
+    )
 
 
 def __getattr__(name: str):

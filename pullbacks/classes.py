@@ -57,15 +57,16 @@ class ClassNames(Sequence[str]):
             ids = self._by_lower[key]
             if len(ids) == 1:
                 return ids[0]
-            raise ValueError(f"class name {name_or_id!r} is ambiguous: "
-                             + ", ".join(f"{self._names[i]!r} ({i})" for i in ids)
-                             + "; give the exact name or the id")
+            raise ValueError(
+                f"class name {name_or_id!r} is ambiguous: "
+                + ", ".join(f"{self._names[i]!r} ({i})" for i in ids)
+                + "; give the exact name or the id"
+            )
         close = difflib.get_close_matches(key, list(self._by_lower), n=3, cutoff=0.6)
         hint = (
             "did you mean " + ", ".join(repr(self._names[self._by_lower[c][0]]) for c in close) + "?"
             if close
-            else "no similar name found; pass the class id (0 to "
-            f"{len(self) - 1}) instead"
+            else f"no similar name found; pass the class id (0 to {len(self) - 1}) instead"
         )
         raise ValueError(f"unknown class name {name_or_id!r}: {hint}")
 
@@ -75,7 +76,7 @@ class ClassNames(Sequence[str]):
         return i
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def imagenet_classes() -> ClassNames:
     """The 1000 ImageNet-1k class names from torchvision's weights metadata (offline)."""
     from torchvision.models import ResNet50_Weights

@@ -19,7 +19,6 @@ import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
 from urllib.parse import urlparse
 
 import numpy as np
@@ -44,7 +43,17 @@ SIZE = 224
 SHORT_SIDE = 256
 MAX_ASPECT = 20  # longer side / shorter side accepted by the preprocessing
 IMAGE_EXTENSIONS = (
-    ".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm",
+    ".jpg",
+    ".jpeg",
+    ".png",
+    ".bmp",
+    ".gif",
+    ".tif",
+    ".tiff",
+    ".webp",
+    ".ppm",
+    ".pgm",
+    ".pbm",
 )
 # The paper's Figure 1 rows: (WordNet id, ImageNet class id)
 IMAGENETTE_ROWS = (
@@ -55,7 +64,7 @@ IMAGENETTE_ROWS = (
     ("n03445777", 574),  # golf ball
 )
 
-PathLike = Union[str, os.PathLike]
+PathLike = str | os.PathLike
 
 
 class ImageLoadError(ValueError):
@@ -121,15 +130,19 @@ def preprocess(image: Image.Image | np.ndarray) -> torch.Tensor:
     Arrays are uint8, or floats in [0, 1], channels last (HxW or HxWxC).
     """
     if isinstance(image, torch.Tensor):
-        raise TypeError("preprocess takes a PIL image or an HxWxC array, got a torch tensor; an image tensor is "
-                        "already preprocessed (3xHxW in [-1, 1]), or convert it: preprocess(t.permute(1, 2, 0).numpy())")
+        raise TypeError(
+            "preprocess takes a PIL image or an HxWxC array, got a torch tensor; an image tensor is "
+            "already preprocessed (3xHxW in [-1, 1]), or convert it: preprocess(t.permute(1, 2, 0).numpy())"
+        )
     if isinstance(image, np.ndarray):
         arr = image
         if arr.size == 0:
             raise ImageLoadError(f"the image array is empty (shape {arr.shape})")
         if arr.ndim == 3 and arr.shape[0] in (1, 3, 4) and arr.shape[-1] not in (1, 3, 4):
-            raise ImageLoadError(f"the image array has shape {arr.shape}, channels first; preprocess wants "
-                                 "channels last: arr.transpose(1, 2, 0)")
+            raise ImageLoadError(
+                f"the image array has shape {arr.shape}, channels first; preprocess wants "
+                "channels last: arr.transpose(1, 2, 0)"
+            )
         if arr.dtype != np.uint8 and not np.isfinite(arr).all():
             raise ImageLoadError("the image array holds NaN or infinite values; a picture needs finite pixels")
         if arr.dtype != np.uint8:
@@ -140,13 +153,17 @@ def preprocess(image: Image.Image | np.ndarray) -> torch.Tensor:
     if max(w, h) > MAX_ASPECT * min(w, h):
         raise ImageLoadError(
             f"the image is {w}×{h} pixels, more than {MAX_ASPECT}:1; resizing its short side to "
-            f"{SHORT_SIDE} would need a {max(w, h) * SHORT_SIDE // min(w, h)}-pixel long side. Crop it first.")
+            f"{SHORT_SIDE} would need a {max(w, h) * SHORT_SIDE // min(w, h)}-pixel long side. Crop it first."
+        )
     if w == h:
         img = img.resize((SIZE, SIZE), Image.Resampling.BILINEAR)
     else:
         scale = SHORT_SIDE / min(w, h)
-        nw, nh = (SHORT_SIDE, max(SHORT_SIDE, round(h * scale))) if w < h else (
-            max(SHORT_SIDE, round(w * scale)), SHORT_SIDE)
+        nw, nh = (
+            (SHORT_SIDE, max(SHORT_SIDE, round(h * scale)))
+            if w < h
+            else (max(SHORT_SIDE, round(w * scale)), SHORT_SIDE)
+        )
         img = img.resize((nw, nh), Image.Resampling.BILINEAR)
         left, top = (nw - SIZE) // 2, (nh - SIZE) // 2
         img = img.crop((left, top, left + SIZE, top + SIZE))
@@ -182,8 +199,10 @@ def load_image(path: PathLike) -> torch.Tensor:
                 img.load()
                 img = ImageOps.exif_transpose(img)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        error = fail(f"it is too large to open safely ({e})",
-                     "Downscale it first, or, if you trust the file, raise PIL.Image.MAX_IMAGE_PIXELS.")
+        error = fail(
+            f"it is too large to open safely ({e})",
+            "Downscale it first, or, if you trust the file, raise PIL.Image.MAX_IMAGE_PIXELS.",
+        )
         error.elsewhere = str(fail(f"it is too large to open safely ({e})", "Downscale it first."))
         raise error from e
     except UnidentifiedImageError as e:
@@ -212,9 +231,7 @@ def load_image(path: PathLike) -> torch.Tensor:
 
 
 def _image_files(folder: Path) -> list[Path]:
-    return sorted(
-        f for f in folder.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS
-    )
+    return sorted(f for f in folder.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
 
 
 def load_images(paths_or_folder: PathLike | Iterable[PathLike]) -> tuple[torch.Tensor, list[str]]:
@@ -270,9 +287,7 @@ def _default_imagenette_root() -> Path:
     return Path("~/.cache/pullbacks/imagenette").expanduser()
 
 
-def imagenette_rows(
-    root: PathLike | None = None, download: bool = True, *, size: str | None = None
-) -> list[Photo]:
+def imagenette_rows(root: PathLike | None = None, download: bool = True, *, size: str | None = None) -> list[Photo]:
     """The paper's five Figure 1 rows: the first validation image of each class.
 
     Tench, cassette player, church, garbage truck, golf ball (ImageNet 0, 482, 497, 569,
@@ -305,11 +320,11 @@ def imagenette_rows(
         )
 
     try:
-        ds = Imagenette(str(root_p), split="val", size=size, download=download,
-                        loader=lambda path: path)  # no decoding while scanning labels
+        ds = Imagenette(
+            str(root_p), split="val", size=size, download=download, loader=lambda path: path
+        )  # no decoding while scanning labels
     except Exception as e:  # URLError, OSError, checksum or "Dataset not found" errors
-        what = "it is not on disk" + (
-            " and could not be downloaded" if download else " (download=False)")
+        what = "it is not on disk" + (" and could not be downloaded" if download else " (download=False)")
         raise unavailable(f"{what} ({type(e).__name__}: {e}).") from e
 
     names = imagenet_classes()
@@ -323,4 +338,3 @@ def imagenette_rows(
             raise unavailable(f"the class folder {wnid} ({names[label]}) has no images.")
         rows.append(Photo(names[label], load_image(first), label))
     return rows
-

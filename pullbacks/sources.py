@@ -14,9 +14,9 @@ true class where known, the image or its path, and the deciding pixels of a gene
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
 
 import torch
 
@@ -30,13 +30,13 @@ class Item:
     to be predicted)."""
 
     name: str
-    label: Optional[int]
-    path: Optional[str] = None
-    image: Optional[torch.Tensor] = None
-    mask: Optional[torch.Tensor] = None  # the pixels that decide the class, where known (generated images)
+    label: int | None
+    path: str | None = None
+    image: torch.Tensor | None = None
+    mask: torch.Tensor | None = None  # the pixels that decide the class, where known (generated images)
     classes: int = 1000  # the size of the label's class list: ImageNet's, or the generated task's
 
-    def label_for(self, n_classes: int) -> Optional[int]:
+    def label_for(self, n_classes: int) -> int | None:
         """The true label for a model of ``n_classes`` classes: None when the label belongs to
         another class list (an ImageNet photo shown to the generated task's network)."""
         return self.label if self.classes == n_classes else None
@@ -66,8 +66,10 @@ def folder_items(root: str | os.PathLike) -> list[Item]:
         else:
             unknown.append(rel.parts[0])
     if unknown:
-        raise ValueError(f"{root}: folder {sorted(set(unknown))[0]!r} is not an ImageNet wnid (such as n01440764); "
-                         "the layout is root/<wnid>/<image>, or put unlabelled files directly in root")
+        raise ValueError(
+            f"{root}: folder {sorted(set(unknown))[0]!r} is not an ImageNet wnid (such as n01440764); "
+            "the layout is root/<wnid>/<image>, or put unlabelled files directly in root"
+        )
     if not items:
         raise FileNotFoundError(f"no image files in {root}")
     return items
@@ -88,11 +90,15 @@ def groundtruth_items(text: str) -> list[Item]:
         if n < 1 or len(parts) > 3:
             raise ValueError
     except ValueError:
-        raise ValueError(f"--images {text!r}: the generated task is groundtruth, groundtruth:N or groundtruth:N:SEED "
-                         "(N images, N >= 1)") from None
+        raise ValueError(
+            f"--images {text!r}: the generated task is groundtruth, groundtruth:N or groundtruth:N:SEED "
+            "(N images, N >= 1)"
+        ) from None
     images, labels, masks = generate(n, seed)
-    return [Item(f"{GROUNDTRUTH}/{seed}/{i:06d}", int(labels[i]), image=images[i], mask=masks[i],
-                 classes=len(CLASSES)) for i in range(n)]
+    return [
+        Item(f"{GROUNDTRUTH}/{seed}/{i:06d}", int(labels[i]), image=images[i], mask=masks[i], classes=len(CLASSES))
+        for i in range(n)
+    ]
 
 
 def resolve(sources: Sequence[str] | str, imagenette_root=None, *, download: bool = True) -> list[Item]:

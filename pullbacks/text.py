@@ -14,8 +14,8 @@ input reduction) or ``‖g_i‖₂`` (``score="norm"``). Special tokens are scor
 from __future__ import annotations
 
 import html
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional, Sequence, Union
 
 import torch
 from torch import Tensor, nn
@@ -26,7 +26,7 @@ from .core.options import GateOptions, build
 from .core.policy import CoverageCheck
 from .core.pullback import target_gradient
 
-Target = Union[int, str, None]
+Target = int | str | None
 SCORES = {"dot": "g·e, signed (the gradient × input reduction)", "norm": "‖g‖₂ (unsigned)"}
 METHODS = ("pullback", "gradient")
 
@@ -41,8 +41,8 @@ class TokenScores:
     scores: Tensor
     special: list[bool]
     target: str
-    foil: Optional[str] = None
-    coverage: Optional[Coverage] = None
+    foil: str | None = None
+    coverage: Coverage | None = None
     method: str = "pullback"
 
     @property
@@ -57,10 +57,15 @@ class TokenScores:
         for tok, s, sp in zip(self.tokens, self.scores.tolist(), self.special):
             rgb = "220,40,40" if s >= 0 else "40,90,220"
             border = "border:1px dashed #888;" if sp else ""
-            spans.append(f'<span title="{s:+.4g}" style="background:rgba({rgb},{abs(s) / top:.3f});{border}'
-                         f'padding:1px 2px;margin:0 1px;border-radius:3px;white-space:pre">{html.escape(tok)}</span>')
-        return (f'<div style="font-family:monospace;line-height:2"><b>{html.escape(self.label)}</b>: '
-                + "".join(spans) + "</div>")
+            spans.append(
+                f'<span title="{s:+.4g}" style="background:rgba({rgb},{abs(s) / top:.3f});{border}'
+                f'padding:1px 2px;margin:0 1px;border-radius:3px;white-space:pre">{html.escape(tok)}</span>'
+            )
+        return (
+            f'<div style="font-family:monospace;line-height:2"><b>{html.escape(self.label)}</b>: '
+            + "".join(spans)
+            + "</div>"
+        )
 
     def _repr_html_(self) -> str:
         return self.html()
@@ -81,15 +86,17 @@ class TokenScores:
 
     def table(self) -> str:
         """One line per token: position, score, token (plain text)."""
-        return "\n".join(f"{i:4d} {s:+.4g} {tok!r}{' (special)' if sp else ''}"
-                         for i, (tok, s, sp) in enumerate(zip(self.tokens, self.scores.tolist(), self.special)))
+        return "\n".join(
+            f"{i:4d} {s:+.4g} {tok!r}{' (special)' if sp else ''}"
+            for i, (tok, s, sp) in enumerate(zip(self.tokens, self.scores.tolist(), self.special))
+        )
 
 
 class TokenLogits(nn.Module):
     """Embeddings → the logits to explain: a classifier's, or a causal LM's at each text's last
     token; a foil's logit subtracted from every column when one is given."""
 
-    def __init__(self, model: nn.Module, mask: Tensor, foils: Optional[Tensor]) -> None:
+    def __init__(self, model: nn.Module, mask: Tensor, foils: Tensor | None) -> None:
         super().__init__()
         self.model, self.mask, self.foils = model, mask, foils
 
@@ -127,10 +134,11 @@ def _is_language_model(model: nn.Module) -> bool:
     config = getattr(model, "config", None)
     archs = getattr(config, "architectures", None) or [type(model).__name__]
     return any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in archs) or type(model).__name__.endswith(
-        ("ForCausalLM", "LMHeadModel"))
+        ("ForCausalLM", "LMHeadModel")
+    )
 
 
-def resolve_target(model: nn.Module, tokenizer, value: Target, what: str = "target") -> Optional[int]:
+def resolve_target(model: nn.Module, tokenizer, value: Target, what: str = "target") -> int | None:
     """A class (id or label of ``config.id2label``) for a classifier; a token (id, or a string that
     is exactly one token) for a language model; None stays None (the model's own choice)."""
     if value is None or (isinstance(value, int) and not isinstance(value, bool)):
@@ -144,14 +152,18 @@ def resolve_target(model: nn.Module, tokenizer, value: Target, what: str = "targ
         if len(ids) != 1:
             pieces = [tokenizer.decode([i]) for i in ids]
             hint = f"; with a leading space, {' ' + value.strip()!r}?" if not value.startswith(" ") else ""
-            raise ProblemValueError(f"the {what} {value!r} is {len(ids)} tokens {pieces}, not one: name a single "
-                                    f"token (or its id){hint}", option=what, value=value)
+            raise ProblemValueError(
+                f"the {what} {value!r} is {len(ids)} tokens {pieces}, not one: name a single token (or its id){hint}",
+                option=what,
+                value=value,
+            )
         return ids[0]
     labels = {str(v).lower(): int(k) for k, v in (getattr(model.config, "id2label", None) or {}).items()}
     if value.lower() in labels:
         return labels[value.lower()]
-    raise ProblemValueError(f"unknown {what} {value!r}: the model's labels are {sorted(labels)} (or a class id)",
-                            option=what, value=value)
+    raise ProblemValueError(
+        f"unknown {what} {value!r}: the model's labels are {sorted(labels)} (or a class id)", option=what, value=value
+    )
 
 
 def _name(model: nn.Module, tokenizer, i: int) -> str:
@@ -161,9 +173,18 @@ def _name(model: nn.Module, tokenizer, i: int) -> str:
     return str(labels.get(i, labels.get(str(i), i)))
 
 
-def explain_tokens(model: nn.Module, tokenizer, text: Union[str, Sequence[str]], target: Target = None, *,
-                   foil: Target = None, score: str = "dot", method: str = "pullback",
-                   options: Optional[GateOptions] = None, **overrides) -> Union[TokenScores, list[TokenScores]]:
+def explain_tokens(
+    model: nn.Module,
+    tokenizer,
+    text: str | Sequence[str],
+    target: Target = None,
+    *,
+    foil: Target = None,
+    score: str = "dot",
+    method: str = "pullback",
+    options: GateOptions | None = None,
+    **overrides,
+) -> TokenScores | list[TokenScores]:
     """Per-token scores of ``text`` (one string, or a list: batched) for ``target``.
 
     ``target``: a class id or label (sequence classifier) or the next token (causal LM: an id or
@@ -176,11 +197,14 @@ def explain_tokens(model: nn.Module, tokenizer, text: Union[str, Sequence[str]],
     if score not in SCORES:
         raise ProblemValueError(f"unknown score {score!r}: one of {', '.join(SCORES)}", option="score", value=score)
     if method not in METHODS:
-        raise ProblemValueError(f"unknown method {method!r}: one of {', '.join(METHODS)}", option="method",
-                                value=method)
+        raise ProblemValueError(
+            f"unknown method {method!r}: one of {', '.join(METHODS)}", option="method", value=method
+        )
     if model.training:
-        raise ProblemValueError("the model is in training mode (dropout would make each pass random): call "
-                                "model.eval() first", option="model")
+        raise ProblemValueError(
+            "the model is in training mode (dropout would make each pass random): call model.eval() first",
+            option="model",
+        )
     texts = [text] if isinstance(text, str) else list(text)
     if not texts or not all(isinstance(t, str) for t in texts):
         raise ProblemValueError(f"text must be a string or a non-empty list of strings, got {text!r}", option="text")
@@ -203,15 +227,29 @@ def explain_tokens(model: nn.Module, tokenizer, text: Union[str, Sequence[str]],
     for row in range(len(texts)):
         keep = mask[row].bool()
         row_ids = ids[row][keep].tolist()
-        out.append(TokenScores(tokens=[tokenizer.decode([i]) for i in row_ids], scores=values[row][keep].detach().cpu(),
-                               special=[i in special for i in row_ids], target=_name(model, tokenizer, int(t_ids[row])),
-                               foil=None if f is None else _name(model, tokenizer, f),
-                               coverage=coverage[0] if coverage else None, method=method))
+        out.append(
+            TokenScores(
+                tokens=[tokenizer.decode([i]) for i in row_ids],
+                scores=values[row][keep].detach().cpu(),
+                special=[i in special for i in row_ids],
+                target=_name(model, tokenizer, int(t_ids[row])),
+                foil=None if f is None else _name(model, tokenizer, f),
+                coverage=coverage[0] if coverage else None,
+                method=method,
+            )
+        )
     return out[0] if isinstance(text, str) else out
 
 
-def token_gradient(model: nn.Module, embeddings: Tensor, mask: Tensor, targets: Tensor,
-                   gates: Optional[GateOptions], foils: Optional[Tensor] = None, coverage: Optional[list] = None) -> Tensor:
+def token_gradient(
+    model: nn.Module,
+    embeddings: Tensor,
+    mask: Tensor,
+    targets: Tensor,
+    gates: GateOptions | None,
+    foils: Tensor | None = None,
+    coverage: list | None = None,
+) -> Tensor:
     """``g = d logit_target / d e`` for each row of ``embeddings`` (N, n, d) under ``gates`` (None:
     the vanilla gradient); ``coverage``, a list, receives the forward pass's coverage."""
     check = None

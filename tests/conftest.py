@@ -6,7 +6,6 @@ subprocesses) for a fast loop; the README's test command runs everything."""
 
 import pytest
 import torch
-
 from helpers import tiny_cnn
 
 

@@ -39,18 +39,24 @@ def ref_relu(z, t, gate):
 def ref_soft_pool(x, kernel_size, stride, padding, dilation, ceil_mode, t, variant):
     """Soft max pool ``sum_j softmax(x/t)_j x_j`` per window, windows gathered by explicit
     strided slicing over the kernel offsets (no unfold), padding as -inf."""
-    pair = lambda v: (v, v) if isinstance(v, int) else tuple(v)
+
+    def pair(v):
+        return (v, v) if isinstance(v, int) else tuple(v)
+
     k, s, p, d = pair(kernel_size), pair(stride if stride else kernel_size), pair(padding), pair(dilation)
     h_out, w_out = F.max_pool2d(x.detach(), k, s, p, d, ceil_mode).shape[-2:]
     big_h = (h_out - 1) * s[0] + d[0] * (k[0] - 1) + 1 + p[0]
     big_w = (w_out - 1) * s[1] + d[1] * (k[1] - 1) + 1 + p[1]
-    xp = F.pad(x, (p[1], max(big_w - x.shape[-1] - p[1], 0) + p[1], p[0], max(big_h - x.shape[-2] - p[0], 0) + p[0]),
-               value=float("-inf"))
+    xp = F.pad(
+        x,
+        (p[1], max(big_w - x.shape[-1] - p[1], 0) + p[1], p[0], max(big_h - x.shape[-2] - p[0], 0) + p[0]),
+        value=float("-inf"),
+    )
     entries = []
     for i in range(k[0]):
         for j in range(k[1]):
             r0, c0 = i * d[0], j * d[1]
-            entries.append(xp[..., r0: r0 + (h_out - 1) * s[0] + 1: s[0], c0: c0 + (w_out - 1) * s[1] + 1: s[1]])
+            entries.append(xp[..., r0 : r0 + (h_out - 1) * s[0] + 1 : s[0], c0 : c0 + (w_out - 1) * s[1] + 1 : s[1]])
     win = torch.stack(entries, dim=-1)
     w = torch.softmax(win / t, dim=-1)
     if variant == "detached":
@@ -80,8 +86,9 @@ class RefMaxPool(nn.Module):
         return straight_through(value, soft)
 
 
-def reference_model(model: nn.Module, t: float, gate: str = "sigmoid", pool_t: float | None = None,
-                    pool: str = "soft") -> nn.Module:
+def reference_model(
+    model: nn.Module, t: float, gate: str = "sigmoid", pool_t: float | None = None, pool: str = "soft"
+) -> nn.Module:
     """A deep copy of ``model`` with every ReLU/MaxPool2d module replaced by a surrogate."""
     ref = copy.deepcopy(model)
     for parent in list(ref.modules()):
@@ -122,8 +129,11 @@ def slow_soft_pool_grad(x, grad_out, k, s_, p, d, ceil_mode, t, variant):
         for ch in range(c):
             for i in range(h_out):
                 for j in range(w_out):
-                    pos = [(i * s_[0] - p[0] + a * d[0], j * s_[1] - p[1] + e * d[1])
-                           for a in range(k[0]) for e in range(k[1])]
+                    pos = [
+                        (i * s_[0] - p[0] + a * d[0], j * s_[1] - p[1] + e * d[1])
+                        for a in range(k[0])
+                        for e in range(k[1])
+                    ]
                     pos = [(r, q) for r, q in pos if 0 <= r < h and 0 <= q < w]
                     vals = torch.stack([x[b, ch, r, q] for r, q in pos])
                     wts = torch.softmax(vals / t, 0)
@@ -135,8 +145,8 @@ def slow_soft_pool_grad(x, grad_out, k, s_, p, d, ceil_mode, t, variant):
 
 
 POOL_CASES = [
-    dict(kernel_size=3, stride=2, padding=1),                                  # ResNet's stem
-    dict(kernel_size=2, stride=2),                                             # VGG
+    dict(kernel_size=3, stride=2, padding=1),  # ResNet's stem
+    dict(kernel_size=2, stride=2),  # VGG
     dict(kernel_size=3, stride=2, padding=1, ceil_mode=True),
     dict(kernel_size=(3, 2), stride=1, padding=(1, 0), dilation=2, ceil_mode=True),
     dict(kernel_size=3, stride=2, ceil_mode=True),

@@ -15,12 +15,23 @@ from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
-
 from reference import antiderivative, ref_soft_pool, straight_through
 
-_ORIGINAL = {name: getattr(F, name) for name in
-             ("relu", "silu", "gelu", "hardswish", "mish", "layer_norm", "group_norm", "scaled_dot_product_attention",
-              "multi_head_attention_forward", "max_pool2d")}
+_ORIGINAL = {
+    name: getattr(F, name)
+    for name in (
+        "relu",
+        "silu",
+        "gelu",
+        "hardswish",
+        "mish",
+        "layer_norm",
+        "group_norm",
+        "scaled_dot_product_attention",
+        "multi_head_attention_forward",
+        "max_pool2d",
+    )
+}
 
 
 def _gated(value, z, gate):
@@ -34,7 +45,7 @@ def _gate(name, u):
     if name == "gelu":
         return 0.5 * (1 + torch.erf(u / math.sqrt(2)))
     if name == "gelu_tanh":
-        return 0.5 * (1 + torch.tanh(math.sqrt(2 / math.pi) * (u + 0.044715 * u ** 3)))
+        return 0.5 * (1 + torch.tanh(math.sqrt(2 / math.pi) * (u + 0.044715 * u**3)))
     if name == "hardswish":
         return torch.clamp(u / 6 + 0.5, 0, 1)
     if name == "mish":
@@ -69,9 +80,11 @@ def _group_norm(x, groups, weight=None, bias=None, eps=1e-5):
 def _attention(t, held=False):
     """Attention written out: the softer softmax at scale / t (``held``: its weights detached,
     the follow-up's rule: the gradient flows through v alone)."""
+
     def sdpa(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
-        value = _ORIGINAL["scaled_dot_product_attention"](q, k, v, attn_mask=attn_mask, dropout_p=dropout_p,
-                                                          is_causal=is_causal, scale=scale, enable_gqa=enable_gqa)
+        value = _ORIGINAL["scaled_dot_product_attention"](
+            q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal, scale=scale, enable_gqa=enable_gqa
+        )
         if enable_gqa and k.shape[-3] != q.shape[-3]:
             k = k.repeat_interleave(q.shape[-3] // k.shape[-3], dim=-3)
             v = v.repeat_interleave(q.shape[-3] // v.shape[-3], dim=-3)
@@ -81,16 +94,19 @@ def _attention(t, held=False):
             keep = torch.ones(q.shape[-2], k.shape[-2], dtype=torch.bool).tril()
             scores = scores.masked_fill(~keep, float("-inf"))
         if attn_mask is not None:
-            scores = scores.masked_fill(~attn_mask, float("-inf")) if attn_mask.dtype == torch.bool \
-                else scores + attn_mask
+            scores = (
+                scores.masked_fill(~attn_mask, float("-inf")) if attn_mask.dtype == torch.bool else scores + attn_mask
+            )
         weights = torch.softmax(scores, dim=-1)
         return straight_through(value, torch.matmul(weights.detach() if held else weights, v))
+
     return sdpa
 
 
 def _mha_inputs(t):
     """The follow-up's rule for nn.MultiheadAttention: the same call with the query and key
     inputs divided by t (inside it, attention runs unpatched)."""
+
     def mha(query, key, value, *args, **kwargs):
         patched = F.scaled_dot_product_attention
         F.scaled_dot_product_attention = _ORIGINAL["scaled_dot_product_attention"]
@@ -100,6 +116,7 @@ def _mha_inputs(t):
         finally:
             F.scaled_dot_product_attention = patched
         return straight_through(out, soft), weights
+
     return mha
 
 
@@ -112,12 +129,14 @@ def _max_pool(t, variant):
         finally:
             F.max_pool2d = patched
         return straight_through(value, soft)
+
     return max_pool2d
 
 
 @contextmanager
-def patched_functional(temperature=0.3, temperatures=None, gate="sigmoid", pool="soft", pool_temperature=None,
-                       variants=None):
+def patched_functional(
+    temperature=0.3, temperatures=None, gate="sigmoid", pool="soft", pool_temperature=None, variants=None
+):
     """Patch ``torch.nn.functional`` with the straight-through references (ReLU with
     ``temperature`` and ``gate``, max pooling with ``pool``, the other families with
     ``temperatures``; ``variants={"sdpa": "held", "mha": "inputs"}`` the follow-up's attention)."""
@@ -129,16 +148,24 @@ def patched_functional(temperature=0.3, temperatures=None, gate="sigmoid", pool=
     def activation(name):
         def f(z, inplace=False):
             return _gated(_ORIGINAL[name](z), z, _gate(name, z / ts[name]))
+
         return f
 
     def gelu(z, approximate="none"):
         name = "gelu_tanh" if approximate == "tanh" else "gelu"
         return _gated(_ORIGINAL["gelu"](z, approximate=approximate), z, _gate(name, z / ts["gelu"]))
 
-    patches = {"relu": relu, "silu": activation("silu"), "hardswish": activation("hardswish"),
-               "mish": activation("mish"), "gelu": gelu, "layer_norm": _layer_norm, "group_norm": _group_norm,
-               "scaled_dot_product_attention": _attention(ts["attention"], (variants or {}).get("sdpa") == "held"),
-               "max_pool2d": _max_pool(pool_temperature or temperature, pool)}
+    patches = {
+        "relu": relu,
+        "silu": activation("silu"),
+        "hardswish": activation("hardswish"),
+        "mish": activation("mish"),
+        "gelu": gelu,
+        "layer_norm": _layer_norm,
+        "group_norm": _group_norm,
+        "scaled_dot_product_attention": _attention(ts["attention"], (variants or {}).get("sdpa") == "held"),
+        "max_pool2d": _max_pool(pool_temperature or temperature, pool),
+    }
     if (variants or {}).get("mha") == "inputs":
         patches["multi_head_attention_forward"] = _mha_inputs(ts["attention"])
     try:

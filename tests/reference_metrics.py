@@ -36,7 +36,7 @@ def infidelity(model, x, t, a, seed, patches, draws, cumulative=True):
             xp = x.clone()
             for r, c in _squares(h, w, p):
                 xp = xp.clone() if cumulative else x.clone()
-                xp[:, r:r + p, c:c + p] = next(values)
+                xp[:, r : r + p, c : c + p] = next(values)
                 pairs.append((float((a * (x - xp)).sum()), fx - _f(model, xp, t)))
     beta = sum(ai * bi for ai, bi in pairs) / sum(ai * ai for ai, _ in pairs)
     return float(np.mean([(beta * ai - bi) ** 2 for ai, bi in pairs]))
@@ -46,8 +46,8 @@ def faithfulness_correlation(model, x, t, a, patch, baseline=0.0):
     fx, masses, drops = _f(model, x, t), [], []
     for r, c in _squares(*x.shape[-2:], patch):
         xp = x.clone()
-        xp[:, r:r + patch, c:c + patch] = baseline
-        masses.append(float(a[:, r:r + patch, c:c + patch].abs().sum()))
+        xp[:, r : r + patch, c : c + patch] = baseline
+        masses.append(float(a[:, r : r + patch, c : c + patch].abs().sum()))
         drops.append(fx - _f(model, xp, t))
     return float(np.corrcoef(masses, drops)[0, 1])
 
@@ -61,7 +61,7 @@ def faithfulness_estimate(model, x, t, a, features, baseline=0.0):
     v, order = _ordered(a, descending=True)
     fx, masses, drops = _f(model, x, t), [], []
     for s in range(0, len(order), features):
-        chunk = order[s:s + features]
+        chunk = order[s : s + features]
         xp = x.flatten().clone()
         xp[chunk] = baseline
         masses.append(sum(v[j] for j in chunk))
@@ -74,10 +74,10 @@ def monotonicity_correlation(model, x, t, a, seed, features, samples, eps=1e-12)
     starts = range(0, len(order), features)
     values = iter(_draws(seed, len(starts) * samples))
     p = _f(model, x, t, softmax=True)
-    inv = 1 / p ** 2 if abs(p) >= eps else 1.0
+    inv = 1 / p**2 if abs(p) >= eps else 1.0
     masses, changes = [], []
     for s in starts:
-        chunk = order[s:s + features]
+        chunk = order[s : s + features]
         moved = []
         for _ in range(samples):
             xp = x.flatten().clone()
@@ -89,7 +89,7 @@ def monotonicity_correlation(model, x, t, a, seed, features, samples, eps=1e-12)
 
 
 def max_sensitivity(explain, x, a, seed, samples, radius):
-    noise = (torch.rand(samples, *x.shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) * 2 - 1)
+    noise = torch.rand(samples, *x.shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) * 2 - 1
     worst = 0.0
     for k in range(samples):
         moved = explain((x + noise[k] * radius).clamp(-1, 1))
@@ -105,4 +105,6 @@ def focus(x, a, target_tiles):
     h, w = x.shape[-2] // 2, x.shape[-1] // 2
     r = (x * a).clamp(min=0)
     tiles = [r[:, :h, :w], r[:, :h, w:], r[:, h:, :w], r[:, h:, w:]]
-    return float(sum(float(tile.sum()) for tile, is_target in zip(tiles, target_tiles) if is_target) / (float(r.sum()) + 1e-9))
+    return float(
+        sum(float(tile.sum()) for tile, is_target in zip(tiles, target_tiles) if is_target) / (float(r.sum()) + 1e-9)
+    )

@@ -87,8 +87,9 @@ PROOFS = {  # node type -> (input shape, the operation that records it)
     "UpsampleBilinear2DBackward0": _p((1, 2, 4, 4), lambda x: F.interpolate(x, scale_factor=2, mode="bilinear")),
     "UpsampleNearest2DBackward0": _p((1, 2, 4, 4), lambda x: F.interpolate(x, scale_factor=2, mode="nearest")),
     "UpsampleBicubic2DBackward0": _p((1, 2, 4, 4), lambda x: F.interpolate(x, scale_factor=2, mode="bicubic")),
-    "UpsampleBilinear2DAaBackward0": _p((1, 2, 8, 8), lambda x: F.interpolate(x, size=(3, 5), mode="bilinear",
-                                                                            antialias=True)),
+    "UpsampleBilinear2DAaBackward0": _p(
+        (1, 2, 8, 8), lambda x: F.interpolate(x, size=(3, 5), mode="bilinear", antialias=True)
+    ),
     # factors: linear in each one alone (the other a constant)
     "MulBackward0": _p((4, 6, 8), lambda x: x * C),
     "MmBackward0": _p((6, 8), lambda x: x @ M),
@@ -106,10 +107,15 @@ PROOFS = {  # node type -> (input shape, the operation that records it)
 }
 # the factors' other positions, each proved with the input there and a constant in the others
 SECOND = {
-    "MulBackward0": lambda x: C * x, "MmBackward0": lambda x: M.t() @ x,
-    "BmmBackward0": lambda x: torch.bmm(C.transpose(1, 2), x), "AddmmBackward0": lambda x: torch.addmm(C[0, :5], M.t(), x),
-    "BaddbmmBackward0": lambda x: torch.baddbmm(C, C, x), "ConvolutionBackward0": None,
-    "DotBackward0": lambda x: torch.dot(M[:, 0], x), "MvBackward0": None, "AddcmulBackward0": lambda x: torch.addcmul(C, C, x),
+    "MulBackward0": lambda x: C * x,
+    "MmBackward0": lambda x: M.t() @ x,
+    "BmmBackward0": lambda x: torch.bmm(C.transpose(1, 2), x),
+    "AddmmBackward0": lambda x: torch.addmm(C[0, :5], M.t(), x),
+    "BaddbmmBackward0": lambda x: torch.baddbmm(C, C, x),
+    "ConvolutionBackward0": None,
+    "DotBackward0": lambda x: torch.dot(M[:, 0], x),
+    "MvBackward0": None,
+    "AddcmulBackward0": lambda x: torch.addcmul(C, C, x),
 }
 CUDA_ONLY = {"CudnnBatchNormBackward0"}  # proved by benchmarks/gpu.sh on a GPU (the same builder, on CUDA)
 
@@ -142,7 +148,11 @@ def _check_linear(name, shape, build, device="cpu"):
     a, b = 1.7, -0.6
     left = _vjp(build, x1, a * u + b * v)
     right = a * _vjp(build, x1, u) + b * _vjp(build, x1, v)
-    tol = {"rtol": 1e-5, "atol": 1e-6} if name in ("ToCopyBackward0", "CudnnBatchNormBackward0") else {"rtol": 1e-10, "atol": 1e-12}  # float32
+    tol = (
+        {"rtol": 1e-5, "atol": 1e-6}
+        if name in ("ToCopyBackward0", "CudnnBatchNormBackward0")
+        else {"rtol": 1e-10, "atol": 1e-12}
+    )  # float32
     torch.testing.assert_close(left, right, **tol)
     torch.testing.assert_close(_vjp(build, x1, u), _vjp(build, x2, u), **tol)
     assert _vjp(build, x1, u).abs().sum() > 0 or name == "PowBackward0", f"{name}: the proof is vacuous"
@@ -175,6 +185,7 @@ def test_the_conditions_name_what_is_not_linear():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the cuDNN batch norm node exists on CUDA only")
 def test_cudnn_batch_norm_in_eval_mode_is_linear():
     shape, build = PROOFS["NativeBatchNormBackward0"]
+
     def bn(x):
         return F.batch_norm(x.float(), *(s.float().cuda() for s in BN)).double()
 

@@ -37,10 +37,23 @@ def server():
     app.close()
 
 
-def ask(client, upload=None, example="builtin:chelsea", target="ostrich", steps=5, temperature=1.0,
-        recipe="excitation"):
-    return client.predict(upload, example, "efficientnet_lite0", target, recipe, steps, 20.0, 100.0, temperature,
-                          *FAMILIES, *NOT_GIVEN, api_name="/explain")
+def ask(
+    client, upload=None, example="builtin:chelsea", target="ostrich", steps=5, temperature=1.0, recipe="excitation"
+):
+    return client.predict(
+        upload,
+        example,
+        "efficientnet_lite0",
+        target,
+        recipe,
+        steps,
+        20.0,
+        100.0,
+        temperature,
+        *FAMILIES,
+        *NOT_GIVEN,
+        api_name="/explain",
+    )
 
 
 def test_every_option_is_on_the_page_and_reaches_the_options(monkeypatch):
@@ -63,12 +76,27 @@ def test_every_option_is_on_the_page_and_reaches_the_options(monkeypatch):
 
     monkeypatch.setattr(service, "comparing", comparing)
     elu = pullbacks.GateRule("elu", (F.elu,), lambda z, t: z.sigmoid(), 1.0)
-    more = {"pool_temperature": "2", "gate": "normal_cdf", "pool": "detached", "variants": "sdpa=held",
-            "strict": True, "replay": False, "clip": "none"}
+    more = {
+        "pool_temperature": "2",
+        "gate": "normal_cdf",
+        "pool": "detached",
+        "variants": "sdpa=held",
+        "strict": True,
+        "replay": False,
+        "clip": "none",
+    }
     list(web.explaining(None, "builtin:chelsea", "efficientnet_lite0", "ostrich", more=more, rules=(elu,)))
     o = seen["o"]
-    assert (o.pool_temperature, o.gate, o.pool, o.variants["sdpa"], o.strict, o.replay, o.clip, o.rules) == \
-        (2.0, "normal_cdf", "detached", "held", True, False, None, (elu,))
+    assert (o.pool_temperature, o.gate, o.pool, o.variants["sdpa"], o.strict, o.replay, o.clip, o.rules) == (
+        2.0,
+        "normal_cdf",
+        "detached",
+        "held",
+        True,
+        False,
+        None,
+        (elu,),
+    )
     list(web.explaining(None, "builtin:chelsea", "efficientnet_lite0", "ostrich", more={"gate": "", "clip": ""}))
     assert seen["o"].gate == "sigmoid" and seen["o"].clip == (-1.0, 1.0)  # empty: the recipe's
     with pytest.raises(ValueError, match="clip must be LOW,HIGH"):
@@ -78,16 +106,25 @@ def test_every_option_is_on_the_page_and_reaches_the_options(monkeypatch):
 def test_target_by_name_index_or_label():
     classes = imagenet_classes()
     assert service.parse_target("ostrich", classes) == 9
-    assert service.parse_target("9", classes) == service.parse_target(9, classes) == service.parse_target("ostrich (9)", classes) == 9
+    assert (
+        service.parse_target("9", classes)
+        == service.parse_target(9, classes)
+        == service.parse_target("ostrich (9)", classes)
+        == 9
+    )
     assert web.class_choices(classes)[9] == "ostrich (9)"
     with pytest.raises(ValueError, match="did you mean 'ostrich'"):
         service.parse_target("ostrch", classes)
+
+
 @pytest.mark.slow
 def test_explain_returns_both_ascents_and_does_not_share_results(tmp_path):
-    a = web.explain(None, "builtin:chelsea", "efficientnet_lite0", "ostrich", steps=5, temperature=1.0,
-                    out_dir=tmp_path / "a")
-    b = web.explain(None, "builtin:coffee", "efficientnet_lite0", "tabby", steps=5, temperature=1.0,
-                    out_dir=tmp_path / "b")
+    a = web.explain(
+        None, "builtin:chelsea", "efficientnet_lite0", "ostrich", steps=5, temperature=1.0, out_dir=tmp_path / "a"
+    )
+    b = web.explain(
+        None, "builtin:coffee", "efficientnet_lite0", "tabby", steps=5, temperature=1.0, out_dir=tmp_path / "b"
+    )
     assert "ostrich" in a.top5_pullback and "tabby" in b.top5_pullback
     assert not np.array_equal(a.pullback_diff, a.vanilla_diff)  # the contrast the page shows
     assert not np.array_equal(a.source, b.source) and a.png != b.png
@@ -113,9 +150,11 @@ def test_app_through_the_python_client(server, tmp_path):
     with pytest.raises(Exception, match="cannot load image .*corrupt") as e:
         ask(client, upload=handle_file(str(corrupt)))
     assert "Traceback" not in str(e.value)
-    for bad, message in (({"target": "not a class at all"}, "unknown class name"),
-                         ({"steps": 0}, "steps must be"),
-                         ({"temperature": 0}, "temperature must be")):
+    for bad, message in (
+        ({"target": "not a class at all"}, "unknown class name"),
+        ({"steps": 0}, "steps must be"),
+        ({"temperature": 0}, "temperature must be"),
+    ):
         with pytest.raises(Exception, match=message):
             ask(client, **bad)
     out = ask(client, target="9")  # the app still serves, and takes an index
@@ -152,8 +191,20 @@ def test_steps_are_capped_and_a_cancelled_request_stops(server, monkeypatch):
             yield item
 
     monkeypatch.setattr(service, "comparing", counting)
-    job = client.submit(None, "builtin:chelsea", "efficientnet_lite0", "ostrich", "excitation", 50, 20.0, 100.0,
-                        1.0, *FAMILIES, *NOT_GIVEN, api_name="/explain")
+    job = client.submit(
+        None,
+        "builtin:chelsea",
+        "efficientnet_lite0",
+        "ostrich",
+        "excitation",
+        50,
+        20.0,
+        100.0,
+        1.0,
+        *FAMILIES,
+        *NOT_GIVEN,
+        api_name="/explain",
+    )
     import time
 
     deadline = time.monotonic() + 120  # a hang fails the test instead of holding it
@@ -175,14 +226,31 @@ def test_ctrl_c_stops_the_server_mid_request(tmp_path):
     # the app as a user starts it from a shell: Ctrl-C not ignored, no library paths that the
     # test session's imports (OpenCV through Quantus) exported
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LD_LIBRARY_PATH", "QT_", "KMP_"))}
-    proc = subprocess.Popen([sys.executable, "-m", "pullbacks", "app", "--port", str(port), "--device", "cpu"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pullbacks", "app", "--port", str(port), "--device", "cpu"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     try:
         assert "serving on" in proc.stdout.readline()
         client = Client(f"http://127.0.0.1:{port}/", verbose=False)
-        job = client.submit(None, "builtin:chelsea", "efficientnet_lite0", "ostrich", "excitation", 50, 20.0, 100.0,
-                            1.0, *FAMILIES, *NOT_GIVEN, api_name="/explain")
+        job = client.submit(
+            None,
+            "builtin:chelsea",
+            "efficientnet_lite0",
+            "ostrich",
+            "excitation",
+            50,
+            20.0,
+            100.0,
+            1.0,
+            *FAMILIES,
+            *NOT_GIVEN,
+            api_name="/explain",
+        )
         while job.status().code.name not in ("ITERATING", "PROCESSING"):
             time.sleep(0.1)
         proc.send_signal(signal.SIGINT)
@@ -205,6 +273,7 @@ def test_a_host_that_cannot_be_served_is_one_line(capsys):
 
 def test_unavailable_weights_are_a_message(monkeypatch):
     from helpers import offline_weights
+
     from pullbacks import models
 
     offline_weights(monkeypatch, "resnet50")

@@ -2,9 +2,9 @@
 
 import pytest
 import torch
+from helpers import tiny_cnn
 
 import pullbacks
-from helpers import tiny_cnn
 
 
 def cnn():
@@ -59,8 +59,8 @@ def test_batch_independence():
     m, x = cnn().double(), X.double()
     batch = pullbacks.gradient_ascent(m, x, [0, 3, 4], steps=3)
     for i, t in enumerate([0, 3, 4]):
-        alone = pullbacks.gradient_ascent(m, x[i:i + 1], t, steps=3)
-        torch.testing.assert_close(batch[i:i + 1], alone, rtol=1e-10, atol=1e-12)
+        alone = pullbacks.gradient_ascent(m, x[i : i + 1], t, steps=3)
+        torch.testing.assert_close(batch[i : i + 1], alone, rtol=1e-10, atol=1e-12)
 
 
 def test_inputs_untouched_and_output_detached():
@@ -69,11 +69,19 @@ def test_inputs_untouched_and_output_detached():
     assert torch.equal(x.detach(), X) and x.grad is None and not out.requires_grad
 
 
-@pytest.mark.parametrize("kw,msg", [
-    (dict(steps=0), "steps"), (dict(steps=2.5), "steps"), (dict(alpha=0), "alpha"),
-    (dict(eps=-1.0), "eps"), (dict(clip=(1.0, -1.0)), "clip"), (dict(clip="x"), "clip"),
-    (dict(method="lrp"), "method"), (dict(temperature=0), "temperature"),
-])
+@pytest.mark.parametrize(
+    "kw,msg",
+    [
+        (dict(steps=0), "steps"),
+        (dict(steps=2.5), "steps"),
+        (dict(alpha=0), "alpha"),
+        (dict(eps=-1.0), "eps"),
+        (dict(clip=(1.0, -1.0)), "clip"),
+        (dict(clip="x"), "clip"),
+        (dict(method="lrp"), "method"),
+        (dict(temperature=0), "temperature"),
+    ],
+)
 def test_bad_arguments(kw, msg):
     with pytest.raises((ValueError, TypeError), match=msg):
         pullbacks.gradient_ascent(cnn(), X, 0, **kw)

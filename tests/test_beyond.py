@@ -11,15 +11,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torch.utils.checkpoint as cp
+from helpers import assert_unchanged, convnext_tiny, snapshot, timm_model, tiny_cnn, tv, vit_b_16
+from reference_beyond import reference_pullback
 from torch import nn
 
 import pullbacks
 from pullbacks import PartialPullbackError, PartialPullbackWarning, excitation_pullback, soft_gates
 from pullbacks.core.options import GateOptions
 from pullbacks.core.table import default_temperatures
-
-from helpers import assert_unchanged, convnext_tiny, snapshot, timm_model, tiny_cnn, tv, vit_b_16
-from reference_beyond import reference_pullback
 
 D = torch.float64
 
@@ -68,7 +67,7 @@ def test_activation_gradient_is_its_gate_at_z_over_t(family, t):
 def test_gelu_tanh_gate():
     g = soft_grad(lambda z: F.gelu(z, approximate="tanh"), X, temperatures={"gelu": 0.7})
     u = X / 0.7
-    torch.testing.assert_close(g, 0.5 * (1 + torch.tanh(math.sqrt(2 / math.pi) * (u + 0.044715 * u ** 3))))
+    torch.testing.assert_close(g, 0.5 * (1 + torch.tanh(math.sqrt(2 / math.pi) * (u + 0.044715 * u**3))))
 
 
 def test_silu_at_t1_is_the_gate_without_its_derivative_term():
@@ -136,8 +135,9 @@ def test_group_norm_closed_form_and_parameter_gradients():
     g, gw, gb = torch.autograd.grad(y, (xg, gn.weight, gn.bias), grad_out)
     var = x.numpy().reshape(3, 2, -1).var(axis=-1)  # per (sample, group)
     rstd = np.repeat(1 / np.sqrt(var + gn.eps), 3, axis=1).reshape(3, 6, 1, 1)
-    np.testing.assert_allclose(g.numpy(), grad_out.numpy() * gn.weight.detach().numpy()[:, None, None] * rstd,
-                               rtol=1e-12)
+    np.testing.assert_allclose(
+        g.numpy(), grad_out.numpy() * gn.weight.detach().numpy()[:, None, None] * rstd, rtol=1e-12
+    )
     # the weight and bias get their ordinary gradients
     gw0, gb0 = torch.autograd.grad(gn(x), (gn.weight, gn.bias), grad_out)
     torch.testing.assert_close(gw, gw0)
@@ -261,8 +261,11 @@ def test_attention_dropout_is_refused():
 
 
 def test_temperatures_defaults_partial_and_unknown():
-    assert dict(GateOptions().temperatures) == default_temperatures() == \
-        {"silu": 1.6, "gelu": 1.0, "hardswish": 1.0, "mish": 1.0, "attention": 1.5}
+    assert (
+        dict(GateOptions().temperatures)
+        == default_temperatures()
+        == {"silu": 1.6, "gelu": 1.0, "hardswish": 1.0, "mish": 1.0, "attention": 1.5}
+    )
     o = GateOptions(temperatures={"gelu": np.float32(2.0)})
     assert o.temperatures["gelu"] == 2.0 and o.temperatures["silu"] == 1.6
     assert o.replace(temperatures={"silu": 0.5}).temperatures["gelu"] == 2.0  # merged, not reset
@@ -484,13 +487,27 @@ def test_cli_warns_in_one_line_and_strict_fails_with_the_flag(tmp_path, capsys):
     from pullbacks.apps.cli import main
 
     Image.new("RGB", (64, 64), (120, 80, 40)).save(tmp_path / "a.png")
-    common = ["explain", str(tmp_path / "a.png"), "--target", "ostrich", "--model", "mobilenet_v3_small",
-              "--weights", "random", "--steps", "1", "--no-progress", "--temperatures", "hardswish=0.5"]
+    common = [
+        "explain",
+        str(tmp_path / "a.png"),
+        "--target",
+        "ostrich",
+        "--model",
+        "mobilenet_v3_small",
+        "--weights",
+        "random",
+        "--steps",
+        "1",
+        "--no-progress",
+        "--temperatures",
+        "hardswish=0.5",
+    ]
     import subprocess
     import sys
 
-    run = subprocess.run([sys.executable, "-m", "pullbacks", *common, "--out", str(tmp_path / "b")],
-                         capture_output=True, text=True)  # a process of its own: pytest records warnings
+    run = subprocess.run(
+        [sys.executable, "-m", "pullbacks", *common, "--out", str(tmp_path / "b")], capture_output=True, text=True
+    )  # a process of its own: pytest records warnings
     assert run.returncode == 0, run.stderr
     err = run.stderr
     assert "pullbacks: warning: 9 calls to hardsigmoid (squeeze-excitation?)" in err

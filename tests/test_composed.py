@@ -7,10 +7,10 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from helpers import assert_unchanged, snapshot, tiny_cnn
 from torch import nn
 
 import pullbacks
-from helpers import assert_unchanged, snapshot, tiny_cnn
 
 captum = pytest.importorskip("captum")
 from captum.attr import IntegratedGradients, NoiseTunnel, Saliency  # noqa: E402
@@ -71,7 +71,8 @@ def test_softgated_checks_every_forward_and_leaves_the_model_alone(net):
     se = nn.Sequential(net, nn.Sigmoid(), nn.Linear(10, 3)).to(D).eval()  # an ordinary sigmoid on the path
     with pytest.warns(pullbacks.PartialPullbackWarning, match="1 call to sigmoid") as caught:
         NoiseTunnel(Saliency(pullbacks.SoftGated(se))).attribute(
-            _x().requires_grad_(), nt_type="smoothgrad", nt_samples=3, target=0)
+            _x().requires_grad_(), nt_type="smoothgrad", nt_samples=3, target=0
+        )
     assert len([w for w in caught if issubclass(w.category, pullbacks.PartialPullbackWarning)]) == 1  # once
     with pytest.raises(pullbacks.PartialPullbackError):
         Saliency(pullbacks.SoftGated(se, strict=True)).attribute(_x().requires_grad_(), target=0)

@@ -10,10 +10,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torch.utils.checkpoint as cp
+from helpers import timm_model
 from torch import nn
 
 import pullbacks
-from helpers import timm_model
 from pullbacks import PartialPullbackError, PartialPullbackWarning
 
 
@@ -50,14 +50,25 @@ NAMED = {
 }
 # held out: operators no line of the package names
 HELD_OUT = {
-    "cosh": torch.cosh, "atan": torch.atan, "erfinv": lambda h: torch.erfinv(torch.tanh(h) * 0.5),
-    "expm1": torch.expm1, "cumprod": lambda h: h.cumprod(1), "prod": lambda h: h.prod(1),
-    "max along a dimension": lambda h: h.max(1).values, "median": lambda h: h.median(1).values,
-    "sort": lambda h: h.sort(1).values, "logit": lambda h: torch.logit(torch.sigmoid(h)),
-    "softsign": F.softsign, "fmod": lambda h: torch.fmod(h, 0.3), "nan_to_num": torch.nan_to_num,
-    "std": lambda h: h.std(1), "cdist": lambda h: torch.cdist(h.flatten(2), h.flatten(2)),
-    "softplus(beta=2)": lambda h: F.softplus(h, beta=2.0), "atan2": lambda h: torch.atan2(h, h + 1),
-    "torch.ops.aten.relu": torch.ops.aten.relu, "lerp": lambda h: torch.lerp(h, h.flip(1), torch.sigmoid(h)),
+    "cosh": torch.cosh,
+    "atan": torch.atan,
+    "erfinv": lambda h: torch.erfinv(torch.tanh(h) * 0.5),
+    "expm1": torch.expm1,
+    "cumprod": lambda h: h.cumprod(1),
+    "prod": lambda h: h.prod(1),
+    "max along a dimension": lambda h: h.max(1).values,
+    "median": lambda h: h.median(1).values,
+    "sort": lambda h: h.sort(1).values,
+    "logit": lambda h: torch.logit(torch.sigmoid(h)),
+    "softsign": F.softsign,
+    "fmod": lambda h: torch.fmod(h, 0.3),
+    "nan_to_num": torch.nan_to_num,
+    "std": lambda h: h.std(1),
+    "cdist": lambda h: torch.cdist(h.flatten(2), h.flatten(2)),
+    "softplus(beta=2)": lambda h: F.softplus(h, beta=2.0),
+    "atan2": lambda h: torch.atan2(h, h + 1),
+    "torch.ops.aten.relu": torch.ops.aten.relu,
+    "lerp": lambda h: torch.lerp(h, h.flip(1), torch.sigmoid(h)),
 }
 
 
@@ -133,8 +144,11 @@ def test_a_torchscript_submodule_is_reported_and_strict_raises(how):
 class Checkpointed(nn.Module):
     def __init__(self):
         super().__init__()
-        self.conv, self.body, self.head = nn.Conv2d(3, 4, 3), nn.Sequential(nn.Conv2d(4, 4, 1), nn.ReLU()), \
-            nn.Linear(4, 3)
+        self.conv, self.body, self.head = (
+            nn.Conv2d(3, 4, 3),
+            nn.Sequential(nn.Conv2d(4, 4, 1), nn.ReLU()),
+            nn.Linear(4, 3),
+        )
 
     def forward(self, x):
         return self.head(cp.checkpoint(self.body, F.relu(self.conv(x)), use_reentrant=True).mean((2, 3)))
@@ -164,8 +178,15 @@ def test_edgenext_keeps_its_normalize_nodes_reported():
 @pytest.mark.slow
 def test_a_llama_under_reentrant_checkpointing_is_never_silently_vanilla():
     transformers = pytest.importorskip("transformers", reason="the text extra (transformers) is not installed")
-    config = transformers.LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                      num_attention_heads=4, num_key_value_heads=2, attn_implementation="sdpa")
+    config = transformers.LlamaConfig(
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        attn_implementation="sdpa",
+    )
     torch.manual_seed(0)
     model = transformers.LlamaForCausalLM(config)
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": True})

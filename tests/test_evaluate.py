@@ -15,14 +15,13 @@ pytest.importorskip("quantus")
 from helpers import assert_unchanged, snapshot, tiny_cnn  # noqa: E402
 
 import pullbacks  # noqa: E402
-from pullbacks import evaluation as E  # noqa: E402
 from pullbacks import AscentOptions  # noqa: E402
+from pullbacks import evaluation as E  # noqa: E402
 from pullbacks.apps.cli import main  # noqa: E402
 from pullbacks.evaluation import captum as C  # noqa: E402
 from pullbacks.evaluation import metrics as M  # noqa: E402
 from pullbacks.evaluation import quantus as Q  # noqa: E402
 from pullbacks.evaluation import randomisation as R  # noqa: E402
-
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -55,8 +54,16 @@ class Linear(nn.Module):
         return torch.relu(self.fc(x.flatten(1)))
 
 
-FAST = E.Settings(ascent=AscentOptions(temperature=0.5), ig_steps=4, smoothgrad_samples=3, blocks=3, patch=8,
-                  infidelity_patches=(8,), infidelity_draws=2, batch_size=8)
+FAST = E.Settings(
+    ascent=AscentOptions(temperature=0.5),
+    ig_steps=4,
+    smoothgrad_samples=3,
+    blocks=3,
+    patch=8,
+    infidelity_patches=(8,),
+    infidelity_draws=2,
+    batch_size=8,
+)
 
 
 # ---------------------------------------------------------------------------- methods on a linear model
@@ -69,8 +76,13 @@ def test_every_method_on_a_linear_model_matches_the_hand_computed_attribution():
     x = torch.rand(2, 2, 4, 4) - 0.5
     y = torch.tensor([2, 0])
     grad = w[y].view_as(x)
-    s = E.Settings(ascent=AscentOptions(temperature=0.3, alpha=0.01), ig_steps=8, smoothgrad_samples=4,
-                   shap_samples=4, smoothgrad_sigma=0.0)  # noiseless: Shap is exactly x * grad here
+    s = E.Settings(
+        ascent=AscentOptions(temperature=0.3, alpha=0.01),
+        ig_steps=8,
+        smoothgrad_samples=4,
+        shap_samples=4,
+        smoothgrad_sigma=0.0,
+    )  # noiseless: Shap is exactly x * grad here
     expected = {
         "integrated_pullbacks": x * grad,
         "smooth_pullback": grad,
@@ -88,7 +100,8 @@ def test_every_method_on_a_linear_model_matches_the_hand_computed_attribution():
     }
     # those need a Conv2d (below), or ignore the model (tests/test_groundtruth.py)
     assert set(expected) | {"guided_gradcam", "guided_pullback_cam", "gradcam", "edge", "random", "centre"} == set(
-        E.METHODS)
+        E.METHODS
+    )
     for method, want in expected.items():
         got = E.attribute(model, x, y, method, s)
         assert got.shape == x.shape, method
@@ -124,12 +137,37 @@ def test_noisy_methods_draw_fresh_noise_for_every_input_and_target():
 def test_the_same_evaluation_twice_gives_the_same_digits():
     m = tiny_cnn()
     x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(3)) * 2 - 1
-    s = E.Settings(smoothgrad_samples=3, patch=8, infidelity_patches=(8, 4), infidelity_draws=2, fe_features=64,
-                   mc_samples=2, ms_samples=2, batch_size=8)
-    metrics = ["random_logit", "faithfulness_correlation", "infidelity", "faithfulness_estimate",
-               "monotonicity_correlation", "max_sensitivity"]
-    runs = [E.evaluate(m, x, [1, 2], methods=["pullback", "gradient", "smoothgrad"], metrics=metrics, settings=s,
-                       names=["a", "b"], progress=False) for _ in range(2)]
+    s = E.Settings(
+        smoothgrad_samples=3,
+        patch=8,
+        infidelity_patches=(8, 4),
+        infidelity_draws=2,
+        fe_features=64,
+        mc_samples=2,
+        ms_samples=2,
+        batch_size=8,
+    )
+    metrics = [
+        "random_logit",
+        "faithfulness_correlation",
+        "infidelity",
+        "faithfulness_estimate",
+        "monotonicity_correlation",
+        "max_sensitivity",
+    ]
+    runs = [
+        E.evaluate(
+            m,
+            x,
+            [1, 2],
+            methods=["pullback", "gradient", "smoothgrad"],
+            metrics=metrics,
+            settings=s,
+            names=["a", "b"],
+            progress=False,
+        )
+        for _ in range(2)
+    ]
     for column, per_method in runs[0].scores.items():
         for method, v in per_method.items():
             np.testing.assert_array_equal(v, runs[1].scores[column][method], err_msg=f"{column} {method}")
@@ -144,7 +182,7 @@ def test_region_perturbation_hand_computed_curve():
     x = torch.full((1, 1, 4, 4), 0.25)
     w = torch.zeros(1, 1, 4, 4)
     for (i, j), c in contrib.items():
-        w[0, 0, 2 * i:2 * i + 2, 2 * j:2 * j + 2] = c / (4 * 0.25)
+        w[0, 0, 2 * i : 2 * i + 2, 2 * j : 2 * j + 2] = c / (4 * 0.25)
     model, y = Linear(w.view(1, -1)), torch.tensor([0])
     ixg = x * w  # ranks the patches 3, 2, 0.5, -1
     aopc, curves = Q.region_perturbation(model, x, y, {"ixg": ixg, "neg": -ixg}, patch=2)
@@ -166,10 +204,13 @@ def test_randomisation_blocks_cover_every_layer_once_top_first():
     assert len(R.randomisation_blocks(m, 10)) == 4  # never more blocks than layers
 
 
-@pytest.mark.parametrize("name, labels", [
-    ("tf_efficientnet_lite0", ["classifier", "blocks.5–bn2", "blocks.4", "blocks.3", "conv_stem–blocks.2"]),
-    ("resnet18", ["fc", "layer4", "layer3", "layer2", "conv1–layer1"]),
-])
+@pytest.mark.parametrize(
+    "name, labels",
+    [
+        ("tf_efficientnet_lite0", ["classifier", "blocks.5–bn2", "blocks.4", "blocks.3", "conv_stem–blocks.2"]),
+        ("resnet18", ["fc", "layer4", "layer3", "layer2", "conv1–layer1"]),
+    ],
+)
 def test_randomisation_blocks_cut_at_stage_boundaries(name, labels):
     if name.startswith("tf_"):
         import timm
@@ -218,9 +259,16 @@ def test_randomisation_score_on_a_linear_model_is_the_hand_computed_rank_correla
     model = nn.Sequential(nn.Flatten(), nn.Linear(16, 3)).eval()  # gradient = the weight row
     w = model[1].weight.detach().clone()
     x, y = torch.rand(2, 1, 4, 4) - 0.5, torch.tensor([0, 2])
-    r = E.evaluate(model, x, y, methods=["gradient"], metrics=["randomisation"], progress=False,
-                   settings=E.Settings(blocks=1, seed=7))
-    (_, copy), = list(R.randomised_copies(model, 1, seed=7))
+    r = E.evaluate(
+        model,
+        x,
+        y,
+        methods=["gradient"],
+        metrics=["randomisation"],
+        progress=False,
+        settings=E.Settings(blocks=1, seed=7),
+    )
+    ((_, copy),) = list(R.randomised_copies(model, 1, seed=7))
     new_w = copy[1].weight.detach()
     assert not torch.equal(new_w, w) and torch.equal(model[1].weight, w)
     from scipy.stats import spearmanr
@@ -258,7 +306,7 @@ def test_guided_pullback_cam_is_the_pullback_times_the_soft_grad_cam_by_hand():
     try:
         with pullbacks.soft_gates(FAST.ascent.gates):
             logits = m(x.clone().requires_grad_())
-        dA, = torch.autograd.grad(logits.gather(1, y[:, None]).sum(), seen["A"])
+        (dA,) = torch.autograd.grad(logits.gather(1, y[:, None]).sum(), seen["A"])
     finally:
         handle.remove()
     cam = torch.relu((dA.mean((2, 3), keepdim=True) * seen["A"]).sum(1, keepdim=True)).detach()
@@ -287,7 +335,9 @@ def test_captum_adapters_are_captum_attributions_with_the_right_values():
     torch.testing.assert_close(pb.attribute(x, target=4), pullbacks.excitation_pullback(m, x, 4, temperature=0.5))
     predicted = m(x).argmax(1)
     torch.testing.assert_close(pb.attribute(x), pullbacks.excitation_pullback(m, x, predicted, temperature=0.5))
-    smooth = NoiseTunnel(pb).attribute(x, nt_type="smoothgrad", nt_samples=3, stdevs=0.1, target=torch.tensor([1, 2, 3]))
+    smooth = NoiseTunnel(pb).attribute(
+        x, nt_type="smoothgrad", nt_samples=3, stdevs=0.1, target=torch.tensor([1, 2, 3])
+    )
     # SmoothGrad with vanishing noise is the pullback itself (not, say, the vanilla gradient)
     tiny_noise = NoiseTunnel(pb).attribute(x, nt_type="smoothgrad", nt_samples=3, stdevs=1e-7, target=[1, 2, 3])
     torch.testing.assert_close(tiny_noise, a, rtol=1e-3, atol=1e-6)
@@ -314,9 +364,17 @@ def test_explain_func_returns_numpy_in_the_shapes_quantus_expects():
         Q.explain_func(m, x, y, temprature=0.5)
     # a Quantus metric that calls explain_func itself (no a_batch given)
     metric = quantus.FaithfulnessEstimate(features_in_step=64, perturb_baseline=0.0, disable_warnings=True)
-    scores = metric(model=m, x_batch=x, y_batch=y, a_batch=None, explain_func=Q.explain_func,
-                    explain_func_kwargs={"method": "pullback", "temperature": 0.5}, channel_first=True,
-                    softmax=False, device="cpu")
+    scores = metric(
+        model=m,
+        x_batch=x,
+        y_batch=y,
+        a_batch=None,
+        explain_func=Q.explain_func,
+        explain_func_kwargs={"method": "pullback", "temperature": 0.5},
+        channel_first=True,
+        softmax=False,
+        device="cpu",
+    )
     assert len(scores) == 2 and all(np.isfinite(scores))
 
 
@@ -348,8 +406,9 @@ def test_evaluate_leaves_model_and_random_states_untouched_and_writes_the_report
     assert paths["figure"].stat().st_size > 10_000
     # the same seed gives the same numbers
     again = E.evaluate(m, x, [1, 2, 3], settings=FAST, progress=False, metrics=["faithfulness_correlation"])
-    np.testing.assert_allclose(again.scores["faithfulness_correlation"]["smoothgrad"],
-                               r.scores["faithfulness_correlation"]["smoothgrad"])
+    np.testing.assert_allclose(
+        again.scores["faithfulness_correlation"]["smoothgrad"], r.scores["faithfulness_correlation"]["smoothgrad"]
+    )
 
 
 def test_evaluate_rejects_unknown_names():
@@ -378,8 +437,15 @@ def tiny_registered():
         torch.manual_seed(0)
         return _Tiny224()
 
-    spec = models.ModelSpec(name="tiny_eval_test", build=build, default_weights=lambda: build().state_dict(),
-                            temperature=0.5, pool_temperature=0.5, mean=(0.5,) * 3, std=(0.5,) * 3)
+    spec = models.ModelSpec(
+        name="tiny_eval_test",
+        build=build,
+        default_weights=lambda: build().state_dict(),
+        temperature=0.5,
+        pool_temperature=0.5,
+        mean=(0.5,) * 3,
+        std=(0.5,) * 3,
+    )
     models.register_model(spec)
     yield spec.name
     models.MODELS.pop(spec.name, None)
@@ -387,9 +453,23 @@ def tiny_registered():
 
 @pytest.mark.slow  # over 2 s
 def test_command_line_run_writes_table_and_figure(tmp_path, tiny_registered, capsys):
-    args = ["evaluate", "--model", tiny_registered, "--out", str(tmp_path), "--ig-steps", "2",
-            "--smoothgrad-samples", "2", "--blocks", "2", "--no-progress",
-            "--methods", "pullback,gradient", "integrated_gradients"]
+    args = [
+        "evaluate",
+        "--model",
+        tiny_registered,
+        "--out",
+        str(tmp_path),
+        "--ig-steps",
+        "2",
+        "--smoothgrad-samples",
+        "2",
+        "--blocks",
+        "2",
+        "--no-progress",
+        "--methods",
+        "pullback,gradient",
+        "integrated_gradients",
+    ]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "| Excitation pullback |" in out and "Integrated Gradients" in out
@@ -410,9 +490,15 @@ def test_real_model_smoke(embedded):
     loaded = embedded
     photo = builtin_photos()[1]  # coffee → espresso
     before = snapshot(loaded.model)
-    r = E.evaluate(loaded.model, photo.image[None], [photo.label], methods=["pullback", "gradient"],
-                   metrics=["randomisation", "faithfulness_correlation"], progress=False,
-                   settings=E.Settings(ascent=loaded.options(), blocks=2, infidelity_draws=1))
+    r = E.evaluate(
+        loaded.model,
+        photo.image[None],
+        [photo.label],
+        methods=["pullback", "gradient"],
+        metrics=["randomisation", "faithfulness_correlation"],
+        progress=False,
+        settings=E.Settings(ascent=loaded.options(), blocks=2, infidelity_draws=1),
+    )
     assert_unchanged(loaded.model, before)
     assert r.stages == ["original", "classifier", "conv_stem–bn2"]
     sims = r.randomisation["pullback"][0]
@@ -427,26 +513,44 @@ def test_a_new_method_is_one_entry_of_the_registry(monkeypatch):
     def twice(model, x, y, s, seed):
         return 2 * Mth.METHODS["gradient"].attribute(model, x, y, s, seed)
 
-    monkeypatch.setitem(Mth.METHODS, "twice", Mth.Method("Twice the gradient", "2 × Saliency", lambda s: 1, twice,
-                                                         pairs_with="gradient"))
+    monkeypatch.setitem(
+        Mth.METHODS,
+        "twice",
+        Mth.Method("Twice the gradient", "2 × Saliency", lambda s: 1, twice, pairs_with="gradient"),
+    )
     model = tiny_cnn()
     x = torch.rand(3, 3, 16, 16) * 2 - 1
-    r = E.evaluate(model, x, [1, 2, 3], methods=["twice", "gradient"], metrics=["faithfulness_correlation"],
-                   settings=E.Settings(patch=4), progress=False)
+    r = E.evaluate(
+        model,
+        x,
+        [1, 2, 3],
+        methods=["twice", "gradient"],
+        metrics=["faithfulness_correlation"],
+        settings=E.Settings(patch=4),
+        progress=False,
+    )
     fc = r.scores["faithfulness_correlation"]
     np.testing.assert_allclose(fc["twice"], fc["gradient"], rtol=1e-5)
     assert ("twice", "gradient") in r.pairs() and "| Twice the gradient |" in r.table()
-    torch.testing.assert_close(E.attribute(model, x, [1, 2, 3], "twice"), 2 * E.attribute(model, x, [1, 2, 3],
-                                                                                            "gradient"))
+    torch.testing.assert_close(
+        E.attribute(model, x, [1, 2, 3], "twice"), 2 * E.attribute(model, x, [1, 2, 3], "gradient")
+    )
 
 
-@pytest.mark.parametrize("field, value, problem", [
-    ("ig_steps", -3, "Settings.ig_steps must be an integer >= 1"), ("batch_size", 0, "Settings.batch_size"),
-    ("patch", "x", "Settings.patch"), ("infidelity_patches", (), "infidelity_patches must be a tuple"),
-    ("smoothgrad_sigma", -0.1, "smoothgrad_sigma must be a finite number >= 0"), ("seed", -1, "Settings.seed"),
-    ("mc_softmax", 1, "mc_softmax must be True or False"), ("ascent", {"steps": 5}, "AscentOptions"),
-    ("baseline", float("nan"), "Settings.baseline must be a finite number"),
-])
+@pytest.mark.parametrize(
+    "field, value, problem",
+    [
+        ("ig_steps", -3, "Settings.ig_steps must be an integer >= 1"),
+        ("batch_size", 0, "Settings.batch_size"),
+        ("patch", "x", "Settings.patch"),
+        ("infidelity_patches", (), "infidelity_patches must be a tuple"),
+        ("smoothgrad_sigma", -0.1, "smoothgrad_sigma must be a finite number >= 0"),
+        ("seed", -1, "Settings.seed"),
+        ("mc_softmax", 1, "mc_softmax must be True or False"),
+        ("ascent", {"steps": 5}, "AscentOptions"),
+        ("baseline", float("nan"), "Settings.baseline must be a finite number"),
+    ],
+)
 def test_settings_are_validated_when_built(field, value, problem):
     with pytest.raises((TypeError, ValueError), match=problem):
         E.Settings(**{field: value})

@@ -3,13 +3,13 @@
 import numpy as np
 import pytest
 import torch
+from helpers import tiny_loaded
 from PIL import Image
 
 from pullbacks.apps import explorer, service
-from pullbacks.figures.explain import Explanation, explain_image
 from pullbacks.apps.explorer import explore, explorer_widget, image_options, resolve_image
+from pullbacks.figures.explain import Explanation, explain_image
 from pullbacks.images import DataUnavailableError, ImageLoadError
-from helpers import tiny_loaded
 from pullbacks.models import WeightsUnavailableError
 
 
@@ -30,8 +30,7 @@ def tiny(monkeypatch):
 
 def test_image_options_list_builtin_photos_and_resolve():
     options = image_options(imagenette_root="no-such-folder-here")  # Imagenette absent: left out
-    assert [key for _, key in options] == ["builtin:chelsea", "builtin:coffee", "builtin:rocket",
-                                           "builtin:motorcycle"]
+    assert [key for _, key in options] == ["builtin:chelsea", "builtin:coffee", "builtin:rocket", "builtin:motorcycle"]
     x, name, label = resolve_image("builtin:Chelsea")
     assert x.shape == (3, 224, 224) and name == "chelsea" and label == 285
     with pytest.raises(ValueError, match="no builtin image named 'dog'"):
@@ -46,8 +45,9 @@ def test_explore_matches_explain_image(tiny):
     loaded = tiny_loaded()
     image, _, _ = resolve_image("builtin:coffee")
     result = explore("builtin:coffee", "resnet50", "tabby", steps=2, alpha=5.0, eps=100.0)
-    expected = explain_image(loaded.model, image, 281, loaded.classes, steps=2, alpha=5.0, eps=100.0,
-                             temperature=0.7, pool_temperature=0.7)  # the model's recommended T
+    expected = explain_image(
+        loaded.model, image, 281, loaded.classes, steps=2, alpha=5.0, eps=100.0, temperature=0.7, pool_temperature=0.7
+    )  # the model's recommended T
     assert isinstance(result, Explanation)
     assert result.target == 281 and result.target_name == "tabby"
     torch.testing.assert_close(result.perturbed, expected.perturbed)
@@ -94,6 +94,8 @@ def test_explore_errors(tiny):
         explore("builtin:chelsea", loaded, 1, eps=-1, steps=1)
     with pytest.raises(ValueError, match="unknown model"):
         explore("builtin:chelsea", "resnet5O", 1, steps=1)
+
+
 @pytest.mark.slow
 def test_explore_with_the_embedded_model():
     explorer.clear_cache()
@@ -131,7 +133,12 @@ def test_widget_drives_the_callback(tiny, capsys, monkeypatch):
     button = [w for w in box.children[1].children if getattr(w, "description", "") == "Explain"]
     assert len(button) == 1
     c["path"].value, c["target"].value = "", "church"  # the generated boxes reach the options
-    c["gate"].value, c["temperatures"].value, c["clip"].value, c["replay"].value = "normal_cdf", "gelu=0.5", "none", False
+    c["gate"].value, c["temperatures"].value, c["clip"].value, c["replay"].value = (
+        "normal_cdf",
+        "gelu=0.5",
+        "none",
+        False,
+    )
     seen = {}
     real = explorer.explain_image
 

@@ -6,11 +6,11 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from reference import POOL_CASES, slow_soft_pool_grad
 from torch import nn
 
 import pullbacks
 from pullbacks.core.rules.pool import soft_max_pool2d_backward
-from reference import POOL_CASES, slow_soft_pool_grad
 
 torch.manual_seed(0)
 
@@ -47,19 +47,32 @@ def test_two_layer_mlp_closed_form(gate):
 
 
 @pytest.mark.parametrize("gate", ["sigmoid", "normal_cdf"])
-@pytest.mark.parametrize("call", [
-    lambda z: F.relu(z), lambda z: torch.relu(z), lambda z: z.relu(), lambda z: z.relu_(),
-    lambda z: F.relu(z, inplace=True), lambda z: nn.ReLU(inplace=True)(z), lambda z: torch.relu_(z),
-])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda z: F.relu(z),
+        lambda z: torch.relu(z),
+        lambda z: z.relu(),
+        lambda z: z.relu_(),
+        lambda z: F.relu(z, inplace=True),
+        lambda z: nn.ReLU(inplace=True)(z),
+        lambda z: torch.relu_(z),
+    ],
+)
 def test_relu_calls_get_the_gate(call, gate):
     z = torch.randn(50, dtype=torch.float64) * 3
     torch.testing.assert_close(grad_through(call, z, 0.5, gate), s(z / 0.5, gate), rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("gate", ["sigmoid", "normal_cdf"])
-@pytest.mark.parametrize("call", [
-    lambda z: F.relu6(z), lambda z: nn.ReLU6(inplace=True)(z), lambda z: F.hardtanh(z, 0.0, 6.0),
-])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda z: F.relu6(z),
+        lambda z: nn.ReLU6(inplace=True)(z),
+        lambda z: F.hardtanh(z, 0.0, 6.0),
+    ],
+)
 def test_relu6_closed_form(call, gate):
     z = torch.linspace(-3, 9, 61, dtype=torch.float64) + 0.013
     expected = s(z / 0.4, gate) * s((6 - z) / 0.4, gate)
@@ -73,9 +86,13 @@ def test_hardtanh_general_bounds():
     torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("call", [
-    lambda z: F.leaky_relu(z, 0.2), lambda z: nn.LeakyReLU(0.2, inplace=True)(z),
-])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda z: F.leaky_relu(z, 0.2),
+        lambda z: nn.LeakyReLU(0.2, inplace=True)(z),
+    ],
+)
 def test_leaky_relu_closed_form(call):
     z = torch.randn(40, dtype=torch.float64) * 2
     expected = 0.2 + 0.8 * torch.sigmoid(z / 0.6)
@@ -93,10 +110,21 @@ def test_max_pool_closed_form(case, variant):
     torch.testing.assert_close(y, F.max_pool2d(x, **case), rtol=0, atol=0)  # forward unchanged
     g = torch.randn_like(y)
     y.backward(g)
-    pair = lambda v: (v, v) if isinstance(v, int) else v
-    expected = slow_soft_pool_grad(x, g, pair(case["kernel_size"]), pair(case.get("stride")),
-                                   pair(case.get("padding", 0)), pair(case.get("dilation", 1)),
-                                   case.get("ceil_mode", False), 0.5, variant)
+
+    def pair(v):
+        return (v, v) if isinstance(v, int) else v
+
+    expected = slow_soft_pool_grad(
+        x,
+        g,
+        pair(case["kernel_size"]),
+        pair(case.get("stride")),
+        pair(case.get("padding", 0)),
+        pair(case.get("dilation", 1)),
+        case.get("ceil_mode", False),
+        0.5,
+        variant,
+    )
     torch.testing.assert_close(z.grad, expected, rtol=1e-10, atol=1e-12)
 
 
@@ -108,7 +136,9 @@ def test_max_pool_functional_with_indices_and_unbatched():
     ref_y, ref_idx = F.max_pool2d(x, 2, return_indices=True)
     assert torch.equal(y, ref_y) and torch.equal(idx, ref_idx)
     y.sum().backward()
-    expected = slow_soft_pool_grad(x[None], torch.ones_like(ref_y)[None], (2, 2), (2, 2), (0, 0), (1, 1), False, 0.3, "soft")
+    expected = slow_soft_pool_grad(
+        x[None], torch.ones_like(ref_y)[None], (2, 2), (2, 2), (0, 0), (1, 1), False, 0.3, "soft"
+    )
     torch.testing.assert_close(z.grad, expected[0], rtol=1e-10, atol=1e-12)
 
 
@@ -122,10 +152,19 @@ def test_pool_backward_tends_to_max_pool_gradient():
 
 
 def small_cnn():
-    return nn.Sequential(
-        nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2),
-        nn.Conv2d(6, 8, 3), nn.LeakyReLU(0.1), nn.Flatten(), nn.Linear(8 * 6 * 6, 4),
-    ).double().eval()
+    return (
+        nn.Sequential(
+            nn.Conv2d(3, 6, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+            nn.Conv2d(6, 8, 3),
+            nn.LeakyReLU(0.1),
+            nn.Flatten(),
+            nn.Linear(8 * 6 * 6, 4),
+        )
+        .double()
+        .eval()
+    )
 
 
 def test_low_temperature_gives_vanilla_gradient():
@@ -142,8 +181,13 @@ def test_low_temperature_gives_vanilla_gradient():
 
 def test_high_temperature_linearises_a_bias_free_mlp():
     torch.manual_seed(2)
-    mlp = nn.Sequential(nn.Linear(6, 9, bias=False), nn.ReLU(), nn.Linear(9, 9, bias=False), nn.ReLU(),
-                        nn.Linear(9, 3, bias=False)).double().eval()
+    mlp = (
+        nn.Sequential(
+            nn.Linear(6, 9, bias=False), nn.ReLU(), nn.Linear(9, 9, bias=False), nn.ReLU(), nn.Linear(9, 3, bias=False)
+        )
+        .double()
+        .eval()
+    )
     x = torch.randn(4, 6, dtype=torch.float64)
     g = pullbacks.excitation_pullback(mlp, x, 1, temperature=1e9)
     W1, W2, W3 = (m.weight for m in mlp if isinstance(m, nn.Linear))
@@ -230,6 +274,7 @@ def test_half_precision_and_float64_on_the_embedded_model(embedded):
     loaded = embedded
     x = torch.stack([p.image for p in builtin_photos()[:2]])
     t = [285, 967]
+
     def vanilla(model, xs):
         xs = xs.clone().requires_grad_()
         (g,) = torch.autograd.grad(model(xs).gather(1, torch.tensor(t)[:, None]).sum(), xs)
@@ -257,8 +302,9 @@ def test_half_precision_and_float64_on_the_embedded_model(embedded):
     assert cosine > 0.95  # the old flush gave 0.19
 
 
-@pytest.mark.parametrize("dtype, rtol, atol", [(torch.float32, 2e-7, 0.0), (torch.float64, 4e-16, 1e-15),
-                                               (torch.bfloat16, 0.0, 0.0)])
+@pytest.mark.parametrize(
+    "dtype, rtol, atol", [(torch.float32, 2e-7, 0.0), (torch.float64, 4e-16, 1e-15), (torch.bfloat16, 0.0, 0.0)]
+)
 def test_phi_is_the_normal_cdf_of_torch(dtype, rtol, atol):
     # the Phi gate goes through erf (vectorised); torch.special.ndtr is the same formula, slower
     from pullbacks.core.rules.relu import gate_times

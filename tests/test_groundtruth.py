@@ -46,8 +46,10 @@ def test_generated_items_for_the_evaluation():
     items = resolve(["groundtruth:3"])
     x, y, m = generate(3, GROUNDTRUTH_SEED)
     assert [it.name for it in items] == [f"groundtruth/{GROUNDTRUTH_SEED}/{i:06d}" for i in range(3)]
-    assert all(torch.equal(it.image, x[i]) and torch.equal(it.mask, m[i]) and it.label == int(y[i])
-               for i, it in enumerate(items))
+    assert all(
+        torch.equal(it.image, x[i]) and torch.equal(it.mask, m[i]) and it.label == int(y[i])
+        for i, it in enumerate(items)
+    )
     assert len(resolve(["groundtruth:2:7"])) == 2
     for bad in ("groundtruth:0", "groundtruth:x", "groundtruth:1:2:3"):
         with pytest.raises(ValueError, match="groundtruth:N"):
@@ -78,11 +80,20 @@ def test_evaluation_against_the_masks():
     from pullbacks.evaluation.methods import Settings
 
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
-                          nn.Linear(4 * 32 * 32, 10)).eval()
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(4 * 32 * 32, 10)
+    ).eval()
     x, y, m = generate(3, 9)
-    r = evaluate(model, x, y, methods=["gradient", "edge", "centre"], masks=m, progress=False,
-                 metrics=["relevance_mass_accuracy", "relevance_rank_accuracy", "pointing_game"], settings=Settings())
+    r = evaluate(
+        model,
+        x,
+        y,
+        methods=["gradient", "edge", "centre"],
+        masks=m,
+        progress=False,
+        metrics=["relevance_mass_accuracy", "relevance_rank_accuracy", "pointing_game"],
+        settings=Settings(),
+    )
     assert set(r.scores) == {"relevance_mass_accuracy", "relevance_rank_accuracy", "pointing_game"}
     assert all(0 <= v <= 1 for s in r.scores.values() for a in s.values() for v in a)
     with pytest.raises(ValueError, match="--images groundtruth:N"):
@@ -107,13 +118,23 @@ def test_the_report_marks_what_does_not_beat_the_edge_detector():
     from pullbacks.evaluation.methods import Settings
     from pullbacks.evaluation.report import Evaluation
 
-    r = Evaluation(model_name="m", methods=["pullback", "gradient", "edge"], metrics=["pointing_game"],
-                   image_names=[str(i) for i in range(6)], targets=[0] * 6, target_names=["a"] * 6,
-                   settings=Settings())
-    r.scores["relevance_mass_accuracy"] = {"pullback": np.array([0.6, 0.7, 0.8, 0.6, 0.7, 0.9]),
-                                           "gradient": np.array([0.2, 0.5, 0.1, 0.3, 0.1, 0.2]),
-                                           "edge": np.array([0.3, 0.2, 0.3, 0.3, 0.2, 0.3])}
-    assert not r.below_edge("pullback", "relevance_mass_accuracy") and r.below_edge("gradient", "relevance_mass_accuracy")
+    r = Evaluation(
+        model_name="m",
+        methods=["pullback", "gradient", "edge"],
+        metrics=["pointing_game"],
+        image_names=[str(i) for i in range(6)],
+        targets=[0] * 6,
+        target_names=["a"] * 6,
+        settings=Settings(),
+    )
+    r.scores["relevance_mass_accuracy"] = {
+        "pullback": np.array([0.6, 0.7, 0.8, 0.6, 0.7, 0.9]),
+        "gradient": np.array([0.2, 0.5, 0.1, 0.3, 0.1, 0.2]),
+        "edge": np.array([0.3, 0.2, 0.3, 0.3, 0.2, 0.3]),
+    }
+    assert not r.below_edge("pullback", "relevance_mass_accuracy") and r.below_edge(
+        "gradient", "relevance_mass_accuracy"
+    )
     table = r.table()
     assert "| Excitation pullback | 0.717 ± 0.048 |" in table and "| Vanilla gradient | 0.233 ± 0.061 † |" in table
     assert ("pullback", "edge") in r.pairs() and ("gradient", "edge") in r.pairs() and ("edge", "edge") not in r.pairs()
@@ -152,8 +173,16 @@ def test_the_known_answers_table_marks_what_does_not_beat_the_edge_detector():
     from pullbacks.groundtruth.tables import table
 
     edge = [0.2, 0.3, 0.1, 0.4]
-    run = {"methods": ["pullback", "gradient", "edge"], "scores": {"relevance_mass_accuracy": {
-        "pullback": [0.5, 0.6, 0.4, 0.7], "gradient": [0.3, 0.2, 0.2, None], "edge": edge}}}
+    run = {
+        "methods": ["pullback", "gradient", "edge"],
+        "scores": {
+            "relevance_mass_accuracy": {
+                "pullback": [0.5, 0.6, 0.4, 0.7],
+                "gradient": [0.3, 0.2, 0.2, None],
+                "edge": edge,
+            }
+        },
+    }
     text = table({"a": run, "b": run}, "relevance_mass_accuracy").splitlines()
     assert text[0] == "| Method | a | b |"
     assert text[2] == "| Excitation pullback | 0.550 ± 0.065 | 0.550 ± 0.065 |"  # always 0.3 above the edges
@@ -193,10 +222,14 @@ def test_the_evaluation_page_shows_the_committed_known_answer_runs(column):
 
     root = Path(__file__).resolve().parents[1]
     page = (root / "EVALUATION.md").read_text(encoding="utf-8")
-    for runs in (["densenet", "resnet", "vgg", "vit"],
-                 ["resnet-semantic", "vgg-semantic", "densenet-semantic", "vit-semantic"]):
-        results = {f"groundtruth/{r}": json.loads((root / "media" / "groundtruth" / r / "results.json").read_text())
-                   for r in runs}
+    for runs in (
+        ["densenet", "resnet", "vgg", "vit"],
+        ["resnet-semantic", "vgg-semantic", "densenet-semantic", "vit-semantic"],
+    ):
+        results = {
+            f"groundtruth/{r}": json.loads((root / "media" / "groundtruth" / r / "results.json").read_text())
+            for r in runs
+        }
         assert table(results, column) in page, (runs, column)
 
 
@@ -213,7 +246,7 @@ def test_the_evaluation_page_quotes_the_committed_seven_metric_run():
     assert len(results["images"]) == 1000
     page = (root / "EVALUATION.md").read_text(encoding="utf-8")
     start = page.index("<!-- seven-metrics-1000 -->")
-    quoted = page[start:page.index("<!-- /seven-metrics-1000 -->")].splitlines()[1:]
+    quoted = page[start : page.index("<!-- /seven-metrics-1000 -->")].splitlines()[1:]
     rows = [line for line in quoted if line.startswith("| ")]
     assert len(rows) >= 8  # the header and at least the six methods and one difference
     for line in rows:

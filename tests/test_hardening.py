@@ -7,10 +7,10 @@ import sys
 import numpy as np
 import pytest
 import torch
+from helpers import assert_unchanged, snapshot, tiny_cnn
 from torch import nn
 
 import pullbacks
-from helpers import assert_unchanged, snapshot, tiny_cnn
 from pullbacks.apps.cli import main
 
 X = torch.rand(2, 3, 16, 16) * 2 - 1
@@ -144,7 +144,9 @@ def run_cli(*argv):
     return subprocess.run([sys.executable, "-m", "pullbacks", *argv], capture_output=True, text=True, timeout=300)
 
 
-@pytest.mark.parametrize("device,word", [("cuda", "not available"), ("mps", "not available"), ("cdua", "unknown device")])
+@pytest.mark.parametrize(
+    "device,word", [("cuda", "not available"), ("mps", "not available"), ("cdua", "unknown device")]
+)
 def test_unavailable_or_misspelt_device_is_one_line(device, word, capsys):
     if device == "cuda" and torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
@@ -200,8 +202,21 @@ def test_explain_output_names(tmp_path, capsys):
     for ext in ("webp", "bmp"):
         Image.new("RGB", (40, 30), (200, 30, 30)).save(tmp_path / f"cat.{ext}")
     for ext in ("webp", "bmp"):
-        assert main(["explain", str(tmp_path / f"cat.{ext}"), "--target", "1", "--steps", "1",
-                     "--out", str(tmp_path / f"res_{ext}")]) == 0
+        assert (
+            main(
+                [
+                    "explain",
+                    str(tmp_path / f"cat.{ext}"),
+                    "--target",
+                    "1",
+                    "--steps",
+                    "1",
+                    "--out",
+                    str(tmp_path / f"res_{ext}"),
+                ]
+            )
+            == 0
+        )
         printed = capsys.readouterr().out.strip().splitlines()[-1]
         assert printed == str(tmp_path / f"res_{ext}.png") and (tmp_path / f"res_{ext}.png").is_file()
 

@@ -295,8 +295,7 @@ def test_imagenette_rows_from_disk(tmp_path, monkeypatch):
     )
     rows = imagenette_rows(tmp_path)
     assert [r.label for r in rows] == [0, 482, 497, 569, 574]
-    assert [r.name for r in rows] == ["tench", "cassette player", "church", "garbage truck",
-                                      "golf ball"]
+    assert [r.name for r in rows] == ["tench", "cassette player", "church", "garbage truck", "golf ball"]
     for (wnid, _), row in zip(images.IMAGENETTE_ROWS, rows):
         _check(row.image)
         expected = 2 * colours[wnid] / 255 - 1
@@ -312,8 +311,7 @@ def test_imagenette_offline_error(tmp_path, monkeypatch):
     with pytest.raises(DataUnavailableError) as err:
         imagenette_rows(tmp_path / "data")
     msg = str(err.value)
-    parts = ("Imagenette", str(tmp_path / "data"), "builtin_photos()",
-             "could not be downloaded", "n01440764")
+    parts = ("Imagenette", str(tmp_path / "data"), "builtin_photos()", "could not be downloaded", "n01440764")
     for part in parts:
         assert part in msg, part
     assert isinstance(err.value.__cause__, urllib.error.URLError)

@@ -5,11 +5,11 @@ own, safe fallbacks), and the soft max pool works block by block."""
 import pytest
 import torch
 import torch.nn.functional as F
+from reference import POOL_CASES, reference_pullback, slow_soft_pool_grad
 from torch import nn
 
 import pullbacks
 import pullbacks.core.rules.pool as pool_rule
-from reference import POOL_CASES, reference_pullback, slow_soft_pool_grad
 
 
 @pytest.fixture(autouse=True)
@@ -86,7 +86,7 @@ def test_changed_batch_norm_output_falls_back_to_a_copy():
         z.add_(0.25)  # the replay of bn's output no longer holds
         y = F.relu(z, inplace=True)
     y.sum().backward()
-    pre = (bn(z0.detach()) + 0.25)
+    pre = bn(z0.detach()) + 0.25
     expected = torch.sigmoid(pre / 0.5) * (bn.weight / torch.sqrt(bn.running_var + bn.eps)).detach()
     torch.testing.assert_close(z0.grad, expected, rtol=1e-12, atol=1e-12)
 
@@ -129,8 +129,13 @@ def test_soft_pool_in_blocks_of_samples_and_channels(monkeypatch, block_bytes):
 
 def _pool_case(case):
     pair = lambda v: (v, v) if isinstance(v, int) else v  # noqa: E731
-    return (pair(case["kernel_size"]), pair(case.get("stride")), pair(case.get("padding", 0)),
-            pair(case.get("dilation", 1)), case.get("ceil_mode", False))
+    return (
+        pair(case["kernel_size"]),
+        pair(case.get("stride")),
+        pair(case.get("padding", 0)),
+        pair(case.get("dilation", 1)),
+        case.get("ceil_mode", False),
+    )
 
 
 @pytest.mark.parametrize("variant", ["soft", "detached"])
@@ -178,13 +183,35 @@ def test_soft_pool_window_sums_in_float32_and_large_gradients(monkeypatch):
         torch.testing.assert_close(got.double(), expected, rtol=1e-5, atol=1e-6 * 1e14)
 
 
-@pytest.mark.parametrize("act", [nn.ReLU6(inplace=True), nn.ReLU6(), nn.SiLU(inplace=True), nn.GELU(),
-                                 nn.Hardswish(), nn.LeakyReLU(0.1, inplace=True), nn.LeakyReLU(0.1)])
+@pytest.mark.parametrize(
+    "act",
+    [
+        nn.ReLU6(inplace=True),
+        nn.ReLU6(),
+        nn.SiLU(inplace=True),
+        nn.GELU(),
+        nn.Hardswish(),
+        nn.LeakyReLU(0.1, inplace=True),
+        nn.LeakyReLU(0.1),
+    ],
+)
 def test_gates_keep_no_more_than_the_vanilla_gradient(act):
     # after a batch norm every gate keeps a replay or z: never more than the vanilla gradient keeps
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), act, nn.Conv2d(8, 8, 3), nn.BatchNorm2d(8), act,
-                          nn.Flatten(), nn.Linear(8 * 4 * 4, 3)).double().eval()
+    model = (
+        nn.Sequential(
+            nn.Conv2d(3, 8, 3),
+            nn.BatchNorm2d(8),
+            act,
+            nn.Conv2d(8, 8, 3),
+            nn.BatchNorm2d(8),
+            act,
+            nn.Flatten(),
+            nn.Linear(8 * 4 * 4, 3),
+        )
+        .double()
+        .eval()
+    )
     x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
     assert saved_bytes(model, x, pullbacks.soft_gates(0.4)) <= saved_bytes(model, x)
     got = pullbacks.excitation_pullback(model, x, [0, 2], temperature=0.4)

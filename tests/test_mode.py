@@ -5,11 +5,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
+from helpers import assert_unchanged, snapshot
+from reference import reference_pullback
 from torch import nn
 
 import pullbacks
-from helpers import assert_unchanged, snapshot
-from reference import reference_pullback
 
 ARCHS = ["resnet50", "vgg11_bn", "densenet121"]
 _cache = {}
@@ -75,6 +75,8 @@ def test_equals_slow_reference_variants(gate, pool):
     got = pullbacks.excitation_pullback(model, x, [7], temperature=0.5, pool_temperature=0.2, gate=gate, pool=pool)
     expected = reference_pullback(model, x, [7], 0.5, gate, pool_t=0.2, pool=pool)
     torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-12)
+
+
 @pytest.mark.slow
 def test_densenet_functional_relu_is_gated():
     """DenseNet's last ReLU is F.relu(..., inplace=True) in forward(): count it."""
@@ -137,6 +139,8 @@ def _user_touched_model():
     model.register_forward_hook(lambda *a: None)
     model.layer2[0].relu.register_forward_pre_hook(lambda *a: None)
     return model
+
+
 @pytest.mark.slow
 def test_model_untouched_by_pullback_and_ascent():
     model = _user_touched_model()
@@ -149,6 +153,8 @@ def test_model_untouched_by_pullback_and_ascent():
         assert_unchanged(model, before)
     finally:
         _cache.clear()
+
+
 @pytest.mark.slow
 def test_model_untouched_when_forward_or_validation_raises():
     model = _user_touched_model()

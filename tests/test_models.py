@@ -9,7 +9,6 @@ import torch
 import torchvision.transforms.functional as TF
 
 from pullbacks import models
-from pullbacks.models import weights
 from pullbacks.images import builtin_photos
 from pullbacks.models import (
     ClassNames,
@@ -18,6 +17,7 @@ from pullbacks.models import (
     imagenet_classes,
     load_model,
     resolve_device,
+    weights,
 )
 
 TORCHVISION_MODELS = ["resnet50", "vgg11_bn", "densenet121"]
@@ -162,8 +162,7 @@ def test_cached_weights_are_used_without_network(offline_hub):
     net = load_model("densenet121", weights=None, seed=3).model.net
     sd = {_legacy_densenet_key(k): v for k, v in net.state_dict().items()}
     cache.mkdir(parents=True)
-    file_name = weights._weights_file_name(
-        __import__("torchvision").models.DenseNet121_Weights.IMAGENET1K_V1.url)
+    file_name = weights._weights_file_name(__import__("torchvision").models.DenseNet121_Weights.IMAGENET1K_V1.url)
     torch.save(sd, cache / file_name)
     loaded = load_model("densenet121")  # "default": found in the cache
     assert calls == []

@@ -37,9 +37,10 @@ def small_rows():
     (real photos: random noise through these nets is slow, denormals)."""
     photos = builtin_photos()
     names = [models_module.imagenet_classes()[label] for _, label in IMAGENETTE_ROWS]
-    return [Photo(name, F.interpolate(photos[i % 4].image[None], size=32, mode="bilinear",
-                                      antialias=True)[0], label)
-            for i, (name, (_, label)) in enumerate(zip(names, IMAGENETTE_ROWS))]
+    return [
+        Photo(name, F.interpolate(photos[i % 4].image[None], size=32, mode="bilinear", antialias=True)[0], label)
+        for i, (name, (_, label)) in enumerate(zip(names, IMAGENETTE_ROWS))
+    ]
 
 
 @pytest.fixture
@@ -69,12 +70,15 @@ def offline(monkeypatch):
         if name != "efficientnet_lite0":
             raise WeightsUnavailableError(
                 f"Pretrained weights for {name!r} are not available: no internet.\n"
-                "torchvision looks for them in the cache folder\n    /home/someone/.cache/torch/hub/checkpoints")
+                "torchvision looks for them in the cache folder\n    /home/someone/.cache/torch/hub/checkpoints"
+            )
         return real(name, weights=None, device=device, seed=0)  # fast; the real one is tested elsewhere
 
     def fake_imagenette_rows(root=None, download=True, **kw):
-        raise DataUnavailableError("The Imagenette data set is not available.\nIt is looked for in "
-                                   "the folder\n    /home/someone/.cache/pullbacks/imagenette")
+        raise DataUnavailableError(
+            "The Imagenette data set is not available.\nIt is looked for in "
+            "the folder\n    /home/someone/.cache/pullbacks/imagenette"
+        )
 
     monkeypatch.setattr(paper, "load_model", fake_load_model)
     monkeypatch.setattr(sources, "imagenette_rows", fake_imagenette_rows)  # where every front end resolves images
@@ -91,8 +95,10 @@ def test_internet_path_renders_the_papers_figures(online, tmp_path, name):
     assert online == [(name, "default"), ("imagenette", True)]
     figures = paper.paper_grids(setup, steps=1, out=tmp_path / "media", progress=False, batch_size=32)
     file_name = f"{name}_alpha_20_steps_1.jpg"
-    expected = {tmp_path / "media" / folder / file_name
-                for folder in ("pullback_diff", "vanilla_grad_diff", "pullback", "vanilla_grad")}
+    expected = {
+        tmp_path / "media" / folder / file_name
+        for folder in ("pullback_diff", "vanilla_grad_diff", "pullback", "vanilla_grad")
+    }
     assert set(figures.files) == expected
     assert all(p.is_file() and p.stat().st_size > 10_000 for p in expected)
     grid = figures.grids["pullback"]
@@ -105,8 +111,7 @@ def test_internet_path_renders_the_papers_figures(online, tmp_path, name):
 def test_internet_path_defaults_and_sweep(online, tmp_path):
     setup = paper.paper_setup("densenet121", "imagenette", "auto")
     assert setup.loaded.temperature == 0.3 and setup.loaded.device == models_module.resolve_device("auto")
-    diffs, fig, path = paper.paper_sweep(setup, rows=[0, 2], temperatures=[0.3, 1.0], steps=1,
-                                         out=tmp_path / "media")
+    diffs, fig, path = paper.paper_sweep(setup, rows=[0, 2], temperatures=[0.3, 1.0], steps=1, out=tmp_path / "media")
     assert path == tmp_path / "media" / "temperature_sweep" / "densenet121_alpha_20_steps_1.jpg" and path.is_file()
     assert diffs.shape == (2, 3, 3, 32, 32)
     assert [fig.axes[4 * r].get_ylabel() for r in range(2)] == ["tench → tench", "church → church"]
@@ -120,9 +125,11 @@ def test_offline_fallback_says_so_in_one_line(offline, capsys):
     assert all(s.loaded.name == "efficientnet_lite0" and s.fallback and s.data == "builtin" for s in setups)
     assert [s.duplicate for s in setups] == [False, True, True]
     first = setups[0].message
-    assert first == ("resnet50: pretrained weights not cached and not downloadable (offline?), so using the "
-                     "embedded efficientnet_lite0 instead; Imagenette not on disk and not downloadable, so "
-                     "using the 4 built-in photos; device cpu.")
+    assert first == (
+        "resnet50: pretrained weights not cached and not downloadable (offline?), so using the "
+        "embedded efficientnet_lite0 instead; Imagenette not on disk and not downloadable, so "
+        "using the 4 built-in photos; device cpu."
+    )
     assert setups[1].message.endswith("the same as for resnet50 above, so not rendered again.")
     for s in setups:
         assert "\n" not in s.message and not MACHINE_PATH.search(s.message)
@@ -140,11 +147,13 @@ def test_offline_fallback_can_be_refused(offline):
 
 def test_setup_options(offline):
     s = paper.paper_setup("efficientnet_lite0", "builtin", "cpu", max_rows=2)
-    assert s.message == ("efficientnet_lite0: embedded pretrained weights; the 4 built-in photos, the first "
-                         "2 of them; device cpu.")
+    assert s.message == (
+        "efficientnet_lite0: embedded pretrained weights; the 4 built-in photos, the first 2 of them; device cpu."
+    )
     assert s.row_names == ["chelsea", "coffee"] and s.images.shape == (2, 3, 224, 224)
     assert paper.paper_setup("efficientnet_lite0", "builtin", "cpu", weights="random").message.startswith(
-        "efficientnet_lite0: random weights;")
+        "efficientnet_lite0: random weights;"
+    )
     with pytest.raises(ValueError, match="data must be one of"):
         paper.paper_setup("efficientnet_lite0", "imagenet", "cpu")
     with pytest.raises(ValueError, match="max_rows"):
@@ -208,11 +217,26 @@ def test_notebook_runs_headless(tmp_path):
     papermill = pytest.importorskip("papermill")
     media = tmp_path / "media"
     papermill.execute_notebook(
-        str(NOTEBOOK), str(tmp_path / "executed.ipynb"), kernel_name="python3", cwd=str(tmp_path),
-        progress_bar=False, log_output=False,
-        parameters=dict(models=["efficientnet_lite0"], data="builtin", device="cpu", steps=1, max_rows=2,
-                        sweep_rows=[0], sweep_temperatures=[0.3, 1.0], out=str(media), batch_size=8,
-                        progress=False, groundtruth=["vit"], options={"replay": False, "gate": "normal_cdf"}),
+        str(NOTEBOOK),
+        str(tmp_path / "executed.ipynb"),
+        kernel_name="python3",
+        cwd=str(tmp_path),
+        progress_bar=False,
+        log_output=False,
+        parameters=dict(
+            models=["efficientnet_lite0"],
+            data="builtin",
+            device="cpu",
+            steps=1,
+            max_rows=2,
+            sweep_rows=[0],
+            sweep_temperatures=[0.3, 1.0],
+            out=str(media),
+            batch_size=8,
+            progress=False,
+            groundtruth=["vit"],
+            options={"replay": False, "gate": "normal_cdf"},
+        ),
     )
     name = "efficientnet_lite0_alpha_20_steps_1.jpg"
     for folder in ("pullback_diff", "vanilla_grad_diff", "pullback", "vanilla_grad"):

@@ -1,10 +1,12 @@
 """requirements.txt stays in step with pyproject.toml, and .ci/run installs the browser."""
 
 import re
-import tomllib
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 EXTRAS = ("notebook", "evaluate", "app", "text")  # what requirements.txt adds to the dependencies
@@ -38,6 +40,29 @@ def test_transformers_is_imported_only_when_used():
     import subprocess
     import sys
 
-    code = ("import sys, pullbacks, pullbacks.text, pullbacks.models, pullbacks.core, pullbacks.apps.cli; "
-            "pullbacks.soft_gates; assert 'transformers' not in sys.modules, 'imported'")
+    code = (
+        "import sys, pullbacks, pullbacks.text, pullbacks.models, pullbacks.core, pullbacks.apps.cli; "
+        "pullbacks.soft_gates; assert 'transformers' not in sys.modules, 'imported'"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+def test_ci_lints_and_formats_before_the_tests_and_fails_on_a_broken_copy(tmp_path):
+    """.ci/run runs ruff check and ruff format --check before the test command, and each fails on
+    a deliberately broken copy of a package module (an unused import; a line written off-style)."""
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert ci.index('ruff" check .') < ci.index('bash -euo pipefail -c "$cmd"')
+    assert ci.index("format --check .") < ci.index('bash -euo pipefail -c "$cmd"')
+    ruff = shutil.which("ruff")
+    if ruff is None:
+        pytest.skip("ruff is not installed (pip install -e '.[dev]')")
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    module = (ROOT / "pullbacks" / "core" / "calls.py").read_text()
+    (tmp_path / "calls.py").write_text(module)
+    for args in (["check"], ["format", "--check"]):
+        assert subprocess.run([ruff, *args, "calls.py"], cwd=tmp_path, capture_output=True).returncode == 0
+    (tmp_path / "calls.py").write_text("import os\n" + module)
+    lint = subprocess.run([ruff, "check", "calls.py"], cwd=tmp_path, capture_output=True, text=True)
+    assert lint.returncode != 0 and "F401" in lint.stdout
+    (tmp_path / "calls.py").write_text(module.replace("def arg(", "def  arg(", 1))
+    assert subprocess.run([ruff, "format", "--check", "calls.py"], cwd=tmp_path, capture_output=True).returncode != 0

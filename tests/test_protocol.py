@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import reference_metrics as R
 import torch
 from torch import nn
 
-import reference_metrics as R
 from pullbacks.evaluation import suite
 
 SEEDS = [11, 12]
@@ -19,18 +19,34 @@ SEEDS = [11, 12]
 @pytest.fixture(scope="module")
 def setup():
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(6, 6, 3, padding=1),
-                          nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(6 * 16 * 16, 10)).double().eval()
+    model = (
+        nn.Sequential(
+            nn.Conv2d(3, 6, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(6, 6, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Linear(6 * 16 * 16, 10),
+        )
+        .double()
+        .eval()
+    )
     g = torch.Generator().manual_seed(1)
     x = torch.rand(2, 3, 64, 64, generator=g, dtype=torch.float64) * 2 - 1
     t = torch.tensor([2, 7])
 
     def explain(method, xs, targets):
         if method == "random":  # a map that ignores the input, one per class
-            return torch.stack([torch.randn(3, 64, 64, generator=torch.Generator().manual_seed(100 + int(c)),
-                                            dtype=torch.float64) for c in targets])
+            return torch.stack(
+                [
+                    torch.randn(3, 64, 64, generator=torch.Generator().manual_seed(100 + int(c)), dtype=torch.float64)
+                    for c in targets
+                ]
+            )
         xs = xs.clone().requires_grad_()
-        grad, = torch.autograd.grad(model(xs)[torch.arange(xs.shape[0]), targets].sum(), xs)
+        (grad,) = torch.autograd.grad(model(xs)[torch.arange(xs.shape[0]), targets].sum(), xs)
         return grad if method == "gradient" else grad * xs.detach()
 
     maps = {m: explain(m, x, t) for m in ("gradient", "input_x_gradient", "random")}
@@ -76,10 +92,24 @@ def test_monotonicity_correlation(setup):
 def test_max_sensitivity(setup):
     model, x, t, maps, explain = setup
     for m, a in maps.items():
-        got = [suite.max_sensitivity(x[i:i + 1], {m: a[i:i + 1]}, lambda m, xs, i=i: explain(m, xs, t[i].expand(
-            xs.shape[0])), [SEEDS[i]], samples=3, radius=0.02)[m][0] for i in range(2)]
-        _close(got, [R.max_sensitivity(lambda xs, i=i: explain(m, xs[None], t[i:i + 1])[0], x[i], a[i], SEEDS[i], 3,
-                                       0.02) for i in range(2)])
+        got = [
+            suite.max_sensitivity(
+                x[i : i + 1],
+                {m: a[i : i + 1]},
+                lambda m, xs, i=i: explain(m, xs, t[i].expand(xs.shape[0])),
+                [SEEDS[i]],
+                samples=3,
+                radius=0.02,
+            )[m][0]
+            for i in range(2)
+        ]
+        _close(
+            got,
+            [
+                R.max_sensitivity(lambda xs, i=i: explain(m, xs[None], t[i : i + 1])[0], x[i], a[i], SEEDS[i], 3, 0.02)
+                for i in range(2)
+            ],
+        )
 
 
 def test_random_logit(setup):
@@ -87,7 +117,7 @@ def test_random_logit(setup):
     other = suite.random_classes(t, SEEDS, 10)
     got = suite.random_logit(maps, lambda m, c: explain(m, x, c), other)
     for m, a in maps.items():
-        _close(got[m], [R.random_logit(a[i], explain(m, x[i:i + 1], other[i:i + 1])[0]) for i in range(2)])
+        _close(got[m], [R.random_logit(a[i], explain(m, x[i : i + 1], other[i : i + 1])[0]) for i in range(2)])
 
 
 def test_focus(setup):

@@ -38,10 +38,16 @@ def test_inputs_are_not_modified_and_get_no_grad():
     assert x.grad is None and torch.equal(x, X)
 
 
-@pytest.mark.parametrize("t,exc,msg", [
-    (0, ValueError, "temperature"), (-1.0, ValueError, "temperature"), (math.inf, ValueError, "temperature"),
-    (math.nan, ValueError, "temperature"), ("0.3", TypeError, "temperature"),
-])
+@pytest.mark.parametrize(
+    "t,exc,msg",
+    [
+        (0, ValueError, "temperature"),
+        (-1.0, ValueError, "temperature"),
+        (math.inf, ValueError, "temperature"),
+        (math.nan, ValueError, "temperature"),
+        ("0.3", TypeError, "temperature"),
+    ],
+)
 def test_bad_temperature(t, exc, msg):
     with pytest.raises(exc, match=msg):
         pullbacks.excitation_pullback(mlp(), X, 0, temperature=t)
@@ -58,12 +64,19 @@ def test_bad_pool_temperature_gate_and_pool():
         pullbacks.excitation_pullback(mlp(), X, 0, pool="avg")
 
 
-@pytest.mark.parametrize("targets,exc,msg", [
-    (3, ValueError, "out of range.*3 classes"), (-1, ValueError, "out of range"),
-    ([0, 1, 2], ValueError, "3 targets for a batch of 2"), ([0.5, 1.0], TypeError, "ints"),
-    (torch.tensor([0.0, 1.0]), TypeError, "integer"), (True, TypeError, "bool"),
-    (torch.zeros(2, 1, dtype=torch.long), ValueError, "1-D"), ("cat", TypeError, r"classes\.index"),
-])
+@pytest.mark.parametrize(
+    "targets,exc,msg",
+    [
+        (3, ValueError, "out of range.*3 classes"),
+        (-1, ValueError, "out of range"),
+        ([0, 1, 2], ValueError, "3 targets for a batch of 2"),
+        ([0.5, 1.0], TypeError, "ints"),
+        (torch.tensor([0.0, 1.0]), TypeError, "integer"),
+        (True, TypeError, "bool"),
+        (torch.zeros(2, 1, dtype=torch.long), ValueError, "1-D"),
+        ("cat", TypeError, r"classes\.index"),
+    ],
+)
 def test_bad_targets(targets, exc, msg):
     with pytest.raises(exc, match=msg):
         pullbacks.excitation_pullback(mlp(), X, targets)
@@ -126,5 +139,6 @@ def test_a_compiled_model_is_refused_with_the_way_out():
         pullbacks.excitation_pullback(compiled, X, 1)
     with pytest.raises(TypeError, match="torch.compile"):
         pullbacks.gradient_ascent(compiled, X, 1)
-    torch.testing.assert_close(pullbacks.excitation_pullback(compiled._orig_mod, X, 1),
-                               pullbacks.excitation_pullback(m, X, 1))
+    torch.testing.assert_close(
+        pullbacks.excitation_pullback(compiled._orig_mod, X, 1), pullbacks.excitation_pullback(m, X, 1)
+    )

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import assert_unchanged, snapshot
 from torch import nn
 
-from helpers import assert_unchanged, snapshot
 import pullbacks
 from pullbacks.core.randomness import RandomForwardError
 
@@ -57,8 +57,15 @@ def test_every_entry_point_refuses_a_random_forward_pass_before_it_draws(name):
     try:
         from pullbacks.evaluation import evaluate
 
-        calls["evaluate"] = lambda: evaluate(model, x, [1], methods=["gradient"], metrics=["faithfulness_estimate"],
-                                             settings=Settings(fe_features=64), progress=False)
+        calls["evaluate"] = lambda: evaluate(
+            model,
+            x,
+            [1],
+            methods=["gradient"],
+            metrics=["faithfulness_estimate"],
+            settings=Settings(fe_features=64),
+            progress=False,
+        )
     except ImportError:
         pass
     for what, call in calls.items():
@@ -70,8 +77,9 @@ def test_every_entry_point_refuses_a_random_forward_pass_before_it_draws(name):
 
 
 def test_a_model_in_eval_mode_with_zero_dropout_is_accepted():
-    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Dropout(0.3), nn.Flatten(),
-                          nn.Linear(4 * 8 * 8, 5)).eval()
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Dropout(0.3), nn.Flatten(), nn.Linear(4 * 8 * 8, 5)
+    ).eval()
     x = torch.rand(1, 3, 8, 8) * 2 - 1
     rng = torch.get_rng_state()
     a, b = pullbacks.excitation_pullback(model, x, 1), pullbacks.excitation_pullback(model, x, 1)

@@ -1,17 +1,18 @@
 """The README's example runs as written, and CI runs the README's test command."""
 
 import re
-
-import pytest
 import subprocess
 from pathlib import Path
 
+import pytest
 import torch
 
 import pullbacks
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
+
+
 @pytest.mark.slow
 def test_readme_example_runs_and_its_claim_holds():
     code = re.search(r"```python\n(.*?)```", README, re.S).group(1)
@@ -19,6 +20,8 @@ def test_readme_example_runs_and_its_claim_holds():
     exec(compile(code, "README.md", "exec"), scope)
     torch.testing.assert_close(scope["x"].grad, scope["g"])
     assert scope["x5"].shape == scope["x"].shape and not torch.equal(scope["x5"], scope["x"].detach())
+
+
 @pytest.mark.slow
 def test_readme_coverage_example_prints_what_it_says():
     first, second = re.findall(r"```python\n(.*?)```", README, re.S)[:2]
@@ -48,8 +51,9 @@ def test_extending_guide_runs_and_its_check_holds():
     torch.manual_seed(0)
     scope: dict = {}
     exec(compile(rule + check, "docs/extending.md", "exec"), scope)  # the check asserts the equality
-    assert not torch.allclose(scope["g"], torch.autograd.grad(
-        scope["net"](scope["x"])[:, 0].sum(), scope["x"])[0])  # and the rule is not the vanilla gradient
+    assert not torch.allclose(
+        scope["g"], torch.autograd.grad(scope["net"](scope["x"])[:, 0].sum(), scope["x"])[0]
+    )  # and the rule is not the vanilla gradient
     exec(compile(celu, "docs/extending.md", "exec"), scope)  # params: the CELU's alpha read from the call
     net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.CELU(alpha=0.5), torch.nn.Linear(8, 3)).double().eval()
     x = torch.randn(2, 4, dtype=torch.float64)

@@ -9,18 +9,25 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import assert_unchanged, convnext_tiny, snapshot, timm_model, tv, vit_b_16
+from reference_beyond import reference_pullback
 from torch import nn
 
 import pullbacks
-from helpers import assert_unchanged, convnext_tiny, snapshot, timm_model, tv, vit_b_16
 from pullbacks.core.policy import PartialPullbackWarning
 from pullbacks.core.rules.attention import held_attention
-from reference_beyond import reference_pullback
 
 D = torch.float64
-# the follow-up recipe (docs/method.md, "Recipes"), written out here so that the test does not read the package's own table
-SEMANTIC = dict(temperature=0.6, gate="normal_cdf", pool="detached", pool_temperature=0.3,
-                temperatures={"attention": 1.0}, variants={"sdpa": "held", "mha": "inputs"})
+# the follow-up recipe (docs/method.md, "Recipes"), written out here so that the test does not read
+# the package's own table
+SEMANTIC = dict(
+    temperature=0.6,
+    gate="normal_cdf",
+    pool="detached",
+    pool_temperature=0.3,
+    temperatures={"attention": 1.0},
+    variants={"sdpa": "held", "mha": "inputs"},
+)
 
 
 # --------------------------------------------------------------------------- options
@@ -28,17 +35,40 @@ SEMANTIC = dict(temperature=0.6, gate="normal_cdf", pool="detached", pool_temper
 
 def test_recipes_set_every_value_and_an_explicit_value_wins():
     e, s = pullbacks.AscentOptions(), pullbacks.AscentOptions(recipe="semantic")
-    assert (e.temperature, e.pool_t, e.gate, e.pool, e.eps, e.temperatures["attention"]) == \
-        (0.3, 0.3, "sigmoid", "soft", 100.0, 1.5)
-    assert (s.temperature, s.pool_t, s.gate, s.pool, s.eps, s.temperatures["attention"]) == \
-        (0.6, 0.3, "normal_cdf", "detached", None, 1.0)
+    assert (e.temperature, e.pool_t, e.gate, e.pool, e.eps, e.temperatures["attention"]) == (
+        0.3,
+        0.3,
+        "sigmoid",
+        "soft",
+        100.0,
+        1.5,
+    )
+    assert (s.temperature, s.pool_t, s.gate, s.pool, s.eps, s.temperatures["attention"]) == (
+        0.6,
+        0.3,
+        "normal_cdf",
+        "detached",
+        None,
+        1.0,
+    )
     assert dict(s.variants) == {"sdpa": "held", "mha": "inputs"} and dict(e.variants) == {"sdpa": "soft", "mha": "soft"}
     o = pullbacks.AscentOptions(recipe="semantic", temperature=0.5, temperatures={"gelu": 2.0}, eps=50)
-    assert (o.temperature, o.pool_t, o.temperatures["gelu"], o.temperatures["attention"], o.eps) == \
-        (0.5, 0.3, 2.0, 1.0, 50.0)
+    assert (o.temperature, o.pool_t, o.temperatures["gelu"], o.temperatures["attention"], o.eps) == (
+        0.5,
+        0.3,
+        2.0,
+        1.0,
+        50.0,
+    )
     back = o.replace(recipe="excitation")  # what was given stays; the rest follows the recipe
-    assert (back.temperature, back.pool_t, back.gate, back.eps, back.temperatures["gelu"],
-            back.temperatures["attention"]) == (0.5, 0.5, "sigmoid", 50.0, 2.0, 1.5)
+    assert (
+        back.temperature,
+        back.pool_t,
+        back.gate,
+        back.eps,
+        back.temperatures["gelu"],
+        back.temperatures["attention"],
+    ) == (0.5, 0.5, "sigmoid", 50.0, 2.0, 1.5)
     assert back.given == {"temperature": 0.5, "eps": 50, "temperatures": {"gelu": 2.0}}
     assert pullbacks.GateOptions(recipe="semantic", variants={"sdpa": "soft"}).variants["mha"] == "inputs"
     assert o.gates.recipe == "semantic" and o.gates.temperature == 0.5
@@ -67,8 +97,11 @@ def test_the_recipe_is_visible_in_the_mode():
 
 def test_semantic_relu_and_pool_are_normal_cdf_and_detached():
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(3, 2, 1), nn.Flatten(),
-                          nn.Linear(64, 3)).to(D).eval()
+    model = (
+        nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(3, 2, 1), nn.Flatten(), nn.Linear(64, 3))
+        .to(D)
+        .eval()
+    )
     x = torch.randn(2, 3, 8, 8, dtype=D)
     got = pullbacks.excitation_pullback(model, x, 1, recipe="semantic")
     want = reference_pullback(model, x, 1, **SEMANTIC)
@@ -101,7 +134,7 @@ def _weights(q, k, mask=None, scale=None, causal=False, gqa=False):
     """softmax(scale q kᵀ + mask), by hand."""
     if gqa:
         k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
-    s = (1 / math.sqrt(q.shape[-1]) if scale is None else scale)
+    s = 1 / math.sqrt(q.shape[-1]) if scale is None else scale
     scores = q @ k.transpose(-1, -2) * s
     if causal:
         scores = scores.masked_fill(~torch.ones(scores.shape[-2:], dtype=torch.bool).tril(), -math.inf)
@@ -122,18 +155,34 @@ def test_held_attention_closed_form(case, t):
     grad = torch.randn_like(out)
     gq, gk, gv = torch.autograd.grad(out, (q, k, v), grad, allow_unused=True, materialize_grads=True)
     scale = kw.get("scale", 1 / math.sqrt(q.shape[-1])) / t
-    w = _weights(q.detach(), k.detach(), kw.get("attn_mask"), scale, kw.get("is_causal", False),
-                 kw.get("enable_gqa", False))
+    w = _weights(
+        q.detach(), k.detach(), kw.get("attn_mask"), scale, kw.get("is_causal", False), kw.get("enable_gqa", False)
+    )
     want_v = w.transpose(-1, -2) @ grad
     if kw.get("enable_gqa"):
         want_v = want_v.unflatten(1, (v.shape[1], -1)).sum(2)
     torch.testing.assert_close(gv, want_v, rtol=1e-12, atol=1e-12)
     assert not gq.any() and not gk.any()
-    torch.testing.assert_close(held_attention(q, k, v, kw.get("attn_mask"), scale=scale,
-                                              causal=kw.get("is_causal", False), gqa=kw.get("enable_gqa", False)),
-                               F.scaled_dot_product_attention(q, k, v, kw.get("attn_mask"), scale=scale,
-                                                              is_causal=kw.get("is_causal", False),
-                                                              enable_gqa=kw.get("enable_gqa", False)))
+    torch.testing.assert_close(
+        held_attention(
+            q,
+            k,
+            v,
+            kw.get("attn_mask"),
+            scale=scale,
+            causal=kw.get("is_causal", False),
+            gqa=kw.get("enable_gqa", False),
+        ),
+        F.scaled_dot_product_attention(
+            q,
+            k,
+            v,
+            kw.get("attn_mask"),
+            scale=scale,
+            is_causal=kw.get("is_causal", False),
+            enable_gqa=kw.get("enable_gqa", False),
+        ),
+    )
 
 
 def test_held_attention_differs_from_the_ordinary_gradient_even_at_t1():
@@ -166,8 +215,8 @@ def _by_hand(mha, x, t):
     w, b = mha.in_proj_weight, mha.in_proj_bias
     bq, bk, bv = (None, None, None) if b is None else b.chunk(3)
     q = F.linear(x / t, w[:e], bq)
-    k = F.linear(x / t, w[e:2 * e], bk)
-    v = F.linear(x, w[2 * e:], bv)
+    k = F.linear(x / t, w[e : 2 * e], bk)
+    v = F.linear(x, w[2 * e :], bv)
     split = lambda a: a.reshape(5, 2 * h, e // h).transpose(0, 1)  # noqa: E731
     att = torch.softmax(split(q) @ split(k).transpose(1, 2) / math.sqrt(e // h), -1) @ split(v)
     return mha.out_proj(att.transpose(0, 1).reshape(5, 2, e))
@@ -215,10 +264,17 @@ def test_mha_rules_agree_without_biases():
 def test_registry_recommends_the_authors_semantic_settings():
     from pullbacks.models import get_model_spec
 
-    assert get_model_spec("resnet50").settings("semantic") == {"temperature": 0.5, "pool_temperature": 0.5,
-                                                               "steps": 2, "alpha": 5.0}
+    assert get_model_spec("resnet50").settings("semantic") == {
+        "temperature": 0.5,
+        "pool_temperature": 0.5,
+        "steps": 2,
+        "alpha": 5.0,
+    }
     assert get_model_spec("timm/pvt_v2_b1").settings("semantic") == {
-        "temperatures": {"attention": 1.0, "gelu": 1.0}, "steps": 5, "alpha": 40.0}
+        "temperatures": {"attention": 1.0, "gelu": 1.0},
+        "steps": 5,
+        "alpha": 40.0,
+    }
     assert get_model_spec("efficientnet_lite0").settings("semantic") == {"temperature": 1.7}  # ours
     assert get_model_spec("vgg11_bn").settings("semantic") == {}  # no recommendation: the recipe's own values
     assert get_model_spec("efficientnet_lite0").settings("excitation")["temperature"] == 1.0
@@ -264,11 +320,13 @@ def test_semantic_recipe_equals_the_slow_reference_in_float64(name):
             warnings.simplefilter("ignore", PartialPullbackWarning)
             got = pullbacks.excitation_pullback(model, x, 3, recipe="semantic", **extra)
             excitation = pullbacks.excitation_pullback(model, x, 3)
-            explicit = pullbacks.excitation_pullback(model, x, 3, recipe="excitation", temperature=0.3,
-                                                     gate="sigmoid", pool="soft")
+            explicit = pullbacks.excitation_pullback(
+                model, x, 3, recipe="excitation", temperature=0.3, gate="sigmoid", pool="soft"
+            )
         assert torch.equal(excitation, explicit)  # the default is the seed recipe
-        want = reference_pullback(model, x, 3, **{**SEMANTIC, "temperatures": {
-            **SEMANTIC["temperatures"], **extra.get("temperatures", {})}})
+        want = reference_pullback(
+            model, x, 3, **{**SEMANTIC, "temperatures": {**SEMANTIC["temperatures"], **extra.get("temperatures", {})}}
+        )
         torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-12 * want.abs().max().item())
         if name == "convnext_tiny":  # GELU and layer norms only: the two recipes have the same rules there
             assert torch.equal(got, excitation)
@@ -294,7 +352,14 @@ def test_partial_coverage_warns_under_both_recipes(recipe, name, op):
 def test_not_given_has_one_marker_and_none_only_where_it_means_nothing_else():
     from pullbacks.core.options import FIELDS, FROM_RECIPE, given
 
-    values = {"temperature": None, "steps": FROM_RECIPE, "eps": None, "clip": None, "alpha": 3.0,
-              "temperatures": None, "gate": FROM_RECIPE}
+    values = {
+        "temperature": None,
+        "steps": FROM_RECIPE,
+        "eps": None,
+        "clip": None,
+        "alpha": 3.0,
+        "temperatures": None,
+        "gate": FROM_RECIPE,
+    }
     assert given(values) == {"eps": None, "clip": None, "alpha": 3.0}  # no projection, no clamping: values
     assert {k for k, f in FIELDS.items() if f.none} == {"eps", "clip"}

@@ -15,14 +15,14 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
+from reference import ref_soft_pool, straight_through
+from reference_beyond import _attention, _group_norm, _layer_norm
 from torch import Tensor, nn
 
 import pullbacks
 from pullbacks.core.policy import PartialPullbackError, PartialPullbackWarning
 from pullbacks.core.rules.base import GateRule, SoftenedRule
 from pullbacks.core.table import BUILTIN, default_temperatures, markdown, table
-from reference import ref_soft_pool, straight_through
-from reference_beyond import _attention, _group_norm, _layer_norm
 
 T = 0.7  # not a default of any family: the temperature must reach the rule
 _nn = torch._C._nn
@@ -66,14 +66,14 @@ def _mha_reference(x, w_in, b_in, w_out, b_out, heads=2):
     split = lambda t: t.reshape(n, b * heads, e // heads).transpose(0, 1)  # noqa: E731
     q, k, v = split(q), split(k), split(v)
     soft = torch.softmax(q @ k.transpose(1, 2) / math.sqrt(e // heads) / T, dim=-1) @ v
-    value = F.multi_head_attention_forward(x, x, x, e, heads, w_in, b_in, None, None, False, 0.0, w_out, b_out,
-                                           training=False, need_weights=False)[0]
+    value = F.multi_head_attention_forward(
+        x, x, x, e, heads, w_in, b_in, None, None, False, 0.0, w_out, b_out, training=False, need_weights=False
+    )[0]
     return straight_through(value, F.linear(soft.transpose(0, 1).reshape(n, b, e), w_out, b_out))
 
 
 def _mha(f, x, w_in, b_in, w_out, b_out):
-    return f(x, x, x, 8, 2, w_in, b_in, None, None, False, 0.0, w_out, b_out, training=False,
-             need_weights=False)[0]
+    return f(x, x, x, 8, 2, w_in, b_in, None, None, False, 0.0, w_out, b_out, training=False, need_weights=False)[0]
 
 
 def _randn(*shape):
@@ -85,19 +85,35 @@ X4, X3 = _randn(2, 3, 7, 7), _randn(2, 4, 6)
 SOFTENED = {
     "max_pool2d": ((X4,), lambda f, x: f(x, 3, 2, 1), _pool),
     "max_pool2d_with_indices": ((X4,), lambda f, x: f(x, 3, 2, 1)[0], _pool),
-    "layer_norm": ((X3, _randn(6), _randn(6)), lambda f, x, w, b: f(x, (6,), w, b, 1e-5),
-                   lambda x, w, b: _layer_norm(x, (6,), w, b, 1e-5)),
-    "group_norm": ((_randn(2, 4, 3, 3), _randn(4), _randn(4)), lambda f, x, w, b: f(x, 2, w, b, 1e-5),
-                   lambda x, w, b: _group_norm(x, 2, w, b, 1e-5)),
+    "layer_norm": (
+        (X3, _randn(6), _randn(6)),
+        lambda f, x, w, b: f(x, (6,), w, b, 1e-5),
+        lambda x, w, b: _layer_norm(x, (6,), w, b, 1e-5),
+    ),
+    "group_norm": (
+        (_randn(2, 4, 3, 3), _randn(4), _randn(4)),
+        lambda f, x, w, b: f(x, 2, w, b, 1e-5),
+        lambda x, w, b: _group_norm(x, 2, w, b, 1e-5),
+    ),
     "rms_norm": ((X3, _randn(6)), lambda f, x, w: f(x, (6,), w, 1e-6), lambda x, w: _rms(x, (6,), w, 1e-6)),
-    "scaled_dot_product_attention": ((_randn(2, 2, 5, 4),) * 3, lambda f, q, k, v: f(q, k, v),
-                                     lambda q, k, v: _attention(T)(q, k, v)),
-    "multi_head_attention_forward": ((_randn(5, 2, 8), _randn(24, 8), _randn(24), _randn(8, 8), _randn(8)),
-                                     _mha, _mha_reference),
+    "scaled_dot_product_attention": (
+        (_randn(2, 2, 5, 4),) * 3,
+        lambda f, q, k, v: f(q, k, v),
+        lambda q, k, v: _attention(T)(q, k, v),
+    ),
+    "multi_head_attention_forward": (
+        (_randn(5, 2, 8), _randn(24, 8), _randn(24), _randn(8, 8), _randn(8)),
+        _mha,
+        _mha_reference,
+    ),
 }
 
-FUNCTIONS = [(rule, f, inplace) for rule in BUILTIN
-             for fs, inplace in ((rule.functions, False), (rule.inplace_functions, True)) for f in fs]
+FUNCTIONS = [
+    (rule, f, inplace)
+    for rule in BUILTIN
+    for fs, inplace in ((rule.functions, False), (rule.inplace_functions, True))
+    for f in fs
+]
 
 
 def _name(f) -> str:
@@ -109,13 +125,17 @@ def _options():
 
 
 def test_every_function_has_a_reference():
-    missing = [_name(f) for rule, f, _ in FUNCTIONS if _name(f) not in (GATES if isinstance(rule, GateRule)
-                                                                          else SOFTENED)]
+    missing = [
+        _name(f) for rule, f, _ in FUNCTIONS if _name(f) not in (GATES if isinstance(rule, GateRule) else SOFTENED)
+    ]
     assert not missing, f"add a reference line for {missing}"
 
 
-@pytest.mark.parametrize("rule, function, inplace", FUNCTIONS,
-                         ids=[f"{r.family}-{getattr(f, '__module__', None) or 'Tensor'}.{f.__name__}" for r, f, _ in FUNCTIONS])
+@pytest.mark.parametrize(
+    "rule, function, inplace",
+    FUNCTIONS,
+    ids=[f"{r.family}-{getattr(f, '__module__', None) or 'Tensor'}.{f.__name__}" for r, f, _ in FUNCTIONS],
+)
 def test_rule_equals_its_reference_in_float64(rule, function, inplace):
     g = torch.Generator().manual_seed(0)
     if isinstance(rule, GateRule):
@@ -146,7 +166,7 @@ def test_gate_rules_fast_forms_equal_their_gates():
     for rule in (r for r in BUILTIN if isinstance(r, GateRule)):
         z = torch.randn(200, generator=g, dtype=torch.float64) * 4
         grad = torch.randn(200, generator=g, dtype=torch.float64)
-        for params in ([("sigmoid",), ("normal_cdf",)] if rule.params and rule.family == "relu" else [()]):
+        for params in [("sigmoid",), ("normal_cdf",)] if rule.params and rule.family == "relu" else [()]:
             params = _params(rule, params)
             expected = grad * rule.gate(z, 0.8, *params)
             for fresh in (False, True):
@@ -157,8 +177,13 @@ def test_gate_rules_fast_forms_equal_their_gates():
 def _params(rule, gate):
     if rule.params is None:
         return ()
-    defaults = {"relu": gate, "relu6": (0.0, 6.0, *gate), "hardtanh": (-1.0, 1.0, *gate),
-                "leaky_relu": (0.01, *gate), "gelu": ("none",)}
+    defaults = {
+        "relu": gate,
+        "relu6": (0.0, 6.0, *gate),
+        "hardtanh": (-1.0, 1.0, *gate),
+        "leaky_relu": (0.01, *gate),
+        "gelu": ("none",),
+    }
     return defaults[rule.functions[0].__name__]
 
 
@@ -268,8 +293,14 @@ def test_soft_gates_strict_refuses_an_ordinary_sigmoid_at_exit():
 def test_options_cannot_be_changed():
     o = pullbacks.AscentOptions()
     t = o.temperatures
-    for mutate in (lambda: t.__ior__({"gelu": 99}), lambda: t.update(gelu=99), lambda: t.__setitem__("gelu", 9),
-                   lambda: t.pop("gelu"), lambda: t.clear(), lambda: t.setdefault("x", 1)):
+    for mutate in (
+        lambda: t.__ior__({"gelu": 99}),
+        lambda: t.update(gelu=99),
+        lambda: t.__setitem__("gelu", 9),
+        lambda: t.pop("gelu"),
+        lambda: t.clear(),
+        lambda: t.setdefault("x", 1),
+    ):
         with pytest.raises(TypeError, match="frozen"):
             mutate()
     with pytest.raises(TypeError, match="frozen"):
@@ -307,12 +338,12 @@ class _Cube(torch.autograd.Function):
     @staticmethod
     def forward(ctx, z):
         ctx.save_for_backward(z)
-        return z ** 3
+        return z**3
 
     @staticmethod
     def backward(ctx, g):
         (z,) = ctx.saved_tensors
-        return 3 * g * z ** 2
+        return 3 * g * z**2
 
 
 def _cube_run(call, mode):  # the forward of torch.tanh stays; the backward is the cube's, scaled
@@ -328,12 +359,12 @@ def test_a_user_softened_rule_with_its_own_function_is_gated_under_strict():
     x = torch.randn(3, 4, dtype=torch.float64)
     with pullbacks.soft_gates(strict=True, rules=[rule]) as mode:
         out = model(x.requires_grad_())
-    assert mode.coverage.gated == {"relu": 1, "cube": 1} and mode.coverage.complete
+    assert mode.coverage.gated == {"relu": 1, "cube": 1} and mode.coverage.complete and out.shape == (3, 2)
     got = pullbacks.excitation_pullback(model, x.detach(), 1, rules=[rule], strict=True)
     # the same network by hand: the ReLU's sigmoid gate, then 3 z² for the tanh
     z1 = model[0](x.detach())
     z2 = model[2](torch.relu(z1))
-    g2 = model[4].weight[1] * 3 * z2 ** 2
+    g2 = model[4].weight[1] * 3 * z2**2
     g1 = (g2 @ model[2].weight) * torch.sigmoid(z1 / 0.3)
     torch.testing.assert_close(got, g1 @ model[0].weight)
     undeclared = SoftenedRule("cube", (torch.tanh,), _cube_run)
@@ -346,14 +377,17 @@ def _net():
     return nn.Sequential(nn.Linear(4, 6), nn.ELU(), nn.Linear(6, 2)).double().eval(), torch.randn(3, 4).double()
 
 
-@pytest.mark.parametrize("gate, problem", [
-    (lambda z, t: (z > 0), "torch.bool tensor"),
-    (lambda z, t: torch.tensor(0.5, dtype=z.dtype), r"shape \(\) for z of shape \(3, 6\)"),
-    (lambda z, t: torch.ones_like(z[:1]), r"shape \(1, 6\)"),
-    (lambda z, t: torch.sigmoid(z / t).float(), "torch.float32 for z of torch.float64"),
-    (lambda z, t: torch.full_like(z, float("nan")), "NaN or infinite"),
-    (lambda z, t: 0.5, "returned float, not a tensor"),
-])
+@pytest.mark.parametrize(
+    "gate, problem",
+    [
+        (lambda z, t: z > 0, "torch.bool tensor"),
+        (lambda z, t: torch.tensor(0.5, dtype=z.dtype), r"shape \(\) for z of shape \(3, 6\)"),
+        (lambda z, t: torch.ones_like(z[:1]), r"shape \(1, 6\)"),
+        (lambda z, t: torch.sigmoid(z / t).float(), "torch.float32 for z of torch.float64"),
+        (lambda z, t: torch.full_like(z, float("nan")), "NaN or infinite"),
+        (lambda z, t: 0.5, "returned float, not a tensor"),
+    ],
+)
 def test_a_wrong_gate_is_named_at_its_first_backward(gate, problem):
     model, x = _net()
     rule = GateRule("elu", (F.elu,), gate, 1.0)

@@ -10,6 +10,7 @@ from torch import nn
 quantus = pytest.importorskip("quantus")
 
 import reference_metrics as R  # noqa: E402
+
 from pullbacks.evaluation import suite  # noqa: E402
 
 
@@ -28,15 +29,23 @@ def _batch(n=3):
 def _quantus(metric, model, x, t, a, **kw):
     """A Quantus metric on the 3-channel attributions (the follow-up's ``reduce_axes=()``)."""
     assert a.shape == x.shape
-    return np.array(metric(model=model, x_batch=x.numpy(), y_batch=t.numpy(), a_batch=a.numpy(), device="cpu",
-                           channel_first=True, **kw))
+    return np.array(
+        metric(
+            model=model, x_batch=x.numpy(), y_batch=t.numpy(), a_batch=a.numpy(), device="cpu", channel_first=True, **kw
+        )
+    )
 
 
 def test_faithfulness_estimate_is_quantus_on_every_entry():
     model, (x, t, a) = _model(), _batch()
     ours = suite.faithfulness_estimate(model, x, t, {"m": a}, features=16, baseline=0.0)["m"]
-    theirs = _quantus(quantus.FaithfulnessEstimate(features_in_step=16, perturb_baseline=0.0, abs=True,
-                                                   disable_warnings=True), model, x, t, a)
+    theirs = _quantus(
+        quantus.FaithfulnessEstimate(features_in_step=16, perturb_baseline=0.0, abs=True, disable_warnings=True),
+        model,
+        x,
+        t,
+        a,
+    )
     np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
     assert np.all(np.abs(ours) <= 1) and np.ptp(ours) > 0
     summed = suite.faithfulness_estimate(model, x, t, {"m": a.sum(1, keepdim=True).expand_as(a)}, features=16)["m"]
@@ -46,15 +55,27 @@ def test_faithfulness_estimate_is_quantus_on_every_entry():
 def test_monotonicity_correlation_is_quantus_with_a_constant_baseline():
     model, (x, t, a) = _model(), _batch()
     for softmax in (True, False):  # Quantus' default and the follow-up's: probabilities; logits: a variant
-        ours = suite.monotonicity_correlation(model, x, t, {"m": a}, [0, 1, 2], features=16, samples=3,
-                                              baseline=0.5, softmax=softmax)["m"]
-        theirs = _quantus(quantus.MonotonicityCorrelation(nr_samples=3, features_in_step=16, perturb_baseline=0.5,
-                                                          abs=True, disable_warnings=True), model, x, t, a,
-                          softmax=softmax)
+        ours = suite.monotonicity_correlation(
+            model, x, t, {"m": a}, [0, 1, 2], features=16, samples=3, baseline=0.5, softmax=softmax
+        )["m"]
+        theirs = _quantus(
+            quantus.MonotonicityCorrelation(
+                nr_samples=3, features_in_step=16, perturb_baseline=0.5, abs=True, disable_warnings=True
+            ),
+            model,
+            x,
+            t,
+            a,
+            softmax=softmax,
+        )
         np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
     default = suite.monotonicity_correlation(model, x, t, {"m": a}, [0, 1, 2], features=16, samples=3, baseline=0.5)
-    np.testing.assert_array_equal(default["m"], suite.monotonicity_correlation(
-        model, x, t, {"m": a}, [0, 1, 2], features=16, samples=3, baseline=0.5, softmax=True)["m"])
+    np.testing.assert_array_equal(
+        default["m"],
+        suite.monotonicity_correlation(
+            model, x, t, {"m": a}, [0, 1, 2], features=16, samples=3, baseline=0.5, softmax=True
+        )["m"],
+    )
 
 
 def test_monotonicity_noise_is_one_value_per_chunk_and_depends_on_the_seed_not_the_batch(monkeypatch):
@@ -84,9 +105,17 @@ def test_max_sensitivity_is_quantus_with_the_same_draws():
 
     ours, noises = [], []
     for i in range(2):
-        a = gradient("m", x[i:i + 1], t[i:i + 1])
-        ours.append(suite.max_sensitivity(x[i:i + 1], {"m": a}, lambda m, xs, i=i: gradient(m, xs, t[i].expand(
-            xs.shape[0])), [10 + i], samples=4, radius=0.02)["m"][0])
+        a = gradient("m", x[i : i + 1], t[i : i + 1])
+        ours.append(
+            suite.max_sensitivity(
+                x[i : i + 1],
+                {"m": a},
+                lambda m, xs, i=i: gradient(m, xs, t[i].expand(xs.shape[0])),
+                [10 + i],
+                samples=4,
+                radius=0.02,
+            )["m"][0]
+        )
         g = torch.Generator().manual_seed(10 + i)
         noises.append((torch.rand(4, 3, 8, 8, generator=g, dtype=torch.float64) * 2 - 1) * 0.02)
     for i in range(2):
@@ -99,8 +128,14 @@ def test_max_sensitivity_is_quantus_with_the_same_draws():
         def explain(model, inputs, targets, **kw):
             return gradient("m", torch.as_tensor(inputs), torch.as_tensor(targets)).numpy()
 
-        theirs = _quantus(quantus.MaxSensitivity(nr_samples=4, perturb_func=same_draws, disable_warnings=True),
-                          model, x[i:i + 1], t[i:i + 1], gradient("m", x[i:i + 1], t[i:i + 1]), explain_func=explain)
+        theirs = _quantus(
+            quantus.MaxSensitivity(nr_samples=4, perturb_func=same_draws, disable_warnings=True),
+            model,
+            x[i : i + 1],
+            t[i : i + 1],
+            gradient("m", x[i : i + 1], t[i : i + 1]),
+            explain_func=explain,
+        )
         assert ours[i] == pytest.approx(float(theirs[0]), rel=1e-5)
 
 
@@ -119,24 +154,33 @@ def test_max_sensitivity_closed_form_on_a_linear_model():
     wt = w[t[0]].view(3, 8, 8).double()
     want = max(float((noise[k] * wt).norm() / (x[0].double() * wt).norm()) for k in range(4))  # every entry
     assert got == pytest.approx(want, rel=1e-5)
-    constant = suite.max_sensitivity(x[:1], {"g": wt[None].float()}, lambda m, xs: wt.float().expand(xs.shape[0], -1, -1, -1),
-                                     [5], samples=4)["g"][0]
+    constant = suite.max_sensitivity(
+        x[:1], {"g": wt[None].float()}, lambda m, xs: wt.float().expand(xs.shape[0], -1, -1, -1), [5], samples=4
+    )["g"][0]
     assert constant == 0.0  # the gradient of a linear model does not move
 
 
 def test_focus_hand_computed_on_the_input_attribution_product():
     x = torch.ones(2, 3, 4, 4)
-    x[0, 1] = -1.0          # channel 1 of image 0 flips the sign of the product
+    x[0, 1] = -1.0  # channel 1 of image 0 flips the sign of the product
     a = torch.zeros(2, 3, 4, 4)
-    a[0, :, :2, :2] = 1.0   # x ⊙ a: +1 in channels 0 and 2, -1 in channel 1 (clipped to 0) on the top-left tile
+    a[0, :, :2, :2] = 1.0  # x ⊙ a: +1 in channels 0 and 2, -1 in channel 1 (clipped to 0) on the top-left tile
     a[0, 1, 2:, 2:] = -2.0  # x ⊙ a = +2 in channel 1 on the bottom-right tile
-    a[1] = -1.0             # no positive relevance at all
+    a[1] = -1.0  # no positive relevance at all
     got = suite.focus({"m": a}, [(True, False, False, False), (True, True, False, False)], x)["m"]
     # image 0: top-left 2 channels × 4 pixels × 1 = 8; bottom-right 1 channel × 4 pixels × 2 = 8
     np.testing.assert_allclose(got, [8 / (16 + 1e-9), 0.0])
-    theirs = np.array(quantus.Focus(disable_warnings=True, normalise=False)(
-        model=_model(), x_batch=x.numpy(), y_batch=np.array([0, 0]), a_batch=(x * a).numpy(), device="cpu",
-        custom_batch=[(1, 0, 0, 0), (1, 1, 0, 0)], channel_first=True))
+    theirs = np.array(
+        quantus.Focus(disable_warnings=True, normalise=False)(
+            model=_model(),
+            x_batch=x.numpy(),
+            y_batch=np.array([0, 0]),
+            a_batch=(x * a).numpy(),
+            device="cpu",
+            custom_batch=[(1, 0, 0, 0), (1, 1, 0, 0)],
+            channel_first=True,
+        )
+    )
     np.testing.assert_allclose(got, theirs, rtol=1e-7)  # Quantus in float32
 
 
@@ -198,9 +242,21 @@ def test_infidelity_is_quantus_for_one_draw_and_one_patch_size():
     model, (x, t, a) = _model(), _batch()
     for p in (4, 2):
         ours = suite.infidelity(model, x, t, {"m": a}, [0, 1, 2], patches=(p,), draws=1, baseline=0.5)["m"]
-        theirs = _quantus(quantus.Infidelity(perturb_baseline=0.5, perturb_patch_sizes=[p], n_perturb_samples=1,
-                                             loss_func=optimal_mse, abs=False, normalise=False, disable_warnings=True),
-                          model, x, t, a)
+        theirs = _quantus(
+            quantus.Infidelity(
+                perturb_baseline=0.5,
+                perturb_patch_sizes=[p],
+                n_perturb_samples=1,
+                loss_func=optimal_mse,
+                abs=False,
+                normalise=False,
+                disable_warnings=True,
+            ),
+            model,
+            x,
+            t,
+            a,
+        )
         np.testing.assert_allclose(ours, theirs, rtol=1e-4)
 
 
@@ -210,8 +266,12 @@ def test_infidelity_is_quantus_for_one_draw_and_one_patch_size():
 def test_faithfulness_correlation_hand_computed_over_every_patch():
     # one channel, 2×2 pixels, patch 1: four patches; the drops are w * x = [1, 2, 3, -4]
     w = torch.tensor([[1.0, 2.0, 3.0, 4.0]], dtype=torch.float64)
-    model, x, t = _linear(w), torch.tensor([1.0, 1.0, 1.0, -1.0], dtype=torch.float64).view(1, 1, 2, 2), torch.tensor([0])
-    ixg = (w.view(1, 1, 2, 2) * x)
+    model, x, t = (
+        _linear(w),
+        torch.tensor([1.0, 1.0, 1.0, -1.0], dtype=torch.float64).view(1, 1, 2, 2),
+        torch.tensor([0]),
+    )
+    ixg = w.view(1, 1, 2, 2) * x
     other = torch.tensor([2.0, -4.0, 6.0, 1.0], dtype=torch.float64).view(1, 1, 2, 2)
     s = suite.faithfulness_correlation(model, x, t, {"ixg": ixg, "other": other}, patch=1)
     # abs=True: |ixg| = [1, 2, 3, 4]; deviations [-1.5, -.5, .5, 1.5] and [.5, 1.5, 2.5, -4.5]: -7 / sqrt(5 * 29)
@@ -260,9 +320,15 @@ def test_random_logit_is_quantus_with_two_classes():
     other = suite.random_classes(t, [0, 1, 2], 2)
     assert other.tolist() == [0, 1, 0]
     ours = suite.random_logit({"gradient": a}, lambda m, c: attribute(model, x, c, m), other)["gradient"]
-    theirs = _quantus(quantus.RandomLogit(num_classes=2, similarity_func=correlation_pearson, disable_warnings=True),
-                      model, x, t, a, explain_func=explain_func, explain_func_kwargs={"method": "gradient",
-                                                                                     "reduce": None})
+    theirs = _quantus(
+        quantus.RandomLogit(num_classes=2, similarity_func=correlation_pearson, disable_warnings=True),
+        model,
+        x,
+        t,
+        a,
+        explain_func=explain_func,
+        explain_func_kwargs={"method": "gradient", "reduce": None},
+    )
     np.testing.assert_allclose(ours, theirs, rtol=1e-5)
     assert np.all(np.abs(ours) < 1)
 
@@ -288,12 +354,12 @@ def test_ground_truth_metrics_are_quantus_on_the_channel_sum():
     s = masks[:, None].numpy().astype(float)
 
     def q(metric, heat):
-        return np.array(metric(model=None, x_batch=x, y_batch=y, a_batch=heat.numpy(), s_batch=s,
-                               channel_first=True))
+        return np.array(metric(model=None, x_batch=x, y_batch=y, a_batch=heat.numpy(), s_batch=s, channel_first=True))
 
     mass = suite.relevance_mass_accuracy({"m": a}, masks)["m"]
-    np.testing.assert_allclose(mass, q(quantus.RelevanceMassAccuracy(disable_warnings=True, normalise=False),
-                                       h.clamp(min=0)), rtol=1e-12)
+    np.testing.assert_allclose(
+        mass, q(quantus.RelevanceMassAccuracy(disable_warnings=True, normalise=False), h.clamp(min=0)), rtol=1e-12
+    )
     rank = suite.relevance_rank_accuracy({"m": a}, masks)["m"]
     np.testing.assert_allclose(rank, q(quantus.RelevanceRankAccuracy(disable_warnings=True, normalise=False), h))
     hit = suite.pointing_game({"m": a}, masks)["m"]
@@ -306,10 +372,10 @@ def test_ground_truth_metrics_closed_forms():
     a = torch.zeros(3, 3, 4, 4)
     masks = torch.zeros(3, 4, 4, dtype=torch.bool)
     masks[:, :2, :2] = True  # K = 4 pixels
-    a[0, 0, :2, :2] = 1.0    # all relevance on the mask
-    a[0, 1, 3, 3] = -5.0     # negative relevance off the mask does not count in mass
+    a[0, 0, :2, :2] = 1.0  # all relevance on the mask
+    a[0, 1, 3, 3] = -5.0  # negative relevance off the mask does not count in mass
     a[1, 2] = torch.arange(16.0).view(4, 4)  # largest at the bottom right: off the mask
-    a[2] = -1.0              # nothing positive: mass undefined; ties everywhere
+    a[2] = -1.0  # nothing positive: mass undefined; ties everywhere
     mass = suite.relevance_mass_accuracy({"m": a}, masks)["m"]
     np.testing.assert_allclose(mass[:2], [1.0, (0 + 1 + 4 + 5) / sum(range(16))])
     assert np.isnan(mass[2])

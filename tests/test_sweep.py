@@ -2,8 +2,8 @@
 
 import pytest
 import torch
-
 from helpers import tiny_cnn
+
 from pullbacks import gradient_ascent
 from pullbacks.figures.sweep import DEFAULT_TEMPERATURES, temperature_sweep
 
@@ -31,8 +31,9 @@ def test_columns_are_the_ascents_at_each_temperature_then_vanilla():
 
 
 def test_single_image_gives_one_row_and_names():
-    diffs, fig = temperature_sweep(cnn(), IMAGES[0], 3, [0.5], vanilla=False, row_names=["img"],
-                                   target_names=["cls 3"], title="sweep", **SMALL)
+    diffs, fig = temperature_sweep(
+        cnn(), IMAGES[0], 3, [0.5], vanilla=False, row_names=["img"], target_names=["cls 3"], title="sweep", **SMALL
+    )
     assert diffs.shape == (1, 3, 16, 16)
     assert len(fig.axes) == 2
     assert fig.axes[0].get_ylabel() == "img → cls 3"
@@ -56,8 +57,9 @@ def test_default_temperatures_span_both_limits():
     assert list(DEFAULT_TEMPERATURES) == sorted(DEFAULT_TEMPERATURES)
 
 
-@pytest.mark.parametrize("temps, error", [([], ValueError), ([0.3, 0], ValueError), ([float("nan")], ValueError),
-                                          (["hot"], TypeError)])
+@pytest.mark.parametrize(
+    "temps, error", [([], ValueError), ([0.3, 0], ValueError), ([float("nan")], ValueError), (["hot"], TypeError)]
+)
 def test_bad_temperatures(temps, error):
     with pytest.raises(error):
         temperature_sweep(cnn(), IMAGES, 3, temps, **SMALL)

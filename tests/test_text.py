@@ -11,10 +11,11 @@ import torch
 transformers = pytest.importorskip("transformers", reason="transformers is the optional extra pullbacks[text]")
 
 from helpers import assert_unchanged, snapshot  # noqa: E402
+from reference_beyond import patched_functional  # noqa: E402
+from test_transformers import patched_modules  # noqa: E402
+
 from pullbacks.core.errors import ProblemValueError  # noqa: E402
 from pullbacks.text import explain_tokens  # noqa: E402
-from test_transformers import patched_modules  # noqa: E402
-from reference_beyond import patched_functional  # noqa: E402
 
 T = transformers
 T.logging.set_verbosity_error()
@@ -27,29 +28,50 @@ def tokenizer(special: bool = False):
     tk = Tokenizer(models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="[UNK]"))
     tk.pre_tokenizer = pre_tokenizers.Whitespace()
     if special:
-        tk.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]",
-                                                          special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
-    return T.PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
-                                     sep_token="[SEP]")
+        tk.post_processor = processors.TemplateProcessing(
+            single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
+        )
+    return T.PreTrainedTokenizerFast(
+        tokenizer_object=tk, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]"
+    )
 
 
 def gpt2(dtype=torch.float64):
     torch.manual_seed(0)
-    return T.GPT2LMHeadModel(T.GPT2Config(vocab_size=50, n_embd=16, n_layer=2, n_head=2, n_positions=16)).eval().to(dtype)
+    return (
+        T.GPT2LMHeadModel(T.GPT2Config(vocab_size=50, n_embd=16, n_layer=2, n_head=2, n_positions=16)).eval().to(dtype)
+    )
 
 
 def llama(dtype=torch.float64):
     torch.manual_seed(0)
-    config = T.LlamaConfig(vocab_size=50, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
-                           num_attention_heads=2, num_key_value_heads=1, num_labels=3, pad_token_id=0,
-                           id2label={0: "red", 1: "green", 2: "blue"}, label2id={"red": 0, "green": 1, "blue": 2})
+    config = T.LlamaConfig(
+        vocab_size=50,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        num_labels=3,
+        pad_token_id=0,
+        id2label={0: "red", 1: "green", 2: "blue"},
+        label2id={"red": 0, "green": 1, "blue": 2},
+    )
     return T.LlamaForCausalLM(config).eval().to(dtype), config
 
 
 def distilbert(dtype=torch.float64):
     torch.manual_seed(0)
-    config = T.DistilBertConfig(vocab_size=50, dim=16, hidden_dim=32, n_layers=2, n_heads=2, num_labels=3,
-                                id2label={0: "red", 1: "green", 2: "blue"}, label2id={"red": 0, "green": 1, "blue": 2})
+    config = T.DistilBertConfig(
+        vocab_size=50,
+        dim=16,
+        hidden_dim=32,
+        n_layers=2,
+        n_heads=2,
+        num_labels=3,
+        id2label={0: "red", 1: "green", 2: "blue"},
+        label2id={"red": 0, "green": 1, "blue": 2},
+    )
     return T.DistilBertForSequenceClassification(config).eval().to(dtype)
 
 
@@ -146,12 +168,29 @@ def test_explain_text_on_the_command_line(tmp_path, capsys):
     tok.save_pretrained(tmp_path / "lm")
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # complete coverage: no warning
-        code = main(["explain-text", "w5 w9 w12", "--model", f"hf/{tmp_path / 'lm'}", "--target", "w11",
-                     "--temperatures", "gelu=0.5", "--html", str(tmp_path / "t.html")])
+        code = main(
+            [
+                "explain-text",
+                "w5 w9 w12",
+                "--model",
+                f"hf/{tmp_path / 'lm'}",
+                "--target",
+                "w11",
+                "--temperatures",
+                "gelu=0.5",
+                "--html",
+                str(tmp_path / "t.html"),
+            ]
+        )
     out = capsys.readouterr().out
     assert code == 0 and "'w11'" in out and len(out.splitlines()) == 5
-    expected = explain_tokens(T.AutoModelForCausalLM.from_pretrained(tmp_path / "lm").eval(), tok, "w5 w9 w12", "w11",
-                              temperatures={"gelu": 0.5})
+    expected = explain_tokens(
+        T.AutoModelForCausalLM.from_pretrained(tmp_path / "lm").eval(),
+        tok,
+        "w5 w9 w12",
+        "w11",
+        temperatures={"gelu": 0.5},
+    )
     assert f"{float(expected.scores[2]):+.4g}" in out.splitlines()[3]
     assert (tmp_path / "t.html").read_text().count("<span") == 3
     assert main(["explain-text", "w5", "--model", f"hf/{tmp_path / 'lm'}", "--target", "w1 w2"]) == 2
@@ -162,8 +201,17 @@ def test_the_follow_ups_recipe_reaches_text():
     """recipe="semantic" (Φ gates at 0.6, attention weights held at T 1): the reference with those rules."""
     model, tok = distilbert(), tokenizer(special=True)
     got = explain_tokens(model, tok, "w5 w9 w12", 2, recipe="semantic", strict=True)
-    ref = reference_scores(model, tok, "w5 w9 w12", 2, -1, temperatures={"attention": 1.0}, temperature=0.6,
-                           gate="normal_cdf", variants={"sdpa": "held"})
+    ref = reference_scores(
+        model,
+        tok,
+        "w5 w9 w12",
+        2,
+        -1,
+        temperatures={"attention": 1.0},
+        temperature=0.6,
+        gate="normal_cdf",
+        variants={"sdpa": "held"},
+    )
     torch.testing.assert_close(got.scores, ref, rtol=1e-9, atol=1e-12)
     seed = explain_tokens(model, tok, "w5 w9 w12", 2)
     assert float((seed.scores - got.scores).norm()) > 1e-6 * float(got.scores.norm())

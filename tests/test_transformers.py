@@ -6,9 +6,9 @@ different mechanism from the package's global hooks) and ``torch.nn.functional``
 from __future__ import annotations
 
 import math
-from pathlib import Path
 import warnings
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 import torch
@@ -17,11 +17,12 @@ from torch import nn
 
 transformers = pytest.importorskip("transformers", reason="transformers is the optional extra pullbacks[text]")
 
-import pullbacks  # noqa: E402
 from helpers import assert_unchanged, snapshot  # noqa: E402
-from pullbacks.core.policy import PartialPullbackError  # noqa: E402
 from reference import straight_through  # noqa: E402
 from reference_beyond import patched_functional  # noqa: E402
+
+import pullbacks  # noqa: E402
+from pullbacks.core.policy import PartialPullbackError  # noqa: E402
 
 transformers.logging.set_verbosity_error()
 T = transformers
@@ -32,19 +33,30 @@ def _configs():
     return {
         "llama": (T.LlamaForCausalLM, T.LlamaConfig(vocab_size=50, num_key_value_heads=1, **SMALL), "text"),
         "qwen2": (T.Qwen2ForCausalLM, T.Qwen2Config(vocab_size=50, num_key_value_heads=2, **SMALL), "text"),
-        "gemma": (T.GemmaForCausalLM, T.GemmaConfig(vocab_size=50, num_key_value_heads=2, head_dim=8, **SMALL),
-                  "text"),
-        "t5": (T.T5EncoderModel, T.T5Config(vocab_size=50, d_model=16, d_ff=32, num_layers=2, num_heads=2, d_kv=8),
-               "text"),
-        "gpt2": (T.GPT2LMHeadModel, T.GPT2Config(vocab_size=50, n_embd=16, n_layer=2, n_head=2, n_positions=16),
-                 "text"),
+        "gemma": (T.GemmaForCausalLM, T.GemmaConfig(vocab_size=50, num_key_value_heads=2, head_dim=8, **SMALL), "text"),
+        "t5": (
+            T.T5EncoderModel,
+            T.T5Config(vocab_size=50, d_model=16, d_ff=32, num_layers=2, num_heads=2, d_kv=8),
+            "text",
+        ),
+        "gpt2": (
+            T.GPT2LMHeadModel,
+            T.GPT2Config(vocab_size=50, n_embd=16, n_layer=2, n_head=2, n_positions=16),
+            "text",
+        ),
         "bert": (T.BertForSequenceClassification, T.BertConfig(vocab_size=50, **SMALL), "text"),
         "vit": (T.ViTForImageClassification, T.ViTConfig(image_size=32, patch_size=8, **SMALL), "image"),
         "clip": (T.CLIPVisionModel, T.CLIPVisionConfig(image_size=32, patch_size=8, **SMALL), "image"),
-        "swin": (T.SwinForImageClassification, T.SwinConfig(image_size=32, patch_size=4, embed_dim=8, depths=[1, 1],
-                                                            num_heads=[1, 2], window_size=4), "image"),
-        "convnext": (T.ConvNextForImageClassification,
-                     T.ConvNextConfig(image_size=32, hidden_sizes=[8, 16], depths=[1, 1], num_stages=2), "image"),
+        "swin": (
+            T.SwinForImageClassification,
+            T.SwinConfig(image_size=32, patch_size=4, embed_dim=8, depths=[1, 1], num_heads=[1, 2], window_size=4),
+            "image",
+        ),
+        "convnext": (
+            T.ConvNextForImageClassification,
+            T.ConvNextConfig(image_size=32, hidden_sizes=[8, 16], depths=[1, 1], num_stages=2),
+            "image",
+        ),
     }
 
 
@@ -78,14 +90,16 @@ def _objective(out):
 
 
 def _gelu_tanh(u):
-    return 0.5 * (1 + torch.tanh(math.sqrt(2 / math.pi) * (u + 0.044715 * u ** 3)))
+    return 0.5 * (1 + torch.tanh(math.sqrt(2 / math.pi) * (u + 0.044715 * u**3)))
 
 
 def _module_forwards(t_gelu):
     """Class -> a straight-through forward written from the formula (value: the class's own forward)."""
+
     def gated(gate):
         def forward(self, x):
             return straight_through(self._pullbacks_ref_original(x), x * gate(x / t_gelu).detach())
+
         return forward
 
     def rms(offset):
@@ -95,16 +109,20 @@ def _module_forwards(t_gelu):
             rms = torch.sqrt((x32.detach() ** 2).sum(-1, keepdim=True) / x.shape[-1] + eps)
             s = (x32 / rms) * (self.weight + offset)
             return straight_through(self._pullbacks_ref_original(x), s.to(x.dtype))
+
         return forward
 
     act = T.activations
-    return {act.NewGELUActivation: gated(_gelu_tanh), act.GELUTanh: gated(_gelu_tanh),
-            act.QuickGELUActivation: gated(lambda u: torch.sigmoid(1.702 * u)),
-            act.GELUActivation: gated(lambda u: 0.5 * (1 + torch.erf(u / math.sqrt(2)))),
-            T.models.llama.modeling_llama.LlamaRMSNorm: rms(0.0),
-            T.models.qwen2.modeling_qwen2.Qwen2RMSNorm: rms(0.0),
-            T.models.gemma.modeling_gemma.GemmaRMSNorm: rms(1.0),
-            T.models.t5.modeling_t5.T5LayerNorm: rms(0.0)}
+    return {
+        act.NewGELUActivation: gated(_gelu_tanh),
+        act.GELUTanh: gated(_gelu_tanh),
+        act.QuickGELUActivation: gated(lambda u: torch.sigmoid(1.702 * u)),
+        act.GELUActivation: gated(lambda u: 0.5 * (1 + torch.erf(u / math.sqrt(2)))),
+        T.models.llama.modeling_llama.LlamaRMSNorm: rms(0.0),
+        T.models.qwen2.modeling_qwen2.Qwen2RMSNorm: rms(0.0),
+        T.models.gemma.modeling_gemma.GemmaRMSNorm: rms(1.0),
+        T.models.t5.modeling_t5.T5LayerNorm: rms(0.0),
+    }
 
 
 @contextmanager
@@ -255,7 +273,7 @@ def test_module_rules_leave_no_hook_behind_even_after_an_error():
     with pytest.raises(ZeroDivisionError):
         with pullbacks.soft_gates():
             net(torch.randn(2, 8, requires_grad=True))
-            1 / 0
+            _ = 1 / 0
     assert dict(m._global_forward_pre_hooks) == pre and dict(m._global_forward_hooks) == post
 
 
@@ -278,7 +296,7 @@ def test_eager_attention_is_reported_with_the_way_out():
     cls, config, _ = _configs()["vit"]
     config._attn_implementation = "eager"
     model = cls(config).eval()
-    with warnings.catch_warnings(record=True) as seen:
+    with warnings.catch_warnings(record=True):
         warnings.simplefilter("always")
         with pullbacks.soft_gates(strict=False) as mode:
             model(pixel_values=torch.randn(1, 3, 32, 32, requires_grad=True))
@@ -290,13 +308,20 @@ def test_eager_attention_is_reported_with_the_way_out():
 
 
 def _saved_vit(folder):
-    config = T.ViTConfig(image_size=32, patch_size=8, num_labels=3, id2label={0: "ring", 1: "cross", 2: "bar"},
-                         label2id={"ring": 0, "cross": 1, "bar": 2}, **SMALL)
+    config = T.ViTConfig(
+        image_size=32,
+        patch_size=8,
+        num_labels=3,
+        id2label={0: "ring", 1: "cross", 2: "bar"},
+        label2id={"ring": 0, "cross": 1, "bar": 2},
+        **SMALL,
+    )
     torch.manual_seed(1)
     net = T.ViTForImageClassification(config).eval()
     net.save_pretrained(folder)
-    T.ViTImageProcessor(size={"height": 32, "width": 32}, image_mean=[0.4, 0.5, 0.6],
-                        image_std=[0.2, 0.25, 0.3]).save_pretrained(folder)
+    T.ViTImageProcessor(
+        size={"height": 32, "width": 32}, image_mean=[0.4, 0.5, 0.6], image_std=[0.2, 0.25, 0.3]
+    ).save_pretrained(folder)
     return net
 
 
@@ -307,8 +332,10 @@ def test_a_hugging_face_classifier_by_name(tmp_path):
     loaded = load_model(f"hf/{tmp_path}")
     assert list(loaded.classes) == ["ring", "cross", "bar"]
     x = torch.rand(1, 3, 32, 32) * 2 - 1
-    expected = net(pixel_values=((x + 1) / 2 - torch.tensor([0.4, 0.5, 0.6]).view(1, 3, 1, 1))
-                   / torch.tensor([0.2, 0.25, 0.3]).view(1, 3, 1, 1)).logits
+    expected = net(
+        pixel_values=((x + 1) / 2 - torch.tensor([0.4, 0.5, 0.6]).view(1, 3, 1, 1))
+        / torch.tensor([0.2, 0.25, 0.3]).view(1, 3, 1, 1)
+    ).logits
     torch.testing.assert_close(loaded.model(x), expected)  # the processor's normalisation, folded in
     with pullbacks.soft_gates(strict=True) as mode:
         loaded.model(x.requires_grad_())
@@ -386,8 +413,9 @@ def test_the_web_app_explains_with_a_hugging_face_model(tmp_path):
     from pullbacks.apps import web
 
     _saved_vit(tmp_path / "vit")
-    result = web.explain(None, "builtin:chelsea", f"hf/{tmp_path / 'vit'}", "cross", steps=1, temperature=1.0,
-                         out_dir=tmp_path / "out")
+    result = web.explain(
+        None, "builtin:chelsea", f"hf/{tmp_path / 'vit'}", "cross", steps=1, temperature=1.0, out_dir=tmp_path / "out"
+    )
     assert set(result.top5_before) == {"ring", "cross", "bar"} and result.png.is_file()
     assert result.note == ""  # fully gated: no coverage note
 

@@ -9,10 +9,10 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import assert_unchanged, snapshot, tiny_cnn
 from torch import nn
 
 import pullbacks
-from helpers import assert_unchanged, snapshot, tiny_cnn
 from pullbacks.classes import imagenet_classes
 from pullbacks.core.policy import PartialPullbackError, PartialPullbackWarning
 
@@ -61,8 +61,9 @@ def _built():
         "autograd.Function HardReLU": Lambda(HardReLU.apply),
         "relu (ReluBackward0) run by TorchScript": torch.jit.script(nn.Sequential(nn.Conv2d(4, 4, 1), nn.ReLU())),
         "relu (ReluBackward0) run by TorchScript, torch.ops": Lambda(lambda z: torch.ops.aten.relu(z - 0.1)),
-        "relu (ReluBackward0) run by TorchScript, torch.ops or a traced":
-            torch.jit.trace(nn.Sequential(nn.Conv2d(4, 4, 1), nn.ReLU()), torch.rand(1, 4, 6, 6)),
+        "relu (ReluBackward0) run by TorchScript, torch.ops or a traced": torch.jit.trace(
+            nn.Sequential(nn.Conv2d(4, 4, 1), nn.ReLU()), torch.rand(1, 4, 6, 6)
+        ),
         "comparison": Lambda(lambda z: torch.where(z > 0.1, z, 0)),
         "comparison (value-dependent": Lambda(lambda z: z * (z > 0.1)),
     }
@@ -162,12 +163,15 @@ def test_an_overflowing_pool_is_an_error_with_the_fix():
 # --------------------------------------------------------------------------- inputs the API refuses
 
 
-@pytest.mark.parametrize("targets, error, match", [
-    ({1, 2}, TypeError, "order is not the samples'"),
-    ({0: 1, 1: 2}, TypeError, "give a list"),
-    (2 ** 63, ValueError, "out of range"),
-    ([1, 2 ** 64], ValueError, "out of range"),
-])
+@pytest.mark.parametrize(
+    "targets, error, match",
+    [
+        ({1, 2}, TypeError, "order is not the samples'"),
+        ({0: 1, 1: 2}, TypeError, "give a list"),
+        (2**63, ValueError, "out of range"),
+        ([1, 2**64], ValueError, "out of range"),
+    ],
+)
 def test_targets_that_cannot_be_meant(targets, error, match):
     with pytest.raises(error, match=match):
         pullbacks.excitation_pullback(tiny_cnn(), torch.rand(2, 3, 8, 8), targets)
@@ -179,8 +183,11 @@ def test_empty_batch_meta_and_dtype_mismatch_are_clear():
         pullbacks.gradient_ascent(model, torch.rand(0, 3, 8, 8), 1)
     with pytest.raises(ValueError, match="'meta' device"):
         pullbacks.excitation_pullback(model, torch.empty(1, 3, 8, 8, device="meta"), 1)
-    with pytest.raises(TypeError, match=r"inputs are torch.float64 but the model's parameters are torch.float32.*"
-                                        r"x.to\(torch.float32\)"):
+    with pytest.raises(
+        TypeError,
+        match=r"inputs are torch.float64 but the model's parameters are torch.float32.*"
+        r"x.to\(torch.float32\)",
+    ):
         pullbacks.excitation_pullback(model, torch.rand(1, 3, 8, 8, dtype=torch.float64), 1)
 
 
@@ -351,12 +358,18 @@ def test_a_quantized_model_is_refused_with_the_way_out():
 
 _HAND_WRITTEN = {  # what Hugging Face and research code write out by hand, and what the report must name
     "Llama/Qwen2 RMSNorm": (lambda z: z * torch.rsqrt(z.pow(2).mean(-1, keepdim=True) + 1e-6), {"pow", "rsqrt"}),
-    "T5 layer norm": (lambda z: z / torch.sqrt(z.pow(2).mean(-1, keepdim=True) + 1e-6), {"pow", "sqrt",
-                                                                                          "division by a tensor"}),
-    "layer norm with var": (lambda z: (z - z.mean(-1, keepdim=True)) / (z.var(-1, keepdim=True) + 1e-5) ** 0.5,
-                            {"var/std", "pow", "division by a tensor"}),
-    "GPT-2 tanh GELU": (lambda z: 0.5 * z * (1 + torch.tanh(0.7978845608 * (z + 0.044715 * torch.pow(z, 3.0)))),
-                        {"tanh", "pow"}),
+    "T5 layer norm": (
+        lambda z: z / torch.sqrt(z.pow(2).mean(-1, keepdim=True) + 1e-6),
+        {"pow", "sqrt", "division by a tensor"},
+    ),
+    "layer norm with var": (
+        lambda z: (z - z.mean(-1, keepdim=True)) / (z.var(-1, keepdim=True) + 1e-5) ** 0.5,
+        {"var/std", "pow", "division by a tensor"},
+    ),
+    "GPT-2 tanh GELU": (
+        lambda z: 0.5 * z * (1 + torch.tanh(0.7978845608 * (z + 0.044715 * torch.pow(z, 3.0)))),
+        {"tanh", "pow"},
+    ),
     "softmax by hand": (lambda z: z.exp() / z.exp().sum(-1, keepdim=True), {"exp", "division by a tensor"}),
     "reciprocal": (lambda z: z * (1 + z.abs()).reciprocal(), {"reciprocal", "abs"}),
 }
@@ -377,8 +390,9 @@ def test_a_hand_written_norm_or_gelu_is_reported_never_called_complete(name):
 
 def test_linear_arithmetic_is_not_reported():
     scale = torch.full((8,), 2.0)  # a constant tensor: dividing by it is linear
-    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), Lambda(lambda z: (z / 2).pow(1) * z.pow(0) / scale + 2 ** 1),
-                          nn.Linear(8, 2)).eval()
+    model = nn.Sequential(
+        nn.Linear(4, 8), nn.ReLU(), Lambda(lambda z: (z / 2).pow(1) * z.pow(0) / scale + 2**1), nn.Linear(8, 2)
+    ).eval()
     with pullbacks.soft_gates(strict=True) as mode:
         model(torch.randn(3, 4, requires_grad=True))
     assert mode.coverage.complete and mode.coverage.gated == {"relu": 1}

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -28,18 +28,21 @@ class _Parser(argparse.ArgumentParser):
 
 def _argument(validator: Callable, parse: Callable = float, none: bool = False) -> Callable[[str], object]:
     """An argparse type that parses the text and hands it to the package's own validator."""
+
     def convert(text: str):
         if none and text.strip().lower() == "none":
             return None
         try:
             value = parse(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {'an integer' if parse is int else 'a number'}, "
-                                             f"got {text!r}") from None
+            raise argparse.ArgumentTypeError(
+                f"expected {'an integer' if parse is int else 'a number'}, got {text!r}"
+            ) from None
         try:
             return validator(value, "value")
         except (TypeError, ValueError) as e:
             raise argparse.ArgumentTypeError(str(e).replace("value ", "", 1)) from None
+
     return convert
 
 
@@ -59,8 +62,9 @@ def device(text: str) -> str:
         kind = torch.device(name).type
     except RuntimeError:
         raise argparse.ArgumentTypeError(f"unknown device {text!r}; this machine has: {', '.join(available)}") from None
-    raise argparse.ArgumentTypeError(f"device {text!r} ({kind}) is not available on this machine; "
-                                     f"it has: {', '.join(available)}")
+    raise argparse.ArgumentTypeError(
+        f"device {text!r} ({kind}) is not available on this machine; it has: {', '.join(available)}"
+    )
 
 
 positive_int = _argument(validators.positive_integer, int)
@@ -80,44 +84,64 @@ def port(text: str) -> int:
     if not 0 < value < 65536:
         raise argparse.ArgumentTypeError(f"a port is 1-65535, got {value}")
     return value
+
+
 def temperatures_help() -> str:
     """The defaults of ``--temperatures``, read from the rule table."""
     return ",".join(f"{k}={v:g}" for k, v in default_temperatures().items())
+
 
 # --------------------------------------------------------------------------- groups of flags
 
 
 def add_images(p: argparse.ArgumentParser, generated: bool = False) -> None:
     task = ", 'groundtruth:N' (N generated images whose deciding pixels are known)" if generated else ""
-    p.add_argument("--images", nargs="+", default=["builtin"], metavar="IMAGES",
-                   help=f"'builtin' (scikit-image photos, offline), 'imagenette' (the paper's rows){task}, "
-                        "or image files / a folder (rows labelled with the model's prediction)")
-    p.add_argument("--imagenette-root", default=None, metavar="FOLDER",
-                   help="where Imagenette is (or is downloaded to) (default: ~/.cache/pullbacks/imagenette)")
+    p.add_argument(
+        "--images",
+        nargs="+",
+        default=["builtin"],
+        metavar="IMAGES",
+        help=f"'builtin' (scikit-image photos, offline), 'imagenette' (the paper's rows){task}, "
+        "or image files / a folder (rows labelled with the model's prediction)",
+    )
+    p.add_argument(
+        "--imagenette-root",
+        default=None,
+        metavar="FOLDER",
+        help="where Imagenette is (or is downloaded to) (default: ~/.cache/pullbacks/imagenette)",
+    )
 
 
 def add_model(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default=DEFAULT_MODEL,
-                   help=f"one of {', '.join(available_models())}, any torchvision classification model, or "
-                        "timm/<name> (default: %(default)s, works offline)")
-    p.add_argument("--weights", default="default",
-                   help="'default' (pretrained), 'random', or a state_dict file (default: %(default)s)")
+    p.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        help=f"one of {', '.join(available_models())}, any torchvision classification model, or "
+        "timm/<name> (default: %(default)s, works offline)",
+    )
+    p.add_argument(
+        "--weights",
+        default="default",
+        help="'default' (pretrained), 'random', or a state_dict file (default: %(default)s)",
+    )
     p.add_argument("--device", type=device, default="cpu", help="cpu, cuda, mps or auto (default: %(default)s)")
 
 
 def _option(name: str) -> Callable[[str], object]:
     """The argparse type of option ``name``: ``options.from_text``, its error in the flag's terms."""
+
     def convert(text: str):
         try:
             return options.from_text(name, text)
         except (TypeError, ValueError) as e:
-            raise argparse.ArgumentTypeError(e.render("cli", option=False) if isinstance(e, Problem)
-                                             else str(e)) from None
+            raise argparse.ArgumentTypeError(
+                e.render("cli", option=False) if isinstance(e, Problem) else str(e)
+            ) from None
+
     return convert
 
 
-_METAVARS = {"families": "FAMILY=T,...", "variants": "RULE=VARIANT,...", "rules": "MODULE:NAME,...",
-             "clip": "LOW,HIGH"}
+_METAVARS = {"families": "FAMILY=T,...", "variants": "RULE=VARIANT,...", "rules": "MODULE:NAME,...", "clip": "LOW,HIGH"}
 
 
 def add_options(p: argparse.ArgumentParser, omit: tuple[str, ...] = ()) -> None:
@@ -161,5 +185,7 @@ def writable_folder(folder: str, flag: str) -> Path:
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as e:
-        raise UsageError(f"cannot write into {str(path)!r} ({e.strerror or e}); choose another folder with {flag}") from None
+        raise UsageError(
+            f"cannot write into {str(path)!r} ({e.strerror or e}); choose another folder with {flag}"
+        ) from None
     return path

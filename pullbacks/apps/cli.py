@@ -12,17 +12,28 @@ import argparse
 import os
 import sys
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 
 from ..core import options
 from ..models import DEFAULT_MODEL
-from .arguments import (UsageError, _Parser, add_images, add_model, add_options, device, given, load, non_negative_int,
-                        port, positive_int, writable_folder)
+from .arguments import (
+    UsageError,
+    _Parser,
+    add_images,
+    add_model,
+    add_options,
+    device,
+    given,
+    load,
+    non_negative_int,
+    port,
+    positive_int,
+    writable_folder,
+)
 from .service import EXPECTED_ERRORS, coverage_note, format_top5, message, parse_target
-
 
 GRID_OMITS = ("method",)  # the grid renders both methods
 TEXT_OMITS = ("steps", "alpha", "eps", "clip")  # no ascent for text: the gate options and the method
@@ -31,18 +42,28 @@ TEXT_OMITS = ("steps", "alpha", "eps", "clip")  # no ascent for text: the gate o
 def build_parser() -> argparse.ArgumentParser:
     from .. import __version__
 
-    parser = _Parser(prog="pullbacks", description="Excitation pullbacks: explain deep networks with backward-only soft gates "
-                                                      "(arXiv 2507.22832).")
+    parser = _Parser(
+        prog="pullbacks",
+        description="Excitation pullbacks: explain deep networks with backward-only soft gates (arXiv 2507.22832).",
+    )
     parser.add_argument("--version", action="version", version=f"pullbacks {__version__} (torch {torch.__version__})")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
 
-    grid = sub.add_parser("grid", help="render the class × target grid (pullback and vanilla gradient)",
-                          description="Render the paper's class × target grid for the pullback and the vanilla gradient.")
+    grid = sub.add_parser(
+        "grid",
+        help="render the class × target grid (pullback and vanilla gradient)",
+        description="Render the paper's class × target grid for the pullback and the vanilla gradient.",
+    )
     add_model(grid)
     add_options(grid, omit=GRID_OMITS)
     add_images(grid)
-    grid.add_argument("--targets", nargs="+", default=None, metavar="CLASS",
-                      help="target classes, ids or names (default: the rows' classes plus --extra random ones)")
+    grid.add_argument(
+        "--targets",
+        nargs="+",
+        default=None,
+        metavar="CLASS",
+        help="target classes, ids or names (default: the rows' classes plus --extra random ones)",
+    )
     grid.add_argument("--extra", type=int, default=1, help="random extra target classes (default: %(default)s)")
     grid.add_argument("--seed", type=int, default=0, help="seed of the extra classes (default: %(default)s)")
     grid.add_argument("--batch-size", type=positive_int, default=16, help="(image, target) pairs per batch")
@@ -50,56 +71,95 @@ def build_parser() -> argparse.ArgumentParser:
     grid.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     grid.set_defaults(run=run_grid)
 
-    explain = sub.add_parser("explain", help="explain one image towards one target class",
-                             description="Ascend one image towards a target; write clean | perturbed | difference.")
+    explain = sub.add_parser(
+        "explain",
+        help="explain one image towards one target class",
+        description="Ascend one image towards a target; write clean | perturbed | difference.",
+    )
     explain.add_argument("image", help="an image file")
     explain.add_argument("--target", required=True, help="target class: id or name (e.g. 'tabby' or 281)")
     add_model(explain)
     add_options(explain)
     explain.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    explain.add_argument("--out", default=None,
-                         help="output image, .png added if missing (default: <image name>_<ext>_<target>_explained.png)")
+    explain.add_argument(
+        "--out",
+        default=None,
+        help="output image, .png added if missing (default: <image name>_<ext>_<target>_explained.png)",
+    )
     explain.set_defaults(run=run_explain)
 
-    text = sub.add_parser("explain-text", help="score each token of a text for a target (Hugging Face models)",
-                          description="Score each token of a text: the pullback with respect to its input embedding "
-                                      "e_i, reduced to g_i · e_i (or ‖g_i‖). Needs pullbacks[text].")
+    text = sub.add_parser(
+        "explain-text",
+        help="score each token of a text for a target (Hugging Face models)",
+        description="Score each token of a text: the pullback with respect to its input embedding "
+        "e_i, reduced to g_i · e_i (or ‖g_i‖). Needs pullbacks[text].",
+    )
     text.add_argument("text", help="the text to explain")
-    text.add_argument("--model", required=True, metavar="hf/REPO",
-                      help="a sequence classifier or causal LM: hf/<repo id> (from the Hugging Face cache) or "
-                           "hf/<folder> saved with save_pretrained")
-    text.add_argument("--target", default=None, help="a class id or label, or for a language model the next token "
-                                                     "(one token, e.g. ' Paris'); default: the model's top choice")
+    text.add_argument(
+        "--model",
+        required=True,
+        metavar="hf/REPO",
+        help="a sequence classifier or causal LM: hf/<repo id> (from the Hugging Face cache) or "
+        "hf/<folder> saved with save_pretrained",
+    )
+    text.add_argument(
+        "--target",
+        default=None,
+        help="a class id or label, or for a language model the next token "
+        "(one token, e.g. ' Paris'); default: the model's top choice",
+    )
     text.add_argument("--foil", default=None, help="explain target minus this class or token instead")
-    text.add_argument("--score", choices=("dot", "norm"), default="dot",
-                      help="per-token reduction: dot g·e (signed, default) or norm ‖g‖")
+    text.add_argument(
+        "--score",
+        choices=("dot", "norm"),
+        default="dot",
+        help="per-token reduction: dot g·e (signed, default) or norm ‖g‖",
+    )
     text.add_argument("--device", type=device, default=None, help="cpu (default), cuda, mps or auto")
     add_options(text, omit=TEXT_OMITS)
     text.add_argument("--html", default=None, metavar="FILE", help="also write the coloured tokens as HTML")
     text.set_defaults(run=run_explain_text)
 
-    app = sub.add_parser("app", help="the interactive explorer as a local web app (Gradio)",
-                         description="Serve the explorer in the browser: pullback and vanilla-gradient ascent side "
-                                     "by side for your images (pip install -e '.[app]').")
-    app.add_argument("--model", default=DEFAULT_MODEL,
-                     help="the model selected at start (default: %(default)s, works offline); the page offers "
-                          "every registered model")
+    app = sub.add_parser(
+        "app",
+        help="the interactive explorer as a local web app (Gradio)",
+        description="Serve the explorer in the browser: pullback and vanilla-gradient ascent side "
+        "by side for your images (pip install -e '.[app]').",
+    )
+    app.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        help="the model selected at start (default: %(default)s, works offline); the page offers "
+        "every registered model",
+    )
     app.add_argument("--host", default="127.0.0.1", help="address to serve on (default: %(default)s)")
     app.add_argument("--port", type=port, default=7860, help="port (default: %(default)s)")
     app.add_argument("--device", type=device, default="auto", help="cpu, cuda, mps or auto (default: %(default)s)")
-    app.add_argument("--max-steps", type=non_negative_int, default=50, metavar="N",
-                     help="the most ascent steps one request may ask for, so that one request cannot hold the "
-                          "queue for long (0: no cap; default: %(default)s)")
-    app.add_argument("--imagenette-root", default=None, metavar="FOLDER",
-                     help="where Imagenette is, for its example rows (never downloaded by the app)")
+    app.add_argument(
+        "--max-steps",
+        type=non_negative_int,
+        default=50,
+        metavar="N",
+        help="the most ascent steps one request may ask for, so that one request cannot hold the "
+        "queue for long (0: no cap; default: %(default)s)",
+    )
+    app.add_argument(
+        "--imagenette-root",
+        default=None,
+        metavar="FOLDER",
+        help="where Imagenette is, for its example rows (never downloaded by the app)",
+    )
     add_options(app, omit=tuple(n for n in options.FIELDS if n != "rules"))  # --rules: Python objects, at start
     app.set_defaults(run=run_app)
 
     from .evaluation import add_evaluate, run_evaluate
 
-    ev = sub.add_parser("evaluate", help="faithfulness metrics against gradient baselines",
-                        description="Compare attribution methods with sanity checks and faithfulness metrics, over "
-                                    "a dataset, resumably, on one process or many (torchrun).")
+    ev = sub.add_parser(
+        "evaluate",
+        help="faithfulness metrics against gradient baselines",
+        description="Compare attribution methods with sanity checks and faithfulness metrics, over "
+        "a dataset, resumably, on one process or many (torchrun).",
+    )
     add_evaluate(ev)
     ev.set_defaults(run=run_evaluate)
     return parser
@@ -114,8 +174,10 @@ def _check_host(host: str, port: int) -> None:
         with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
             s.bind((host, port))
     except OSError as e:
-        raise UsageError(f"cannot serve on {host}:{port} ({e.strerror or e}); pass another --host "
-                         "(127.0.0.1 for this machine alone, 0.0.0.0 for every interface) or --port") from None
+        raise UsageError(
+            f"cannot serve on {host}:{port} ({e.strerror or e}); pass another --host "
+            "(127.0.0.1 for this machine alone, 0.0.0.0 for every interface) or --port"
+        ) from None
 
 
 def run_app(args: argparse.Namespace) -> int:
@@ -133,11 +195,23 @@ def run_app(args: argparse.Namespace) -> int:
         from .web import build_app
     except ImportError as e:
         raise UsageError(f"{e} (then run pullbacks app again)") from None
-    app = build_app(args.model, device=args.device, imagenette_root=args.imagenette_root,
-                    max_steps=args.max_steps or None, rules=getattr(args, "rules", ()))
+    app = build_app(
+        args.model,
+        device=args.device,
+        imagenette_root=args.imagenette_root,
+        max_steps=args.max_steps or None,
+        rules=getattr(args, "rules", ()),
+    )
     try:
-        app.launch(server_name=args.host, server_port=args.port, show_error=True, quiet=True,
-                   max_file_size="50mb", footer_links=[], prevent_thread_lock=True)
+        app.launch(
+            server_name=args.host,
+            server_port=args.port,
+            show_error=True,
+            quiet=True,
+            max_file_size="50mb",
+            footer_links=[],
+            prevent_thread_lock=True,
+        )
     except OSError as e:
         raise UsageError(f"cannot serve on {args.host}:{args.port} ({e}); pass another --port or --host") from None
     print(f"pullbacks app: serving on http://{args.host}:{args.port} (Ctrl-C stops it)", flush=True)
@@ -162,7 +236,7 @@ def _photos(images: list[str], loaded, imagenette_root=None):
     items = resolve(images, imagenette_root)
     batch = torch.stack([load(item) for item in items])
     known = [item.label_for(len(loaded.classes)) for item in items]  # an ImageNet label means nothing to
-    if all(label is not None for label in known):                    # a model of other classes
+    if all(label is not None for label in known):  # a model of other classes
         return batch, known, [item.name for item in items], True
     with torch.no_grad():
         predicted = loaded.model(batch.to(loaded.device)).argmax(1).tolist()
@@ -189,8 +263,9 @@ def _explain_out(args, target: int) -> Path:
         return out / name
     out = out if out.suffix else out.with_suffix(".png")
     if out.suffix.lower() not in (".png", ".jpg", ".jpeg", ".pdf", ".svg"):
-        raise UsageError(f"--out {args.out!r}: the figure is written as an image; give a .png, .jpg, .pdf or .svg "
-                         "file (or a folder)")
+        raise UsageError(
+            f"--out {args.out!r}: the figure is written as an image; give a .png, .jpg, .pdf or .svg file (or a folder)"
+        )
     if out.exists() and not os.access(out, os.W_OK):
         raise UsageError(f"--out {str(out)!r} exists and cannot be written; choose another file with --out")
     return out
@@ -211,9 +286,19 @@ def run_grid(args) -> int:
     row_names = None if labelled else [f"{n} ({loaded.classes[c]})" for n, c in zip(names, labels)]
     targets = None if args.targets is None else [_class_id(loaded.classes, t) for t in args.targets]
     grids = render_grids(
-        loaded.model, images.to(loaded.device), labels, loaded.classes, loaded.name,
-        targets=targets, extra=args.extra, seed=args.seed, out=args.out, row_names=row_names,
-        options=o, batch_size=args.batch_size, progress=not args.no_progress,
+        loaded.model,
+        images.to(loaded.device),
+        labels,
+        loaded.classes,
+        loaded.name,
+        targets=targets,
+        extra=args.extra,
+        seed=args.seed,
+        out=args.out,
+        row_names=row_names,
+        options=o,
+        batch_size=args.batch_size,
+        progress=not args.no_progress,
     )
     for grid in grids.values():
         print(grid.files["diff"])
@@ -229,10 +314,18 @@ def run_explain(args) -> int:
     target = _class_id(loaded.classes, args.target)
     out = _explain_out(args, target)
     writable_folder(str(out.parent), "--out")
-    result = explain_image(loaded.model, image.to(loaded.device), target, loaded.classes, options=o,
-                           progress=o.steps > 1 and not args.no_progress)
-    for title, top in (("before", result.top5_before), (f"after {o.steps} step(s) towards {result.target_name}",
-                                                        result.top5_after)):
+    result = explain_image(
+        loaded.model,
+        image.to(loaded.device),
+        target,
+        loaded.classes,
+        options=o,
+        progress=o.steps > 1 and not args.no_progress,
+    )
+    for title, top in (
+        ("before", result.top5_before),
+        (f"after {o.steps} step(s) towards {result.target_name}", result.top5_after),
+    ):
         print(f"top-5 {title}:")
         print(format_top5(top))
     print(result.save(out))
@@ -251,8 +344,16 @@ def run_explain_text(args) -> int:
     model, tokenizer = load_text_model(args.model, device=args.device)
     chosen = given(args)
     method = chosen.pop("method", "pullback")
-    scores = explain_tokens(model, tokenizer, args.text, args.target, foil=args.foil, score=args.score,
-                            method=method, options=GateOptions(**chosen) if method == "pullback" else None)
+    scores = explain_tokens(
+        model,
+        tokenizer,
+        args.text,
+        args.target,
+        foil=args.foil,
+        score=args.score,
+        method=method,
+        options=GateOptions(**chosen) if method == "pullback" else None,
+    )
     print(scores.terminal() if sys.stdout.isatty() else scores.label)
     print(scores.table())
     if args.html is not None:

@@ -4,7 +4,7 @@ while torch loads is one line, not a traceback."""
 from __future__ import annotations
 
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 
 def main(argv: Sequence[str] | None = None) -> int:

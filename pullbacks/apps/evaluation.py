@@ -7,50 +7,97 @@ import argparse
 import os
 import shlex
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
-from ..evaluation.methods import METHODS, DEFAULT_METHODS, Settings, check_names
-from ..sources import GROUNDTRUTH
 from ..evaluation.evaluate import EVIDENCE, METRICS
-from ..evaluation.runner import FOCUS
-from .arguments import (UsageError, add_images, add_model, add_options, load, non_negative_int,
-                        positive_int, writable_folder)
+from ..evaluation.methods import DEFAULT_METHODS, METHODS, Settings, check_names
+from ..evaluation.runner import FOCUS, RECORDS
+from ..sources import GROUNDTRUTH
+from .arguments import (
+    UsageError,
+    add_images,
+    add_model,
+    add_options,
+    load,
+    non_negative_int,
+    positive_int,
+    writable_folder,
+)
 
 EVALUATE_OMITS = ("method",)  # every method is set per attribution method
+
 
 def add_evaluate(parser: argparse.ArgumentParser) -> None:
     """The options of ``pullbacks evaluate``."""
     s = Settings()
     add_model(parser)
     add_images(parser, generated=True)
-    parser.add_argument("--limit", type=positive_int, default=None, metavar="N",
-                        help="evaluate the first N images a shuffling DataLoader seeded --shuffle-seed draws, as the "
-                             "follow-up did (default: all)")
-    parser.add_argument("--shuffle-seed", type=int, default=314,
-                        help="seed of that shuffle (default: %(default)s, the authors')")
-    parser.add_argument("--methods", nargs="+", default=None, metavar="METHOD",
-                        help=f"any of {', '.join(METHODS)} (default: {' '.join(DEFAULT_METHODS)}; 'all': every one; "
-                             "commas also separate)")
-    parser.add_argument("--metrics", nargs="+", default=None, metavar="METRIC",
-                        help=f"any of {', '.join(METRICS)} (default: all but focus; commas also separate)")
-    parser.add_argument("--mosaics", type=non_negative_int, default=0, metavar="N",
-                        help="2x2 mosaics for the focus metric (the authors: 500; default: %(default)s)")
-    parser.add_argument("--out", default="out/evaluation",
-                        help="output folder: records, evaluation.md, results.json, randomisation.png (default: "
-                             "%(default)s; the committed results were made with --out media/evaluation)")
+    parser.add_argument(
+        "--limit",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="evaluate the first N images a shuffling DataLoader seeded --shuffle-seed draws, as the "
+        "follow-up did (default: all)",
+    )
+    parser.add_argument(
+        "--shuffle-seed", type=int, default=314, help="seed of that shuffle (default: %(default)s, the authors')"
+    )
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        default=None,
+        metavar="METHOD",
+        help=f"any of {', '.join(METHODS)} (default: {' '.join(DEFAULT_METHODS)}; 'all': every one; "
+        "commas also separate)",
+    )
+    parser.add_argument(
+        "--metrics",
+        nargs="+",
+        default=None,
+        metavar="METRIC",
+        help=f"any of {', '.join(METRICS)} (default: all but focus; commas also separate)",
+    )
+    parser.add_argument(
+        "--mosaics",
+        type=non_negative_int,
+        default=0,
+        metavar="N",
+        help="2x2 mosaics for the focus metric (the authors: 500; default: %(default)s)",
+    )
+    parser.add_argument(
+        "--out",
+        default="out/evaluation",
+        help="output folder: records, evaluation.md, results.json, randomisation.png (default: "
+        "%(default)s; the committed results were made with --out media/evaluation)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of every random draw (default: %(default)s)")
-    parser.add_argument("--batch-size", type=positive_int, default=s.batch_size,
-                        help="images per batch written to disk at once (default: %(default)s)")
-    parser.add_argument("--workers", type=non_negative_int, default=0,
-                        help="data-loading worker processes (default: %(default)s)")
+    parser.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=s.batch_size,
+        help="images per batch written to disk at once (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--workers", type=non_negative_int, default=0, help="data-loading worker processes (default: %(default)s)"
+    )
     add_options(parser, omit=EVALUATE_OMITS)
-    parser.add_argument("--blocks", type=positive_int, default=s.blocks,
-                        help="layer blocks in the randomisation cascade (default: %(default)s)")
-    parser.add_argument("--ig-steps", type=positive_int, default=s.ig_steps,
-                        help="Integrated Gradients steps (default: %(default)s)")
-    parser.add_argument("--smoothgrad-samples", type=positive_int, default=s.smoothgrad_samples,
-                        help="SmoothGrad noise samples (default: %(default)s)")
+    parser.add_argument(
+        "--blocks",
+        type=positive_int,
+        default=s.blocks,
+        help="layer blocks in the randomisation cascade (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--ig-steps", type=positive_int, default=s.ig_steps, help="Integrated Gradients steps (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--smoothgrad-samples",
+        type=positive_int,
+        default=s.smoothgrad_samples,
+        help="SmoothGrad noise samples (default: %(default)s)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
 
 
@@ -76,8 +123,8 @@ def _split(values: Sequence[str] | None) -> list[str] | None:
 def run_evaluate(args: argparse.Namespace) -> int:
     """Evaluate (resuming what ``--out`` already holds), then write and print the report."""
     from ..evaluation.data import select
-    from ..sources import resolve
     from ..evaluation.runner import output_error, rank_device, run
+    from ..sources import resolve
 
     try:  # the extras: fail with their install hint before any work
         from ..evaluation import captum, quantus  # noqa: F401
@@ -85,11 +132,17 @@ def run_evaluate(args: argparse.Namespace) -> int:
         raise UsageError(str(e)) from None
     methods = check_names(_split(args.methods), METHODS, "method", DEFAULT_METHODS)  # before loading anything
     generated = len(args.images) == 1 and args.images[0].split(":")[0] == GROUNDTRUTH
-    metrics = check_names(_split(args.metrics), METRICS, "metric",
-                          [k for k, m in METRICS.items() if m.needs == "images" or (generated and m.needs == "masks")])
+    metrics = check_names(
+        _split(args.metrics),
+        METRICS,
+        "metric",
+        [k for k, m in METRICS.items() if m.needs == "images" or (generated and m.needs == "masks")],
+    )
     if not generated and any(m in EVIDENCE for m in metrics):
-        raise UsageError(f"{', '.join(m for m in metrics if m in EVIDENCE)} compare maps with the pixels that decide "
-                         "the class: evaluate generated images whose evidence is known (--images groundtruth:N)")
+        raise UsageError(
+            f"{', '.join(m for m in metrics if m in EVIDENCE)} compare maps with the pixels that decide "
+            "the class: evaluate generated images whose evidence is known (--images groundtruth:N)"
+        )
     if FOCUS in metrics and not args.mosaics:
         raise UsageError("the focus metric runs on mosaics: pass --mosaics N (the authors: 500)")
     writable_folder(args.out, "--out")
@@ -98,19 +151,46 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if any(it.label is None for it in items):
         print("targets: the model's predicted classes for the files without a class folder")
     loaded, o = load(args)
-    settings = Settings(ascent=o, blocks=args.blocks, ig_steps=args.ig_steps,
-                        smoothgrad_samples=args.smoothgrad_samples, batch_size=args.batch_size, seed=args.seed)
+    settings = Settings(
+        ascent=o,
+        blocks=args.blocks,
+        ig_steps=args.ig_steps,
+        smoothgrad_samples=args.smoothgrad_samples,
+        batch_size=args.batch_size,
+        seed=args.seed,
+    )
     if generated:
         settings = _scaled(settings)
-    spec = {"model": loaded.name, "weights": loaded.weights, "images": [os.fspath(i) for i in args.images],
-            "limit": args.limit, "shuffle_seed": args.shuffle_seed, "methods": methods, "metrics": metrics,
-            "mosaics": args.mosaics, "settings": _jsonable(settings)}
-    result = run(loaded, items, methods=methods, metrics=metrics, settings=settings, out=args.out, spec=spec,
-                 mosaic_count=args.mosaics, workers=args.workers, progress=not args.no_progress)
+    spec = {
+        "model": loaded.name,
+        "weights": loaded.weights,
+        "images": [os.fspath(i) for i in args.images],
+        "limit": args.limit,
+        "shuffle_seed": args.shuffle_seed,
+        "methods": methods,
+        "metrics": metrics,
+        "mosaics": args.mosaics,
+        "settings": _jsonable(settings),
+    }
+    result = run(
+        loaded,
+        items,
+        methods=methods,
+        metrics=metrics,
+        settings=settings,
+        out=args.out,
+        spec=spec,
+        mosaic_count=args.mosaics,
+        workers=args.workers,
+        progress=not args.no_progress,
+    )
     if result is None:  # another rank writes the report
         return 0
-    result.command = "pullbacks " + " ".join(shlex.quote(a) for a in sys.argv[1:]) \
-        if Path(sys.argv[0]).name in ("pullbacks", "__main__.py") else None
+    result.command = (
+        "pullbacks " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        if Path(sys.argv[0]).name in ("pullbacks", "__main__.py")
+        else None
+    )
     try:
         paths = result.save(args.out)
     except OSError as e:
@@ -121,7 +201,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         print()
         print(diff)
     print()
-    for p in [Path(args.out) / "records.jsonl", *paths.values()]:
+    for p in [Path(args.out) / RECORDS, *paths.values()]:
         print(p)
     return 0
 

@@ -17,13 +17,14 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from ..core.options import FIELDS
+from ..core.recipes import RECIPES
 from ..figures.explain import Explanation, explain_image
 from ..images import Photo
-from ..core.recipes import RECIPES
 from ..models import DEFAULT_MODEL, LoadedModel, available_models
 from . import service
-from ..core.options import FIELDS
-from .service import DEFAULTS, EXPECTED_ERRORS, image_choices as image_options, resolve_image
+from .service import DEFAULTS, EXPECTED_ERRORS, resolve_image
+from .service import image_choices as image_options
 
 __all__ = ["explore", "explorer_widget", "image_options", "resolve_image", "clear_cache"]
 
@@ -65,7 +66,8 @@ def explore(
     recipe's, 0 or ``None`` for no projection. ``temperature``/``pool_temperature``, and
     ``steps``/``alpha``: 0 or ``None`` mean the model's recommended values for the recipe.
     ``more``: any other option by name, as a value or as text (:func:`~pullbacks.apps.service.from_boxes`;
-    ``{"gate": "normal_cdf", "temperatures": "gelu=0.5"}``); ``rules``: rules of your own. Returns the :class:`~pullbacks.figures.Explanation` (``.figure``, ``.top5_before``,
+    ``{"gate": "normal_cdf", "temperatures": "gelu=0.5"}``); ``rules``: rules of your own. Returns the
+    :class:`~pullbacks.figures.Explanation` (``.figure``, ``.top5_before``,
     ``.top5_after``).
     """
     loaded = service.MODELS.get(model, device, weights)
@@ -79,11 +81,15 @@ def explore(
     else:
         target_id = service.parse_target(target, loaded.classes)
     given = dict(
-        recipe=recipe, method=method, steps=None if not steps else service.whole(steps, "steps"),
-        alpha=service.optional(alpha, "alpha"), eps=service.eps(eps),
+        recipe=recipe,
+        method=method,
+        steps=None if not steps else service.whole(steps, "steps"),
+        alpha=service.optional(alpha, "alpha"),
+        eps=service.eps(eps),
         temperature=service.optional(temperature, "temperature"),
         pool_temperature=service.optional(pool_temperature, "pool_temperature"),
-        **({"rules": tuple(rules)} if rules else {}))
+        **({"rules": tuple(rules)} if rules else {}),
+    )
     given.update(service.from_boxes(more, MORE))
     options = loaded.options(**given)
     return explain_image(loaded.model, x, target_id, loaded.classes, options=options)
@@ -143,16 +149,17 @@ def explorer_widget(
         image=w.Dropdown(options=image_options(imagenette_root), value=image, description="image"),
         path=w.Text(value="", placeholder="or an image file path", description="file"),
         model=w.Dropdown(options=models, value=model, description="model"),
-        target=w.Text(value=str(target), placeholder="name or id; empty: the image's class",
-                      description="target"),
+        target=w.Text(value=str(target), placeholder="name or id; empty: the image's class", description="target"),
         method=w.ToggleButtons(options=["pullback", "gradient"], value=method, description="method"),
         recipe=w.Dropdown(options=list(RECIPES), value=recipe, description="recipe"),
         steps=w.IntSlider(value=steps or start.steps, min=1, max=20, description="steps"),
         alpha=w.FloatText(value=alpha or start.alpha, description="alpha"),
-        eps=w.FloatText(value=(start.eps or 0.0) if eps is service.FROM_RECIPE else (eps or 0.0),
-                        description="eps (0: none)"),
-        temperature=w.FloatLogSlider(value=temperature or start.temperature, base=10, min=-2, max=1,
-                                     step=0.05, description="T"),
+        eps=w.FloatText(
+            value=(start.eps or 0.0) if eps is service.FROM_RECIPE else (eps or 0.0), description="eps (0: none)"
+        ),
+        temperature=w.FloatLogSlider(
+            value=temperature or start.temperature, base=10, min=-2, max=1, step=0.05, description="T"
+        ),
     )
     for name in MORE:  # generated from the declaration: empty means the recipe's or the model's
         field = FIELDS[name]
@@ -168,8 +175,12 @@ def explorer_widget(
 
     def on_change(_) -> None:  # a model or recipe chosen: its recommended settings
         o = service.recommended(c["model"].value, c["recipe"].value)
-        c["temperature"].value, c["steps"].value, c["alpha"].value, c["eps"].value = \
-            o.temperature, o.steps, o.alpha, o.eps or 0.0
+        c["temperature"].value, c["steps"].value, c["alpha"].value, c["eps"].value = (
+            o.temperature,
+            o.steps,
+            o.alpha,
+            o.eps or 0.0,
+        )
 
     c["model"].observe(on_change, names="value")
     c["recipe"].observe(on_change, names="value")
@@ -179,10 +190,19 @@ def explorer_widget(
         with output:
             try:
                 result = explore(
-                    c["path"].value.strip() or c["image"].value, c["model"].value, c["target"].value,
-                    recipe=c["recipe"].value, steps=c["steps"].value, alpha=c["alpha"].value, eps=c["eps"].value,
-                    temperature=c["temperature"].value, method=c["method"].value, device=device,
-                    weights=weights, imagenette_root=imagenette_root, rules=rules,
+                    c["path"].value.strip() or c["image"].value,
+                    c["model"].value,
+                    c["target"].value,
+                    recipe=c["recipe"].value,
+                    steps=c["steps"].value,
+                    alpha=c["alpha"].value,
+                    eps=c["eps"].value,
+                    temperature=c["temperature"].value,
+                    method=c["method"].value,
+                    device=device,
+                    weights=weights,
+                    imagenette_root=imagenette_root,
+                    rules=rules,
                     more={name: c[name].value for name in MORE},
                 )
             except EXPECTED_ERRORS as e:
@@ -193,13 +213,19 @@ def explorer_widget(
         return result
 
     button.on_click(update)
-    box = w.VBox([
-        w.HBox([w.VBox([c["image"], c["path"], c["model"], c["target"]]),
-                w.VBox([c["steps"], c["alpha"], c["eps"], c["temperature"]])]),
-        w.HBox([c["method"], c["recipe"], button]),
-        w.Accordion(children=[w.VBox([c[name] for name in MORE])], titles=("more options",)),
-        output,
-    ])
+    box = w.VBox(
+        [
+            w.HBox(
+                [
+                    w.VBox([c["image"], c["path"], c["model"], c["target"]]),
+                    w.VBox([c["steps"], c["alpha"], c["eps"], c["temperature"]]),
+                ]
+            ),
+            w.HBox([c["method"], c["recipe"], button]),
+            w.Accordion(children=[w.VBox([c[name] for name in MORE])], titles=("more options",)),
+            output,
+        ]
+    )
     box.controls, box.output, box.run = c, output, update
     if run:
         update()

@@ -30,8 +30,8 @@ from ..core.recipes import DEFAULT_RECIPE, recipe_values
 from ..figures.grid import Grid, grid_file_name, render_grids
 from ..figures.sweep import DEFAULT_TEMPERATURES, temperature_sweep
 from ..images import DataUnavailableError
-from ..sources import Item, resolve
 from ..models import OFFLINE_MODEL, LoadedModel, WeightsUnavailableError, load_model, resolve_device
+from ..sources import Item, resolve
 
 __all__ = [
     "DATA_SOURCES",
@@ -107,8 +107,10 @@ class _DropDownloadNotices:
 
 @contextlib.contextmanager
 def _quiet_downloads():
-    with contextlib.redirect_stderr(_DropDownloadNotices(sys.stderr)), \
-            contextlib.redirect_stdout(_DropDownloadNotices(sys.stdout)):
+    with (
+        contextlib.redirect_stderr(_DropDownloadNotices(sys.stderr)),
+        contextlib.redirect_stdout(_DropDownloadNotices(sys.stdout)),
+    ):
         yield
 
 
@@ -159,8 +161,10 @@ def paper_setup(
         details.append(str(e))
         loaded = load_model(OFFLINE_MODEL, device=dev)
         used_fallback = True
-        parts.append("pretrained weights not cached and not downloadable (offline?), so using "
-                     f"the embedded {loaded.name} instead")
+        parts.append(
+            "pretrained weights not cached and not downloadable (offline?), so using "
+            f"the embedded {loaded.name} instead"
+        )
     data_used = data
     if data == "imagenette":
         try:
@@ -172,8 +176,7 @@ def paper_setup(
                 raise
             details.append(str(e))
             photos, data_used, used_fallback = resolve(["builtin"]), "builtin", True
-            parts.append("Imagenette not on disk and not downloadable, so using the "
-                         f"{len(photos)} built-in photos")
+            parts.append(f"Imagenette not on disk and not downloadable, so using the {len(photos)} built-in photos")
     else:
         photos = resolve(["builtin"])
         parts.append(f"the {len(photos)} built-in photos")
@@ -189,9 +192,7 @@ def loaded_is_offline(model_name: str) -> bool:
     return str(model_name).strip().lower().replace("-", "_") == OFFLINE_MODEL
 
 
-def paper_setups(
-    models: Iterable[str], data: str = "imagenette", device=None, **kw
-) -> Iterator[PaperSetup]:
+def paper_setups(models: Iterable[str], data: str = "imagenette", device=None, **kw) -> Iterator[PaperSetup]:
     """:func:`paper_setup` for each model, lazily (one model in memory at a time).
 
     ``models`` may also be one string of names separated by commas. A setup that
@@ -205,8 +206,11 @@ def paper_setups(
         setup = paper_setup(name, data, device, **kw)
         key = (setup.loaded.name, setup.loaded.weights, setup.data, len(setup.photos))
         if key in seen:
-            setup = replace(setup, duplicate=True, message=(
-                setup.message[:-1] + f"; the same as for {seen[key]} above, so not rendered again."))
+            setup = replace(
+                setup,
+                duplicate=True,
+                message=(setup.message[:-1] + f"; the same as for {seen[key]} above, so not rendered again."),
+            )
         else:
             seen[key] = name
         yield setup
@@ -266,18 +270,30 @@ def paper_grids(
         extra = _class_id(setup, extra_class)
         targets = own + ([extra] if extra not in own else [])
     grids = render_grids(
-        loaded.model, setup.images, setup.labels, loaded.classes, loaded.name,
-        targets=targets, extra=1, seed=seed, methods=methods, out=out,
-        save_perturbed=save_perturbed, row_names=setup.row_names, options=o,
-        batch_size=batch_size, progress=progress,
+        loaded.model,
+        setup.images,
+        setup.labels,
+        loaded.classes,
+        loaded.name,
+        targets=targets,
+        extra=1,
+        seed=seed,
+        methods=methods,
+        out=out,
+        save_perturbed=save_perturbed,
+        row_names=setup.row_names,
+        options=o,
+        batch_size=batch_size,
+        progress=progress,
     )
     diff_files = {m: g.files["diff"] for m, g in grids.items() if "diff" in g.files}
     perturbed = {m: g.files["perturbed"] for m, g in grids.items() if "perturbed" in g.files}
     return PaperFigures(grids, diff_files, perturbed)
 
 
-def sweep_file(model_name: str, alpha: float, steps: int, out: str | os.PathLike = "media",
-               recipe: str = DEFAULT_RECIPE) -> Path:
+def sweep_file(
+    model_name: str, alpha: float, steps: int, out: str | os.PathLike = "media", recipe: str = DEFAULT_RECIPE
+) -> Path:
     """``<out>/temperature_sweep/<model>_alpha_<a>_steps_<s>.jpg`` (named like the grids, so
     runs with other settings never overwrite each other)."""
     return Path(out) / SWEEP_FOLDER / grid_file_name(model_name, alpha, steps, recipe)
@@ -306,8 +322,7 @@ def paper_sweep(
     n = len(setup.photos)
     wanted = [int(r) for r in rows]
     if any(r < 0 for r in wanted):
-        raise ValueError(f"rows must be indices >= 0 of the {n} rows ({', '.join(setup.row_names)}), "
-                         f"got {wanted}")
+        raise ValueError(f"rows must be indices >= 0 of the {n} rows ({', '.join(setup.row_names)}), got {wanted}")
     rows = [r for r in wanted if r < n] or [0]  # rows cut off by max_rows are skipped
     photos = [setup.photos[r] for r in rows]
     targets = [p.label for p in photos] if target is None else [_class_id(setup, target)] * len(rows)
@@ -315,10 +330,15 @@ def paper_sweep(
     swept = o.replace(pool_temperature=None) if o.recipe == DEFAULT_RECIPE else o  # the seed's pool follows T
     recommended = loaded.spec.settings(o.recipe).get("temperature", recipe_values(o.recipe)["temperature"])
     diffs, figure = temperature_sweep(
-        loaded.model, images, targets, temperatures, options=swept,
-        row_names=[p.name for p in photos], target_names=[loaded.classes[t] for t in targets],
+        loaded.model,
+        images,
+        targets,
+        temperatures,
+        options=swept,
+        row_names=[p.name for p in photos],
+        target_names=[loaded.classes[t] for t in targets],
         title=f"{loaded.name}: excitation pullback at temperature T ({o.recipe} recipe, {o.steps} step(s), "
-              f"alpha {o.alpha:g}; recommended T = {recommended:g})",
+        f"alpha {o.alpha:g}; recommended T = {recommended:g})",
     )
     path = None
     if out is not None:

@@ -17,35 +17,49 @@ from __future__ import annotations
 
 import threading
 import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Iterator, Optional, Sequence
 
 import torch
 from torch import Tensor
 
-from ..core.errors import MissingExtraError
+from .. import sources
 from ..classes import ClassNames
 from ..core.ascent import ascent_steps
 from ..core.coverage import Coverage
-from ..core.errors import Problem
-from ..core.policy import PartialPullbackError, PartialPullbackWarning
+from ..core.errors import MissingExtraError, Problem
 from ..core.options import FROM_RECIPE, AscentOptions, from_text
+from ..core.policy import PartialPullbackError, PartialPullbackWarning
 from ..figures.explain import top_k
-from .. import sources
 from ..images import DataUnavailableError, ImageLoadError, Photo
-from ..models import (LoadedModel, WeightsMismatchError, WeightsUnavailableError, get_model_spec,
-                      load_model, resolve_device)
+from ..models import (
+    LoadedModel,
+    WeightsMismatchError,
+    WeightsUnavailableError,
+    get_model_spec,
+    load_model,
+    resolve_device,
+)
 
 DEFAULTS = AscentOptions()
 
 # the problems a person can fix (a message, never a traceback)
-EXPECTED_ERRORS = (WeightsUnavailableError, WeightsMismatchError, DataUnavailableError, ImageLoadError,
-                   FileNotFoundError, ValueError, TypeError, PartialPullbackError, MissingExtraError)
+EXPECTED_ERRORS = (
+    WeightsUnavailableError,
+    WeightsMismatchError,
+    DataUnavailableError,
+    ImageLoadError,
+    FileNotFoundError,
+    ValueError,
+    TypeError,
+    PartialPullbackError,
+    MissingExtraError,
+)
 
 HINTS = {  # the fix of an error that carries none in an interface's terms, by interface
     "cli": {
         "DataUnavailableError": "on the command line: --imagenette-root FOLDER, --images builtin (offline "
-                                "photos) or --images FOLDER",
+        "photos) or --images FOLDER",
         "PartialPullbackError": "on the command line: drop --strict to get a warning instead",
     },
 }
@@ -70,7 +84,7 @@ def message(error: BaseException, interface: str = "python") -> str:
     return f"{text} ({hint})" if interface == "cli" else f"{text} {hint}"
 
 
-def from_boxes(values: Optional[dict], allowed: Sequence[str]) -> dict:
+def from_boxes(values: dict | None, allowed: Sequence[str]) -> dict:
     """Option values from a front end's boxes, by field name (one of ``allowed``): text is read by
     ``options.from_text``, a checkbox's bool and a mapping are taken as they are, an empty box
     (``""``, None) is not given."""
@@ -84,7 +98,7 @@ def from_boxes(values: Optional[dict], allowed: Sequence[str]) -> dict:
     return out
 
 
-def coverage_note(coverage: Optional[Coverage], interface: str = "python") -> str:
+def coverage_note(coverage: Coverage | None, interface: str = "python") -> str:
     """The partial-coverage warning in ``interface``'s terms ("" when the pullback is complete)."""
     if coverage is None or not coverage.ordinary:
         return ""
@@ -101,14 +115,16 @@ def image_choices(imagenette_root=None) -> list[tuple[str, str]]:
     choices = []
     for source, label in (("builtin", "built-in"), ("imagenette", "Imagenette")):
         try:
-            choices += [(f"{item.name} ({label})", f"{source}:{item.name}")
-                        for item in sources.resolve_named(source, imagenette_root)]
+            choices += [
+                (f"{item.name} ({label})", f"{source}:{item.name}")
+                for item in sources.resolve_named(source, imagenette_root)
+            ]
         except DataUnavailableError:
             pass
     return choices
 
 
-def resolve_image(image, imagenette_root=None, n_classes: int = 1000) -> tuple[Tensor, str, Optional[int]]:
+def resolve_image(image, imagenette_root=None, n_classes: int = 1000) -> tuple[Tensor, str, int | None]:
     """An image key (``"builtin:chelsea"``, a file path: :func:`pullbacks.sources.find`), a
     :class:`Photo` or a (3, H, W) tensor → (tensor in [-1, 1], name, label); ``label`` is the
     class of a built-in, Imagenette or generated image for a model of ``n_classes`` classes
@@ -179,22 +195,24 @@ def parse_target(text, classes: ClassNames) -> int:
     if isinstance(text, bool) or not isinstance(text, (int, str)):
         raise ValueError(f"a target class is a name or a whole ImageNet index, got {text!r}")
     if isinstance(text, str) and len(text) > MAX_TARGET_CHARS:
-        raise ValueError(f"a target class is a name or an index of at most {MAX_TARGET_CHARS} characters, got "
-                         f"{len(text)}")
+        raise ValueError(
+            f"a target class is a name or an index of at most {MAX_TARGET_CHARS} characters, got {len(text)}"
+        )
     name, index = _name_and_index(text) if isinstance(text, str) else (None, None)
     if index is None:
         return classes.index(text)
     i = classes.index(index)
     if name and name.casefold() != classes[i].casefold():
-        raise ValueError(f"{text!r} names two classes: {name!r} and {i} ({classes[i]!r}); "
-                         "give the name or the index alone")
+        raise ValueError(
+            f"{text!r} names two classes: {name!r} and {i} ({classes[i]!r}); give the name or the index alone"
+        )
     return i
 
 
 MAX_TARGET_CHARS = 200  # ImageNet's longest class name has 30
 
 
-def _name_and_index(text: str) -> tuple[str, Optional[int]]:
+def _name_and_index(text: str) -> tuple[str, int | None]:
     """``"tabby (281)"`` → ``("tabby", 281)``; anything else → ``(text, None)`` (linear time)."""
     stripped = text.strip()
     if not stripped.endswith(")"):
@@ -205,7 +223,7 @@ def _name_and_index(text: str) -> tuple[str, Optional[int]]:
     return head.strip(), int(digits)
 
 
-def optional(value, name: str) -> Optional[float]:
+def optional(value, name: str) -> float | None:
     """A setting where 0 or None means "none" (eps: no projection; a temperature: the model's own)."""
     if value is None:
         return None
@@ -243,13 +261,13 @@ class Comparison:
 
     clean: Tensor  # (3, H, W) in [-1, 1]
     pullback: Tensor
-    vanilla: Optional[Tensor]
+    vanilla: Tensor | None
     target: int
     target_name: str
     top5_before: list[tuple[str, float]]
     top5_pullback: list[tuple[str, float]]
-    top5_vanilla: Optional[list[tuple[str, float]]]
-    coverage: Optional[Coverage]  # None: the pullback was complete
+    top5_vanilla: list[tuple[str, float]] | None
+    coverage: Coverage | None  # None: the pullback was complete
 
 
 @dataclass
@@ -261,7 +279,8 @@ class Progress:
     steps: int
 
     def __str__(self) -> str:
-        return f"{'pullback' if self.method == 'pullback' else 'vanilla gradient'} ascent: step {self.step} of {self.steps}"
+        kind = "pullback" if self.method == "pullback" else "vanilla gradient"
+        return f"{kind} ascent: step {self.step} of {self.steps}"
 
 
 STOP = threading.Event()  # set when the application shuts down: every ascent stops at its next step
@@ -271,8 +290,9 @@ class Stopped(Exception):
     """The application is shutting down (``STOP`` was set) and left an ascent unfinished."""
 
 
-def comparing(loaded: LoadedModel, image: Tensor, target: int, options: AscentOptions, *,
-              vanilla: bool = True) -> Iterator[Progress | Comparison]:
+def comparing(
+    loaded: LoadedModel, image: Tensor, target: int, options: AscentOptions, *, vanilla: bool = True
+) -> Iterator[Progress | Comparison]:
     """:func:`compare` one step at a time: yields a :class:`Progress` after every step of
     each ascent, then the :class:`Comparison`. A caller that stops iterating (a web request
     cancelled, a client gone) stops the computation there; ``STOP`` stops every one."""
@@ -296,8 +316,17 @@ def comparing(loaded: LoadedModel, image: Tensor, target: int, options: AscentOp
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     plain = ends.get("gradient")
     tops = top_k(loaded.model, torch.cat([x0, ends["pullback"]] + ([plain] if vanilla else [])), loaded.classes)
-    yield Comparison(x0[0].detach(), ends["pullback"][0].detach(), None if plain is None else plain[0].detach(),
-                     target, loaded.classes[target], tops[0], tops[1], tops[2] if vanilla else None, coverage)
+    yield Comparison(
+        x0[0].detach(),
+        ends["pullback"][0].detach(),
+        None if plain is None else plain[0].detach(),
+        target,
+        loaded.classes[target],
+        tops[0],
+        tops[1],
+        tops[2] if vanilla else None,
+        coverage,
+    )
 
 
 def format_top5(top: Sequence[tuple[str, float]], indent: str = "  ") -> str:

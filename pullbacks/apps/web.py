@@ -19,8 +19,8 @@ import os
 import re
 import shutil
 import tempfile
-from dataclasses import dataclass
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +41,7 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 try:
     import gradio as gr
 except ImportError as e:  # the optional extra
-    raise ImportError("the web app needs Gradio: pip install -e \".[app]\" (or pip install gradio)") from e
+    raise ImportError('the web app needs Gradio: pip install -e ".[app]" (or pip install gradio)') from e
 
 __all__ = ["build_app", "explain", "Result", "image_choices", "class_choices"]
 
@@ -129,7 +129,7 @@ def explaining(
     max_steps: int | None = MAX_STEPS,
     more: dict | None = None,
     rules: tuple = (),
-) -> Iterator["str | Result"]:
+) -> Iterator[str | Result]:
     """:func:`explain` one step at a time: yields a progress line after every ascent step,
     then the :class:`Result`. Whoever stops iterating (a cancelled request, a client gone)
     stops the computation there. ``more``: the "more options" boxes by name
@@ -140,20 +140,38 @@ def explaining(
     t = service.parse_target(target, loaded.classes)
     n = service.whole(steps, "steps")
     if max_steps is not None and n > max_steps:
-        raise ValueError(f"steps must be at most {max_steps} in this app, got {n} (start it with "
-                         "pullbacks app --max-steps N for more)")
-    o = loaded.options(recipe=recipe, steps=n, alpha=alpha, eps=service.optional(eps, "eps"),
-                       temperature=temperature, temperatures=family_temperatures or None,
-                       **({"rules": tuple(rules)} if rules else {}), **service.from_boxes(more, MORE))
+        raise ValueError(
+            f"steps must be at most {max_steps} in this app, got {n} (start it with "
+            "pullbacks app --max-steps N for more)"
+        )
+    o = loaded.options(
+        recipe=recipe,
+        steps=n,
+        alpha=alpha,
+        eps=service.optional(eps, "eps"),
+        temperature=temperature,
+        temperatures=family_temperatures or None,
+        **({"rules": tuple(rules)} if rules else {}),
+        **service.from_boxes(more, MORE),
+    )
     for item in service.comparing(loaded, x, t, o):
         if not isinstance(item, service.Comparison):
             yield str(item)
             continue
         c = item
         note = service.coverage_note(c.coverage, "app")
-        result = Result(_picture(c.clean), _picture(c.pullback), _diff(c.pullback, c.clean), _picture(c.vanilla),
-                        _diff(c.vanilla, c.clean), dict(c.top5_before), dict(c.top5_pullback),
-                        dict(c.top5_vanilla), f"Warning: {note}" if note else "", Path())
+        result = Result(
+            _picture(c.clean),
+            _picture(c.pullback),
+            _diff(c.pullback, c.clean),
+            _picture(c.vanilla),
+            _diff(c.vanilla, c.clean),
+            dict(c.top5_before),
+            dict(c.top5_pullback),
+            dict(c.top5_vanilla),
+            f"Warning: {note}" if note else "",
+            Path(),
+        )
         result.png = _save(result, name, c.target_name, out_dir)
         yield result
 
@@ -185,7 +203,7 @@ def _save(r: Result, name: str, target_name: str, out_dir) -> Path:
 # --------------------------------------------------------------------------- the page
 
 
-def _more_box(name: str) -> "gr.components.Component":
+def _more_box(name: str) -> gr.components.Component:
     """The input of one option of ``MORE``, from its declaration (``options.FIELDS``)."""
     field = FIELDS[name]
     if field.kind == "flag":
@@ -195,8 +213,14 @@ def _more_box(name: str) -> "gr.components.Component":
     return gr.Textbox("", label=name, info=field.help)
 
 
-def build_app(model: str = DEFAULT_MODEL, device: str = "cpu", imagenette_root=None,
-              models: Sequence[str] | None = None, max_steps: int | None = MAX_STEPS, rules: tuple = ()) -> "gr.Blocks":
+def build_app(
+    model: str = DEFAULT_MODEL,
+    device: str = "cpu",
+    imagenette_root=None,
+    models: Sequence[str] | None = None,
+    max_steps: int | None = MAX_STEPS,
+    rules: tuple = (),
+) -> gr.Blocks:
     """The page. ``model`` is selected at start (loaded on the first request); ``models``
     the dropdown's choices (default: every registered model); ``max_steps`` the most steps
     one request may ask for (None: no cap), so that one request cannot hold the queue;
@@ -215,15 +239,39 @@ def build_app(model: str = DEFAULT_MODEL, device: str = "cpu", imagenette_root=N
         folder = Path(tempfile.mkdtemp(prefix="pullbacks-"))  # this request's PNG; removed once delivered
         try:
             temps = dict(zip(FAMILY_TEMPERATURES, rest))
-            more = dict(zip(MORE, rest[len(FAMILY_TEMPERATURES):]))
-            for r in explaining(upload, example, model_name, target, steps, alpha, eps, temperature, temps, recipe,
-                                device=device, imagenette_root=imagenette_root, max_steps=max_steps,
-                                out_dir=folder, more=more, rules=rules):
+            more = dict(zip(MORE, rest[len(FAMILY_TEMPERATURES) :]))
+            for r in explaining(
+                upload,
+                example,
+                model_name,
+                target,
+                steps,
+                alpha,
+                eps,
+                temperature,
+                temps,
+                recipe,
+                device=device,
+                imagenette_root=imagenette_root,
+                max_steps=max_steps,
+                out_dir=folder,
+                more=more,
+                rules=rules,
+            ):
                 if not isinstance(r, Result):
                     yield (gr.skip(),) * 7 + (f"*{r}*", gr.skip())
                     continue
-                yield ((r.pullback, r.pullback_diff), (r.pullback, r.source), (r.vanilla, r.vanilla_diff),
-                       (r.vanilla, r.source), r.top5_before, r.top5_pullback, r.top5_vanilla, r.note, str(r.png))
+                yield (
+                    (r.pullback, r.pullback_diff),
+                    (r.pullback, r.source),
+                    (r.vanilla, r.vanilla_diff),
+                    (r.vanilla, r.source),
+                    r.top5_before,
+                    r.top5_pullback,
+                    r.top5_vanilla,
+                    r.note,
+                    str(r.png),
+                )
         except EXPECTED_ERRORS as e:
             raise gr.Error(_without_server_paths(service.message(e, "app"), upload), print_exception=False) from None
         except service.Stopped:
@@ -238,35 +286,54 @@ def build_app(model: str = DEFAULT_MODEL, device: str = "cpu", imagenette_root=N
             raise gr.Error(service.message(e, "app"), print_exception=False) from None
         return (o.temperature, o.steps, o.alpha, o.eps or 0, *(o.temperatures[k] for k in FAMILY_TEMPERATURES))
 
-    with gr.Blocks(title="pullbacks: excitation pullbacks", analytics_enabled=False,
-                   delete_cache=CACHE_SECONDS) as app:
+    with gr.Blocks(title="pullbacks: excitation pullbacks", analytics_enabled=False, delete_cache=CACHE_SECONDS) as app:
         gr.Markdown(
             "## Excitation pullbacks\n"
             "Ascend an image towards a target class along the **excitation pullback** (forward pass unchanged, "
             "soft gates in the backward pass) and, for contrast, along the **vanilla gradient** with the same "
-            "settings. Each slider shows the perturbed image against the difference (rescaled) or the source.")
+            "settings. Each slider shows the perturbed image against the difference (rescaled) or the source."
+        )
         with gr.Row():
             with gr.Column(scale=1):
-                upload = gr.File(label="your image (or pick an example below)", file_types=["image"],
-                                 type="filepath", height=120, elem_id="upload")
+                upload = gr.File(
+                    label="your image (or pick an example below)",
+                    file_types=["image"],
+                    type="filepath",
+                    height=120,
+                    elem_id="upload",
+                )
                 example = gr.Dropdown(images, value=images[0][1], label="example image")
-                model_box = gr.Dropdown(models, value=start.name, label="model",
-                                        info=f"{OFFLINE_MODEL} works offline; the others download their "
-                                             "weights on first use")
-                target = gr.Dropdown(class_choices(classes), value=None, label="target class",
-                                     info="type part of a name, or an ImageNet index (0-999)",
-                                     allow_custom_value=True, filterable=True, elem_id="target")
-                recipe = gr.Radio(list(RECIPES), value=DEFAULTS.recipe, label="recipe", elem_id="recipe",
-                                  info="excitation: the seed paper; semantic: the authors' follow-up code")
+                model_box = gr.Dropdown(
+                    models,
+                    value=start.name,
+                    label="model",
+                    info=f"{OFFLINE_MODEL} works offline; the others download their weights on first use",
+                )
+                target = gr.Dropdown(
+                    class_choices(classes),
+                    value=None,
+                    label="target class",
+                    info="type part of a name, or an ImageNet index (0-999)",
+                    allow_custom_value=True,
+                    filterable=True,
+                    elem_id="target",
+                )
+                recipe = gr.Radio(
+                    list(RECIPES),
+                    value=DEFAULTS.recipe,
+                    label="recipe",
+                    elem_id="recipe",
+                    info="excitation: the seed paper; semantic: the authors' follow-up code",
+                )
                 with gr.Row():
-                    steps = gr.Number(first.steps, label="steps" + (f" (at most {max_steps})" if max_steps else ""),
-                                      precision=0)
+                    steps = gr.Number(
+                        first.steps, label="steps" + (f" (at most {max_steps})" if max_steps else ""), precision=0
+                    )
                     alpha = gr.Number(first.alpha, label="alpha (step length)")
                 with gr.Row():
                     eps = gr.Number(first.eps or 0, label="eps (projection radius, 0: none)")
                     temperature = gr.Number(first.temperature, label="temperature (ReLU family)")
-                with gr.Accordion("temperatures beyond ReLU (used where the model has these operators)",
-                                  open=False):
+                with gr.Accordion("temperatures beyond ReLU (used where the model has these operators)", open=False):
                     family = [gr.Number(first.temperatures[k], label=k) for k in FAMILY_TEMPERATURES]
                 with gr.Accordion("more options (empty: the recipe's or the model's)", open=False):
                     extra = [_more_box(name) for name in MORE]
@@ -293,7 +360,11 @@ def build_app(model: str = DEFAULT_MODEL, device: str = "cpu", imagenette_root=N
             _validate_quietly(box)
         for box in (model_box, recipe):
             box.change(settings_changed, [model_box, recipe], [temperature, steps, alpha, eps, *family])
-        button.click(run, [upload, example, model_box, target, recipe, steps, alpha, eps, temperature, *family, *extra],
-                     [p_diff, p_src, v_diff, v_src, top_before, top_pullback, top_vanilla, note, download],
-                     api_name="explain", concurrency_limit=1)
+        button.click(
+            run,
+            [upload, example, model_box, target, recipe, steps, alpha, eps, temperature, *family, *extra],
+            [p_diff, p_src, v_diff, v_src, top_before, top_pullback, top_vanilla, note, download],
+            api_name="explain",
+            concurrency_limit=1,
+        )
     return app.queue(default_concurrency_limit=1)

@@ -1,21 +1,21 @@
 """``gradient_ascent()``: projected, L2-normalised gradient ascent in input space.
 
-    d = d/dx sum_i logits[i, target_i]                (pullback or vanilla gradient)
-    x = x + alpha * d / max(||d||, 1e-20)             per sample, over all non-batch dims
-    x = x0 + (x - x0) * min(1, eps / ||x - x0||)      if eps is not None
-    x = clamp(x, lo, hi)                              if clip is not None
+d = d/dx sum_i logits[i, target_i]                (pullback or vanilla gradient)
+x = x + alpha * d / max(||d||, 1e-20)             per sample, over all non-batch dims
+x = x0 + (x - x0) * min(1, eps / ||x - x0||)      if eps is not None
+x = clamp(x, lo, hi)                              if clip is not None
 """
 
 from __future__ import annotations
 
-from typing import Iterator, Optional
+from collections.abc import Iterator
 
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .policy import CoverageCheck
 from .checks import Targets, as_target_tensor, check_in_range, check_inputs, check_model
 from .options import AscentOptions, GateOptions, build
+from .policy import CoverageCheck
 from .pullback import target_gradient
 
 
@@ -28,7 +28,7 @@ def ascent_steps(
     model: nn.Module,
     inputs: Tensor,
     targets: Targets,
-    options: Optional[GateOptions] = None,
+    options: GateOptions | None = None,
     **overrides,
 ) -> Iterator[Tensor]:
     """The ascent of :func:`gradient_ascent` one step at a time: yields ``x`` after each
@@ -62,7 +62,7 @@ def gradient_ascent(
     model: nn.Module,
     inputs: Tensor,
     targets: Targets,
-    options: Optional[AscentOptions] = None,
+    options: AscentOptions | None = None,
     *,
     progress: bool = False,
     **overrides,
@@ -82,6 +82,6 @@ def gradient_ascent(
     o = build(AscentOptions, options, overrides)
     steps = ascent_steps(model, inputs, targets, o)
     x = inputs
-    for x in tqdm(steps, total=o.steps, desc=f"{o.method} ascent", unit="step", disable=not progress, leave=False):
-        pass
+    for step in tqdm(steps, total=o.steps, desc=f"{o.method} ascent", unit="step", disable=not progress, leave=False):
+        x = step
     return x

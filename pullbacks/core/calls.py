@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 
 def arg(args: tuple, kwargs: dict, index: int, name: str, default: Any) -> Any:
@@ -26,7 +27,7 @@ class Call:
     def arg(self, index: int, name: str, default: Any) -> Any:
         return arg(self.args, self.kwargs, index, name, default)
 
-    def writes_input(self, index: Optional[int] = None) -> bool:
+    def writes_input(self, index: int | None = None) -> bool:
         """True if the call overwrites its input: an in-place form, or ``inplace=True``
         (by keyword, or argument ``index``)."""
         if self.inplace:

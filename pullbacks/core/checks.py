@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import numbers
-from typing import Any, Sequence, Union
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -13,7 +14,7 @@ from torch.nn.modules.dropout import _DropoutNd
 
 from .errors import ProblemTypeError, ProblemValueError
 
-Targets = Union[int, Sequence[int], Tensor]
+Targets = int | Sequence[int] | Tensor
 
 
 def check_model(model: nn.Module) -> None:
@@ -28,13 +29,16 @@ def check_model(model: nn.Module) -> None:
         )
     quantized = next((m for m in model.modules() if ".quantized" in type(m).__module__), None)
     if quantized is not None:
-        raise TypeError(f"model is quantized ({type(quantized).__module__}.{type(quantized).__name__}): quantized "
-                        "operators have no gradient with respect to their input; explain the floating-point model "
-                        "it was made from")
+        raise TypeError(
+            f"model is quantized ({type(quantized).__module__}.{type(quantized).__name__}): quantized "
+            "operators have no gradient with respect to their input; explain the floating-point model "
+            "it was made from"
+        )
     # only modules whose behaviour depends on the flag count (a DataParallel wrapper's own
     # flag, or a container's, changes nothing)
-    training = [name or "<model>" for name, m in model.named_modules()
-                if m.training and isinstance(m, (_NormBase, _DropoutNd))]
+    training = [
+        name or "<model>" for name, m in model.named_modules() if m.training and isinstance(m, (_NormBase, _DropoutNd))
+    ]
     if training:
         raise ValueError(
             f"model is in training mode ({len(training)} module(s), e.g. {training[0]!r}); "
@@ -68,8 +72,7 @@ def check_inputs(inputs: Tensor) -> None:
         raise TypeError(f"inputs must be a floating-point tensor, got dtype {inputs.dtype}")
     if inputs.dim() < 2:
         raise ValueError(
-            f"inputs must have a batch dimension, got shape {tuple(inputs.shape)}; "
-            "add a batch dimension: x[None]"
+            f"inputs must have a batch dimension, got shape {tuple(inputs.shape)}; add a batch dimension: x[None]"
         )
     if inputs.shape[0] == 0:
         raise ValueError(f"inputs hold no sample (shape {tuple(inputs.shape)}); give at least one")
@@ -80,9 +83,14 @@ def check_inputs(inputs: Tensor) -> None:
 
 
 def _class_hint(value: Any) -> ProblemTypeError:
-    return ProblemTypeError(f"targets must be class indices, got the string {value!r}", fixes={
-        "python": "look a name up with load_model(...).classes.index(name) (e.g. classes.index('tabby') == 281)",
-        "cli": "give a class name or id, e.g. --target tabby", "app": "choose a target class"})
+    return ProblemTypeError(
+        f"targets must be class indices, got the string {value!r}",
+        fixes={
+            "python": "look a name up with load_model(...).classes.index(name) (e.g. classes.index('tabby') == 281)",
+            "cli": "give a class name or id, e.g. --target tabby",
+            "app": "choose a target class",
+        },
+    )
 
 
 def as_target_tensor(targets: Targets, batch: int, device: torch.device) -> Tensor:
@@ -93,8 +101,10 @@ def as_target_tensor(targets: Targets, batch: int, device: torch.device) -> Tens
     if isinstance(targets, str) or (isinstance(targets, (list, tuple)) and any(isinstance(t, str) for t in targets)):
         raise _class_hint(targets if isinstance(targets, str) else next(t for t in targets if isinstance(t, str)))
     if isinstance(targets, (set, frozenset, dict)) or (hasattr(targets, "keys") and not isinstance(targets, Tensor)):
-        raise TypeError(f"targets must be an int, a list of ints or an integer tensor, got a {type(targets).__name__} "
-                        "(its order is not the samples'); give a list: one class per sample, in order")
+        raise TypeError(
+            f"targets must be an int, a list of ints or an integer tensor, got a {type(targets).__name__} "
+            "(its order is not the samples'); give a list: one class per sample, in order"
+        )
     if isinstance(targets, np.ndarray):
         if not np.issubdtype(targets.dtype, np.integer):
             raise TypeError(f"targets must be integers (class indices), got a numpy array of {targets.dtype}")
@@ -102,7 +112,7 @@ def as_target_tensor(targets: Targets, batch: int, device: torch.device) -> Tens
     if isinstance(targets, numbers.Integral) and not isinstance(targets, Tensor):
         targets = int(targets)
     if isinstance(targets, int):
-        if not -2**63 <= targets < 2**63:
+        if not -(2**63) <= targets < 2**63:
             raise ValueError(f"target class {targets} is out of range: classes are ids 0..(classes - 1)")
         t = torch.full((batch,), targets, dtype=torch.long)
     elif isinstance(targets, Tensor):
@@ -122,7 +132,7 @@ def as_target_tensor(targets: Targets, batch: int, device: torch.device) -> Tens
             ) from None
         if not all(isinstance(i, numbers.Integral) and not isinstance(i, (bool, np.bool_)) for i in items):
             raise TypeError(f"targets must contain ints (class indices), got {items!r}")
-        too_big = [int(i) for i in items if not -2**63 <= int(i) < 2**63]
+        too_big = [int(i) for i in items if not -(2**63) <= int(i) < 2**63]
         if too_big:
             raise ValueError(f"target class {too_big[0]} is out of range: classes are ids 0..(classes - 1)")
         t = torch.tensor([int(i) for i in items], dtype=torch.long)
@@ -137,15 +147,19 @@ def as_target_tensor(targets: Targets, batch: int, device: torch.device) -> Tens
 def check_logits(logits: Tensor) -> None:
     """Logits a gradient can be taken of: on the autograd graph, and finite."""
     if not logits.requires_grad:
-        raise ValueError("the model's logits do not depend on its input through autograd (does its forward run "
-                         "under torch.no_grad(), detach, or leave torch, e.g. through numpy?); pullbacks needs "
-                         "the autograd graph from input to logits")
+        raise ValueError(
+            "the model's logits do not depend on its input through autograd (does its forward run "
+            "under torch.no_grad(), detach, or leave torch, e.g. through numpy?); pullbacks needs "
+            "the autograd graph from input to logits"
+        )
     bad = ~torch.isfinite(logits.detach()).all(dim=-1) if logits.dim() == 2 else ~torch.isfinite(logits.detach())
     if bad.any():
         rows = torch.nonzero(bad.reshape(-1)).flatten().tolist()
-        raise ValueError(f"the model's logits are not finite (NaN or inf) for sample(s) {rows[:5]}: check its "
-                         "weights (a NaN parameter?) and the inputs; a model run in float16 may overflow: try "
-                         "float32")
+        raise ValueError(
+            f"the model's logits are not finite (NaN or inf) for sample(s) {rows[:5]}: check its "
+            "weights (a NaN parameter?) and the inputs; a model run in float16 may overflow: try "
+            "float32"
+        )
 
 
 def check_gradient(grad: Tensor, soft: bool) -> None:
@@ -153,13 +167,21 @@ def check_gradient(grad: Tensor, soft: bool) -> None:
     if torch.isfinite(grad).all():
         return
     small = "a temperature too small for the values its gate divides overflows: raise "
-    fixes = ({"python": small + "temperature / pool_temperature (or temperatures={...}), or run the model in "
-                                "float64",
-              "cli": small + "--temperature / --pool-temperature (or --temperatures FAMILY=T)",
-              "app": small + "the temperatures"} if soft else {"python": "check the model in float32 or float64"})
-    raise ProblemValueError(f"the {'pullback' if soft else 'gradient'} came out NaN or infinite in "
-                            f"{int((~torch.isfinite(grad)).sum())} of {grad.numel()} entries although the logits "
-                            "are finite", fixes=fixes)
+    fixes = (
+        {
+            "python": small + "temperature / pool_temperature (or temperatures={...}), or run the model in float64",
+            "cli": small + "--temperature / --pool-temperature (or --temperatures FAMILY=T)",
+            "app": small + "the temperatures",
+        }
+        if soft
+        else {"python": "check the model in float32 or float64"}
+    )
+    raise ProblemValueError(
+        f"the {'pullback' if soft else 'gradient'} came out NaN or infinite in "
+        f"{int((~torch.isfinite(grad)).sum())} of {grad.numel()} entries although the logits "
+        "are finite",
+        fixes=fixes,
+    )
 
 
 def check_target_range(targets: Tensor, logits: Tensor) -> None:
@@ -167,12 +189,13 @@ def check_target_range(targets: Tensor, logits: Tensor) -> None:
     if logits.dim() != 2:
         raise ValueError(f"model must return logits of shape (batch, classes), got {tuple(logits.shape)}")
     if logits.shape[0] != targets.numel():
-        raise ValueError(f"the model returned {logits.shape[0]} rows of logits for {targets.numel()} inputs; "
-                         "it must return one row per input (batch, classes)")
+        raise ValueError(
+            f"the model returned {logits.shape[0]} rows of logits for {targets.numel()} inputs; "
+            "it must return one row per input (batch, classes)"
+        )
     classes = logits.shape[1]
     bad = targets[(targets < 0) | (targets >= classes)]
     if bad.numel():
         raise ValueError(
-            f"target class {int(bad[0])} is out of range for a model with {classes} classes "
-            f"(valid: 0..{classes - 1})"
+            f"target class {int(bad[0])} is out of range for a model with {classes} classes (valid: 0..{classes - 1})"
         )

@@ -11,8 +11,8 @@ Autograd records no node for a mask made by a comparison, so the mode counts tho
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 from torch import Tensor
@@ -27,15 +27,33 @@ def _named(name: str, *functions) -> dict[Callable, str]:
 # value-dependent masks made from a tensor on the gradient path (``z * (z > 0)``, ``torch.where(z > 0, ...)``):
 # autograd records no node for them, so the mode counts them when they are called
 MASKS: dict[Callable, str] = _named(
-    "comparison", Tensor.__gt__, Tensor.__ge__, Tensor.__lt__, Tensor.__le__, torch.gt, torch.ge, torch.lt, torch.le,
-    torch.greater, torch.greater_equal, torch.less, torch.less_equal, Tensor.gt, Tensor.ge, Tensor.lt, Tensor.le,
-    torch.sign, Tensor.sign, torch.heaviside)
+    "comparison",
+    Tensor.__gt__,
+    Tensor.__ge__,
+    Tensor.__lt__,
+    Tensor.__le__,
+    torch.gt,
+    torch.ge,
+    torch.lt,
+    torch.le,
+    torch.greater,
+    torch.greater_equal,
+    torch.less,
+    torch.less_equal,
+    Tensor.gt,
+    Tensor.ge,
+    Tensor.lt,
+    Tensor.le,
+    torch.sign,
+    Tensor.sign,
+    torch.heaviside,
+)
 
 _HINTS = {
     "sigmoid": " (squeeze-excitation?)",
     "hardsigmoid": " (squeeze-excitation?)",
     "softmax": " (attention written out by hand? a Hugging Face model: load it with attn_implementation='sdpa'; "
-               "timm: keep its fused attention on; a router or a softmax of your own: a rule, docs/extending.md)",
+    "timm: keep its fused attention on; a router or a softmax of your own: a rule, docs/extending.md)",
     "erf": " (a GELU written with erf?)",
     "comparison": " (value-dependent: a mask such as z * (z > 0), or torch.where?)",
     "rsqrt": " (a norm written out by hand, such as an RMSNorm?)",
@@ -79,20 +97,28 @@ class Coverage:
         """True if something kept its ordinary nonlinear gradient."""
         return bool(self.ordinary)
 
-    def merged(self, other: "Coverage") -> "Coverage":
+    def merged(self, other: Coverage) -> Coverage:
         """The counts of both (``recipe`` from this one)."""
-        return Coverage(self.gated + other.gated, self.ordinary + other.ordinary, self.recipe or other.recipe,
-                        self.products + other.products, self.unrecognised + other.unrecognised)
+        return Coverage(
+            self.gated + other.gated,
+            self.ordinary + other.ordinary,
+            self.recipe or other.recipe,
+            self.products + other.products,
+            self.unrecognised + other.unrecognised,
+        )
 
     def describe_ordinary(self) -> str:
         """``16 nodes of sigmoid (squeeze-excitation?), 1 of a TorchScript graph (...)``."""
-        return ", ".join(f"{n} call{'s' if n != 1 else ''} to {name}{hint(name)}"
-                         for name, n in self.ordinary.most_common())
+        return ", ".join(
+            f"{n} call{'s' if n != 1 else ''} to {name}{hint(name)}" for name, n in self.ordinary.most_common()
+        )
 
     def summary(self) -> str:
         """What a partial pullback is, in words, with no advice in any interface's terms."""
-        return (f"{self.describe_ordinary()} kept their ordinary gradient: the pullback is partly a vanilla "
-                f"gradient (coverage: {self})")
+        return (
+            f"{self.describe_ordinary()} kept their ordinary gradient: the pullback is partly a vanilla "
+            f"gradient (coverage: {self})"
+        )
 
     def __str__(self) -> str:
         gated = ", ".join(f"{family} {n}" for family, n in self.gated.items()) or "nothing"

@@ -12,7 +12,8 @@ A message the package raises names Python keywords (``temperature=0.3``); the co
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any
 
 INTERFACES = ("python", "cli", "app")
 _UNSET: Any = object()
@@ -35,11 +36,11 @@ class Problem:
     ``option`` and ``value`` (when one option is wrong), ``fixes`` (interface -> what to do)."""
 
     problem: str
-    option: Optional[str] = None
+    option: str | None = None
     value: Any = _UNSET
     fixes: Mapping[str, str] = {}
 
-    def _set(self, problem: str, option: Optional[str], value: Any, fixes: Optional[Mapping[str, str]]) -> None:
+    def _set(self, problem: str, option: str | None, value: Any, fixes: Mapping[str, str] | None) -> None:
         self.problem, self.option, self.value, self.fixes = problem, option, value, dict(fixes or {})
 
     def render(self, interface: str = "python", option: bool = True) -> str:
@@ -57,8 +58,9 @@ class Problem:
 class ProblemValueError(Problem, ValueError):
     """A wrong value the user can fix (a ValueError carrying :class:`Problem`'s fields)."""
 
-    def __init__(self, problem: str, *, option: Optional[str] = None, value: Any = _UNSET,
-                 fixes: Optional[Mapping[str, str]] = None) -> None:
+    def __init__(
+        self, problem: str, *, option: str | None = None, value: Any = _UNSET, fixes: Mapping[str, str] | None = None
+    ) -> None:
         self._set(problem, option, value, fixes)
         super().__init__(self.render())
 
@@ -66,14 +68,16 @@ class ProblemValueError(Problem, ValueError):
 class ProblemTypeError(Problem, TypeError):
     """A value of the wrong type (a TypeError carrying :class:`Problem`'s fields)."""
 
-    def __init__(self, problem: str, *, option: Optional[str] = None, value: Any = _UNSET,
-                 fixes: Optional[Mapping[str, str]] = None) -> None:
+    def __init__(
+        self, problem: str, *, option: str | None = None, value: Any = _UNSET, fixes: Mapping[str, str] | None = None
+    ) -> None:
         self._set(problem, option, value, fixes)
         super().__init__(self.render())
 
 
-def bad_option(option: str, value: Any, expected: str, *, type_error: bool = False,
-               fixes: Optional[Mapping[str, str]] = None) -> Problem:
+def bad_option(
+    option: str, value: Any, expected: str, *, type_error: bool = False, fixes: Mapping[str, str] | None = None
+) -> Problem:
     """``<option> must be <expected>, got <value>``: a :class:`ProblemTypeError` when the value has
     the wrong type (``type_error``), else a :class:`ProblemValueError`."""
     cls = ProblemTypeError if type_error else ProblemValueError
@@ -84,4 +88,4 @@ class MissingExtraError(ImportError):
     """An optional dependency is not installed: the message names the extra to install."""
 
     def __init__(self, what: str, extra: str, package: str) -> None:
-        super().__init__(f"{what} need {package}: pip install -e \".[{extra}]\" (or pip install {package})")
+        super().__init__(f'{what} need {package}: pip install -e ".[{extra}]" (or pip install {package})')

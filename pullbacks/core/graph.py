@@ -23,8 +23,9 @@ import os
 import re
 import sys
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Optional
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -37,7 +38,8 @@ CHECKPOINT_HELP = (
     "activation checkpointing re-runs the forward pass during the backward pass, outside the soft gates, "
     "so the pullback would be wrong; turn it off for explanations: for torch.utils.checkpoint call the "
     "module without it, for a torchvision DenseNet build it with memory_efficient=False, for timm models "
-    "call model.set_grad_checkpointing(False)")
+    "call model.set_grad_checkpointing(False)"
+)
 CHECKPOINT = "a checkpoint's recompute"
 
 _TOP_HOOKS = getattr(torch._C._autograd, "_top_saved_tensors_default_hooks", None)  # torch >= 2.8
@@ -57,21 +59,40 @@ def check_no_checkpoint_hooks() -> None:
             frame = frame.f_back
         return
     hooks = _TOP_HOOKS(False)
-    if hooks is not None and any("checkpoint" in (getattr(h, "__module__", "") or "") or
-                                 "checkpoint" in getattr(h, "__qualname__", "") for h in hooks):
+    if hooks is not None and any(
+        "checkpoint" in (getattr(h, "__module__", "") or "") or "checkpoint" in getattr(h, "__qualname__", "")
+        for h in hooks
+    ):
         raise RuntimeError(CHECKPOINT_HELP)
 
 
 # names a user recognises, for node names (without "Backward<n>") that would not say it
 NAMES = {
-    "Var": "var/std", "Std": "var/std", "VarMean": "var/std", "StdMean": "var/std", "ClampMin": "clamp",
-    "ClampMax": "clamp", "Clamp": "clamp", "Minimum": "maximum", "Maximum": "maximum",
-    "LinalgVectorNorm": "vector norm", "Norm": "vector norm", "NativeLayerNorm": "layer_norm",
-    "NativeGroupNorm": "group_norm", "MaxPool2DWithIndices": "max_pool2d", "MaxPool3DWithIndices": "max_pool3d",
-    "AdaptiveMaxPool2D": "adaptive_max_pool", "AdaptiveMaxPool1D": "adaptive_max_pool",
-    "ValueSelectingReduction": "max/min along a dimension", "CheckpointFunction": CHECKPOINT,
-    "DifferentiableGraph": "a TorchScript graph", "CopySlices": "an in-place operation on a slice",
-    "LogSoftmax": "log_softmax", "SpecialErf": "erf", "Hardsigmoid": "hardsigmoid", "LogSigmoid": "logsigmoid",
+    "Var": "var/std",
+    "Std": "var/std",
+    "VarMean": "var/std",
+    "StdMean": "var/std",
+    "ClampMin": "clamp",
+    "ClampMax": "clamp",
+    "Clamp": "clamp",
+    "Minimum": "maximum",
+    "Maximum": "maximum",
+    "LinalgVectorNorm": "vector norm",
+    "Norm": "vector norm",
+    "NativeLayerNorm": "layer_norm",
+    "NativeGroupNorm": "group_norm",
+    "MaxPool2DWithIndices": "max_pool2d",
+    "MaxPool3DWithIndices": "max_pool3d",
+    "AdaptiveMaxPool2D": "adaptive_max_pool",
+    "AdaptiveMaxPool1D": "adaptive_max_pool",
+    "ValueSelectingReduction": "max/min along a dimension",
+    "CheckpointFunction": CHECKPOINT,
+    "DifferentiableGraph": "a TorchScript graph",
+    "CopySlices": "an in-place operation on a slice",
+    "LogSoftmax": "log_softmax",
+    "SpecialErf": "erf",
+    "Hardsigmoid": "hardsigmoid",
+    "LogSigmoid": "logsigmoid",
 }
 _SUFFIX = re.compile(r"Backward\d*$")
 _WORDS = re.compile(r"(?<=[a-z])(?=[A-Z])")
@@ -146,7 +167,7 @@ def _kinds(rules: tuple[Rule, ...]) -> _Kinds:
     return kinds
 
 
-def walk(outputs: Iterable[Any], rules: Iterable[Rule], inputs: Optional[tuple] = None) -> Reading:
+def walk(outputs: Iterable[Any], rules: Iterable[Rule], inputs: tuple | None = None) -> Reading:
     """Classify every backward node on a path from ``outputs`` (tensors, or their backward
     nodes) to ``inputs`` under ``rules`` (the rules in effect), module docstring. ``inputs``:
     the leaves that count as inputs (default: every leaf that is not an ``nn.Parameter``)."""

@@ -15,22 +15,22 @@ from __future__ import annotations
 import functools
 import weakref
 from collections import Counter
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator, Optional
 
 import torch
 from torch.overrides import TorchFunctionMode
 
+from .calls import Call
 from .coverage import MASKS, Coverage
 from .graph import Reading, check_no_checkpoint_hooks, walk
-from .policy import CoverageCheck
-from .options import GateOptions, build
-from .replay import Recorder, Replay
-from .calls import Call
-from .randomness import DRAWS, check_draw
-from .table import rules_in_effect, table
 from .modules import ModuleHooks, rule_for
+from .options import GateOptions, build
+from .policy import CoverageCheck
+from .randomness import DRAWS, check_draw
+from .replay import Recorder, Replay
 from .rules.module import ModuleRule
+from .table import rules_in_effect, table
 
 
 @functools.lru_cache(maxsize=64)
@@ -98,8 +98,15 @@ class SoftGateMode(TorchFunctionMode):
     from the logits themselves (:class:`~.policy.CoverageCheck`).
     """
 
-    def __init__(self, options: GateOptions, *, check_on_exit: bool = False, refuse_random: bool = False,
-                 model: Optional[torch.nn.Module] = None, track: bool = False):
+    def __init__(
+        self,
+        options: GateOptions,
+        *,
+        check_on_exit: bool = False,
+        refuse_random: bool = False,
+        model: torch.nn.Module | None = None,
+        track: bool = False,
+    ):
         super().__init__()
         self.refuse_random = refuse_random  # a model's forward pass alone runs inside: refuse its random draws
         self.options = options
@@ -107,17 +114,21 @@ class SoftGateMode(TorchFunctionMode):
         self.quiet_fates = quiet_fates()
         self.check_on_exit = check_on_exit  # soft_gates(strict=True): check the coverage when the block exits
         self.counts = Coverage(recipe=options.recipe)
-        self.roots: Optional[_Roots] = _Roots() if track else None  # what the calls returned
-        self.reading: Optional[Reading] = None
+        self.roots: _Roots | None = _Roots() if track else None  # what the calls returned
+        self.reading: Reading | None = None
         self._read_at = -1  # len(roots) at the last walk
-        self.wrt: Optional[tuple] = None  # the only leaves whose gradient is wanted (None: any)
+        self.wrt: tuple | None = None  # the only leaves whose gradient is wanted (None: any)
         self.gradless = 0  # calls a rule covers, made with gradients off (a reentrant checkpoint?)
-        self.recorder: Optional[Recorder] = Recorder() if options.replay else None
+        self.recorder: Recorder | None = Recorder() if options.replay else None
         self.in_effect = in_effect = rules_in_effect(options.rules)
         self.structure = None if model is None else module_types(model)  # ``model``: the only model run inside
         # module rules need global forward hooks (a cost on every module call): only when some module could match
-        self.modules = ModuleHooks(self, in_effect) if any(isinstance(r, ModuleRule) for r in in_effect) and (
-            model is None or any(rule_for(in_effect, c) is not None for c in set(self.structure))) else None
+        self.modules = (
+            ModuleHooks(self, in_effect)
+            if any(isinstance(r, ModuleRule) for r in in_effect)
+            and (model is None or any(rule_for(in_effect, c) is not None for c in set(self.structure)))
+            else None
+        )
 
     @property
     def coverage(self) -> Coverage:
@@ -154,7 +165,7 @@ class SoftGateMode(TorchFunctionMode):
         """The temperature of ``family`` in effect."""
         return self.options.temperature_of(family)
 
-    def replay(self, z) -> Optional[Replay]:
+    def replay(self, z) -> Replay | None:
         """A replay of ``z`` for a rule to keep instead of ``z`` (None without one)."""
         return None if self.recorder is None else self.recorder.replay(z)
 
@@ -163,8 +174,9 @@ class SoftGateMode(TorchFunctionMode):
         than the inputs ``wrt`` names (a parameter, while the pullback wants the input
         gradient alone)."""
         wrt = self.wrt
-        return tuple(isinstance(t, torch.Tensor) and (wrt is None or not t.is_leaf or any(t is w for w in wrt))
-                     for t in tensors)
+        return tuple(
+            isinstance(t, torch.Tensor) and (wrt is None or not t.is_leaf or any(t is w for w in wrt)) for t in tensors
+        )
 
     # ------------------------------------------------------------ the mode
 
@@ -206,7 +218,8 @@ class SoftGateMode(TorchFunctionMode):
         if any(isinstance(m, SoftGateMode) for m in _get_current_function_mode_stack()):
             raise RuntimeError(
                 "soft_gates blocks cannot be nested: the inner block would take every call and the outer "
-                "one would see none; use one block with the options you want")
+                "one would see none; use one block with the options you want"
+            )
         out = super().__enter__()
         if self.modules is not None:
             self.modules.__enter__()
@@ -228,7 +241,7 @@ class SoftGateMode(TorchFunctionMode):
 
 
 @contextmanager
-def soft_gates(options: Optional[GateOptions] = None, **overrides) -> Iterator[SoftGateMode]:
+def soft_gates(options: GateOptions | None = None, **overrides) -> Iterator[SoftGateMode]:
     """Give every call the rule table covers, made inside the block, its soft backward:
     ``relu'(z) = 1[z > 0]`` becomes ``s(z / T)``, max pooling back-propagates through a soft
     max pool of temperature ``pool_temperature`` (default: ``temperature``), and SiLU/GELU/

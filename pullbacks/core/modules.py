@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 import threading
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -29,7 +29,7 @@ from .rules.module import ModuleRule
 
 
 @functools.lru_cache(maxsize=256)
-def rule_for(rules: tuple[Rule, ...], cls: type) -> Optional[ModuleRule]:
+def rule_for(rules: tuple[Rule, ...], cls: type) -> ModuleRule | None:
     """The module rule among ``rules`` that names ``cls`` (a later rule wins), or None."""
     for rule in reversed(rules):
         if isinstance(rule, ModuleRule) and rule.matches(cls):
@@ -52,13 +52,15 @@ class ModuleHooks:
         self.mode, self.rules = mode, rules
         self.frames: list[tuple[nn.Module, ModuleRule, Coverage, dict]] = []  # module, rule, set aside: coverage, fates
         self.handles: list = []
-        self.thread: Optional[int] = None
+        self.thread: int | None = None
         self.recognised: set = set()  # (id, class) of the modules recognised in this block (checked once)
 
-    def __enter__(self) -> "ModuleHooks":
+    def __enter__(self) -> ModuleHooks:
         self.thread = threading.get_ident()
-        self.handles = [_module.register_module_forward_pre_hook(self.before),
-                        _module.register_module_forward_hook(self.after, with_kwargs=True)]
+        self.handles = [
+            _module.register_module_forward_pre_hook(self.before),
+            _module.register_module_forward_hook(self.after, with_kwargs=True),
+        ]
         return self
 
     def __exit__(self, *exc) -> None:
@@ -78,15 +80,20 @@ class ModuleHooks:
             if (id(module), type(module)) in self.recognised:  # its output's own graph is dropped: gate nothing
                 self.mode.fates = self.mode.quiet_fates
 
-    def after(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> Optional[Tensor]:
+    def after(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> Tensor | None:
         if threading.get_ident() != self.thread or not self.frames or not any(f[0] is module for f in self.frames):
             return None
         while self.frames[-1][0] is not module:  # frames left by a forward that raised and was caught
             self._close(Coverage())
         _, rule, outer, fates = self.frames[-1]
         x = _the_input(args, kwargs)
-        if not (torch.is_grad_enabled() and isinstance(x, Tensor) and x.requires_grad and isinstance(output, Tensor)
-                and output.is_floating_point()):
+        if not (
+            torch.is_grad_enabled()
+            and isinstance(x, Tensor)
+            and x.requires_grad
+            and isinstance(output, Tensor)
+            and output.is_floating_point()
+        ):
             self._close(Coverage())
             return None
         options = self.mode.options  # a family without a temperature (the norms) runs at T = 1

@@ -19,12 +19,12 @@ import dataclasses
 import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Optional, Tuple, TypeVar
+from typing import Any, TypeVar
 
-from .rules.base import Rule
-from .recipes import DEFAULT_RECIPE, RECIPES, recipe_values
-from .table import KEYWORDS, check_user_rules, default_temperatures, variant_names
 from .errors import bad_option
+from .recipes import DEFAULT_RECIPE, RECIPES, recipe_values
+from .rules.base import Rule
+from .table import KEYWORDS, check_user_rules, default_temperatures, variant_names
 from .validators import choice, clip_range, plain_number, positive_integer, positive_number, temperature
 
 GATES = ("sigmoid", "normal_cdf")  # s in relu'(z) -> s(z / T)
@@ -75,9 +75,11 @@ def family_temperatures(value: Any, rules: tuple[Rule, ...] = ()) -> Mapping[str
     unknown = sorted(set(value) - set(defaults), key=str)
     if unknown:
         keywords = ", ".join(f"{k}: {v}" for k, v in KEYWORDS.items())
-        raise ValueError(f"unknown famil{'y' if len(unknown) == 1 else 'ies'} {', '.join(map(repr, unknown))} in "
-                         f"temperatures; known: {', '.join(defaults)} (these have options of their own: "
-                         f"{keywords})")
+        raise ValueError(
+            f"unknown famil{'y' if len(unknown) == 1 else 'ies'} {', '.join(map(repr, unknown))} in "
+            f"temperatures; known: {', '.join(defaults)} (these have options of their own: "
+            f"{keywords})"
+        )
     return Frozen({**defaults, **{k: temperature(v, f"temperatures[{k!r}]") for k, v in value.items()}})
 
 
@@ -91,8 +93,10 @@ def rule_variants(value: Any, rules: tuple[Rule, ...] = ()) -> Mapping[str, str]
     known = variant_names(rules)
     for name, variant in value.items():
         if name not in known:
-            raise ValueError(f"unknown rule {name!r} in variants; rules with variants: "
-                             + "; ".join(f"{k}: {', '.join(v)}" for k, v in known.items()))
+            raise ValueError(
+                f"unknown rule {name!r} in variants; rules with variants: "
+                + "; ".join(f"{k}: {', '.join(v)}" for k, v in known.items())
+            )
         choice(variant, f"variants[{name!r}]", known[name])
     return Frozen({**{k: v[0] for k, v in known.items()}, **value})
 
@@ -113,7 +117,7 @@ _FROM_RECIPE_FIELDS = ("temperature", "pool_temperature", "gate", "pool", "eps")
 
 # --------------------------------------------------------------------------- options
 
-O = TypeVar("O", bound="GateOptions")
+OptionsT = TypeVar("OptionsT", bound="GateOptions")
 
 
 @dataclass(frozen=True)
@@ -145,24 +149,28 @@ class GateOptions:
     """
 
     temperature: float = FROM_RECIPE
-    pool_temperature: Optional[float] = FROM_RECIPE
+    pool_temperature: float | None = FROM_RECIPE
     gate: str = FROM_RECIPE
     pool: str = FROM_RECIPE
-    temperatures: Optional[Mapping[str, float]] = None
+    temperatures: Mapping[str, float] | None = None
     recipe: str = DEFAULT_RECIPE
-    variants: Optional[Mapping[str, str]] = None
-    rules: Tuple[Rule, ...] = ()
+    variants: Mapping[str, str] | None = None
+    rules: tuple[Rule, ...] = ()
     strict: bool | str = False
     replay: bool = True
 
     def __post_init__(self) -> None:
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 - frozen
         recipe = recipe_values(self.recipe)
-        given = {f: getattr(self, f) for f in _FROM_RECIPE_FIELDS
-                 if hasattr(self, f) and getattr(self, f) is not FROM_RECIPE}
-        given_maps = {"temperatures": dict(self.temperatures or {}) if isinstance(self.temperatures, Mapping)
-                      else self.temperatures, "variants": dict(self.variants or {})
-                      if isinstance(self.variants, Mapping) else self.variants}
+        given = {
+            f: getattr(self, f) for f in _FROM_RECIPE_FIELDS if hasattr(self, f) and getattr(self, f) is not FROM_RECIPE
+        }
+        given_maps = {
+            "temperatures": dict(self.temperatures or {})
+            if isinstance(self.temperatures, Mapping)
+            else self.temperatures,
+            "variants": dict(self.variants or {}) if isinstance(self.variants, Mapping) else self.variants,
+        }
         for f in _FROM_RECIPE_FIELDS:
             if hasattr(self, f) and f not in given:
                 set_(f, recipe[f])
@@ -174,13 +182,18 @@ class GateOptions:
         set_("rules", user_rules(self.rules))
         if given_maps["temperatures"] is not None and not isinstance(given_maps["temperatures"], Mapping):
             family_temperatures(given_maps["temperatures"], self.rules)  # raises the TypeError
-        set_("temperatures", family_temperatures({**recipe["temperatures"], **(given_maps["temperatures"] or {})},
-                                                 self.rules))
+        set_(
+            "temperatures",
+            family_temperatures({**recipe["temperatures"], **(given_maps["temperatures"] or {})}, self.rules),
+        )
         if given_maps["variants"] is not None and not isinstance(given_maps["variants"], Mapping):
             rule_variants(given_maps["variants"], self.rules)  # raises the TypeError
         set_("variants", rule_variants({**recipe["variants"], **(given_maps["variants"] or {})}, self.rules))
-        if self.strict not in (True, False, "products") or isinstance(self.strict, (int, float)) and not \
-                isinstance(self.strict, bool):
+        if (
+            self.strict not in (True, False, "products")
+            or isinstance(self.strict, (int, float))
+            and not isinstance(self.strict, bool)
+        ):
             raise TypeError(f"strict must be True, False or 'products', got {self.strict!r}")
         for flag in ("replay",):
             if not isinstance(getattr(self, flag), bool):
@@ -210,11 +223,11 @@ class GateOptions:
         return self.variants[rule]
 
     @property
-    def gates(self) -> "GateOptions":
+    def gates(self) -> GateOptions:
         """Only the gate options."""
         return build(GateOptions, self, {})
 
-    def replace(self: O, **changes) -> O:
+    def replace(self: OptionsT, **changes) -> OptionsT:
         """A validated copy with ``changes`` (unknown names are a TypeError listing the valid ones)."""
         return build(type(self), self, changes)
 
@@ -234,8 +247,8 @@ class AscentOptions(GateOptions):
 
     steps: int = 5
     alpha: float = 20.0
-    eps: Optional[float] = FROM_RECIPE
-    clip: Optional[Tuple[float, float]] = (-1.0, 1.0)
+    eps: float | None = FROM_RECIPE
+    clip: tuple[float, float] | None = (-1.0, 1.0)
     method: str = "pullback"
 
     def __post_init__(self) -> None:
@@ -255,37 +268,60 @@ class Field:
 
     help: str
     kind: str  # temperature | integer | number | optional_number | choice | families | variants | rules | flag | clip
-    choices: Tuple[str, ...] = ()
+    choices: tuple[str, ...] = ()
     none: str = ""  # what None means for this option ("" : nothing, so None is "not given", like FROM_RECIPE)
 
 
 FIELDS: dict[str, Field] = {
-    "temperature": Field("soft-gate temperature T of the ReLU family (default: the model's recommended one, then "
-                         "the recipe's)", "temperature"),
-    "pool_temperature": Field("max-pool temperature (default: the temperature, or the model's recommended one)",
-                              "temperature"),
+    "temperature": Field(
+        "soft-gate temperature T of the ReLU family (default: the model's recommended one, then the recipe's)",
+        "temperature",
+    ),
+    "pool_temperature": Field(
+        "max-pool temperature (default: the temperature, or the model's recommended one)", "temperature"
+    ),
     "gate": Field("the soft gate s in relu'(z) -> s(z/T) (default: the recipe's)", "choice", GATES),
-    "pool": Field("the soft max pool's backward: its gradient or its softmax weights (default: the recipe's)",
-                  "choice", POOLS),
-    "temperatures": Field("temperatures of the families beyond ReLU, FAMILY=T,... (default: the rule table's, or "
-                          "the model's recommendation)", "families"),
-    "recipe": Field("'excitation' (the seed paper) or 'semantic' (the authors' follow-up code): the rules and "
-                    "defaults of every option not given", "choice", tuple(RECIPES)),
-    "variants": Field("the variant of each rule that has several, RULE=VARIANT,... (e.g. sdpa=held; default: the "
-                      "recipe's)", "variants"),
+    "pool": Field(
+        "the soft max pool's backward: its gradient or its softmax weights (default: the recipe's)", "choice", POOLS
+    ),
+    "temperatures": Field(
+        "temperatures of the families beyond ReLU, FAMILY=T,... (default: the rule table's, or "
+        "the model's recommendation)",
+        "families",
+    ),
+    "recipe": Field(
+        "'excitation' (the seed paper) or 'semantic' (the authors' follow-up code): the rules and "
+        "defaults of every option not given",
+        "choice",
+        tuple(RECIPES),
+    ),
+    "variants": Field(
+        "the variant of each rule that has several, RULE=VARIANT,... (e.g. sdpa=held; default: the recipe's)",
+        "variants",
+    ),
     "rules": Field("rules of your own, as MODULE:NAME of a GateRule or a list of them (docs/extending.md)", "rules"),
     "strict": Field("fail when nonlinear calls keep their ordinary gradient (default: warn)", "flag"),
-    "replay": Field("recompute gate inputs that came out of eval-mode batch norms instead of keeping a copy "
-                    "(same result, less memory; default: on)", "flag"),
+    "replay": Field(
+        "recompute gate inputs that came out of eval-mode batch norms instead of keeping a copy "
+        "(same result, less memory; default: on)",
+        "flag",
+    ),
     "steps": Field("ascent steps (default: 5, or the model's recommendation for the recipe)", "integer"),
-    "alpha": Field("L2 length of a step in the [-1, 1] input space (default: 20, or the model's recommendation)",
-                   "number"),
-    "eps": Field("L2 radius of the projection around the start, or 'none' (default: the recipe's: excitation 100, "
-                 "semantic none)", "optional_number", none="no projection"),
-    "clip": Field("value range every step is clamped to, LOW,HIGH (clip=-1,1, the default) or 'none'", "clip",
-                  none="no clamping"),
-    "method": Field("ascend along the excitation pullback or the vanilla gradient (default: pullback)", "choice",
-                    METHODS),
+    "alpha": Field(
+        "L2 length of a step in the [-1, 1] input space (default: 20, or the model's recommendation)", "number"
+    ),
+    "eps": Field(
+        "L2 radius of the projection around the start, or 'none' (default: the recipe's: excitation 100, "
+        "semantic none)",
+        "optional_number",
+        none="no projection",
+    ),
+    "clip": Field(
+        "value range every step is clamped to, LOW,HIGH (clip=-1,1, the default) or 'none'", "clip", none="no clamping"
+    ),
+    "method": Field(
+        "ascend along the excitation pullback or the vanilla gradient (default: pullback)", "choice", METHODS
+    ),
 }
 
 
@@ -293,8 +329,11 @@ def given(values: Mapping[str, Any]) -> dict[str, Any]:
     """The options of ``values`` that are given: "not given" is ``FROM_RECIPE``, the one marker,
     and None for an option where None means nothing else (``FIELDS[name].none``; for eps and clip
     None is a value). Every front end passes its values through here."""
-    return {k: v for k, v in values.items()
-            if v is not FROM_RECIPE and not (v is None and k in FIELDS and not FIELDS[k].none)}
+    return {
+        k: v
+        for k, v in values.items()
+        if v is not FROM_RECIPE and not (v is None and k in FIELDS and not FIELDS[k].none)
+    }
 
 
 def _pairs(name: str, text: str, example: str) -> dict[str, str]:
@@ -368,7 +407,7 @@ def from_text(name: str, text: str) -> Any:
     raise AssertionError(f"no text form for the kind {kind!r}")  # pragma: no cover - FIELDS is closed
 
 
-def build(cls: type[O], options: Optional[GateOptions], overrides: dict) -> O:
+def build(cls: type[OptionsT], options: GateOptions | None, overrides: dict) -> OptionsT:
     """``cls`` from ``options`` (any options object, a number for the temperature, or None
     for the defaults) with the keyword ``overrides`` applied; the one place keywords
     become options. What ``options`` took from its recipe is taken from the recipe again
@@ -381,12 +420,16 @@ def build(cls: type[O], options: Optional[GateOptions], overrides: dict) -> O:
     if isinstance(plain_number(options), numbers.Real) and not isinstance(options, bool):
         options, overrides = None, {"temperature": plain_number(options), **overrides}  # soft_gates(0.3)
     if options is not None and not isinstance(options, GateOptions):
-        raise TypeError(f"options must be a GateOptions or AscentOptions (or a temperature), "
-                        f"got {type(options).__name__}")
+        raise TypeError(
+            f"options must be a GateOptions or AscentOptions (or a temperature), got {type(options).__name__}"
+        )
     base: dict = {}
     if options is not None:
-        base = {f.name: getattr(options, f.name) for f in dataclasses.fields(options)
-                if f.name in names and f.name not in (*_FROM_RECIPE_FIELDS, "temperatures", "variants")}
+        base = {
+            f.name: getattr(options, f.name)
+            for f in dataclasses.fields(options)
+            if f.name in names and f.name not in (*_FROM_RECIPE_FIELDS, "temperatures", "variants")
+        }
         base.update({k: v for k, v in options._given.items() if k in names})
     if "rules" in overrides and isinstance(base.get("temperatures"), Mapping):  # keep what the new rules know
         known = default_temperatures(user_rules(overrides["rules"]))

@@ -21,7 +21,7 @@ import os
 import sys
 import warnings
 import weakref
-from typing import Iterable
+from collections.abc import Iterable
 
 from torch import Tensor
 
@@ -38,8 +38,10 @@ class PartialPullbackWarning(UserWarning):
 
     def __init__(self, coverage: Coverage) -> None:
         self.coverage = coverage
-        super().__init__(f"{coverage.summary()}; strict=True makes this an error; silence it with "
-                         "warnings.simplefilter('ignore', pullbacks.PartialPullbackWarning)")
+        super().__init__(
+            f"{coverage.summary()}; strict=True makes this an error; silence it with "
+            "warnings.simplefilter('ignore', pullbacks.PartialPullbackWarning)"
+        )
 
 
 class PartialPullbackError(RuntimeError):
@@ -62,7 +64,7 @@ def _stacklevel() -> int:
     return level
 
 
-_WALKED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # model -> ((structure, rules), reading)
+_WALKED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> ((structure, rules), reading)
 
 
 class CoverageCheck:
@@ -84,9 +86,16 @@ class CoverageCheck:
             self.warned = True
             warnings.warn(PartialPullbackWarning(coverage), stacklevel=_stacklevel())
 
-    def __call__(self, coverage: Coverage, model_name: str, output: Tensor | None = None,
-                 gradless: bool = False, model=None, structure: tuple | None = None,
-                 inputs: tuple | None = None) -> None:
+    def __call__(
+        self,
+        coverage: Coverage,
+        model_name: str,
+        output: Tensor | None = None,
+        gradless: bool = False,
+        model=None,
+        structure: tuple | None = None,
+        inputs: tuple | None = None,
+    ) -> None:
         """The whole policy after a forward pass of ``model_name`` whose result is ``output``:
         the autograd graph from ``output`` to ``inputs`` is read (:func:`walk`: on the first
         pass, and on every pass that ran gated calls without gradients) into ``coverage``.
@@ -112,9 +121,12 @@ class CoverageCheck:
             raise ProblemValueError(
                 f"no call that pullbacks gates was seen in the forward pass of {model_name} (ordinary nonlinear "
                 f"calls: {coverage.describe_ordinary() or 'none'}), so the pullback would silently equal the "
-                f"vanilla gradient; pullbacks gates: {gated_summary(self.rules)}", fixes={
+                f"vanilla gradient; pullbacks gates: {gated_summary(self.rules)}",
+                fixes={
                     "python": f"{rule}); for a vanilla gradient use gradient_ascent(..., method='gradient') or "
-                              "torch.autograd.grad",
+                    "torch.autograd.grad",
                     "cli": f"{rule}; --rules MODULE:NAME); for a vanilla gradient use --method gradient",
-                    "app": "this model's activations have no rule; look at the vanilla gradient's column"})
+                    "app": "this model's activations have no rule; look at the vanilla gradient's column",
+                },
+            )
         self.partial(coverage)

@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Optional
 
 import torch
 from torch import Tensor, nn
 
-from .checks import (Targets, as_target_tensor, check_gradient, check_inputs, check_logits, check_model,
-                     check_target_range)
-from .policy import CoverageCheck
+from .checks import (
+    Targets,
+    as_target_tensor,
+    check_gradient,
+    check_inputs,
+    check_logits,
+    check_model,
+    check_target_range,
+)
 from .mode import SoftGateMode
-from .randomness import NoRandomMode
 from .options import GateOptions, build
+from .policy import CoverageCheck
+from .randomness import NoRandomMode
 
 
 def logits_of(output) -> Tensor:
@@ -49,17 +55,22 @@ def _forward(model: nn.Module, x: Tensor) -> Tensor:
     except (RuntimeError, ValueError) as e:
         dtype = _dtype_of(model)
         if dtype is not None and dtype != x.dtype:
-            raise TypeError(f"inputs are {x.dtype} but the model's parameters are {dtype} "
-                            f"({str(e).splitlines()[0]}); convert one of them: x.to({dtype}) or "
-                            f"model.to({x.dtype})") from e
+            raise TypeError(
+                f"inputs are {x.dtype} but the model's parameters are {dtype} "
+                f"({str(e).splitlines()[0]}); convert one of them: x.to({dtype}) or "
+                f"model.to({x.dtype})"
+            ) from e
         if x.dim() == 3:
-            raise ValueError(f"the model failed on inputs of shape {tuple(x.shape)} ({str(e).splitlines()[0]}); "
-                             "if this is one image, add a batch dimension: x[None]") from e
+            raise ValueError(
+                f"the model failed on inputs of shape {tuple(x.shape)} ({str(e).splitlines()[0]}); "
+                "if this is one image, add a batch dimension: x[None]"
+            ) from e
         raise
 
 
-def target_gradient(model: nn.Module, inputs: Tensor, targets: Tensor, gates: Optional[GateOptions],
-                    check: Optional[CoverageCheck] = None) -> Tensor:
+def target_gradient(
+    model: nn.Module, inputs: Tensor, targets: Tensor, gates: GateOptions | None, check: CoverageCheck | None = None
+) -> Tensor:
     """``d/dx sum_i logits[i, targets[i]]`` at ``inputs``, with the soft gates of ``gates``
     (or the vanilla gradient when ``gates`` is None). Inputs are assumed validated.
     ``check``: the coverage policy to apply after the forward pass (default: a fresh one;
@@ -71,7 +82,8 @@ def target_gradient(model: nn.Module, inputs: Tensor, targets: Tensor, gates: Op
         raise RuntimeError(
             "pullbacks cannot run under torch.inference_mode(): it records no autograd graph, so there is "
             "no gradient to modify; call it outside the `with torch.inference_mode():` block "
-            "(torch.no_grad() around it is fine)")
+            "(torch.no_grad() around it is fine)"
+        )
     with torch.enable_grad():  # also when called under no_grad (e.g. by Captum's NoiseTunnel)
         # a tensor made under inference mode cannot require a gradient: use a normal copy
         x = (inputs.clone() if inputs.is_inference() else inputs.detach()).requires_grad_(True)
@@ -86,14 +98,17 @@ def target_gradient(model: nn.Module, inputs: Tensor, targets: Tensor, gates: Op
         check_target_range(targets, logits)
         check_logits(logits)
         if gates is not None:
-            (check or CoverageCheck(gates.strict, gates.rules))(mode.coverage, type(model).__name__, logits,
-                                                                mode.gradless, model, mode.structure, mode.wrt)
+            (check or CoverageCheck(gates.strict, gates.rules))(
+                mode.coverage, type(model).__name__, logits, mode.gradless, model, mode.structure, mode.wrt
+            )
         loss = logits.gather(1, targets[:, None]).sum()
         (grad,) = torch.autograd.grad(loss, x, allow_unused=True)
         if grad is None:
-            raise ValueError("the model's logits do not depend on its input through autograd (an operator without "
-                             "a gradient on the way, or the input not used?); pullbacks needs the autograd graph from "
-                             "input to logits")
+            raise ValueError(
+                "the model's logits do not depend on its input through autograd (an operator without "
+                "a gradient on the way, or the input not used?); pullbacks needs the autograd graph from "
+                "input to logits"
+            )
     check_gradient(grad, gates is not None)
     return grad
 
@@ -102,7 +117,7 @@ def excitation_pullback(
     model: nn.Module,
     inputs: Tensor,
     targets: Targets,
-    options: Optional[GateOptions] = None,
+    options: GateOptions | None = None,
     **overrides,
 ) -> Tensor:
     """The excitation pullback of the target logits with respect to ``inputs``.
@@ -139,7 +154,7 @@ class SoftGated(nn.Module):
     Options: a :class:`GateOptions` and/or its fields as keywords.
     """
 
-    def __init__(self, model: nn.Module, options: Optional[GateOptions] = None, **overrides) -> None:
+    def __init__(self, model: nn.Module, options: GateOptions | None = None, **overrides) -> None:
         super().__init__()
         check_model(model)
         self.model = model

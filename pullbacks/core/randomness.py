@@ -9,7 +9,7 @@ call never draws: the RNG state is as it was.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +24,7 @@ class RandomForwardError(ValueError):
 def _arg(name: str, position: int, default):
     def read(args: tuple, kwargs: dict):
         return kwargs[name] if name in kwargs else args[position] if len(args) > position else default
+
     return read
 
 
@@ -37,18 +38,45 @@ _sdpa_p = _arg("dropout_p", 4, 0.0)
 
 # each random call, and when it draws (from its arguments)
 DRAWS: dict[Callable, Callable[[tuple, dict], bool]] = {
-    F.dropout: _dropout("training", 2), F.dropout1d: _dropout("training", 2), F.dropout2d: _dropout("training", 2),
-    F.dropout3d: _dropout("training", 2), F.alpha_dropout: _dropout("training", 2),
+    F.dropout: _dropout("training", 2),
+    F.dropout1d: _dropout("training", 2),
+    F.dropout2d: _dropout("training", 2),
+    F.dropout3d: _dropout("training", 2),
+    F.alpha_dropout: _dropout("training", 2),
     F.feature_alpha_dropout: _dropout("training", 2),
-    torch.dropout: _dropout("train", 2), torch.feature_dropout: _dropout("train", 2),
-    torch.alpha_dropout: _dropout("train", 2), torch.feature_alpha_dropout: _dropout("train", 2),
-    F.rrelu: _arg("training", 3, False), torch.rrelu: _arg("training", 3, False),
+    torch.dropout: _dropout("train", 2),
+    torch.feature_dropout: _dropout("train", 2),
+    torch.alpha_dropout: _dropout("train", 2),
+    torch.feature_alpha_dropout: _dropout("train", 2),
+    F.rrelu: _arg("training", 3, False),
+    torch.rrelu: _arg("training", 3, False),
     F.scaled_dot_product_attention: lambda args, kwargs: float(_sdpa_p(args, kwargs)) > 0,
-    **{f: _always for f in (torch.rand, torch.rand_like, torch.randn, torch.randn_like, torch.randint,
-                            torch.randint_like, torch.randperm, torch.bernoulli, torch.normal, torch.poisson,
-                            torch.multinomial, Tensor.bernoulli, Tensor.bernoulli_, Tensor.uniform_, Tensor.normal_,
-                            Tensor.random_, Tensor.exponential_, Tensor.geometric_, Tensor.cauchy_,
-                            Tensor.log_normal_, Tensor.multinomial)},
+    **{
+        f: _always
+        for f in (
+            torch.rand,
+            torch.rand_like,
+            torch.randn,
+            torch.randn_like,
+            torch.randint,
+            torch.randint_like,
+            torch.randperm,
+            torch.bernoulli,
+            torch.normal,
+            torch.poisson,
+            torch.multinomial,
+            Tensor.bernoulli,
+            Tensor.bernoulli_,
+            Tensor.uniform_,
+            Tensor.normal_,
+            Tensor.random_,
+            Tensor.exponential_,
+            Tensor.geometric_,
+            Tensor.cauchy_,
+            Tensor.log_normal_,
+            Tensor.multinomial,
+        )
+    },
 }
 
 
@@ -69,7 +97,8 @@ def check_draw(func: Callable, args: tuple, kwargs: dict) -> None:
         f"the model draws random numbers in its forward pass ({_name(func)}: dropout or stochastic depth in "
         "training mode, or a random draw inside the model), so two calls would give two different explanations; "
         "call model.eval() first (or switch that layer's randomness off, e.g. training=False for a functional "
-        "dropout); nothing was drawn and the model is unchanged")
+        "dropout); nothing was drawn and the model is unchanged"
+    )
 
 
 class NoRandomMode(TorchFunctionMode):

@@ -21,28 +21,46 @@ ascent eps             100                              none
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
 
 from .table import families
 
-RECIPES: Mapping[str, Mapping[str, Any]] = MappingProxyType({
-    "excitation": MappingProxyType({  # the table's defaults (the ReLU rules' 0.3, attention 1.5, ...)
-        "temperature": families()["relu"][0].temperature, "pool_temperature": None, "gate": "sigmoid", "pool": "soft",
-        "temperatures": MappingProxyType({}), "variants": MappingProxyType({}), "eps": 100.0,
-    }),
-    "semantic": MappingProxyType({
-        "temperature": 0.6, "pool_temperature": 0.3, "gate": "normal_cdf", "pool": "detached",
-        "temperatures": MappingProxyType({"attention": 1.0}),
-        "variants": MappingProxyType({"sdpa": "held", "mha": "inputs"}), "eps": None,
-    }),
-})
+RECIPES: Mapping[str, Mapping[str, Any]] = MappingProxyType(
+    {
+        "excitation": MappingProxyType(
+            {  # the table's defaults (the ReLU rules' 0.3, attention 1.5, ...)
+                "temperature": families()["relu"][0].temperature,
+                "pool_temperature": None,
+                "gate": "sigmoid",
+                "pool": "soft",
+                "temperatures": MappingProxyType({}),
+                "variants": MappingProxyType({}),
+                "eps": 100.0,
+            }
+        ),
+        "semantic": MappingProxyType(
+            {
+                "temperature": 0.6,
+                "pool_temperature": 0.3,
+                "gate": "normal_cdf",
+                "pool": "detached",
+                "temperatures": MappingProxyType({"attention": 1.0}),
+                "variants": MappingProxyType({"sdpa": "held", "mha": "inputs"}),
+                "eps": None,
+            }
+        ),
+    }
+)
 DEFAULT_RECIPE = "excitation"
 
 
 def recipe_values(name: str) -> Mapping[str, Any]:
     """The option values of recipe ``name`` (a ValueError names the known recipes)."""
     if name not in RECIPES:
-        raise ValueError(f"unknown recipe {name!r}; known: {', '.join(map(repr, RECIPES))} "
-                         "(\"excitation\": the seed paper, \"semantic\": the authors' follow-up)")
+        raise ValueError(
+            f"unknown recipe {name!r}; known: {', '.join(map(repr, RECIPES))} "
+            '("excitation": the seed paper, "semantic": the authors\' follow-up)'
+        )
     return RECIPES[name]

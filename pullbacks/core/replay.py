@@ -14,7 +14,7 @@ runs without one, which gives the plain path (bit-identical results, more memory
 from __future__ import annotations
 
 import weakref
-from typing import Callable, Iterator, Optional
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -56,8 +56,9 @@ def replay_batch_norm(x, mean, var, weight, bias, eps: float) -> Replay:
     cudnn = torch.backends.cudnn.enabled
 
     def run(leaves: Iterator) -> Tensor:  # the arguments are taken left to right
-        return torch.batch_norm(next(leaves), next(leaves), next(leaves), next(leaves), next(leaves),
-                                False, 0.0, eps, cudnn)
+        return torch.batch_norm(
+            next(leaves), next(leaves), next(leaves), next(leaves), next(leaves), False, 0.0, eps, cudnn
+        )
 
     return Replay(run, [x, weight, bias, mean, var])
 
@@ -116,7 +117,7 @@ class Recorder:
 
         self._replays[key] = (weakref.ref(out, forget), out._version, replay)
 
-    def replay(self, z) -> Optional[Replay]:
+    def replay(self, z) -> Replay | None:
         """The replay of ``z``, if ``z`` came out of a recorded call and neither it nor the
         replay's inputs were modified since."""
         entry = self._replays.get(id(z))
@@ -129,8 +130,7 @@ class Recorder:
         out = func(*args, **kwargs)
         if out.numel() < self.MIN_ELEMENTS:
             return out
-        x, mean, var = (arg(args, kwargs, i, n, None) for i, n in
-                        enumerate(("input", "running_mean", "running_var")))
+        x, mean, var = (arg(args, kwargs, i, n, None) for i, n in enumerate(("input", "running_mean", "running_var")))
         weight, bias = arg(args, kwargs, 3, "weight", None), arg(args, kwargs, 4, "bias", None)
         training, eps = arg(args, kwargs, 5, "training", False), arg(args, kwargs, 7, "eps", 1e-5)
         if not training and mean is not None and var is not None and out.requires_grad:
@@ -156,7 +156,7 @@ class Recorder:
         return out
 
 
-def keep_input(ctx, z: Tensor, inplace: bool, replay: Optional[Replay]) -> None:
+def keep_input(ctx, z: Tensor, inplace: bool, replay: Replay | None) -> None:
     """Keep what the backward pass needs to know ``z``: the replay's inputs if there is
     one, else ``z`` (a copy if the call is about to overwrite it)."""
     if replay is not None:

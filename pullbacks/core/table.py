@@ -12,16 +12,25 @@ functions they name (docs/extending.md).
 from __future__ import annotations
 
 import functools
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 from .rules import activation, attention, module, norm, pool, relu
 from .rules.base import KEYWORDS, Rule, mark_builtin
 
-BUILTIN: tuple[Rule, ...] = (relu.RULES + pool.RULES + activation.RULES + norm.RULES + attention.RULES
-                             + module.RULES)
+BUILTIN: tuple[Rule, ...] = relu.RULES + pool.RULES + activation.RULES + norm.RULES + attention.RULES + module.RULES
 mark_builtin(BUILTIN)
-__all__ = ["BUILTIN", "KEYWORDS", "check_user_rules", "default_temperatures", "families", "gated_summary",
-           "markdown", "rules_in_effect", "table", "variant_names"]
+__all__ = [
+    "BUILTIN",
+    "KEYWORDS",
+    "check_user_rules",
+    "default_temperatures",
+    "families",
+    "gated_summary",
+    "markdown",
+    "rules_in_effect",
+    "table",
+    "variant_names",
+]
 
 
 def rules_in_effect(user: Iterable[Rule] = ()) -> tuple[Rule, ...]:
@@ -54,14 +63,22 @@ def check_user_rules(user: Iterable[Rule]) -> None:
     for rule in user:
         name = f"{type(rule).__name__}({rule.family!r})"
         if rule.family in KEYWORDS and rule.temperature is not None:
-            raise ValueError(f"{name} sets temperature={rule.temperature:g}, but the {rule.family} family's "
-                             f"temperature is the option {KEYWORDS[rule.family]}=...: leave the rule's out")
-        elif rule.family in builtin and rule.temperature is not None and rule.temperature != builtin[rule.family] \
-                and not rule.override:
-            raise ValueError(f"{name} would change the built-in {rule.family} family's default temperature from "
-                             f"{builtin[rule.family]:g} to {rule.temperature:g}: pass override=True to mean it, "
-                             f"leave temperature=None to keep {builtin[rule.family]:g}, or set it per call with "
-                             f"temperatures={{{rule.family!r}: {rule.temperature:g}}}")
+            raise ValueError(
+                f"{name} sets temperature={rule.temperature:g}, but the {rule.family} family's "
+                f"temperature is the option {KEYWORDS[rule.family]}=...: leave the rule's out"
+            )
+        elif (
+            rule.family in builtin
+            and rule.temperature is not None
+            and rule.temperature != builtin[rule.family]
+            and not rule.override
+        ):
+            raise ValueError(
+                f"{name} would change the built-in {rule.family} family's default temperature from "
+                f"{builtin[rule.family]:g} to {rule.temperature:g}: pass override=True to mean it, "
+                f"leave temperature=None to keep {builtin[rule.family]:g}, or set it per call with "
+                f"temperatures={{{rule.family!r}: {rule.temperature:g}}}"
+            )
 
 
 def default_temperatures(user: Iterable[Rule] = ()) -> dict[str, float]:
@@ -76,14 +93,18 @@ def default_temperatures(user: Iterable[Rule] = ()) -> dict[str, float]:
 
 def variant_names(user: Iterable[Rule] = ()) -> dict[str, tuple[str, ...]]:
     """rule name -> its variants, the default ("soft") first, for the rules that have several."""
-    return {r.name: ("soft", *(v for v, _, _ in r.variants)) for r in rules_in_effect(user)
-            if getattr(r, "variants", ())}
+    return {
+        r.name: ("soft", *(v for v, _, _ in r.variants)) for r in rules_in_effect(user) if getattr(r, "variants", ())
+    }
 
 
 def operator_names(rules: Iterable[Rule]) -> list[str]:
     """The names of the functions (and module classes) ``rules`` intercept, without repeats."""
-    names = (getattr(f, "__name__", f if isinstance(f, str) else repr(f))
-             for r in rules for f in (*r.functions, *r.inplace_functions, *getattr(r, "classes", ())))
+    names = (
+        getattr(f, "__name__", f if isinstance(f, str) else repr(f))
+        for r in rules
+        for f in (*r.functions, *r.inplace_functions, *getattr(r, "classes", ()))
+    )
     return list(dict.fromkeys(n for n in names if not n.endswith("_") or n.endswith("__")))
 
 

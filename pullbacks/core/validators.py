@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any, Optional, Tuple
+from typing import Any
 
 import numpy as np
 import torch
 
 from .errors import bad_option
-
 
 
 def plain_number(value: Any) -> Any:
@@ -24,7 +23,7 @@ def plain_number(value: Any) -> Any:
     return value
 
 
-def positive_number(value: Any, name: str, *, allow_none: bool = False) -> Optional[float]:
+def positive_number(value: Any, name: str, *, allow_none: bool = False) -> float | None:
     """``value`` as a float if it is a finite number > 0 (``None`` passes where allowed).
     numpy scalars and 0-d tensors are accepted."""
     if value is None and allow_none:
@@ -37,7 +36,7 @@ def positive_number(value: Any, name: str, *, allow_none: bool = False) -> Optio
     return float(value)
 
 
-MAX_COUNT = 10 ** 9  # steps, samples, batch sizes: far beyond any run, and within every C integer
+MAX_COUNT = 10**9  # steps, samples, batch sizes: far beyond any run, and within every C integer
 
 
 def positive_integer(value: Any, name: str) -> int:
@@ -50,7 +49,7 @@ def positive_integer(value: Any, name: str) -> int:
     return int(value)
 
 
-def choice(value: Any, name: str, choices: Tuple[str, ...]) -> str:
+def choice(value: Any, name: str, choices: tuple[str, ...]) -> str:
     """``value`` if it is one of ``choices``."""
     if value not in choices:
         raise bad_option(name, value, f"one of {', '.join(map(repr, choices))}")
@@ -65,18 +64,31 @@ def temperature(value: Any, name: str = "temperature") -> float:
     try:
         t = positive_number(value, name)
     except ValueError:
-        raise bad_option(name, value, "a finite number > 0", fixes={
-            "python": "small values (e.g. 0.01) approach the vanilla gradient, the paper uses 0.3"}) from None
+        raise bad_option(
+            name,
+            value,
+            "a finite number > 0",
+            fixes={"python": "small values (e.g. 0.01) approach the vanilla gradient, the paper uses 0.3"},
+        ) from None
     if t < MIN_TEMPERATURE:
-        below = ("below that the soft gates are the hard ones to float precision (and the soft max pool "
-                 "underflows); for the vanilla gradient use ")
-        raise bad_option(name, t, f"at least {MIN_TEMPERATURE:g}", fixes={
-            "python": below + "method='gradient'", "cli": below + "--method gradient",
-            "app": below + "the vanilla gradient's column"})
+        below = (
+            "below that the soft gates are the hard ones to float precision (and the soft max pool "
+            "underflows); for the vanilla gradient use "
+        )
+        raise bad_option(
+            name,
+            t,
+            f"at least {MIN_TEMPERATURE:g}",
+            fixes={
+                "python": below + "method='gradient'",
+                "cli": below + "--method gradient",
+                "app": below + "the vanilla gradient's column",
+            },
+        )
     return t
 
 
-def clip_range(clip: Any) -> Optional[Tuple[float, float]]:
+def clip_range(clip: Any) -> tuple[float, float] | None:
     """``None`` or a pair ``(low, high)`` with ``low < high``."""
     if clip is None:
         return None

@@ -13,10 +13,21 @@ other libraries: :mod:`pullbacks.evaluation.captum` (``ExcitationPullback``, ``A
 ``pip install 'pullbacks[evaluate]'``.
 """
 
-from .evaluate import evaluate
+from .evaluate import EVIDENCE, METRICS, Metric, evaluate
 from .methods import DEFAULT_METHODS, METHODS, PAIRS, Method, Settings, attribute
-from .evaluate import EVIDENCE, METRICS, Metric
 from .report import COLUMNS, Evaluation
 
-__all__ = ["evaluate", "Settings", "Evaluation", "attribute", "METHODS", "DEFAULT_METHODS", "METRICS", "EVIDENCE", "COLUMNS",
-           "PAIRS", "Metric", "Method"]
+__all__ = [
+    "evaluate",
+    "Settings",
+    "Evaluation",
+    "attribute",
+    "METHODS",
+    "DEFAULT_METHODS",
+    "METRICS",
+    "EVIDENCE",
+    "COLUMNS",
+    "PAIRS",
+    "Metric",
+    "Method",
+]

@@ -1,26 +1,37 @@
 """The Captum side: the gradient baselines and our methods as Captum attributions.
 
-    ExcitationPullback(model, temperature=1.0).attribute(x, target=y)
-    Ascent(model, method="pullback", steps=5).attribute(x, target=y)    # x_steps - x_0
-    captum.attr.NoiseTunnel(ExcitationPullback(model))                   # a SmoothGrad'ed pullback
-    captum.attr.IntegratedGradients(pullbacks.SoftGated(model))           # Integrated Pullbacks
+ExcitationPullback(model, temperature=1.0).attribute(x, target=y)
+Ascent(model, method="pullback", steps=5).attribute(x, target=y)    # x_steps - x_0
+captum.attr.NoiseTunnel(ExcitationPullback(model))                   # a SmoothGrad'ed pullback
+captum.attr.IntegratedGradients(pullbacks.SoftGated(model))           # Integrated Pullbacks
 """
 
 from __future__ import annotations
 
 import warnings
-from typing import Optional
 
 import torch
 from torch import Tensor, nn
 
 try:
-    from captum.attr import (GradientAttribution, GradientShap, GuidedBackprop, GuidedGradCam, InputXGradient,
-                             IntegratedGradients, LayerAttribution, LayerGradCam, NoiseTunnel, Saliency)
+    from captum.attr import (
+        GradientAttribution,
+        GradientShap,
+        GuidedBackprop,
+        GuidedGradCam,
+        InputXGradient,
+        IntegratedGradients,
+        LayerAttribution,
+        LayerGradCam,
+        NoiseTunnel,
+        Saliency,
+    )
     from captum.log import log_usage
 except ImportError as e:  # pragma: no cover - depends on the installation
-    raise ImportError(f"{e}; the Captum adapters need Captum alone: pip install 'pullbacks[captum]' (the whole "
-                      "evaluation: 'pullbacks[evaluate]')") from e
+    raise ImportError(
+        f"{e}; the Captum adapters need Captum alone: pip install 'pullbacks[captum]' (the whole "
+        "evaluation: 'pullbacks[evaluate]')"
+    ) from e
 
 from ..core.ascent import gradient_ascent
 from ..core.checks import as_target_tensor
@@ -28,12 +39,15 @@ from ..core.options import AscentOptions, GateOptions, build
 from ..core.pullback import SoftGated, excitation_pullback
 from .metrics import forked_rng
 
+
 def cam_layer(model: nn.Module) -> nn.Module:
     """The layer Grad-CAM reads: the model's last ``nn.Conv2d`` (in module order)."""
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
     if not convs:
-        raise ValueError("guided_gradcam and guided_pullback_cam need a convolutional network: this model has no "
-                         "nn.Conv2d; leave those two out of the methods")
+        raise ValueError(
+            "guided_gradcam and guided_pullback_cam need a convolutional network: this model has no "
+            "nn.Conv2d; leave those two out of the methods"
+        )
     return convs[-1]
 
 
@@ -70,22 +84,33 @@ def smoothgrad(model: nn.Module, x: Tensor, y: Tensor, s, seed: int = 0) -> Tens
     """Captum ``NoiseTunnel(Saliency)``, signed: ``s.smoothgrad_samples`` draws of σ ``s.smoothgrad_sigma``."""
     with forked_rng(seed, x.device):  # reproducible; the caller's RNG is restored
         return NoiseTunnel(Saliency(model)).attribute(
-            _leaf(x), nt_type="smoothgrad", nt_samples=s.smoothgrad_samples, stdevs=s.smoothgrad_sigma,
-            nt_samples_batch_size=max(1, s.batch_size // x.shape[0]), target=y, abs=False)
+            _leaf(x),
+            nt_type="smoothgrad",
+            nt_samples=s.smoothgrad_samples,
+            stdevs=s.smoothgrad_sigma,
+            nt_samples_batch_size=max(1, s.batch_size // x.shape[0]),
+            target=y,
+            abs=False,
+        )
 
 
 def integrated_gradients(model: nn.Module, x: Tensor, y: Tensor, s, seed: int = 0) -> Tensor:
     """Captum ``IntegratedGradients`` from ``s.baseline``, ``s.ig_steps`` Gauss-Legendre points."""
     return IntegratedGradients(model).attribute(
-        _leaf(x), baselines=s.baseline, target=y, n_steps=s.ig_steps, internal_batch_size=s.batch_size)
+        _leaf(x), baselines=s.baseline, target=y, n_steps=s.ig_steps, internal_batch_size=s.batch_size
+    )
 
 
 def gradient_shap(model: nn.Module, x: Tensor, y: Tensor, s, seed: int = 0) -> Tensor:
     """Captum ``GradientShap`` from the constant baseline ``s.baseline``."""
     with forked_rng(seed, x.device):
         return GradientShap(model).attribute(
-            _leaf(x), baselines=torch.full_like(x[:1], s.baseline), n_samples=s.shap_samples,
-            stdevs=s.smoothgrad_sigma, target=y)
+            _leaf(x),
+            baselines=torch.full_like(x[:1], s.baseline),
+            n_samples=s.shap_samples,
+            stdevs=s.smoothgrad_sigma,
+            target=y,
+        )
 
 
 def guided_gradcam(model: nn.Module, x: Tensor, y: Tensor, s, seed: int = 0) -> Tensor:
@@ -132,7 +157,7 @@ class ExcitationPullback(GradientAttribution):
     Options: a :class:`GateOptions` and/or its fields as keywords.
     """
 
-    def __init__(self, model: nn.Module, options: Optional[GateOptions] = None, **overrides) -> None:
+    def __init__(self, model: nn.Module, options: GateOptions | None = None, **overrides) -> None:
         super().__init__(model)
         self.options = build(GateOptions, options, overrides)
 
@@ -149,7 +174,7 @@ class Ascent(GradientAttribution):
     (``method="gradient"``), as the paper shows it. Options: an :class:`AscentOptions`
     and/or its fields as keywords."""
 
-    def __init__(self, model: nn.Module, options: Optional[AscentOptions] = None, **overrides) -> None:
+    def __init__(self, model: nn.Module, options: AscentOptions | None = None, **overrides) -> None:
         super().__init__(model)
         self.options = build(AscentOptions, options, overrides)
 

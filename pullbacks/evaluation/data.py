@@ -2,14 +2,15 @@
 
 ``select(items, limit, seed)`` is the follow-up's sampling: the first ``limit`` images of a
 shuffling ``DataLoader`` seeded ``seed`` (theirs: 314) over the images in folder order (the
-order of torchvision's ``ImageFolder``: classes, then files, sorted). ``shard(items, rank, world)`` gives each process of a
+order of torchvision's ``ImageFolder``: classes, then files, sorted).
+``shard(items, rank, world)`` gives each process of a
 ``torchrun`` its share. A :class:`torch.utils.data.Dataset` loads them (with workers).
 """
 
 from __future__ import annotations
 
 import hashlib
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch.utils.data import Dataset
@@ -18,7 +19,7 @@ from ..images import ImageLoadError
 from ..sources import Item, load
 
 
-def select(items: Sequence[Item], limit: Optional[int] = None, seed: int = 314, batch: int = 20) -> list[Item]:
+def select(items: Sequence[Item], limit: int | None = None, seed: int = 314, batch: int = 20) -> list[Item]:
     """The first ``limit`` items drawn by the follow-up's loader: a
     ``DataLoader(shuffle=True, batch_size=batch)`` whose ``torch.Generator`` is seeded ``seed``
     (theirs: 314 and 20), over the items in their order (None: all, unshuffled)."""
@@ -27,8 +28,9 @@ def select(items: Sequence[Item], limit: Optional[int] = None, seed: int = 314, 
         return items
     from torch.utils.data import DataLoader
 
-    loader = DataLoader(range(len(items)), batch_size=batch, shuffle=True,
-                        generator=torch.Generator().manual_seed(seed))
+    loader = DataLoader(
+        range(len(items)), batch_size=batch, shuffle=True, generator=torch.Generator().manual_seed(seed)
+    )
     picked: list[int] = []
     for indices in loader:
         picked += indices.tolist()

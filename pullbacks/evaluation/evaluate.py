@@ -1,8 +1,8 @@
 """``evaluate()``: score attribution methods on sanity checks and faithfulness metrics.
 
-    from pullbacks.evaluation import evaluate, Settings
-    result = evaluate(model, images, targets, settings=Settings(ascent=AscentOptions(temperature=1.0)))
-    print(result.table()); result.save("out/evaluation")
+from pullbacks.evaluation import evaluate, Settings
+result = evaluate(model, images, targets, settings=Settings(ascent=AscentOptions(temperature=1.0)))
+print(result.table()); result.save("out/evaluation")
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -53,9 +53,9 @@ class _Run:
     t: Tensor
     methods: list[str]
     settings: Settings
-    bar: "_Progress"
+    bar: _Progress
     names: list = field(default_factory=list)
-    masks: Optional[Tensor] = None  # (N, H, W) bool: the pixels that decide the class, where known
+    masks: Tensor | None = None  # (N, H, W) bool: the pixels that decide the class, where known
     attributions: dict = field(default_factory=dict)
     blocks: list = field(default_factory=list)
 
@@ -77,8 +77,9 @@ class _Run:
 
     def with_abs(self) -> dict:
         """The attributions, and their magnitudes summed over channels under ``"<method>|abs"``."""
-        return dict(self.attributions, **{f"{m}|abs": a.abs().sum(1, keepdim=True)
-                                          for m, a in self.attributions.items()})
+        return dict(
+            self.attributions, **{f"{m}|abs": a.abs().sum(1, keepdim=True) for m, a in self.attributions.items()}
+        )
 
 
 def _randomisation(r: _Run, result: Evaluation) -> None:
@@ -102,23 +103,32 @@ def _random_logit(r: _Run, result: Evaluation) -> None:
         num_classes = r.model(r.x[:1]).shape[1]
     other = random_classes(r.t, _seeds(r), num_classes)
     result.scores["random_logit"] = random_logit(
-        r.attributions, lambda m, classes: attribute(r.model, r.x, classes, m, r.settings), other)
+        r.attributions, lambda m, classes: attribute(r.model, r.x, classes, m, r.settings), other
+    )
 
 
 def _faithfulness_correlation(r: _Run, result: Evaluation) -> None:
     from .suite import faithfulness_correlation
 
     result.scores["faithfulness_correlation"] = faithfulness_correlation(
-        r.model, r.x, r.t, r.attributions, patch=r.settings.patch, baseline=r.settings.baseline,
-        batch=r.forward_batch)
+        r.model, r.x, r.t, r.attributions, patch=r.settings.patch, baseline=r.settings.baseline, batch=r.forward_batch
+    )
 
 
 def _infidelity(r: _Run, result: Evaluation) -> None:
     from .suite import infidelity
 
     result.scores["infidelity"] = infidelity(
-        r.model, r.x, r.t, r.attributions, _seeds(r), patches=r.settings.infidelity_patches,
-        draws=r.settings.infidelity_draws, cumulative=r.settings.infidelity_cumulative, batch=r.forward_batch)
+        r.model,
+        r.x,
+        r.t,
+        r.attributions,
+        _seeds(r),
+        patches=r.settings.infidelity_patches,
+        draws=r.settings.infidelity_draws,
+        cumulative=r.settings.infidelity_cumulative,
+        batch=r.forward_batch,
+    )
 
 
 def _infidelity_passes(r: _Run) -> int:
@@ -131,8 +141,9 @@ def _infidelity_passes(r: _Run) -> int:
 def _region_perturbation(r: _Run, result: Evaluation) -> None:
     from .quantus import region_perturbation
 
-    scores, curves = region_perturbation(r.model, r.x, r.t, r.with_abs(), patch=r.settings.patch,
-                                         baseline=r.settings.baseline, batch=r.forward_batch)
+    scores, curves = region_perturbation(
+        r.model, r.x, r.t, r.with_abs(), patch=r.settings.patch, baseline=r.settings.baseline, batch=r.forward_batch
+    )
     result.curves.update(curves)
     result.scores["region_perturbation"] = {m: scores[m] for m in r.methods}
     result.scores["region_perturbation_abs"] = {m: scores[f"{m}|abs"] for m in r.methods}
@@ -148,16 +159,30 @@ def _faithfulness_estimate(r: _Run, result: Evaluation) -> None:
     from .suite import faithfulness_estimate
 
     result.scores["faithfulness_estimate"] = faithfulness_estimate(
-        r.model, r.x, r.t, r.attributions, features=r.settings.fe_features, baseline=r.settings.baseline,
-        batch=r.forward_batch)
+        r.model,
+        r.x,
+        r.t,
+        r.attributions,
+        features=r.settings.fe_features,
+        baseline=r.settings.baseline,
+        batch=r.forward_batch,
+    )
 
 
 def _monotonicity_correlation(r: _Run, result: Evaluation) -> None:
     from .suite import monotonicity_correlation
 
     result.scores["monotonicity_correlation"] = monotonicity_correlation(
-        r.model, r.x, r.t, r.attributions, _seeds(r), features=r.settings.fe_features,
-        samples=r.settings.mc_samples, softmax=r.settings.mc_softmax, batch=r.forward_batch)
+        r.model,
+        r.x,
+        r.t,
+        r.attributions,
+        _seeds(r),
+        features=r.settings.fe_features,
+        samples=r.settings.mc_samples,
+        softmax=r.settings.mc_softmax,
+        batch=r.forward_batch,
+    )
 
 
 def _max_sensitivity(r: _Run, result: Evaluation) -> None:
@@ -165,11 +190,18 @@ def _max_sensitivity(r: _Run, result: Evaluation) -> None:
 
     scores = {}
     for i in range(r.n):  # one image at a time: its noisy copies fill the batch
-        def explain(method, xs, i=i):
-            return attribute(r.model, xs, r.t[i:i + 1].expand(xs.shape[0]), method, r.settings)
 
-        one = max_sensitivity(r.x[i:i + 1], {m: a[i:i + 1] for m, a in r.attributions.items()}, explain,
-                              _seeds(r)[i:i + 1], samples=r.settings.ms_samples, radius=r.settings.ms_radius)
+        def explain(method, xs, i=i):
+            return attribute(r.model, xs, r.t[i : i + 1].expand(xs.shape[0]), method, r.settings)
+
+        one = max_sensitivity(
+            r.x[i : i + 1],
+            {m: a[i : i + 1] for m, a in r.attributions.items()},
+            explain,
+            _seeds(r)[i : i + 1],
+            samples=r.settings.ms_samples,
+            radius=r.settings.ms_radius,
+        )
         for m, v in one.items():
             scores.setdefault(m, []).append(v[0])
     result.scores["max_sensitivity"] = {m: np.array(v) for m, v in scores.items()}
@@ -177,14 +209,18 @@ def _max_sensitivity(r: _Run, result: Evaluation) -> None:
 
 def _evidence(column: str) -> Callable[[_Run, Evaluation], None]:
     """A metric against the known evidence (``suite.<column>(attributions, masks)``)."""
+
     def run(r: _Run, result: Evaluation) -> None:
         from . import suite
 
         if r.masks is None:
-            raise ValueError(f"{column} compares maps with the pixels that decide the class, which these images do "
-                             "not come with; evaluate generated images whose evidence is known (--images "
-                             "groundtruth:N, or evaluate(..., masks=...)), or leave it out of the metrics")
+            raise ValueError(
+                f"{column} compares maps with the pixels that decide the class, which these images do "
+                "not come with; evaluate generated images whose evidence is known (--images "
+                "groundtruth:N, or evaluate(..., masks=...)), or leave it out of the metrics"
+            )
         result.scores[column] = getattr(suite, column)(r.attributions, r.masks)
+
     return run
 
 
@@ -192,9 +228,11 @@ def _chunk_passes(r: _Run) -> int:
     return len(r.methods) * r.n * math.ceil(r.x[0].numel() / r.settings.fe_features)
 
 
-_ON_MOSAICS = ("runs on 2×2 mosaics of the dataset, not on single images: evaluate it with the command line "
-               "(pullbacks evaluate --metrics focus --mosaics N) or pullbacks.evaluation.runner.run(..., "
-               "mosaic_count=N)")
+_ON_MOSAICS = (
+    "runs on 2×2 mosaics of the dataset, not on single images: evaluate it with the command line "
+    "(pullbacks evaluate --metrics focus --mosaics N) or pullbacks.evaluation.runner.run(..., "
+    "mosaic_count=N)"
+)
 
 
 def _focus(r: _Run, result: Evaluation) -> None:
@@ -215,23 +253,34 @@ class Metric:
 
 
 METRICS: dict[str, Metric] = {
-    "randomisation": Metric(("randomisation_top", "randomisation_mean"), _randomisation,
-                            lambda r: len(r.blocks) * sum(map(r.backward_units, r.methods))),
+    "randomisation": Metric(
+        ("randomisation_top", "randomisation_mean"),
+        _randomisation,
+        lambda r: len(r.blocks) * sum(map(r.backward_units, r.methods)),
+    ),
     "random_logit": Metric(("random_logit",), _random_logit, lambda r: sum(map(r.backward_units, r.methods))),
-    "faithfulness_correlation": Metric(("faithfulness_correlation",), _faithfulness_correlation,
-                                       lambda r: r.n * (r.grid + 1)),
+    "faithfulness_correlation": Metric(
+        ("faithfulness_correlation",), _faithfulness_correlation, lambda r: r.n * (r.grid + 1)
+    ),
     "infidelity": Metric(("infidelity",), _infidelity, _infidelity_passes),
-    "region_perturbation": Metric(("region_perturbation", "region_perturbation_abs"), _region_perturbation,
-                                  lambda r: 2 * len(r.methods) * r.n * (r.grid + 1)),
+    "region_perturbation": Metric(
+        ("region_perturbation", "region_perturbation_abs"),
+        _region_perturbation,
+        lambda r: 2 * len(r.methods) * r.n * (r.grid + 1),
+    ),
     # the follow-up's (suite.py)
     "faithfulness_estimate": Metric(("faithfulness_estimate",), _faithfulness_estimate, _chunk_passes),
-    "monotonicity_correlation": Metric(("monotonicity_correlation",), _monotonicity_correlation,
-                                       lambda r: _chunk_passes(r) * r.settings.mc_samples),
-    "max_sensitivity": Metric(("max_sensitivity",), _max_sensitivity,
-                              lambda r: r.settings.ms_samples * sum(map(r.backward_units, r.methods))),
+    "monotonicity_correlation": Metric(
+        ("monotonicity_correlation",), _monotonicity_correlation, lambda r: _chunk_passes(r) * r.settings.mc_samples
+    ),
+    "max_sensitivity": Metric(
+        ("max_sensitivity",), _max_sensitivity, lambda r: r.settings.ms_samples * sum(map(r.backward_units, r.methods))
+    ),
     # against the known evidence of a generated task (pullbacks.groundtruth)
-    **{k: Metric((k,), _evidence(k), needs="masks")
-       for k in ("relevance_mass_accuracy", "relevance_rank_accuracy", "pointing_game")},
+    **{
+        k: Metric((k,), _evidence(k), needs="masks")
+        for k in ("relevance_mass_accuracy", "relevance_rank_accuracy", "pointing_game")
+    },
     "focus": Metric(("focus",), _focus, needs="mosaics"),  # the follow-up's, on mosaics (runner.py)
 }
 EVIDENCE = tuple(k for k, m in METRICS.items() if m.needs == "masks")
@@ -246,12 +295,12 @@ def evaluate(
     *,
     methods: Sequence[str] | None = None,
     metrics: Sequence[str] | None = None,
-    settings: Settings = Settings(),
+    settings: Settings = Settings(),  # noqa: B008 - frozen: one shared default is safe
     names: Sequence[str] | None = None,
     classes: Sequence[str] | None = None,
     model_name: str = "model",
     progress: bool = True,
-    masks: Optional[Tensor] = None,
+    masks: Tensor | None = None,
 ) -> Evaluation:
     """Score ``methods`` (keys of ``METHODS``; default ``DEFAULT_METHODS``, ``["all"]`` all) on ``metrics`` (keys of
     ``METRICS``; default and ``["all"]``: those that need images alone, and those against known evidence when
@@ -278,15 +327,21 @@ def evaluate(
     check_deterministic(model, x[:1])  # a random forward pass is refused before it draws
     names = list(names) if names is not None else [f"image {i}" for i in range(x.shape[0])]
     result = Evaluation(
-        model_name=model_name, methods=methods, metrics=metric_names, image_names=names,
-        targets=t.tolist(), target_names=[str(classes[i]) if classes is not None else str(i) for i in t.tolist()],
+        model_name=model_name,
+        methods=methods,
+        metrics=metric_names,
+        image_names=names,
+        targets=t.tolist(),
+        target_names=[str(classes[i]) if classes is not None else str(i) for i in t.tolist()],
         settings=settings,
     )
     if masks is not None:
         masks = torch.as_tensor(masks).bool()
         if masks.shape != (x.shape[0], *x.shape[-2:]):
-            raise ValueError(f"masks must have shape {(x.shape[0], *x.shape[-2:])} (one per image, of its height and "
-                             f"width), got {tuple(masks.shape)}")
+            raise ValueError(
+                f"masks must have shape {(x.shape[0], *x.shape[-2:])} (one per image, of its height and "
+                f"width), got {tuple(masks.shape)}"
+            )
     run = _Run(model, x, t, methods, settings, _Progress(0, False), names, masks)
     run.blocks = randomisation_blocks(model, settings.blocks) if "randomisation" in metric_names else []
     if run.blocks and len(run.blocks) < settings.blocks:  # the model has fewer: the report says how many ran

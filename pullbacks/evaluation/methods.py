@@ -6,8 +6,8 @@ import difflib
 import hashlib
 import math
 import numbers
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -15,8 +15,8 @@ from torch import Tensor, nn
 from ..core.ascent import gradient_ascent
 from ..core.checks import as_target_tensor, check_inputs, check_model
 from ..core.options import AscentOptions
-from ..core.validators import plain_number, positive_integer, positive_number
 from ..core.pullback import SoftGated, excitation_pullback
+from ..core.validators import plain_number, positive_integer, positive_number
 
 
 @dataclass(frozen=True)
@@ -35,10 +35,14 @@ class Settings:
     patch: int = 56  # faithfulness correlation, region perturbation: a 4×4 grid of patches on 224×224
     infidelity_patches: tuple[int, ...] = (112, 56)  # infidelity: every patch of each size
     infidelity_draws: int = 5  # infidelity: draws of the uniform baseline over every patch
-    infidelity_cumulative: bool = True  # earlier patches of a draw stay replaced (the follow-up's loop); False: ours, one at a time
+    infidelity_cumulative: bool = (
+        True  # earlier patches of a draw stay replaced (the follow-up's loop); False: ours, one at a time
+    )
     fe_features: int = 3136  # faithfulness estimate / monotonicity: entries per chunk (the follow-up's)
     mc_samples: int = 10  # monotonicity correlation: uniform-baseline draws per chunk
-    mc_softmax: bool = True  # monotonicity correlation on probabilities (Quantus' default, the follow-up's); False: logits
+    mc_softmax: bool = (
+        True  # monotonicity correlation on probabilities (Quantus' default, the follow-up's); False: logits
+    )
     ms_samples: int = 10  # max-sensitivity: noise draws
     ms_radius: float = 0.02  # max-sensitivity: noise amplitude in [-1, 1] units
     batch_size: int = 16  # images per forward/backward pass (forward-only passes take 4 × batch_size)
@@ -48,8 +52,18 @@ class Settings:
         """Validate every field (``Settings(ig_steps=-3)`` fails here, naming the field)."""
         if not isinstance(self.ascent, AscentOptions):
             raise TypeError(f"Settings.ascent must be a pullbacks.AscentOptions, got {self.ascent!r}")
-        for name in ("ig_steps", "smoothgrad_samples", "shap_samples", "blocks", "patch", "infidelity_draws",
-                     "fe_features", "mc_samples", "ms_samples", "batch_size"):
+        for name in (
+            "ig_steps",
+            "smoothgrad_samples",
+            "shap_samples",
+            "blocks",
+            "patch",
+            "infidelity_draws",
+            "fe_features",
+            "mc_samples",
+            "ms_samples",
+            "batch_size",
+        ):
             object.__setattr__(self, name, positive_integer(getattr(self, name), f"Settings.{name}"))
         object.__setattr__(self, "ms_radius", positive_number(self.ms_radius, "Settings.ms_radius"))
         sigma = plain_number(self.smoothgrad_sigma)  # 0: SmoothGrad is the gradient
@@ -58,17 +72,21 @@ class Settings:
         object.__setattr__(self, "smoothgrad_sigma", float(sigma))
         baseline = plain_number(self.baseline)
         if isinstance(baseline, bool) or not isinstance(baseline, numbers.Real) or not math.isfinite(baseline):
-            raise ValueError(f"Settings.baseline must be a finite number (a value in the [-1, 1] input space), "
-                             f"got {self.baseline!r}")
+            raise ValueError(
+                f"Settings.baseline must be a finite number (a value in the [-1, 1] input space), got {self.baseline!r}"
+            )
         object.__setattr__(self, "baseline", float(baseline))
         patches = self.infidelity_patches
         if isinstance(patches, (int, numbers.Integral)) and not isinstance(patches, bool):
             patches = (patches,)
         if not isinstance(patches, (tuple, list)) or not patches:
-            raise ValueError(f"Settings.infidelity_patches must be a tuple of patch sizes such as (112, 56), "
-                             f"got {self.infidelity_patches!r}")
-        object.__setattr__(self, "infidelity_patches", tuple(
-            positive_integer(p, "Settings.infidelity_patches[...]") for p in patches))
+            raise ValueError(
+                f"Settings.infidelity_patches must be a tuple of patch sizes such as (112, 56), "
+                f"got {self.infidelity_patches!r}"
+            )
+        object.__setattr__(
+            self, "infidelity_patches", tuple(positive_integer(p, "Settings.infidelity_patches[...]") for p in patches)
+        )
         for name in ("infidelity_cumulative", "mc_softmax"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"Settings.{name} must be True or False, got {getattr(self, name)!r}")
@@ -93,7 +111,7 @@ class Method:
     backward_passes: Callable[[Settings], int]
     attribute: Attribute
     noisy: bool = False
-    pairs_with: Optional[str] = None
+    pairs_with: str | None = None
     ignores_model: bool = False
 
 
@@ -104,22 +122,26 @@ def _pullback(model, x, y, s, seed):
 def _ascent(kind: str) -> Attribute:
     def run(model, x, y, s, seed):
         return gradient_ascent(model, x, y, s.ascent.replace(method=kind)) - x
+
     return run
 
 
 def _captum(name: str, soft: bool = False) -> Attribute:
     """Captum's method ``name`` (a function of ``captum.py``), on ``SoftGated(model)`` when ``soft``:
     Captum is imported when the method runs (it is needed for these alone)."""
+
     def run(model, x, y, s, seed):
         from . import captum
 
         return getattr(captum, name)(SoftGated(model, s.ascent.gates) if soft else model, x, y, s, seed)
+
     return run
 
 
 def _map(name: str) -> Attribute:
     def run(model, x, y, s, seed):
         return baseline_map(x, name, seed)
+
     return run
 
 
@@ -128,46 +150,109 @@ def _steps(s: Settings) -> int:
 
 
 METHODS: dict[str, Method] = {
-    "pullback": Method("Excitation pullback", "one backward pass with soft gates", lambda s: 1, _pullback,
-                       pairs_with="gradient"),
-    "pullback_ascent": Method("Pullback ascent", "x_steps - x_0 along the pullback", _steps, _ascent("pullback"),
-                              pairs_with="gradient_ascent"),
+    "pullback": Method(
+        "Excitation pullback", "one backward pass with soft gates", lambda s: 1, _pullback, pairs_with="gradient"
+    ),
+    "pullback_ascent": Method(
+        "Pullback ascent", "x_steps - x_0 along the pullback", _steps, _ascent("pullback"), pairs_with="gradient_ascent"
+    ),
     "gradient": Method("Vanilla gradient", "Captum Saliency, signed", lambda s: 1, _captum("saliency")),
     "gradient_ascent": Method("Gradient ascent", "x_steps - x_0 along the gradient", _steps, _ascent("gradient")),
     "input_x_gradient": Method("Input × Gradient", "Captum InputXGradient", lambda s: 1, _captum("input_x_gradient")),
-    "smoothgrad": Method("SmoothGrad", "Captum NoiseTunnel(Saliency), signed", lambda s: s.smoothgrad_samples,
-                         _captum("smoothgrad"), noisy=True),
-    "integrated_gradients": Method("Integrated Gradients", "Captum IntegratedGradients", lambda s: s.ig_steps,
-                                   _captum("integrated_gradients")),
-    "gradient_shap": Method("GradientShap", "Captum GradientShap from the baseline", lambda s: s.shap_samples,
-                            _captum("gradient_shap"), noisy=True),
-    "integrated_pullbacks": Method("Integrated Pullbacks", "Captum IntegratedGradients of SoftGated(model)",
-                                   lambda s: s.ig_steps, _captum("integrated_gradients", soft=True),
-                                   pairs_with="integrated_gradients"),
-    "smooth_pullback": Method("SmoothPullback", "Captum NoiseTunnel(Saliency) of SoftGated(model)",
-                              lambda s: s.smoothgrad_samples, _captum("smoothgrad", soft=True), noisy=True,
-                              pairs_with="smoothgrad"),
-    "pullback_shap": Method("PullbackShap", "Captum GradientShap of SoftGated(model)", lambda s: s.shap_samples,
-                            _captum("gradient_shap", soft=True), noisy=True, pairs_with="gradient_shap"),
-    "guided_gradcam": Method("Guided Grad-CAM", "Captum GuidedGradCam at the last Conv2d (its guided "
-                             "backprop rewrites nn.ReLU modules only)", lambda s: 2, _captum("guided_gradcam")),
-    "guided_pullback_cam": Method("Guided Pullback-CAM",
-                                  "the pullback × Grad-CAM of SoftGated(model) at the last Conv2d; ours", lambda s: 2,
-                                  _captum("guided_pullback_cam"), pairs_with="guided_gradcam"),
-    "guided_backprop": Method("Guided Backprop", "Captum GuidedBackprop (rewrites nn.ReLU modules only)",
-                              lambda s: 1, _captum("guided_backprop")),
-    "gradcam": Method("Grad-CAM", "Captum LayerGradCam at the last Conv2d, non-negative, upsampled (nearest)",
-                      lambda s: 1, _captum("gradcam")),
+    "smoothgrad": Method(
+        "SmoothGrad",
+        "Captum NoiseTunnel(Saliency), signed",
+        lambda s: s.smoothgrad_samples,
+        _captum("smoothgrad"),
+        noisy=True,
+    ),
+    "integrated_gradients": Method(
+        "Integrated Gradients", "Captum IntegratedGradients", lambda s: s.ig_steps, _captum("integrated_gradients")
+    ),
+    "gradient_shap": Method(
+        "GradientShap",
+        "Captum GradientShap from the baseline",
+        lambda s: s.shap_samples,
+        _captum("gradient_shap"),
+        noisy=True,
+    ),
+    "integrated_pullbacks": Method(
+        "Integrated Pullbacks",
+        "Captum IntegratedGradients of SoftGated(model)",
+        lambda s: s.ig_steps,
+        _captum("integrated_gradients", soft=True),
+        pairs_with="integrated_gradients",
+    ),
+    "smooth_pullback": Method(
+        "SmoothPullback",
+        "Captum NoiseTunnel(Saliency) of SoftGated(model)",
+        lambda s: s.smoothgrad_samples,
+        _captum("smoothgrad", soft=True),
+        noisy=True,
+        pairs_with="smoothgrad",
+    ),
+    "pullback_shap": Method(
+        "PullbackShap",
+        "Captum GradientShap of SoftGated(model)",
+        lambda s: s.shap_samples,
+        _captum("gradient_shap", soft=True),
+        noisy=True,
+        pairs_with="gradient_shap",
+    ),
+    "guided_gradcam": Method(
+        "Guided Grad-CAM",
+        "Captum GuidedGradCam at the last Conv2d (its guided backprop rewrites nn.ReLU modules only)",
+        lambda s: 2,
+        _captum("guided_gradcam"),
+    ),
+    "guided_pullback_cam": Method(
+        "Guided Pullback-CAM",
+        "the pullback × Grad-CAM of SoftGated(model) at the last Conv2d; ours",
+        lambda s: 2,
+        _captum("guided_pullback_cam"),
+        pairs_with="guided_gradcam",
+    ),
+    "guided_backprop": Method(
+        "Guided Backprop",
+        "Captum GuidedBackprop (rewrites nn.ReLU modules only)",
+        lambda s: 1,
+        _captum("guided_backprop"),
+    ),
+    "gradcam": Method(
+        "Grad-CAM",
+        "Captum LayerGradCam at the last Conv2d, non-negative, upsampled (nearest)",
+        lambda s: 1,
+        _captum("gradcam"),
+    ),
     # baselines that keep everyone honest: none of them looks at the model
-    "edge": Method("Edge detector", "the Sobel magnitude of each input channel", lambda s: 0, _map("edge"),
-                   ignores_model=True),
-    "random": Method("Random map", "uniform noise in [0, 1), seeded by the input", lambda s: 0, _map("random"),
-                     noisy=True, ignores_model=True),
-    "centre": Method("Centre prior", "a centred Gaussian (σ a quarter of the side) that ignores the image",
-                     lambda s: 0, _map("centre"), ignores_model=True),
+    "edge": Method(
+        "Edge detector", "the Sobel magnitude of each input channel", lambda s: 0, _map("edge"), ignores_model=True
+    ),
+    "random": Method(
+        "Random map",
+        "uniform noise in [0, 1), seeded by the input",
+        lambda s: 0,
+        _map("random"),
+        noisy=True,
+        ignores_model=True,
+    ),
+    "centre": Method(
+        "Centre prior",
+        "a centred Gaussian (σ a quarter of the side) that ignores the image",
+        lambda s: 0,
+        _map("centre"),
+        ignores_model=True,
+    ),
 }
-DEFAULT_METHODS = ("pullback", "pullback_ascent", "gradient", "gradient_ascent", "input_x_gradient", "smoothgrad",
-                   "integrated_gradients")  # "all": every one of METHODS (the composed ones cost 16-32 passes each)
+DEFAULT_METHODS = (
+    "pullback",
+    "pullback_ascent",
+    "gradient",
+    "gradient_ascent",
+    "input_x_gradient",
+    "smoothgrad",
+    "integrated_gradients",
+)  # "all": every one of METHODS (the composed ones cost 16-32 passes each)
 BASELINE_MAPS = tuple(k for k, m in METHODS.items() if m.ignores_model)
 PAIRS = tuple((k, m.pairs_with) for k, m in METHODS.items() if m.pairs_with)
 assert all(b in METHODS for _, b in PAIRS), "a method pairs with a method of the registry"
@@ -221,7 +306,7 @@ def baseline_map(x: Tensor, method: str, seed: int = 0) -> Tensor:
         rows = torch.arange(h, dtype=x.dtype, device=x.device) - (h - 1) / 2
         cols = torch.arange(w, dtype=x.dtype, device=x.device) - (w - 1) / 2
         sigma = min(h, w) / 4
-        prior = torch.exp(-(rows[:, None] ** 2 + cols[None] ** 2) / (2 * sigma ** 2))
+        prior = torch.exp(-(rows[:, None] ** 2 + cols[None] ** 2) / (2 * sigma**2))
         return prior.expand_as(x).clone()
     raise ValueError(unknown_name("baseline map", method, BASELINE_MAPS))
 
@@ -243,8 +328,9 @@ def unknown_name(what: str, name: str, allowed) -> str:
     return f"unknown {what} {name!r}{hint}; choose from {', '.join(allowed)}"
 
 
-def check_names(names: Sequence[str] | None, allowed: dict, what: str, default: Sequence[str] | None = None
-                ) -> list[str]:
+def check_names(
+    names: Sequence[str] | None, allowed: dict, what: str, default: Sequence[str] | None = None
+) -> list[str]:
     """``names`` without repeats, each one of ``allowed`` (None: ``default``, or all of them;
     ``["all"]``: all of them)."""
     if names is None:

@@ -31,8 +31,8 @@ take ``[-1, 1]``, where ``0.0`` is mid-grey (the default).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from contextlib import contextmanager
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -56,8 +56,9 @@ def device_of(model: nn.Module) -> torch.device:
 def forked_rng(seed: int, device: torch.device):
     """Seed torch's RNG (CPU, and the model's CUDA device) and numpy's global one (Captum's
     GradientShap draws from it) inside, restore both after."""
-    devices = [device.index if device.index is not None else torch.cuda.current_device()] \
-        if device.type == "cuda" else []
+    devices = (
+        [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    )
     with torch.random.fork_rng(devices=devices), numpy_rng_preserved():
         torch.manual_seed(seed)
         np.random.seed(seed % 2**32)

@@ -35,8 +35,17 @@ def _reduce(a: Tensor, reduce: str | None) -> Tensor:
     raise ValueError(f"reduce must be 'sum', 'abs' or None, got {reduce!r}")
 
 
-def explain_func(model: nn.Module, inputs, targets, *, method: str = "pullback", reduce: str | None = "sum",
-                 device=None, settings: Settings | None = None, **options) -> np.ndarray:
+def explain_func(
+    model: nn.Module,
+    inputs,
+    targets,
+    *,
+    method: str = "pullback",
+    reduce: str | None = "sum",
+    device=None,
+    settings: Settings | None = None,
+    **options,
+) -> np.ndarray:
     """A Quantus ``explain_func``: attributions of ``inputs`` (numpy or tensor, ``(N, C, H, W)``)
     for ``targets`` (ints) as a float32 numpy array.
 
@@ -52,14 +61,18 @@ def explain_func(model: nn.Module, inputs, targets, *, method: str = "pullback",
     ascent = {k: v for k, v in options.items() if k not in fields}
     unknown = sorted(set(ascent) - set(AscentOptions.__dataclass_fields__))
     if unknown:
-        raise TypeError(f"explain_func got unknown settings {unknown}; valid: {sorted(fields)} and the "
-                        f"ascent options {sorted(AscentOptions.__dataclass_fields__)}")
+        raise TypeError(
+            f"explain_func got unknown settings {unknown}; valid: {sorted(fields)} and the "
+            f"ascent options {sorted(AscentOptions.__dataclass_fields__)}"
+        )
     s = replace(s, ascent=s.ascent.replace(**ascent), **{k: v for k, v in options.items() if k in fields})
     dev = device_of(model)
-    x = torch.as_tensor(np.asarray(inputs) if not isinstance(inputs, Tensor) else inputs,
-                        dtype=torch.float32, device=dev)
-    y = torch.as_tensor(np.asarray(targets).reshape(-1) if not isinstance(targets, Tensor) else targets,
-                        dtype=torch.long, device=dev).reshape(-1)
+    x = torch.as_tensor(
+        np.asarray(inputs) if not isinstance(inputs, Tensor) else inputs, dtype=torch.float32, device=dev
+    )
+    y = torch.as_tensor(
+        np.asarray(targets).reshape(-1) if not isinstance(targets, Tensor) else targets, dtype=torch.long, device=dev
+    ).reshape(-1)
     if y.numel() == 1 and x.shape[0] > 1:
         y = y.expand(x.shape[0])
     a = attribute(model, x, y, method, s)
@@ -100,17 +113,30 @@ def region_perturbation(
     x = inputs.detach().cpu().numpy().astype(np.float32)
     y = targets.cpu().numpy()
     metric = quantus.RegionPerturbation(
-        patch_size=patch, regions_evaluation=regions, order="morf", perturb_baseline=float(baseline),
-        abs=False, normalise=False, return_aggregate=False, disable_warnings=True,
+        patch_size=patch,
+        regions_evaluation=regions,
+        order="morf",
+        perturb_baseline=float(baseline),
+        abs=False,
+        normalise=False,
+        return_aggregate=False,
+        disable_warnings=True,
     )
     # every method's copy of the inputs goes through Quantus as one stacked batch: the
     # samples are independent, and the model then runs on batches of `batch` images
     keys = list(attributions)
     a_np = np.concatenate([attributions[k].detach().sum(1, keepdim=True).cpu().numpy() for k in keys])
     with _quiet(), numpy_rng_preserved():
-        result = metric(model=model, x_batch=np.concatenate([x] * len(keys)), y_batch=np.tile(y, len(keys)),
-                        a_batch=a_np.astype(np.float32), channel_first=True, softmax=False,
-                        device=str(inputs.device), batch_size=batch)
+        result = metric(
+            model=model,
+            x_batch=np.concatenate([x] * len(keys)),
+            y_batch=np.tile(y, len(keys)),
+            a_batch=a_np.astype(np.float32),
+            channel_first=True,
+            softmax=False,
+            device=str(inputs.device),
+            batch_size=batch,
+        )
     stacked = np.asarray(result, dtype=np.float64).reshape(len(keys), n, -1)
     curves = {k: stacked[i] for i, k in enumerate(keys)}
     aopc = {k: c.mean(axis=1) for k, c in curves.items()}

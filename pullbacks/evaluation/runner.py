@@ -13,7 +13,7 @@
   name (``data.image_seed``).
 * **Settings**: ``OUT/run.json`` holds what fixes the numbers; a run whose settings differ
   refuses to mix its records with those, naming the difference.
-* **Merge**: when every image is done, rank 0 writes ``OUT/records.jsonl`` (sorted, each
+* **Merge**: when every image is done, rank 0 writes ``OUT/records.jsonl.gz`` (sorted, each
   (image, method, metric) once) and the report (``evaluation.md``, ``results.json``,
   ``randomisation.png``) built from the records.
 * **Focus** runs on 2×2 mosaics of 112-pixel tiles made from the same images (``mosaics``):
@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import gzip
 import json
 import os
 import random
 import warnings
+from collections.abc import Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -102,8 +103,10 @@ def mosaics(items: Sequence[Item], count: int, seed: int) -> list[Mosaic]:
     for it in labelled:
         by_class.setdefault(it.label, []).append(it.name)
     if len(by_class) < 2:
-        raise ValueError(f"Focus mosaics need labelled images of at least 2 classes, got {len(by_class)}; "
-                         "use labelled images (an ImageNet-layout folder) or leave focus out of --metrics")
+        raise ValueError(
+            f"Focus mosaics need labelled images of at least 2 classes, got {len(by_class)}; "
+            "use labelled images (an ImageNet-layout folder) or leave focus out of --metrics"
+        )
     classes = sorted(by_class)
     out = []
     for k in range(count):
@@ -121,8 +124,12 @@ def mosaics(items: Sequence[Item], count: int, seed: int) -> list[Mosaic]:
 def mosaic_image(m: Mosaic, images: dict[str, torch.Tensor]) -> torch.Tensor:
     """The mosaic: each tile its image at half size (bilinear, antialiased), row-major."""
     h, w = next(iter(images.values())).shape[-2:]
-    small = [F.interpolate(images[name][None], size=(h // 2, w // 2), mode="bilinear", antialias=True,
-                           align_corners=False)[0] for name in m.tiles]
+    small = [
+        F.interpolate(images[name][None], size=(h // 2, w // 2), mode="bilinear", antialias=True, align_corners=False)[
+            0
+        ]
+        for name in m.tiles
+    ]
     return torch.cat([torch.cat(small[:2], dim=2), torch.cat(small[2:], dim=2)], dim=1)
 
 
@@ -150,10 +157,54 @@ def output_error(e: OSError, out: str | os.PathLike) -> OutputError:
     return OutputError(f"cannot write {path} ({e.strerror or e}): {fix}")
 
 
+RECORDS = "records.jsonl.gz"  # the merged records, gzip-compressed (a committed run stays small)
+
+
+def read_lines(path: Path) -> list[str]:
+    """The lines of a JSON-lines file, plain (``.jsonl``) or gzip-compressed (``.jsonl.gz``)."""
+    if path.suffix == ".gz":
+        with gzip.open(path, "rt", encoding="utf-8") as f:
+            return f.read().splitlines()
+    return path.read_text(encoding="utf-8").splitlines()
+
+
+def read_records(path: Path) -> list[dict]:
+    """The records of a merged file (``OUT/records.jsonl.gz``, or an older ``records.jsonl``)."""
+    return [json.loads(line) for line in read_lines(path) if line]
+
+
+def pack(out: str | os.PathLike) -> list[Path]:
+    """Compress a stopped run's records for committing: each rank's records (its plain file and
+    any packed one) into ``OUT/records/rank-<r>.jsonl.gz``, the plain file removed. Run it while
+    no run writes to ``out``; the same command resumes from the packed files."""
+    folder = Path(out) / "records"
+    packed = []
+    ranks = sorted({p.name.split(".")[0] for p in folder.glob("rank-*.jsonl*")})
+    for rank in ranks:
+        plain, gz = folder / f"{rank}.jsonl", folder / f"{rank}.jsonl.gz"
+        lines = [line for p in (gz, plain) if p.exists() for line in read_lines(p) if line.strip()]
+        kept = []
+        for line in lines:
+            try:
+                json.loads(line)
+                kept.append(line)
+            except json.JSONDecodeError:  # a torn last line: computed again on resuming
+                continue
+        text = "".join(line + "\n" for line in kept)
+        tmp = gz.with_suffix(".tmp")
+        tmp.write_bytes(gzip.compress(text.encode("utf-8"), compresslevel=9, mtime=0))
+        tmp.replace(gz)
+        plain.unlink(missing_ok=True)
+        packed.append(gz)
+    return packed
+
+
 def _read_records(folder: Path) -> list[dict]:
+    """The records of every rank's file, plain or compressed (``gzip -n rank-0.jsonl`` packs a
+    partial run for committing; the run appends to a fresh plain file and reads both)."""
     records = []
-    for path in sorted(folder.glob("rank-*.jsonl")):
-        for line in path.read_text(encoding="utf-8").splitlines():
+    for path in sorted([*folder.glob("rank-*.jsonl"), *folder.glob("rank-*.jsonl.gz")]):
+        for line in read_lines(path):
             try:
                 records.append(json.loads(line))
             except json.JSONDecodeError:  # a torn line another rank has not cut off yet
@@ -174,8 +225,11 @@ def _cut_torn_tail(path: Path) -> None:
         f.truncate(keep)
         f.flush()
         os.fsync(f.fileno())
-    warnings.warn(f"{path}: cut off a torn last line ({len(data) - keep} bytes, from a run killed while writing "
-                  "it); its records are computed again")
+    warnings.warn(
+        f"{path}: cut off a torn last line ({len(data) - keep} bytes, from a run killed while writing "
+        "it); its records are computed again",
+        stacklevel=2,
+    )
 
 
 @contextmanager
@@ -193,8 +247,9 @@ def _lock(path: Path):
         except BlockingIOError:
             f.seek(0)
             holder = f.read().strip() or "?"
-            raise OutputError(f"another run (pid {holder}) is writing to {path.parent}; wait for it to finish, "
-                              "or pass another --out") from None
+            raise OutputError(
+                f"another run (pid {holder}) is writing to {path.parent}; wait for it to finish, or pass another --out"
+            ) from None
         f.seek(0)
         f.truncate()
         f.write(str(os.getpid()))
@@ -222,16 +277,28 @@ def _check_spec(out: Path, spec: dict, rank: int, world: int) -> None:
     held = json.loads(path.read_text(encoding="utf-8"))
     if held != spec:
         key = next(k for k in sorted(set(held) | set(spec)) if held.get(k) != spec.get(k))
-        raise ValueError(f"{out} holds the records of another run ({key}: {held.get(key)!r} there, "
-                         f"{spec.get(key)!r} now); to keep both pass another --out, or delete {out} to start over")
+        raise ValueError(
+            f"{out} holds the records of another run ({key}: {held.get(key)!r} there, "
+            f"{spec.get(key)!r} now); to keep both pass another --out, or delete {out} to start over"
+        )
 
 
 # --------------------------------------------------------------------------- the run
 
 
-def run(loaded, items: Sequence[Item], *, methods: Sequence[str], metrics: Sequence[str], settings: Settings,
-        out: str | os.PathLike, spec: dict, mosaic_count: int = 0, workers: int = 0,
-        progress: bool = True) -> Optional[Evaluation]:
+def run(
+    loaded,
+    items: Sequence[Item],
+    *,
+    methods: Sequence[str],
+    metrics: Sequence[str],
+    settings: Settings,
+    out: str | os.PathLike,
+    spec: dict,
+    mosaic_count: int = 0,
+    workers: int = 0,
+    progress: bool = True,
+) -> Evaluation | None:
     """Evaluate ``items`` (this process's share), appending records as it goes; when every
     image is done, merge and return the :class:`Evaluation` on rank 0 (None elsewhere)."""
     check_model(loaded.model)
@@ -255,8 +322,11 @@ def _run(loaded, items, tiles, methods, metrics, settings, out, spec, workers, p
     mine_path.open("a", encoding="utf-8").close()  # writable, before any image is scored
     plain = [m for m in metrics if m != FOCUS]
     done = {(r["image"], r["method"], r["metric"]) for r in _read_records(folder)}
-    mine = [it for it in shard(items, rank, world)
-            if plain and not all((it.name, m, k) in done for m in methods for k in _first_columns(plain))]
+    mine = [
+        it
+        for it in shard(items, rank, world)
+        if plain and not all((it.name, m, k) in done for m in methods for k in _first_columns(plain))
+    ]
     my_mosaics = [t for t in shard(tiles, rank, world) if not all((t.name, m, FOCUS) in done for m in methods)]
     _score_images(loaded, mine, methods, plain, settings, mine_path, workers, progress, rank)
     _score_mosaics(loaded, my_mosaics, items, methods, settings, mine_path, progress, rank)
@@ -273,8 +343,14 @@ def _first_columns(metrics: Sequence[str]) -> list[str]:
 def _bar(total: int, progress: bool, rank: int, what: str):
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=f"rank {rank}: {what}" if rank else what, unit="image", disable=not progress,
-                position=rank, dynamic_ncols=True)
+    return tqdm(
+        total=total,
+        desc=f"rank {rank}: {what}" if rank else what,
+        unit="image",
+        disable=not progress,
+        position=rank,
+        dynamic_ncols=True,
+    )
 
 
 def _score_images(loaded, items, methods, metrics, settings, path, workers, progress, rank) -> None:
@@ -294,15 +370,33 @@ def _score_images(loaded, items, methods, metrics, settings, path, workers, prog
                     with torch.no_grad():
                         label = int(loaded.model(x[None]).argmax(1))
                 s = dataclasses.replace(settings, seed=image_seed(settings.seed, item.name))
-                r = evaluate(loaded.model, x[None], [label], methods=list(methods), metrics=list(metrics),
-                             settings=s, names=[item.name], progress=False,
-                             masks=None if item.mask is None else item.mask[None])
-                records += [{"image": item.name, "method": m, "metric": column, "value": _num(v[0]), "label": label}
-                            for column, per_method in r.scores.items() for m, v in per_method.items()]
+                r = evaluate(
+                    loaded.model,
+                    x[None],
+                    [label],
+                    methods=list(methods),
+                    metrics=list(metrics),
+                    settings=s,
+                    names=[item.name],
+                    progress=False,
+                    masks=None if item.mask is None else item.mask[None],
+                )
+                records += [
+                    {"image": item.name, "method": m, "metric": column, "value": _num(v[0]), "label": label}
+                    for column, per_method in r.scores.items()
+                    for m, v in per_method.items()
+                ]
                 for m, stages in (r.randomisation or {}).items():
-                    records += [{"image": item.name, "method": m, "metric": f"randomisation_stage/{k}/{stage}",
-                                 "value": _num(v), "label": label}
-                                for k, (stage, v) in enumerate(zip(r.stages, stages[0]))]
+                    records += [
+                        {
+                            "image": item.name,
+                            "method": m,
+                            "metric": f"randomisation_stage/{k}/{stage}",
+                            "value": _num(v),
+                            "label": label,
+                        }
+                        for k, (stage, v) in enumerate(zip(r.stages, stages[0]))
+                    ]
             _append(path, records)  # the batch is safe on disk
             bar.update(len(labels))
 
@@ -321,19 +415,31 @@ def _score_mosaics(loaded, mosaics_, items, methods, settings, path, progress, r
             s = dataclasses.replace(settings, seed=image_seed(settings.seed, m.name))
             attributions = {meth: attribute(loaded.model, x, [m.label], meth, s) for meth in methods}
             scores = focus(attributions, [m.target], x)
-            _append(path, [{"image": m.name, "method": meth, "metric": FOCUS, "value": _num(v[0]), "label": m.label}
-                           for meth, v in scores.items()])
+            _append(
+                path,
+                [
+                    {"image": m.name, "method": meth, "metric": FOCUS, "value": _num(v[0]), "label": m.label}
+                    for meth, v in scores.items()
+                ],
+            )
             bar.update(1)
 
 
-def _num(v) -> Optional[float]:
+def _num(v) -> float | None:
     v = float(v)
     return None if not np.isfinite(v) else v
 
 
-def merge(out: Path, items: Sequence[Item], tiles: Sequence[Mosaic], methods: Sequence[str],
-          metrics: Sequence[str], loaded, settings: Settings) -> Evaluation:
-    """``OUT/records.jsonl`` (each (image, method, metric) once, sorted) and the report."""
+def merge(
+    out: Path,
+    items: Sequence[Item],
+    tiles: Sequence[Mosaic],
+    methods: Sequence[str],
+    metrics: Sequence[str],
+    loaded,
+    settings: Settings,
+) -> Evaluation:
+    """``OUT/records.jsonl.gz`` (each (image, method, metric) once, sorted) and the report."""
     seen: dict[tuple, dict] = {}
     for r in _read_records(out / "records"):
         seen.setdefault((r["image"], r["method"], r["metric"]), r)
@@ -341,12 +447,17 @@ def merge(out: Path, items: Sequence[Item], tiles: Sequence[Mosaic], methods: Se
     names = [it.name for it in items]
     wanted = {it.name for it in items} | {t.name for t in tiles}
     records = [r for r in records if r["image"] in wanted and r["method"] in methods]
-    _write_records(out / "records.jsonl", records)
+    _write_records(out / RECORDS, records)
     labels = {r["image"]: r["label"] for r in records}
-    result = Evaluation(model_name=loaded.name, methods=list(methods), metrics=list(metrics), image_names=names,
-                        targets=[labels.get(n, -1) for n in names],
-                        target_names=[loaded.classes[labels[n]] if labels.get(n, -1) >= 0 else "?" for n in names],
-                        settings=settings)
+    result = Evaluation(
+        model_name=loaded.name,
+        methods=list(methods),
+        metrics=list(metrics),
+        image_names=names,
+        targets=[labels.get(n, -1) for n in names],
+        target_names=[loaded.classes[labels[n]] if labels.get(n, -1) >= 0 else "?" for n in names],
+        settings=settings,
+    )
     by = {}
     for r in records:
         by.setdefault(r["metric"], {}).setdefault(r["method"], {})[r["image"]] = r["value"]
@@ -354,19 +465,30 @@ def merge(out: Path, items: Sequence[Item], tiles: Sequence[Mosaic], methods: Se
         if column.startswith("randomisation_stage/"):
             continue
         rows = [t.name for t in tiles] if column == FOCUS else names
-        result.scores[column] = {m: np.array([np.nan if v.get(n) is None else v[n] for n in rows], dtype=float)
-                                 for m, v in per_method.items()}
-    stages = sorted({tuple(r["metric"].split("/")[1:]) for r in records if r["metric"].startswith("randomisation_stage/")},
-                    key=lambda s: int(s[0]))
+        result.scores[column] = {
+            m: np.array([np.nan if v.get(n) is None else v[n] for n in rows], dtype=float)
+            for m, v in per_method.items()
+        }
+    stages = sorted(
+        {tuple(r["metric"].split("/")[1:]) for r in records if r["metric"].startswith("randomisation_stage/")},
+        key=lambda s: int(s[0]),
+    )
     if stages:
         result.stages = [s[1] for s in stages]
-        result.randomisation = {m: np.array([[by[f"randomisation_stage/{k}/{label}"][m].get(n, np.nan)
-                                              for k, label in stages] for n in names], dtype=float)
-                                for m in methods}
+        result.randomisation = {
+            m: np.array(
+                [[by[f"randomisation_stage/{k}/{label}"][m].get(n, np.nan) for k, label in stages] for n in names],
+                dtype=float,
+            )
+            for m in methods
+        }
     return result
 
 
 def _write_records(path: Path, records: list[dict]) -> None:
+    """Compressed, byte for byte the same for the same records (no time stamp in the gzip header)."""
     tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in records), encoding="utf-8")
+    text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
+    tmp.write_bytes(gzip.compress(text.encode("utf-8"), compresslevel=9, mtime=0))
     tmp.replace(path)
+    path.with_name("records.jsonl").unlink(missing_ok=True)  # an older run's plain file

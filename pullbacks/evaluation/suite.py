@@ -41,7 +41,7 @@ focus                     on a 2×2 mosaic, ``r = max(x ⊙ a, 0)`` per entry:
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -55,7 +55,7 @@ def _target_outputs(model: nn.Module, xs: Tensor, target: int, batch: int, softm
     """The target's logit (or softmax probability) for each of ``xs``, float64 on the CPU."""
     outs = []
     for i in range(0, xs.shape[0], batch):
-        out = model(xs[i:i + batch])
+        out = model(xs[i : i + batch])
         outs.append((out.softmax(1) if softmax else out)[:, target])
     return torch.cat(outs).double().cpu()
 
@@ -75,8 +75,11 @@ def _uniform(seed: int, count: int, baseline: float | None) -> Tensor:
 
 def blocks(h: int, w: int, patch: int) -> list[tuple[slice, slice]]:
     """The ``patch × patch`` squares tiling an ``h × w`` image, row-major, cut at the border."""
-    return [(slice(r, min(r + patch, h)), slice(c, min(c + patch, w)))
-            for r in range(0, h, patch) for c in range(0, w, patch)]
+    return [
+        (slice(r, min(r + patch, h)), slice(c, min(c + patch, w)))
+        for r in range(0, h, patch)
+        for c in range(0, w, patch)
+    ]
 
 
 def chunks(n_features: int, features: int) -> list[slice]:
@@ -84,8 +87,16 @@ def chunks(n_features: int, features: int) -> list[slice]:
     return [slice(i * features, min((i + 1) * features, n_features)) for i in range(math.ceil(n_features / features))]
 
 
-def faithfulness_estimate(model: nn.Module, x: Tensor, targets: Tensor, attributions: dict[str, Tensor], *,
-                          features: int = 3136, baseline: float = 0.0, batch: int = 64) -> dict[str, np.ndarray]:
+def faithfulness_estimate(
+    model: nn.Module,
+    x: Tensor,
+    targets: Tensor,
+    attributions: dict[str, Tensor],
+    *,
+    features: int = 3136,
+    baseline: float = 0.0,
+    batch: int = 64,
+) -> dict[str, np.ndarray]:
     """Quantus ``FaithfulnessEstimate(features_in_step=features, perturb_baseline=baseline, abs=True)``
     on all ``C·H·W`` entries (ties in ``|a|`` taken in entry order)."""
     out: dict[str, list] = {m: [] for m in attributions}
@@ -105,10 +116,20 @@ def faithfulness_estimate(model: nn.Module, x: Tensor, targets: Tensor, attribut
     return {m: np.array(v) for m, v in out.items()}
 
 
-def monotonicity_correlation(model: nn.Module, x: Tensor, targets: Tensor, attributions: dict[str, Tensor],
-                             seeds: Sequence[int], *, features: int = 3136, samples: int = 10, eps: float = 1e-12,
-                             baseline: float | None = None, softmax: bool = True, batch: int = 64
-                             ) -> dict[str, np.ndarray]:
+def monotonicity_correlation(
+    model: nn.Module,
+    x: Tensor,
+    targets: Tensor,
+    attributions: dict[str, Tensor],
+    seeds: Sequence[int],
+    *,
+    features: int = 3136,
+    samples: int = 10,
+    eps: float = 1e-12,
+    baseline: float | None = None,
+    softmax: bool = True,
+    batch: int = 64,
+) -> dict[str, np.ndarray]:
     """Quantus ``MonotonicityCorrelation(nr_samples=samples, features_in_step=features,
     perturb_baseline="uniform" in [-1, 1], abs=True, eps=eps)`` called with its default
     ``softmax=True`` (probabilities; ``softmax=False``: logits, a variant of ours); every
@@ -134,9 +155,19 @@ def monotonicity_correlation(model: nn.Module, x: Tensor, targets: Tensor, attri
     return {m: np.array(v) for m, v in out.items()}
 
 
-def infidelity(model: nn.Module, x: Tensor, targets: Tensor, attributions: dict[str, Tensor], seeds: Sequence[int],
-               *, patches: Sequence[int] = (112, 56), draws: int = 5, cumulative: bool = True,
-               baseline: float | None = None, batch: int = 64) -> dict[str, np.ndarray]:
+def infidelity(
+    model: nn.Module,
+    x: Tensor,
+    targets: Tensor,
+    attributions: dict[str, Tensor],
+    seeds: Sequence[int],
+    *,
+    patches: Sequence[int] = (112, 56),
+    draws: int = 5,
+    cumulative: bool = True,
+    baseline: float | None = None,
+    batch: int = 64,
+) -> dict[str, np.ndarray]:
     """The follow-up's infidelity with optimal scaling (Yeh et al. 2019): ``β`` is fitted once
     per image over all ``draws × Σ_p patches`` perturbations, so a rescaled attribution scores
     the same. ``cumulative`` (the follow-up's loop, after Quantus' ``Infidelity``): within a
@@ -169,8 +200,16 @@ def infidelity(model: nn.Module, x: Tensor, targets: Tensor, attributions: dict[
     return {m: np.array(v) for m, v in out.items()}
 
 
-def faithfulness_correlation(model: nn.Module, x: Tensor, targets: Tensor, attributions: dict[str, Tensor], *,
-                             patch: int = 56, baseline: float = 0.0, batch: int = 64) -> dict[str, np.ndarray]:
+def faithfulness_correlation(
+    model: nn.Module,
+    x: Tensor,
+    targets: Tensor,
+    attributions: dict[str, Tensor],
+    *,
+    patch: int = 56,
+    baseline: float = 0.0,
+    batch: int = 64,
+) -> dict[str, np.ndarray]:
     """The follow-up's faithfulness correlation: Quantus ``FaithfulnessCorrelation(abs=True,
     perturb_baseline=baseline)`` with the random subsets replaced by every ``patch × patch``
     square (all channels), one at a time."""
@@ -201,8 +240,9 @@ def random_classes(targets: Tensor, seeds: Sequence[int], num_classes: int) -> T
     return torch.tensor(drawn, dtype=torch.long, device=targets.device)
 
 
-def random_logit(attributions: dict[str, Tensor], explain: Callable[[str, Tensor], Tensor], other: Tensor
-                 ) -> dict[str, np.ndarray]:
+def random_logit(
+    attributions: dict[str, Tensor], explain: Callable[[str, Tensor], Tensor], other: Tensor
+) -> dict[str, np.ndarray]:
     """Quantus ``RandomLogit(similarity_func=correlation_pearson)``: Pearson, over all entries,
     of each method's ``a`` and ``explain(method, other)``, its attribution for the classes
     ``other`` (see :func:`random_classes`). Lower: it depends on the class asked about."""
@@ -213,9 +253,16 @@ def random_logit(attributions: dict[str, Tensor], explain: Callable[[str, Tensor
     return out
 
 
-def max_sensitivity(x: Tensor, attributions: dict[str, Tensor], explain: Callable[[str, Tensor], Tensor],
-                    seeds: Sequence[int], *, samples: int = 10, radius: float = 0.02,
-                    clip: tuple[float, float] | None = (-1.0, 1.0)) -> dict[str, np.ndarray]:
+def max_sensitivity(
+    x: Tensor,
+    attributions: dict[str, Tensor],
+    explain: Callable[[str, Tensor], Tensor],
+    seeds: Sequence[int],
+    *,
+    samples: int = 10,
+    radius: float = 0.02,
+    clip: tuple[float, float] | None = (-1.0, 1.0),
+) -> dict[str, np.ndarray]:
     """Quantus ``MaxSensitivity(nr_samples=samples, lower_bound=radius)`` on all entries:
     ``explain(method, x_noisy)`` recomputes a method's attribution; the noise is uniform in
     [-radius, radius] per entry, the same draws for every method of an image, and the noisy
@@ -236,8 +283,7 @@ def max_sensitivity(x: Tensor, attributions: dict[str, Tensor], explain: Callabl
     return out
 
 
-def focus(attributions: dict[str, Tensor], target_tiles: Sequence[Sequence[bool]], x: Tensor
-          ) -> dict[str, np.ndarray]:
+def focus(attributions: dict[str, Tensor], target_tiles: Sequence[Sequence[bool]], x: Tensor) -> dict[str, np.ndarray]:
     """Quantus ``Focus`` on the relevance ``r = x ⊙ a`` (the follow-up's input-attribution
     product), clipped at 0 entry by entry: per 2×2 mosaic ``x``, ``Σ r`` in the tiles marked
     True (the target's, row-major) over ``Σ r + 1e-9`` (a map with no positive relevance

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from matplotlib.figure import Figure
@@ -19,8 +19,15 @@ def rescale_cells(cells: Tensor) -> Tensor:
     return out.view_as(cells)
 
 
-def draw_cells(images: Tensor, cells: Tensor, col_titles: Sequence[str], row_names: Sequence[str], *,
-               title: str | None = None, cell_inches: float = 1.9) -> Figure:
+def draw_cells(
+    images: Tensor,
+    cells: Tensor,
+    col_titles: Sequence[str],
+    row_names: Sequence[str],
+    *,
+    title: str | None = None,
+    cell_inches: float = 1.9,
+) -> Figure:
     """A table of pictures: column 0 the clean ``images`` (R, 3, H, W) in [-1, 1], then the
     ``cells`` (R, C, 3, H, W), already in [0, 1], under ``col_titles``; rows labelled."""
     rows, cols = cells.shape[:2]

@@ -4,9 +4,9 @@ notebook explorer's callback)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import torch
 from matplotlib.figure import Figure
@@ -77,11 +77,16 @@ def _top5_text(top: list[tuple[str, float]]) -> str:
     return "\n".join(f"{p:6.1%}  {n}" for n, p in top)
 
 
-def draw_explanation(clean: Tensor, perturbed: Tensor, target_name: str, before, after, method: str, steps: int) -> Figure:
+def draw_explanation(
+    clean: Tensor, perturbed: Tensor, target_name: str, before, after, method: str, steps: int
+) -> Figure:
     fig = Figure(figsize=(10, 4.6))
     axes = fig.subplots(1, 3)
-    show = [((clean + 1) / 2, "clean"), ((perturbed + 1) / 2, f"after {steps} step(s) → {target_name}"),
-            (rescale_cells(perturbed - clean), f"difference ({method})")]
+    show = [
+        ((clean + 1) / 2, "clean"),
+        ((perturbed + 1) / 2, f"after {steps} step(s) → {target_name}"),
+        (rescale_cells(perturbed - clean), f"difference ({method})"),
+    ]
     for ax, (img, title) in zip(axes, show):
         ax.imshow(img.clamp(0, 1).permute(1, 2, 0).cpu().float().numpy())
         ax.set_title(title, fontsize=10)

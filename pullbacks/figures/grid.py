@@ -7,14 +7,13 @@ is ``x_steps - x0``, min–max rescaled on its own (a cell with no change is mid
 from __future__ import annotations
 
 import functools
-
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import torch
-from torch import Tensor, nn
 from matplotlib.figure import Figure
+from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from ..core.ascent import gradient_ascent
@@ -101,7 +100,7 @@ def class_target_grid(
     rows, cols = images.shape[0], len(targets)
     if len(row_names) != rows or len(target_names) != cols:
         raise ValueError(f"need {rows} row names and {cols} target names, got {len(row_names)} and {len(target_names)}")
-    pair_images = images.repeat_interleave(cols, dim=0)          # (R*C, 3, H, W): row-major
+    pair_images = images.repeat_interleave(cols, dim=0)  # (R*C, 3, H, W): row-major
     pair_targets = torch.tensor(list(targets), dtype=torch.long).repeat(rows)
     results = []
     with tqdm(total=rows * cols, desc=f"{o.method} grid", unit="pair", disable=not progress) as bar:
@@ -110,8 +109,15 @@ def class_target_grid(
             results.append(gradient_ascent(model, pair_images[chunk], pair_targets[chunk].to(images.device), o))
             bar.update(len(results[-1]))
     perturbed = torch.cat(results).view(rows, cols, *images.shape[1:])
-    grid = Grid(images.detach(), perturbed.detach(), [int(t) for t in targets], list(row_names),
-                list(target_names), o.method, title)
+    grid = Grid(
+        images.detach(),
+        perturbed.detach(),
+        [int(t) for t in targets],
+        list(row_names),
+        list(target_names),
+        o.method,
+        title,
+    )
     return grid
 
 
@@ -175,11 +181,18 @@ def render_grids(
     grids = {}
     for method in methods:  # every grid is computed before any file is written: no mixed pairs
         grid = class_target_grid(
-            model, images, targets, row_names=row_names, target_names=[classes[t] for t in targets],
-            options=o.replace(method=method), batch_size=batch_size, progress=progress,
+            model,
+            images,
+            targets,
+            row_names=row_names,
+            target_names=[classes[t] for t in targets],
+            options=o.replace(method=method),
+            batch_size=batch_size,
+            progress=progress,
             title=f"{model_name}: {LABELS[method]}"
-                  + (f" ({o.recipe} recipe)" if method == "pullback" else "")
-                  + f", {o.steps} step(s), alpha {o.alpha:g}")
+            + (f" ({o.recipe} recipe)" if method == "pullback" else "")
+            + f", {o.steps} step(s), alpha {o.alpha:g}",
+        )
         grids[method] = grid
     for method, grid in grids.items():
         if out is not None:

@@ -49,7 +49,8 @@ def temperature_sweep(
     vanilla gradient when ``vanilla``); return the differences and their figure.
 
     ``images``: (N, 3, H, W), N rows with one target each (``targets`` an int for all, or N
-    ints), like every function of the package; one (3, H, W) image is taken as N = 1. Options: an :class:`AscentOptions` and/or its fields as
+    ints), like every function of the package; one (3, H, W) image is taken as N = 1.
+    Options: an :class:`AscentOptions` and/or its fields as
     keywords; ``temperature`` and ``method`` are set per column, and ``pool_temperature``
     is the max-pool temperature for every column (``None``: each column's ``temperature``,
     like the demo).
@@ -68,8 +69,7 @@ def temperature_sweep(
     if len(targets) != n:
         raise ValueError(f"need one target per image: {n} images, {len(targets)} targets")
     x0 = batch.detach()
-    columns = [gradient_ascent(model, x0, targets, o.replace(method="pullback", temperature=t)) - x0
-               for t in temps]
+    columns = [gradient_ascent(model, x0, targets, o.replace(method="pullback", temperature=t)) - x0 for t in temps]
     titles = [f"T = {t:g}" for t in temps]
     if vanilla:
         columns.append(gradient_ascent(model, x0, targets, o.replace(method="gradient")) - x0)
@@ -84,9 +84,15 @@ def temperature_sweep(
 
 
 def draw_sweep(
-    images: Tensor, diffs: Tensor, titles: Sequence[str], row_names: Sequence[str],
-    *, title: str | None = None, cell_inches: float = 1.7,
+    images: Tensor,
+    diffs: Tensor,
+    titles: Sequence[str],
+    row_names: Sequence[str],
+    *,
+    title: str | None = None,
+    cell_inches: float = 1.7,
 ) -> Figure:
     """Clean image, then one min–max rescaled difference per column, one row per image."""
-    return draw_cells(images, rescale_cells(diffs.float().cpu()), titles, row_names, title=title,
-                      cell_inches=cell_inches)
+    return draw_cells(
+        images, rescale_cells(diffs.float().cpu()), titles, row_names, title=title, cell_inches=cell_inches
+    )

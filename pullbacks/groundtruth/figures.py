@@ -7,8 +7,8 @@ ascent towards a class draw that class's object?) and maps next to the masks.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 from matplotlib.figure import Figure
@@ -26,8 +26,9 @@ def one_per_class(seed: int = SEED, search: int = 200) -> tuple[torch.Tensor, li
     return x[first], [int(y[i]) for i in first], m[first]
 
 
-def grids(family: str, out: str | Path, steps: int = 5, alpha: float = 20 * SCALE, eps: float = 100 * SCALE
-          ) -> dict[str, Path]:
+def grids(
+    family: str, out: str | Path, steps: int = 5, alpha: float = 20 * SCALE, eps: float = 100 * SCALE
+) -> dict[str, Path]:
     """The class × target grids (pullback and gradient) of ``groundtruth/<family>``, written under ``out``."""
     from ..figures.grid import DIFF_FOLDERS, grid_file_name, render_grids
     from ..models import load_model
@@ -35,14 +36,24 @@ def grids(family: str, out: str | Path, steps: int = 5, alpha: float = 20 * SCAL
     net = load_model(PREFIX + family)
     images, labels, _ = one_per_class()
     o = net.options(steps=steps, alpha=alpha, eps=eps)
-    render_grids(net.model, images, labels, list(CLASSES), f"groundtruth_{family}", targets=list(range(len(CLASSES))),
-                 out=out, options=o, progress=False)
+    render_grids(
+        net.model,
+        images,
+        labels,
+        list(CLASSES),
+        f"groundtruth_{family}",
+        targets=list(range(len(CLASSES))),
+        out=out,
+        options=o,
+        progress=False,
+    )
     name = grid_file_name(f"groundtruth_{family}", o.alpha, o.steps, o.recipe)
     return {m: Path(out) / folder / name for m, folder in DIFF_FOLDERS.items()}
 
 
-def maps_with_masks(family: str, methods: Sequence[str] = ("pullback", "gradient", "integrated_gradients", "edge"),
-                    rows: int = 6) -> Figure:
+def maps_with_masks(
+    family: str, methods: Sequence[str] = ("pullback", "gradient", "integrated_gradients", "edge"), rows: int = 6
+) -> Figure:
     """For ``rows`` images: the image, its mask, and each method's positive heat map ``max(Σ_c a_c, 0)``
     for the true class, each scaled to its own maximum."""
     from ..evaluation import attribute

@@ -8,7 +8,7 @@ in [-1, 1] and returns 10 logits.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from torch import nn
 from torchvision.models import DenseNet, VisionTransformer
@@ -55,8 +55,9 @@ def vit() -> nn.Module:
     3×3 conv/BN/ReLU layers and a 1×1 projection (Xiao et al. 2021, "Early convolutions help
     transformers see better"). With the plain 8-px patch embedding the same budget reached 25 %
     held-out accuracy."""
-    m = VisionTransformer(image_size=64, patch_size=8, num_layers=4, num_heads=4, hidden_dim=96, mlp_dim=192,
-                          num_classes=NUM_CLASSES)
+    m = VisionTransformer(
+        image_size=64, patch_size=8, num_layers=4, num_heads=4, hidden_dim=96, mlp_dim=192, num_classes=NUM_CLASSES
+    )
     layers: list[nn.Module] = []
     for cin, cout, stride in ((3, 32, 2), (32, 64, 2), (64, 96, 2), (96, 96, 1)):
         layers += [nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]

@@ -24,10 +24,10 @@ def sweep(family: str, temperatures=TEMPERATURES, n: int = 200, seed: int = SWEE
     """Mean relevance mass accuracy of the pullback at each ReLU/max-pool temperature (for the
     ViT, its stem's ReLU at that temperature and every other family's scaled by the same factor
     from its default)."""
+    from ..core.pullback import excitation_pullback
     from ..core.table import default_temperatures
     from ..evaluation.suite import relevance_mass_accuracy
     from ..models import load_model
-    from ..core.pullback import excitation_pullback
 
     net = load_model(PREFIX + family)
     x, y, m = generate(n, seed)
@@ -37,7 +37,7 @@ def sweep(family: str, temperatures=TEMPERATURES, n: int = 200, seed: int = SWEE
             o = net.options(temperature=t, temperatures={k: v * t for k, v in default_temperatures().items()})
         else:
             o = net.options(temperature=t, pool_temperature=t)
-        a = torch.cat([excitation_pullback(net.model, x[i:i + 50], y[i:i + 50], o.gates) for i in range(0, n, 50)])
+        a = torch.cat([excitation_pullback(net.model, x[i : i + 50], y[i : i + 50], o.gates) for i in range(0, n, 50)])
         out[t] = float(np.nanmean(relevance_mass_accuracy({"p": a}, m)["p"]))
     return out
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 
@@ -29,8 +29,10 @@ def table(results: Mapping[str, dict], column: str, seed: int = 0) -> str:
     for m in results[names[0]]["methods"]:
         cells = []
         for name in names:
-            scores = {k: np.array([np.nan if v is None else v for v in vals], float)
-                      for k, vals in results[name]["scores"][column].items()}
+            scores = {
+                k: np.array([np.nan if v is None else v for v in vals], float)
+                for k, vals in results[name]["scores"][column].items()
+            }
             mean, se = mean_se(scores[m])
             mark = ""
             if EDGE in scores and not METHODS[m].ignores_model:
@@ -47,8 +49,10 @@ def main(argv=None) -> int:
     p.add_argument("families", nargs="+")
     p.add_argument("--runs", default="media/groundtruth", help="the folder of the runs (default: %(default)s)")
     args = p.parse_args(argv)
-    results = {f"groundtruth/{f}": json.loads((Path(args.runs) / f / "results.json").read_text(encoding="utf-8"))
-               for f in args.families}
+    results = {
+        f"groundtruth/{f}": json.loads((Path(args.runs) / f / "results.json").read_text(encoding="utf-8"))
+        for f in args.families
+    }
     print(table(results, args.column))
     return 0
 

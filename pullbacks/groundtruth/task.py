@@ -38,7 +38,7 @@ def _inside(name: str, u: Tensor, v: Tensor) -> Tensor:
     if name == "disk":
         return r2 <= 1
     if name == "ring":
-        return (r2 <= 1) & (r2 >= 0.55 ** 2)
+        return (r2 <= 1) & (r2 >= 0.55**2)
     if name == "square":
         return m <= 0.8
     if name == "frame":
@@ -52,7 +52,7 @@ def _inside(name: str, u: Tensor, v: Tensor) -> Tensor:
     if name == "ell":
         return ((u + 0.7).abs() <= 0.3) & (v.abs() <= 1) | ((v - 0.7).abs() <= 0.3) & (u.abs() <= 1)
     if name == "crescent":
-        return (r2 <= 1) & ((u - 0.5) ** 2 + v * v > 0.8 ** 2)
+        return (r2 <= 1) & ((u - 0.5) ** 2 + v * v > 0.8**2)
     if name == "star":
         return r2 <= (0.45 + 0.55 * torch.cos(5 * torch.atan2(v, u)).clamp(min=0) ** 2) ** 2
     if name == "bar":
@@ -62,8 +62,9 @@ def _inside(name: str, u: Tensor, v: Tensor) -> Tensor:
     raise ValueError(f"unknown shape {name!r}")
 
 
-_ROWS, _COLS = torch.meshgrid(torch.arange(SIZE, dtype=torch.float32), torch.arange(SIZE, dtype=torch.float32),
-                              indexing="ij")
+_ROWS, _COLS = torch.meshgrid(
+    torch.arange(SIZE, dtype=torch.float32), torch.arange(SIZE, dtype=torch.float32), indexing="ij"
+)
 
 
 def _place(name: str, cy: float, cx: float, half: float, angle: float) -> Tensor:
@@ -78,9 +79,21 @@ def backgrounds() -> tuple[Tensor, ...]:
     """Real photos and textures bundled with scikit-image (no network), in [-1, 1], short side 256."""
     from skimage import data
 
-    arrays = [data.astronaut(), data.chelsea(), data.coffee(), data.rocket(), data.immunohistochemistry(),
-              data.hubble_deep_field(), data.retina(), data.stereo_motorcycle()[0], data.brick(), data.grass(),
-              data.gravel(), data.camera(), data.coins()]
+    arrays = [
+        data.astronaut(),
+        data.chelsea(),
+        data.coffee(),
+        data.rocket(),
+        data.immunohistochemistry(),
+        data.hubble_deep_field(),
+        data.retina(),
+        data.stereo_motorcycle()[0],
+        data.brick(),
+        data.grass(),
+        data.gravel(),
+        data.camera(),
+        data.coins(),
+    ]
     out = []
     for a in arrays:
         t = torch.from_numpy(a.copy()).float()
@@ -111,7 +124,7 @@ def _background(g: torch.Generator) -> Tensor:
     h, w = photo.shape[-2:]
     crop = int(_uniform(g, 64, 192))
     top, left = _choice(g, h - crop + 1), _choice(g, w - crop + 1)
-    x = photo[:, top:top + crop, left:left + crop][None]
+    x = photo[:, top : top + crop, left : left + crop][None]
     x = F.interpolate(x, size=(SIZE, SIZE), mode="bilinear", antialias=True, align_corners=False)[0]
     return x.flip(-1) if _choice(g, 2) else x
 
@@ -153,6 +166,10 @@ def generate(n: int, seed: int = 0) -> tuple[Tensor, Tensor, Tensor]:
     if isinstance(n, bool) or not isinstance(n, int) or n < 0:
         raise ValueError(f"n must be a whole number >= 0, got {n!r}")
     if n == 0:
-        return torch.zeros(0, 3, SIZE, SIZE), torch.zeros(0, dtype=torch.long), torch.zeros(0, SIZE, SIZE, dtype=torch.bool)
+        return (
+            torch.zeros(0, 3, SIZE, SIZE),
+            torch.zeros(0, dtype=torch.long),
+            torch.zeros(0, SIZE, SIZE, dtype=torch.bool),
+        )
     images, labels, masks = zip(*(sample(seed, i) for i in range(n)))
     return torch.stack(images), torch.tensor(labels), torch.stack(masks)

@@ -11,7 +11,8 @@ map that points at "a colour word" rather than *the* colour word is caught by th
     python -m pullbacks.groundtruth.text evaluate --n 1000  # media/groundtruth/text/
 
 The classifier is a Hugging Face ``DistilBertForSequenceClassification`` (2 layers, width 64,
-4 heads, GELU, layer norms, sdpa attention, a ReLU before its head; trained without dropout), saved with its tokenizer as a
+4 heads, GELU, layer norms, sdpa attention, a ReLU before its head; trained without dropout),
+saved with its tokenizer as a
 ``save_pretrained`` folder, so ``pullbacks explain-text --model hf/<that folder>`` reads it.
 """
 
@@ -76,20 +77,32 @@ def tokenizer():
     tk = Tokenizer(models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="[UNK]"))
     tk.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     tk.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", WORDS.index("[CLS]")), ("[SEP]", WORDS.index("[SEP]"))])
-    return PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
-                                   sep_token="[SEP]")
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", WORDS.index("[CLS]")), ("[SEP]", WORDS.index("[SEP]"))]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tk, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]"
+    )
 
 
 def build():
     """The classifier, randomly initialised (seeded by the caller)."""
     from transformers import DistilBertConfig, DistilBertForSequenceClassification
 
-    config = DistilBertConfig(vocab_size=len(WORDS), dim=64, hidden_dim=128, n_layers=2, n_heads=4, dropout=0.0,
-                              attention_dropout=0.0,
-                              max_position_embeddings=LENGTH + 2, num_labels=len(COLOURS), pad_token_id=0,
-                              id2label=dict(enumerate(COLOURS)), label2id={c: i for i, c in enumerate(COLOURS)},
-                              attn_implementation="sdpa")
+    config = DistilBertConfig(
+        vocab_size=len(WORDS),
+        dim=64,
+        hidden_dim=128,
+        n_layers=2,
+        n_heads=4,
+        dropout=0.0,
+        attention_dropout=0.0,
+        max_position_embeddings=LENGTH + 2,
+        num_labels=len(COLOURS),
+        pad_token_id=0,
+        id2label=dict(enumerate(COLOURS)),
+        label2id={c: i for i, c in enumerate(COLOURS)},
+        attn_implementation="sdpa",
+    )
     return DistilBertForSequenceClassification(config)
 
 
@@ -104,8 +117,15 @@ def _ids(tok, texts: list[str]) -> torch.Tensor:
     return torch.tensor([tok(t)["input_ids"] for t in texts])
 
 
-def train(out: str | os.PathLike = FOLDER, *, n: int = 20000, epochs: int = 20, batch: int = 64, seed: int = 0,
-          progress: bool = True) -> dict:
+def train(
+    out: str | os.PathLike = FOLDER,
+    *,
+    n: int = 20000,
+    epochs: int = 20,
+    batch: int = 64,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict:
     """Train the classifier on ``n`` texts of ``TRAIN_SEED`` and save it with its tokenizer to ``out``."""
     from tqdm.auto import tqdm
 
@@ -124,7 +144,7 @@ def train(out: str | os.PathLike = FOLDER, *, n: int = 20000, epochs: int = 20, 
             model.train()
             order = torch.randperm(n)
             for k in range(0, n, batch):
-                j = order[k:k + batch]
+                j = order[k : k + batch]
                 loss = torch.nn.functional.cross_entropy(model(input_ids=ids[j]).logits, labels[j])
                 opt.zero_grad()
                 loss.backward()
@@ -140,8 +160,15 @@ def train(out: str | os.PathLike = FOLDER, *, n: int = 20000, epochs: int = 20, 
     out = Path(out)
     model.save_pretrained(out)
     tok.save_pretrained(out)
-    info = {"held_out_accuracy": acc, "seconds": round(time.perf_counter() - start, 1), "texts": n,
-            "epochs": epochs, "batch": batch, "seed": seed, "torch": torch.__version__}
+    info = {
+        "held_out_accuracy": acc,
+        "seconds": round(time.perf_counter() - start, 1),
+        "texts": n,
+        "epochs": epochs,
+        "batch": batch,
+        "seed": seed,
+        "torch": torch.__version__,
+    }
     (out / "training.json").write_text(json.dumps(info, indent=1) + "\n", encoding="utf-8")
     return info
 
@@ -173,18 +200,31 @@ def attributions(model, tok, texts: list[str], labels: torch.Tensor, seed: int =
     g_pb = token_gradient(model, e, mask, labels, gates)
     g = token_gradient(model, e, mask, labels, None)
     noise = torch.rand(ids.shape, generator=torch.Generator().manual_seed(seed), dtype=e.dtype)
-    return {"pullback": reduce(g_pb, e), "pullback_norm": reduce(g_pb, e, "norm"), "gradient": reduce(g, e, "norm"),
-            "gradient_x_input": reduce(g, e), "integrated_gradients": _integrated(model, e, mask, labels, None),
-            "integrated_pullbacks": _integrated(model, e, mask, labels, gates), "random": noise}
+    return {
+        "pullback": reduce(g_pb, e),
+        "pullback_norm": reduce(g_pb, e, "norm"),
+        "gradient": reduce(g, e, "norm"),
+        "gradient_x_input": reduce(g, e),
+        "integrated_gradients": _integrated(model, e, mask, labels, None),
+        "integrated_pullbacks": _integrated(model, e, mask, labels, gates),
+        "random": noise,
+    }
 
 
-LABELS = {"pullback": "Pullback · input (g·e)", "pullback_norm": "Pullback norm ‖g‖", "gradient": "Gradient norm ‖∇‖",
-          "gradient_x_input": "Gradient × input", "integrated_gradients": f"Integrated Gradients ({IG_STEPS} steps)",
-          "integrated_pullbacks": f"Integrated Pullbacks ({IG_STEPS} steps)", "random": "Random (ignores the model)"}
+LABELS = {
+    "pullback": "Pullback · input (g·e)",
+    "pullback_norm": "Pullback norm ‖g‖",
+    "gradient": "Gradient norm ‖∇‖",
+    "gradient_x_input": "Gradient × input",
+    "integrated_gradients": f"Integrated Gradients ({IG_STEPS} steps)",
+    "integrated_pullbacks": f"Integrated Pullbacks ({IG_STEPS} steps)",
+    "random": "Random (ignores the model)",
+}
 
 
-def evaluate(out: str | os.PathLike = "media/groundtruth/text", n: int = 1000, batch: int = 100,
-             progress: bool = True) -> dict:
+def evaluate(
+    out: str | os.PathLike = "media/groundtruth/text", n: int = 1000, batch: int = 100, progress: bool = True
+) -> dict:
     """Relevance mass accuracy and the pointing game of every method on ``n`` held-out texts,
     written to ``out/results.json`` after every batch (a rerun resumes)."""
     from tqdm.auto import tqdm
@@ -200,8 +240,13 @@ def evaluate(out: str | os.PathLike = "media/groundtruth/text", n: int = 1000, b
     model, tok = load()
     texts, labels, masks = generate(n, EVAL_SEED)
     start = len(done["correct"])
-    for k in tqdm(range(start, n, batch), desc="text known answers", disable=not progress,
-                  initial=start // batch, total=math.ceil(n / batch)):
+    for k in tqdm(
+        range(start, n, batch),
+        desc="text known answers",
+        disable=not progress,
+        initial=start // batch,
+        total=math.ceil(n / batch),
+    ):
         sl = slice(k, min(k + batch, n))
         with torch.no_grad():
             pred = model(input_ids=_ids(tok, texts[sl])).logits.argmax(1)
@@ -211,7 +256,8 @@ def evaluate(out: str | os.PathLike = "media/groundtruth/text", n: int = 1000, b
         for metric, fn in (("relevance_mass_accuracy", relevance_mass_accuracy), ("pointing_game", pointing_game)):
             for method, values in fn(maps, m).items():
                 done["scores"].setdefault(metric, {}).setdefault(method, []).extend(
-                    [None if not np.isfinite(v) else float(v) for v in values])
+                    [None if not np.isfinite(v) else float(v) for v in values]
+                )
         done["correct"].extend((pred == labels[sl]).tolist())
         path.with_suffix(".tmp").write_text(json.dumps(done) + "\n", encoding="utf-8")
         os.replace(path.with_suffix(".tmp"), path)
@@ -229,8 +275,10 @@ def table(results: dict, seed: int = 0) -> str:
     for method in results["scores"][metrics[0]]:
         cells = []
         for metric in metrics:
-            s = {k: np.array([np.nan if v is None else v for v in vals], float)
-                 for k, vals in results["scores"][metric].items()}
+            s = {
+                k: np.array([np.nan if v is None else v for v in vals], float)
+                for k, vals in results["scores"][metric].items()
+            }
             mean, se = mean_se(s[method])
             cells.append(f"{mean:.3f} ± {se:.3f}")
             if method == "pullback":
@@ -242,8 +290,11 @@ def table(results: dict, seed: int = 0) -> str:
     return "\n".join(lines)
 
 
-def figure(out: str | os.PathLike = "media/groundtruth/text/tokens.png", n: int = 4,
-           methods: tuple[str, ...] = ("pullback", "gradient_x_input", "integrated_gradients", "gradient")) -> Path:
+def figure(
+    out: str | os.PathLike = "media/groundtruth/text/tokens.png",
+    n: int = 4,
+    methods: tuple[str, ...] = ("pullback", "gradient_x_input", "integrated_gradients", "gradient"),
+) -> Path:
     """Held-out texts (rows of blocks) scored by ``methods`` (one line each): red for the true class,
     blue against it, each line scaled to its own largest |score|; the deciding tokens underlined."""
     import matplotlib
@@ -269,8 +320,15 @@ def figure(out: str | os.PathLike = "media/groundtruth/text/tokens.png", n: int 
             fig.text(0.01, y, LABELS[m], fontsize=8, va="center")
             for j, (w, v) in enumerate(zip(words[i], scores.tolist())):
                 c = (1, 1 - abs(v) / top, 1 - abs(v) / top) if v >= 0 else (1 - abs(v) / top, 1 - abs(v) / top, 1)
-                fig.text(0.27 + j * 0.052, y, w, fontsize=8, va="center", family="monospace",
-                         bbox=dict(facecolor=c, edgecolor="black" if masks[i, j] else "none", pad=1.5))
+                fig.text(
+                    0.27 + j * 0.052,
+                    y,
+                    w,
+                    fontsize=8,
+                    va="center",
+                    family="monospace",
+                    bbox=dict(facecolor=c, edgecolor="black" if masks[i, j] else "none", pad=1.5),
+                )
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)

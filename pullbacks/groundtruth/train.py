@@ -46,13 +46,24 @@ def dataset(n: int, seed: int, cache: Path) -> tuple[torch.Tensor, torch.Tensor]
 @torch.no_grad()
 def accuracy(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, batch: int = 256) -> float:
     model.eval()
-    right = sum(int((model(images[i:i + batch]).argmax(1) == labels[i:i + batch]).sum())
-                for i in range(0, len(labels), batch))
+    right = sum(
+        int((model(images[i : i + batch]).argmax(1) == labels[i : i + batch]).sum())
+        for i in range(0, len(labels), batch)
+    )
     return right / len(labels)
 
 
-def train(family: str, out: str | os.PathLike = "out/groundtruth", *, seed: int = 0, images: int = 16000,
-          epochs: int | None = None, batch: int = 64, held_out: int = 2000, progress: bool = True) -> dict:
+def train(
+    family: str,
+    out: str | os.PathLike = "out/groundtruth",
+    *,
+    seed: int = 0,
+    images: int = 16000,
+    epochs: int | None = None,
+    batch: int = 64,
+    held_out: int = 2000,
+    progress: bool = True,
+) -> dict:
     """Train ``family`` (a key of ``ARCHITECTURES``) and write ``OUT/<family>.pt`` and ``.json``;
     a checkpoint after every epoch (``OUT/<family>.ckpt``) is resumed from when run again.
     ``epochs`` defaults to the family's (``EPOCHS``)."""
@@ -67,8 +78,9 @@ def train(family: str, out: str | os.PathLike = "out/groundtruth", *, seed: int 
     xv, yv = dataset(held_out, HELD_OUT_SEED, out / "data")
     steps_per_epoch = math.ceil(len(y) / batch)
     opt = torch.optim.AdamW(model.parameters(), lr=LEARNING_RATES[family], weight_decay=WEIGHT_DECAY[family])
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, LEARNING_RATES[family], total_steps=epochs * steps_per_epoch,
-                                                pct_start=0.15)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, LEARNING_RATES[family], total_steps=epochs * steps_per_epoch, pct_start=0.15
+    )
     start_epoch, seconds = 0, 0.0
     ckpt = out / f"{family}.ckpt"
     if ckpt.exists():
@@ -80,10 +92,14 @@ def train(family: str, out: str | os.PathLike = "out/groundtruth", *, seed: int 
         began = time.perf_counter()
         model.train()
         order = torch.randperm(len(y))
-        bar = tqdm(range(steps_per_epoch), desc=f"{family} epoch {epoch + 1}/{epochs}", disable=not progress,
-                   dynamic_ncols=True)
+        bar = tqdm(
+            range(steps_per_epoch),
+            desc=f"{family} epoch {epoch + 1}/{epochs}",
+            disable=not progress,
+            dynamic_ncols=True,
+        )
         for step in bar:
-            idx = order[step * batch:(step + 1) * batch]
+            idx = order[step * batch : (step + 1) * batch]
             xb = x[idx]
             flip = torch.rand(len(idx)) < 0.5
             xb = torch.where(flip[:, None, None, None], xb.flip(-1), xb)  # mirror images keep their class
@@ -95,15 +111,35 @@ def train(family: str, out: str | os.PathLike = "out/groundtruth", *, seed: int 
             bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
         seconds += time.perf_counter() - began
         tmp = ckpt.with_suffix(".tmp")
-        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-                    "epoch": epoch + 1, "seconds": seconds, "rng": torch.get_rng_state()}, tmp)
+        torch.save(
+            {
+                "model": model.state_dict(),
+                "opt": opt.state_dict(),
+                "sched": sched.state_dict(),
+                "epoch": epoch + 1,
+                "seconds": seconds,
+                "rng": torch.get_rng_state(),
+            },
+            tmp,
+        )
         os.replace(tmp, ckpt)
     acc = accuracy(model, xv, yv)
-    report = {"family": family, "held_out_accuracy": acc, "held_out_images": held_out, "held_out_seed": HELD_OUT_SEED,
-              "train_images": images, "train_seed": seed, "epochs": epochs, "batch": batch,
-              "train_seconds": round(seconds, 1), "torch": torch.__version__, "threads": torch.get_num_threads()}
-    torch.save({k: v.float() if v.is_floating_point() else v for k, v in model.state_dict().items()},
-               out / f"{family}.pt")
+    report = {
+        "family": family,
+        "held_out_accuracy": acc,
+        "held_out_images": held_out,
+        "held_out_seed": HELD_OUT_SEED,
+        "train_images": images,
+        "train_seed": seed,
+        "epochs": epochs,
+        "batch": batch,
+        "train_seconds": round(seconds, 1),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+    }
+    torch.save(
+        {k: v.float() if v.is_floating_point() else v for k, v in model.state_dict().items()}, out / f"{family}.pt"
+    )
     (out / f"{family}.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
     return report
 
@@ -119,8 +155,15 @@ def main(argv=None) -> int:
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     for family in args.families:
-        report = train(family, args.out, seed=args.seed, images=args.images, epochs=args.epochs, batch=args.batch,
-                       progress=not args.no_progress)
+        report = train(
+            family,
+            args.out,
+            seed=args.seed,
+            images=args.images,
+            epochs=args.epochs,
+            batch=args.batch,
+            progress=not args.no_progress,
+        )
         print(json.dumps(report))
     return 0
 

@@ -42,5 +42,6 @@ def state_dict(family: str) -> dict:
         raise WeightsUnavailableError(
             f"no trained weights for {PREFIX}{family} in this installation ({path.name} is missing); make them with "
             f"python -m pullbacks.groundtruth.train {family} --out out/groundtruth, then copy "
-            f"out/groundtruth/{family}.pt to pullbacks/groundtruth/weights/")
+            f"out/groundtruth/{family}.pt to pullbacks/groundtruth/weights/"
+        )
     return torch.load(path, map_location="cpu", weights_only=True)

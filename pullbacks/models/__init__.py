@@ -3,8 +3,16 @@
 
 from ..classes import ClassNames, imagenet_classes
 from .load import Device, InputSpaceWrapper, LoadedModel, load_model, load_text_model, resolve_device
-from .registry import (DEFAULT_MODEL, IMAGENET_MEAN, IMAGENET_STD, MODELS, ModelSpec, available_models,
-                       get_model_spec, register_model)
+from .registry import (
+    DEFAULT_MODEL,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    MODELS,
+    ModelSpec,
+    available_models,
+    get_model_spec,
+    register_model,
+)
 from .weights import OFFLINE_MODEL, TIMM_PREFIX, WeightsMismatchError, WeightsUnavailableError
 
 __all__ = [

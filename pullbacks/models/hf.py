@@ -15,7 +15,6 @@ import functools
 import os
 from pathlib import Path
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -61,13 +60,16 @@ def _unavailable(repo: str, reason: str) -> WeightsUnavailableError:
         f"folder\n    {constants.HF_HUB_CACHE}\nTo use it offline, run `hf download {repo}` (huggingface_hub's "
         "command line) on a machine with internet and copy that cache folder here (or set HF_HUB_CACHE to a "
         "copy), or save the model and its processor or tokenizer with save_pretrained and pass "
-        "hf/<that folder>", {
+        "hf/<that folder>",
+        {
             "python": f"load_model('hf/<folder>') for a model saved with save_pretrained; the embedded model "
-                      f"{OFFLINE_MODEL!r} works offline: load_model({OFFLINE_MODEL!r})",
+            f"{OFFLINE_MODEL!r} works offline: load_model({OFFLINE_MODEL!r})",
             "cli": f"--model hf/<folder> for a model saved with save_pretrained, or --model {OFFLINE_MODEL} "
-                   "(embedded, offline)",
+            "(embedded, offline)",
             "app": f"start the app with a model saved with save_pretrained (--model hf/<folder>), or choose "
-                   f"{OFFLINE_MODEL} (it works offline)"})
+            f"{OFFLINE_MODEL} (it works offline)",
+        },
+    )
 
 
 def _why(repo: str, local: bool, error: OSError) -> str:
@@ -111,8 +113,9 @@ def state_dict(repo: str) -> dict[str, Tensor]:
     """The pretrained weights of ``repo`` (keys of :class:`HFImageClassifier`)."""
     t = _transformers()
     try:
-        net = t.AutoModelForImageClassification.from_pretrained(repo, local_files_only=_offline(repo),
-                                                                attn_implementation="sdpa")
+        net = t.AutoModelForImageClassification.from_pretrained(
+            repo, local_files_only=_offline(repo), attn_implementation="sdpa"
+        )
     except OSError as e:
         raise _unavailable(repo, str(e).splitlines()[0]) from e
     return {"hf." + k: v for k, v in net.state_dict().items()}
@@ -126,7 +129,7 @@ def classes(repo: str) -> ClassNames:
 
 def repo_of(name: str) -> str:
     """``hf/<repo>`` -> ``<repo>`` (a repo id or a folder)."""
-    repo = name[len(HF_PREFIX):].strip() if name.lower().startswith(HF_PREFIX) else name.strip()
+    repo = name[len(HF_PREFIX) :].strip() if name.lower().startswith(HF_PREFIX) else name.strip()
     if not repo:
         raise ValueError("name the Hugging Face model: hf/<repo id>, e.g. hf/google/vit-base-patch16-224")
     return repo
@@ -148,8 +151,11 @@ def text_model(repo: str):
     try:
         config = t.AutoConfig.from_pretrained(repo, local_files_only=local)
         archs = getattr(config, "architectures", None) or []
-        kind = t.AutoModelForCausalLM if any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in archs) \
+        kind = (
+            t.AutoModelForCausalLM
+            if any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in archs)
             else t.AutoModelForSequenceClassification
+        )
         model = kind.from_pretrained(repo, local_files_only=local, attn_implementation="sdpa")
         tokenizer = t.AutoTokenizer.from_pretrained(repo, local_files_only=local)
     except OSError as e:

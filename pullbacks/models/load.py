@@ -13,7 +13,6 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Union
 
 import torch
 from torch import Tensor, nn
@@ -25,7 +24,7 @@ from ..core.recipes import DEFAULT_RECIPE
 from .registry import ModelSpec, get_model_spec
 from .weights import StateDict, load_weights, read_state_dict_file
 
-Device = Union[str, torch.device, None]
+Device = str | torch.device | None
 
 
 class InputSpaceWrapper(nn.Module):
@@ -110,9 +109,7 @@ def _normalisation(spec: ModelSpec, net: nn.Module) -> tuple[tuple[float, ...], 
         return spec.mean, spec.std
     cfg = getattr(net, "pretrained_cfg", None) or {}
     if "mean" not in cfg or "std" not in cfg:
-        raise ValueError(
-            f"{spec.name!r}: no mean/std in the spec nor in the model's pretrained_cfg"
-        )
+        raise ValueError(f"{spec.name!r}: no mean/std in the spec nor in the model's pretrained_cfg")
     return tuple(map(float, cfg["mean"])), tuple(map(float, cfg["std"]))
 
 

@@ -17,8 +17,16 @@ from torch import Tensor, nn
 from ..classes import ClassNames, imagenet_classes
 from ..core.recipes import DEFAULT_RECIPE, recipe_values
 from ..core.rules.relu import TEMPERATURE as PAPER_TEMPERATURE
-from .weights import (OFFLINE_MODEL, TIMM_PREFIX, StateDict, densenet_fix_keys, efficientnet_lite0_state_dict,
-                      timm_state_dict, torchvision_state_dict, torchvision_weights)
+from .weights import (
+    OFFLINE_MODEL,
+    TIMM_PREFIX,
+    StateDict,
+    densenet_fix_keys,
+    efficientnet_lite0_state_dict,
+    timm_state_dict,
+    torchvision_state_dict,
+    torchvision_weights,
+)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -56,8 +64,10 @@ class ModelSpec:
             out = {"temperature": self.temperature, "pool_temperature": self.pool_temperature}
             if self.temperatures:
                 out["temperatures"] = dict(self.temperatures)
-        return {**out, **{k: (dict(v) if isinstance(v, Mapping) else v)
-                          for k, v in self.recommended.get(recipe, {}).items()}}
+        return {
+            **out,
+            **{k: (dict(v) if isinstance(v, Mapping) else v) for k, v in self.recommended.get(recipe, {}).items()},
+        }
 
 
 def _tv_builder(fn_name: str, **kwargs) -> Callable[[], nn.Module]:
@@ -117,8 +127,15 @@ def _timm_spec(name: str, check: bool = True, **kw) -> ModelSpec:
 
         return timm.create_model(name, pretrained=False)
 
-    return ModelSpec(name=TIMM_PREFIX + name, build=build, default_weights=functools.partial(timm_state_dict, name),
-                     mean=None, std=None, classes=functools.partial(_timm_classes, build), **kw)
+    return ModelSpec(
+        name=TIMM_PREFIX + name,
+        build=build,
+        default_weights=functools.partial(timm_state_dict, name),
+        mean=None,
+        std=None,
+        classes=functools.partial(_timm_classes, build),
+        **kw,
+    )
 
 
 def _check_timm_name(name: str) -> None:
@@ -136,19 +153,25 @@ def _hf_spec(name: str) -> ModelSpec:
 
     repo = hf.repo_of(name)
     mean, std = hf.normalisation(repo)
-    return ModelSpec(name=hf.HF_PREFIX + repo, build=functools.partial(hf.build, repo),
-                     default_weights=functools.partial(hf.state_dict, repo), mean=mean, std=std,
-                     classes=functools.partial(hf.classes, repo))
+    return ModelSpec(
+        name=hf.HF_PREFIX + repo,
+        build=functools.partial(hf.build, repo),
+        default_weights=functools.partial(hf.state_dict, repo),
+        mean=mean,
+        std=std,
+        classes=functools.partial(hf.classes, repo),
+    )
 
 
 MODELS: dict[str, ModelSpec] = {
     # the authors' ablation values for the follow-up recipe (docs/method.md, "Recipes")
-    "resnet50": _tv_spec("resnet50", "ResNet50_Weights.IMAGENET1K_V1", recommended={
-        "semantic": {"temperature": 0.5, "pool_temperature": 0.5, "steps": 2, "alpha": 5.0}}),
-    "vgg11_bn": _tv_spec("vgg11_bn", "VGG11_BN_Weights.IMAGENET1K_V1"),
-    "densenet121": _tv_spec(
-        "densenet121", "DenseNet121_Weights.IMAGENET1K_V1", fix_keys=densenet_fix_keys
+    "resnet50": _tv_spec(
+        "resnet50",
+        "ResNet50_Weights.IMAGENET1K_V1",
+        recommended={"semantic": {"temperature": 0.5, "pool_temperature": 0.5, "steps": 2, "alpha": 5.0}},
     ),
+    "vgg11_bn": _tv_spec("vgg11_bn", "VGG11_BN_Weights.IMAGENET1K_V1"),
+    "densenet121": _tv_spec("densenet121", "DenseNet121_Weights.IMAGENET1K_V1", fix_keys=densenet_fix_keys),
     "efficientnet_lite0": ModelSpec(
         name="efficientnet_lite0",
         build=_build_efficientnet_lite0,
@@ -171,8 +194,11 @@ MODELS: dict[str, ModelSpec] = {
     # the authors' later models: GELU, layer norm, attention at their defaults (gelu 1.0, attention 1.5)
     "convnext_tiny": _tv_spec("convnext_tiny", "ConvNeXt_Tiny_Weights.IMAGENET1K_V1"),
     "vit_b_16": _tv_spec("vit_b_16", "ViT_B_16_Weights.IMAGENET1K_V1"),
-    "timm/pvt_v2_b1": _timm_spec("pvt_v2_b1", check=False, recommended={
-        "semantic": {"temperatures": {"attention": 1.0, "gelu": 1.0}, "steps": 5, "alpha": 40.0}}),
+    "timm/pvt_v2_b1": _timm_spec(
+        "pvt_v2_b1",
+        check=False,
+        recommended={"semantic": {"temperatures": {"attention": 1.0, "gelu": 1.0}, "steps": 5, "alpha": 40.0}},
+    ),
 }
 
 
@@ -182,11 +208,20 @@ def _groundtruth_specs() -> dict[str, ModelSpec]:
     from ..groundtruth import weights as gt
     from ..groundtruth.task import CLASSES
 
-    return {gt.PREFIX + f: ModelSpec(
-        name=gt.PREFIX + f, build=functools.partial(gt.build, f), default_weights=functools.partial(gt.state_dict, f),
-        temperature=gt.TEMPERATURES[f], pool_temperature=gt.TEMPERATURES[f], temperatures=gt.family_temperatures(f),
-        mean=(0.5,) * 3, std=(0.5,) * 3,
-        classes=functools.partial(ClassNames, list(CLASSES))) for f in gt.FAMILIES}
+    return {
+        gt.PREFIX + f: ModelSpec(
+            name=gt.PREFIX + f,
+            build=functools.partial(gt.build, f),
+            default_weights=functools.partial(gt.state_dict, f),
+            temperature=gt.TEMPERATURES[f],
+            pool_temperature=gt.TEMPERATURES[f],
+            temperatures=gt.family_temperatures(f),
+            mean=(0.5,) * 3,
+            std=(0.5,) * 3,
+            classes=functools.partial(ClassNames, list(CLASSES)),
+        )
+        for f in gt.FAMILIES
+    }
 
 
 MODELS.update(_groundtruth_specs())
@@ -212,7 +247,7 @@ def get_model_spec(name: str) -> ModelSpec:
     if key in MODELS:
         return MODELS[key]
     if text.lower().startswith(TIMM_PREFIX):
-        return _timm_spec(text[len(TIMM_PREFIX):])
+        return _timm_spec(text[len(TIMM_PREFIX) :])
     if text.lower().startswith("hf/"):
         return _hf_spec(text)
     import torchvision.models as tvm

@@ -40,18 +40,21 @@ class WeightsUnavailableError(Problem, RuntimeError):
 _ELSEWHERE = {  # what every interface but Python can do about any unavailable weights
     "cli": f"--weights FILE (a state_dict), --weights random, or --model {OFFLINE_MODEL} (embedded, offline)",
     "app": f"choose {OFFLINE_MODEL} (it works offline), or put the weights file where this message says and press "
-           "Explain! again"}
+    "Explain! again",
+}
 
 
 def _instead(name: str, file_hint: str) -> dict[str, str]:
     """What to pass instead of unavailable pretrained weights, in each interface's terms."""
-    return {"python": f"or pass the file: load_model({name!r}, weights=\"{file_hint}\"); weights=None gives random "
-                      f"weights, and the embedded model {OFFLINE_MODEL!r} works offline: "
-                      f"load_model({OFFLINE_MODEL!r})",
-            "cli": f"or pass the file: --weights {file_hint}; --weights random gives random weights, and "
-                   f"--model {OFFLINE_MODEL} (embedded) works offline",
-            "app": f"choose {OFFLINE_MODEL} (it works offline), or put the weights file where this message says "
-                   "and press Explain! again"}
+    return {
+        "python": f'or pass the file: load_model({name!r}, weights="{file_hint}"); weights=None gives random '
+        f"weights, and the embedded model {OFFLINE_MODEL!r} works offline: "
+        f"load_model({OFFLINE_MODEL!r})",
+        "cli": f"or pass the file: --weights {file_hint}; --weights random gives random weights, and "
+        f"--model {OFFLINE_MODEL} (embedded) works offline",
+        "app": f"choose {OFFLINE_MODEL} (it works offline), or put the weights file where this message says "
+        "and press Explain! again",
+    }
 
 
 class WeightsMismatchError(ValueError):
@@ -84,25 +87,26 @@ def torchvision_state_dict(name: str, weights_attr: str) -> StateDict:
             f"torchvision looks for them in the cache folder\n    {cache}\n"
             f"under the file name {file_name!r}. To use them offline, download\n    {weights.url}\n"
             f"on a machine with internet and place the file in that folder under exactly that name",
-            _instead(name, f"/path/to/{file_name}"))
+            _instead(name, f"/path/to/{file_name}"),
+        )
 
     if cached.is_file():
         try:
             return torch.load(cached, map_location="cpu", weights_only=True)
         except Exception as e:  # a corrupt or partial file
             raise unavailable(
-                f"the cached file {cached} could not be read ({type(e).__name__}: {e}); "
-                "delete it and try again."
+                f"the cached file {cached} could not be read ({type(e).__name__}: {e}); delete it and try again."
             ) from e
     try:
         return torch.hub.load_state_dict_from_url(
-            weights.url, model_dir=str(cache), map_location="cpu", check_hash=True,
+            weights.url,
+            model_dir=str(cache),
+            map_location="cpu",
+            check_hash=True,
             file_name=file_name,
         )
     except Exception as e:  # URLError, HTTPError, OSError, hash mismatch, ...
-        raise unavailable(
-            f"they are not in the cache and could not be downloaded ({type(e).__name__}: {e})."
-        ) from e
+        raise unavailable(f"they are not in the cache and could not be downloaded ({type(e).__name__}: {e}).") from e
 
 
 def efficientnet_lite0_state_dict() -> StateDict:
@@ -166,10 +170,11 @@ def timm_state_dict(name: str) -> StateDict:
         return WeightsUnavailableError(
             f"Pretrained weights for {TIMM_PREFIX + name!r} are not available: {reason}\n"
             f"timm keeps them in the Hugging Face cache folder\n    {constants.HF_HUB_CACHE}\n"
-            f"To use them offline, run `python -c \"import timm; timm.create_model({name!r}, pretrained=True)\"` "
+            f'To use them offline, run `python -c "import timm; timm.create_model({name!r}, pretrained=True)"` '
             "on a machine with internet and copy that cache folder here (or set HF_HUB_CACHE to a copy), or "
             "save the model's state_dict to a file",
-            _instead(TIMM_PREFIX + name, "/path/to/state_dict.pth"))
+            _instead(TIMM_PREFIX + name, "/path/to/state_dict.pth"),
+        )
 
     try:
         if cached is not None:  # the hub's files hold timm's own state dict: read it as it is
@@ -185,7 +190,9 @@ def timm_state_dict(name: str) -> StateDict:
     except WeightsUnavailableError:
         raise
     except Exception as e:  # hub errors, corrupt files, ...
-        raise unavailable(f"loading them failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from e
+        raise unavailable(
+            f"loading them failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+        ) from e
     return net.state_dict()
 
 
@@ -202,7 +209,8 @@ def read_state_dict_file(path: Path, name: str) -> dict[str, Tensor]:
             raise WeightsMismatchError(
                 f"{path} holds pickled Python objects, not only tensors (a whole model saved with "
                 "torch.save(model)?); save its weights alone, torch.save(model.state_dict(), path), and pass that "
-                "file") from None
+                "file"
+            ) from None
         first = re.sub(r"\x1b\[[0-9;]*m", "", str(e).strip().splitlines()[0] if str(e).strip() else "")
         raise WeightsMismatchError(
             f"{path} could not be read as a state_dict for {name!r} ({type(e).__name__}: {first})"
@@ -216,7 +224,7 @@ def read_state_dict_file(path: Path, name: str) -> dict[str, Tensor]:
 
 def _strip_prefix(sd: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
     if sd and all(k.startswith(prefix) for k in sd):
-        return {k[len(prefix):]: v for k, v in sd.items()}
+        return {k[len(prefix) :]: v for k, v in sd.items()}
     return sd
 
 
@@ -232,9 +240,7 @@ def load_weights(net: nn.Module, sd: StateDict, spec, source: str) -> None:
         try:
             net.load_state_dict(sd, strict=True)
         except RuntimeError as e:
-            raise WeightsMismatchError(
-                f"the weights from {source} do not fit {spec.name!r}: {e}"
-            ) from e
+            raise WeightsMismatchError(f"the weights from {source} do not fit {spec.name!r}: {e}") from e
         return
     src, dst = list(sd.items()), list(target.items())
     if len(src) != len(dst):

@@ -35,13 +35,16 @@ from .base import Call, SoftenedRule, soften
 
 def _no_dropout(p) -> None:
     if p:
-        raise ValueError(f"attention dropout is active (dropout_p={p}): the backward could not follow the "
-                         "forward's random mask; put the model in eval mode: model.eval()")
+        raise ValueError(
+            f"attention dropout is active (dropout_p={p}): the backward could not follow the "
+            "forward's random mask; put the model in eval mode: model.eval()"
+        )
 
 
 def _sdpa(q, k, v, mask, *, scale, causal, gqa):
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=0.0, is_causal=causal, scale=scale,
-                                          enable_gqa=gqa)
+    return F.scaled_dot_product_attention(
+        q, k, v, attn_mask=mask, dropout_p=0.0, is_causal=causal, scale=scale, enable_gqa=gqa
+    )
 
 
 def _sdpa_rule(softened_sdpa):
@@ -122,8 +125,9 @@ def _multi_head(call: Call, mode, softened=_mha):
     others = {k: v for k, v in kw.items() if k not in names}
     tensors = [kw[k] for k in names]
     t = mode.temperature_of("attention")
-    return soften(mode, functools.partial(_mha, names, others, None),
-                  functools.partial(softened, names, others, t), *tensors)
+    return soften(
+        mode, functools.partial(_mha, names, others, None), functools.partial(softened, names, others, t), *tensors
+    )
 
 
 def _multi_head_inputs(call: Call, mode):
@@ -132,13 +136,23 @@ def _multi_head_inputs(call: Call, mode):
 
 TEMPERATURE = 1.5  # the value the authors evaluated PVT with
 RULES = (
-    SoftenedRule("attention", (F.scaled_dot_product_attention,), _attention, TEMPERATURE,
-                 doc="scaled_dot_product_attention (rule `sdpa`): backward of softmax((scale/T) q kᵀ + mask) v",
-                 name="sdpa", variants=(("held", _attention_held,
-                                         "W = softmax((scale/T) q kᵀ + mask) held, gradient through v only"),),
-                 nodes=("ScaledDotProduct",)),
-    SoftenedRule("attention", (F.multi_head_attention_forward,), _multi_head, TEMPERATURE,
-                 doc="nn.MultiheadAttention (rule `mha`): the query projection divided by T",
-                 name="mha", variants=(("inputs", _multi_head_inputs,
-                                        "the query and key inputs divided by T, the value unchanged"),)),
+    SoftenedRule(
+        "attention",
+        (F.scaled_dot_product_attention,),
+        _attention,
+        TEMPERATURE,
+        doc="scaled_dot_product_attention (rule `sdpa`): backward of softmax((scale/T) q kᵀ + mask) v",
+        name="sdpa",
+        variants=(("held", _attention_held, "W = softmax((scale/T) q kᵀ + mask) held, gradient through v only"),),
+        nodes=("ScaledDotProduct",),
+    ),
+    SoftenedRule(
+        "attention",
+        (F.multi_head_attention_forward,),
+        _multi_head,
+        TEMPERATURE,
+        doc="nn.MultiheadAttention (rule `mha`): the query projection divided by T",
+        name="mha",
+        variants=(("inputs", _multi_head_inputs, "the query and key inputs divided by T, the value unchanged"),),
+    ),
 )

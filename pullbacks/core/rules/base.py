@@ -24,8 +24,9 @@ What a rule may ask of the mode (the :class:`Context` it is applied in) is decla
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Protocol
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
@@ -33,13 +34,12 @@ from torch import Tensor
 from ..calls import Call
 from ..replay import keep_input, saved_input
 
-
 # dtypes whose subnormal floats are below anything a pullback resolves: float16 keeps its
 # subnormals (its smallest normal, 6.1e-5, is an ordinary gradient value)
 _FLUSHED = {torch.float32: torch.finfo(torch.float32).tiny, torch.float64: torch.finfo(torch.float64).tiny}
 
 
-def flush_subnormals_(t: Optional[Tensor]) -> Optional[Tensor]:
+def flush_subnormals_(t: Tensor | None) -> Tensor | None:
     """Set the subnormal entries of a float32/float64 CPU tensor to 0, in place.
 
     Soft gates make subnormal floats where hard gates make exact zeros (``sigmoid(z / T)``
@@ -81,7 +81,7 @@ class Rule:
     family: str
     functions: tuple[Callable, ...]
     inplace_functions: tuple[Callable, ...] = ()
-    temperature: Optional[float] = None
+    temperature: float | None = None
     doc: str = ""
     autograd: tuple[type, ...] = ()
     nodes: tuple[str, ...] = ()
@@ -104,17 +104,23 @@ def _check_rule(rule: Rule) -> None:
             raise TypeError(f"{name}.{what} must be a tuple of torch functions, got {value!r}")
         classes = [f for f in value if isinstance(f, type)]
         if classes:
-            raise TypeError(f"{name}.{what} holds the class {classes[0].__name__}: name the torch function its "
-                            "modules call (F.elu for nn.ELU), not a module class; the mode sees function calls")
+            raise TypeError(
+                f"{name}.{what} holds the class {classes[0].__name__}: name the torch function its "
+                "modules call (F.elu for nn.ELU), not a module class; the mode sees function calls"
+            )
     if not rule.functions and not rule.inplace_functions and not getattr(rule, "classes", ()):
         raise ValueError(f"{name} intercepts no function: pass functions=(F.elu,)")
     if not isinstance(rule.autograd, tuple) or not all(
-            isinstance(f, type) and issubclass(f, torch.autograd.Function) for f in rule.autograd):
-        raise TypeError(f"{name}.autograd must be a tuple of torch.autograd.Function classes (those its backward "
-                        f"uses), got {rule.autograd!r}")
+        isinstance(f, type) and issubclass(f, torch.autograd.Function) for f in rule.autograd
+    ):
+        raise TypeError(
+            f"{name}.autograd must be a tuple of torch.autograd.Function classes (those its backward "
+            f"uses), got {rule.autograd!r}"
+        )
     if not isinstance(rule.nodes, tuple) or not all(isinstance(n, str) and n for n in rule.nodes):
-        raise TypeError(f"{name}.nodes must be a tuple of backward-node names such as 'EluBackward0', "
-                        f"got {rule.nodes!r}")
+        raise TypeError(
+            f"{name}.nodes must be a tuple of backward-node names such as 'EluBackward0', got {rule.nodes!r}"
+        )
     if not isinstance(rule.override, bool):
         raise TypeError(f"{name}.override must be True or False, got {rule.override!r}")
     if rule.temperature is not None:
@@ -134,7 +140,7 @@ class SoftenedRule(Rule):
     family: str
     functions: tuple[Callable, ...]
     run: Callable[[Call, Context], Any]
-    temperature: Optional[float] = None
+    temperature: float | None = None
     inplace_functions: tuple[Callable, ...] = ()
     doc: str = ""
     name: str = ""
@@ -159,7 +165,7 @@ class SoftenedRule(Rule):
         return self.run(call, mode)
 
 
-def _inplace_index(function: Callable) -> Optional[int]:
+def _inplace_index(function: Callable) -> int | None:
     """The position of ``function``'s ``inplace`` parameter, if it has one."""
     try:
         names = list(inspect.signature(function).parameters)
@@ -182,36 +188,46 @@ def _takes_two(function: Callable, more: bool) -> bool:
             return False
         return True
     kinds = [p.kind for p in sig.parameters.values()]
-    return inspect.Parameter.VAR_POSITIONAL in kinds or sum(
-        k in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD) for k in kinds) >= 2
+    return (
+        inspect.Parameter.VAR_POSITIONAL in kinds
+        or sum(k in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD) for k in kinds) >= 2
+    )
 
 
 _BUILTIN: set = set()  # the package's rules (``mark_builtin``): their gates are checked at their first use only
 
 
-def mark_builtin(rules: tuple["Rule", ...]) -> None:
+def mark_builtin(rules: tuple[Rule, ...]) -> None:
     """Declare ``rules`` the package's own (``core.table`` does, for ``BUILTIN``)."""
     _BUILTIN.update(rules)
 
 
-def check_gate(rule: "GateRule", g: Any, z: Tensor) -> None:
+def check_gate(rule: GateRule, g: Any, z: Tensor) -> None:
     """The gate of ``rule`` at ``z``: a floating tensor of ``z``'s shape and dtype with finite entries."""
     name = f"GateRule({rule.family!r}).gate"
     if not isinstance(g, Tensor):
-        raise TypeError(f"{name} returned {type(g).__name__}, not a tensor: return the local derivative at every "
-                        f"entry of z, a tensor of z's shape {tuple(z.shape)}")
+        raise TypeError(
+            f"{name} returned {type(g).__name__}, not a tensor: return the local derivative at every "
+            f"entry of z, a tensor of z's shape {tuple(z.shape)}"
+        )
     if g.dtype == torch.bool or not g.is_floating_point():
-        raise TypeError(f"{name} returned a {g.dtype} tensor: a gate is a floating derivative (a bool mask would "
-                        f"give the vanilla gradient); return e.g. torch.sigmoid(z / T), of z's dtype {z.dtype}")
+        raise TypeError(
+            f"{name} returned a {g.dtype} tensor: a gate is a floating derivative (a bool mask would "
+            f"give the vanilla gradient); return e.g. torch.sigmoid(z / T), of z's dtype {z.dtype}"
+        )
     if g.shape != z.shape:
-        raise ValueError(f"{name} returned shape {tuple(g.shape)} for z of shape {tuple(z.shape)}: a gate is "
-                         "elementwise, one derivative per entry of z (a scalar or per-channel gate is not)")
+        raise ValueError(
+            f"{name} returned shape {tuple(g.shape)} for z of shape {tuple(z.shape)}: a gate is "
+            "elementwise, one derivative per entry of z (a scalar or per-channel gate is not)"
+        )
     if g.dtype != z.dtype:
         raise TypeError(f"{name} returned {g.dtype} for z of {z.dtype}: return the gate in z's dtype")
     if not torch.isfinite(g).all():
-        raise ValueError(f"{name} returned NaN or infinite values at {int((~torch.isfinite(g)).sum())} of "
-                         f"{g.numel()} entries of z (z from {float(z.min()):.3g} to {float(z.max()):.3g}, "
-                         "T as in effect): keep the gate finite for every input")
+        raise ValueError(
+            f"{name} returned NaN or infinite values at {int((~torch.isfinite(g)).sum())} of "
+            f"{g.numel()} entries of z (z from {float(z.min()):.3g} to {float(z.max()):.3g}, "
+            "T as in effect): keep the gate finite for every input"
+        )
 
 
 @dataclass(frozen=True, eq=False)
@@ -241,27 +257,33 @@ class GateRule(Rule):
     family: str
     functions: tuple[Callable, ...]
     gate: Callable[..., Tensor]
-    temperature: Optional[float] = None
+    temperature: float | None = None
     inplace_functions: tuple[Callable, ...] = ()
     doc: str = ""
-    params: Optional[Callable[[Call, Any], tuple]] = None
-    times: Optional[Callable[..., Tensor]] = None
+    params: Callable[[Call, Any], tuple] | None = None
+    times: Callable[..., Tensor] | None = None
     nodes: tuple[str, ...] = ()
     override: bool = False
     autograd: tuple[type, ...] = ()
 
     def __post_init__(self) -> None:
         if not callable(self.gate) or isinstance(self.gate, type) or not _takes_two(self.gate, self.params is not None):
-            raise TypeError(f"GateRule({self.family!r}).gate must be a function gate(z, T) of the forward input "
-                            f"and the temperature, got {self.gate!r}")
+            raise TypeError(
+                f"GateRule({self.family!r}).gate must be a function gate(z, T) of the forward input "
+                f"and the temperature, got {self.gate!r}"
+            )
         _check_rule(self)
         if self.autograd:
-            raise TypeError(f"GateRule({self.family!r}) uses the package's own autograd Function; autograd= is "
-                            "for a SoftenedRule whose run uses Functions of its own")
+            raise TypeError(
+                f"GateRule({self.family!r}) uses the package's own autograd Function; autograd= is "
+                "for a SoftenedRule whose run uses Functions of its own"
+            )
         if self.temperature is None and self.family not in KEYWORDS:  # the built-in ones all name one
             if self.family not in {r.family for r in _BUILTIN}:
-                raise ValueError(f"GateRule({self.family!r}) has no temperature and {self.family!r} is not a "
-                                 "built-in family: pass temperature=... (its default T, e.g. 1.0)")
+                raise ValueError(
+                    f"GateRule({self.family!r}) has no temperature and {self.family!r} is not a "
+                    "built-in family: pass temperature=... (its default T, e.g. 1.0)"
+                )
         object.__setattr__(self, "_inplace_at", {f: _inplace_index(f) for f in self.functions})
         object.__setattr__(self, "_checked", False)
         object.__setattr__(self, "_elementwise", False)
@@ -314,7 +336,8 @@ def check_elementwise(rule: GateRule, call: Call) -> None:
                     f"GateRule({rule.family!r}) was applied to {name}, which is not elementwise (changing one entry "
                     "of its input changed other entries of its output, or its shape differs): a GateRule's backward "
                     "is grad * gate(z, T) entry by entry; for an operator that mixes entries (softmax, normalize) "
-                    "write a SoftenedRule (docs/extending.md)")
+                    "write a SoftenedRule (docs/extending.md)"
+                )
 
 
 class SoftGate(torch.autograd.Function):
@@ -323,8 +346,7 @@ class SoftGate(torch.autograd.Function):
     it, or its replay), in-place outputs marked dirty, subnormals flushed once."""
 
     @staticmethod
-    def forward(ctx, z: Tensor, rule: GateRule, call: Call, temperature: float, params: tuple, inplace: bool,
-                replay):
+    def forward(ctx, z: Tensor, rule: GateRule, call: Call, temperature: float, params: tuple, inplace: bool, replay):
         ctx.rule, ctx.temperature, ctx.params = rule, temperature, params
         keep_input(ctx, z, inplace, replay)
         out = call.func(*call.args, **call.kwargs)
@@ -373,14 +395,17 @@ class Softened(torch.autograd.Function):
     def backward(ctx, *grads):
         need = [bool(n) and k for n, k in zip(ctx.needs_input_grad[3:], ctx.keep)]
         with torch.enable_grad(), torch._C.DisableTorchFunction():
-            inputs = [t.detach().requires_grad_(n) if isinstance(t, Tensor) and n else t
-                      for t, n in zip(ctx.saved_tensors, need)]
+            inputs = [
+                t.detach().requires_grad_(n) if isinstance(t, Tensor) and n else t
+                for t, n in zip(ctx.saved_tensors, need)
+            ]
             out = ctx.softened(*inputs)
             outs = out if isinstance(out, tuple) else (out,)
-            pairs = [(o, g) for o, g in zip(outs, grads)
-                     if isinstance(o, Tensor) and o.requires_grad and g is not None]
+            pairs = [(o, g) for o, g in zip(outs, grads) if isinstance(o, Tensor) and o.requires_grad and g is not None]
             wrt = [t for t, n in zip(inputs, need) if n]
-            found = iter(torch.autograd.grad([o for o, _ in pairs], wrt, [g for _, g in pairs], allow_unused=True)
-                         if pairs and wrt else [None] * len(wrt))
+            found = iter(
+                torch.autograd.grad([o for o, _ in pairs], wrt, [g for _, g in pairs], allow_unused=True)
+                if pairs and wrt
+                else [None] * len(wrt)
+            )
         return (None, None, None, *[flush_subnormals_(next(found)) if n else None for n in need])
-

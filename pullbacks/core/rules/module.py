@@ -31,8 +31,8 @@ from __future__ import annotations
 
 import fnmatch
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Optional, Union
 
 import torch
 from torch import Tensor, nn
@@ -68,9 +68,9 @@ class ModuleRule(Rule):
     """
 
     family: str
-    classes: tuple[Union[type, str], ...]
+    classes: tuple[type | str, ...]
     run: Callable[[nn.Module, Tensor, float], Tensor]
-    temperature: Optional[float] = None
+    temperature: float | None = None
     doc: str = ""
     override: bool = False
 
@@ -80,10 +80,12 @@ class ModuleRule(Rule):
             object.__setattr__(self, "classes", (self.classes,))
         if isinstance(self.classes, list):
             object.__setattr__(self, "classes", tuple(self.classes))
-        if not self.classes or not all(isinstance(c, str) or (isinstance(c, type) and issubclass(c, nn.Module))
-                                       for c in self.classes):
-            raise TypeError(f"{name}.classes must be module classes or class-name patterns such as '*RMSNorm', "
-                            f"got {self.classes!r}")
+        if not self.classes or not all(
+            isinstance(c, str) or (isinstance(c, type) and issubclass(c, nn.Module)) for c in self.classes
+        ):
+            raise TypeError(
+                f"{name}.classes must be module classes or class-name patterns such as '*RMSNorm', got {self.classes!r}"
+            )
         if not callable(self.run) or isinstance(self.run, type):
             raise TypeError(f"{name}.run must be a function run(module, x, T), got {self.run!r}")
         object.__setattr__(self, "functions", ())
@@ -99,8 +101,9 @@ class ModuleRule(Rule):
                 return True
         return False
 
-    def apply(self, module: nn.Module, x: Tensor, output: Tensor, t: float,
-              check: bool = True) -> tuple[Optional[Tensor], str]:
+    def apply(
+        self, module: nn.Module, x: Tensor, output: Tensor, t: float, check: bool = True
+    ) -> tuple[Tensor | None, str]:
         """``(output with the rule's backward, "")``, or ``(None, why)`` when the module is not recognised.
         ``check``: compare ``run``'s value with ``output`` first (without a graph); ``False`` once the
         module was recognised in the same block, which spares a forward of ``run`` and a device
@@ -149,8 +152,11 @@ class Straight(torch.autograd.Function):
             xs = x.detach().requires_grad_(need_x)
             soft = ctx.rule.run(ctx.module, xs, ctx.t)
             wrt = ([xs] if need_x else []) + wanted
-            found = iter(torch.autograd.grad(soft, wrt, grad, allow_unused=True) if wrt and soft.requires_grad
-                         else [None] * len(wrt))
+            found = iter(
+                torch.autograd.grad(soft, wrt, grad, allow_unused=True)
+                if wrt and soft.requires_grad
+                else [None] * len(wrt)
+            )
         g_x = flush_subnormals_(next(found)) if need_x else None
         g_params = [next(found) if n else None for n in ctx.needs_input_grad[5:]]
         return (None, None, None, None, g_x, *g_params)
@@ -218,21 +224,39 @@ def held_layer(module: nn.Module, x: Tensor, t: float) -> Tensor:
 
 
 RMS_CLASSES = ("*RMSNorm", "T5LayerNorm")
-TANH_GELU_CLASSES = ("NewGELUActivation", "FastGELUActivation", "AccurateGELUActivation", "GELUTanh",
-                     "GELUPytorchTanh", "PytorchGELUTanh")
+TANH_GELU_CLASSES = (
+    "NewGELUActivation",
+    "FastGELUActivation",
+    "AccurateGELUActivation",
+    "GELUTanh",
+    "GELUPytorchTanh",
+    "PytorchGELUTanh",
+)
 QUICK_GELU_CLASSES = ("QuickGELUActivation", "QuickGELU")
 ERF_GELU_CLASSES = ("GELUActivation",)
 
 RULES = (
-    ModuleRule("norm", RMS_CLASSES, held_rms,
-               doc="RMSNorm written out (Llama, Qwen2, Mistral, T5: classes `*RMSNorm`, `T5LayerNorm`): the "
-                   "root mean square held"),
-    ModuleRule("norm", ("Gemma*RMSNorm",), held_rms_offset,
-               doc="Gemma's RMSNorm `(1 + w)·x/rms`: the root mean square held"),
-    ModuleRule("gelu", TANH_GELU_CLASSES, gelu_run(_tanh_gate),
-               doc="tanh GELU written out (GPT-2's `NewGELUActivation`, ...): gate s(z/T), s its tanh form"),
-    ModuleRule("gelu", QUICK_GELU_CLASSES, gelu_run(_quick_gate),
-               doc="QuickGELU z·σ(1.702z) (CLIP): gate σ(1.702z/T)"),
-    ModuleRule("gelu", ERF_GELU_CLASSES, gelu_run(_erf_gate),
-               doc="GELU module, also written out with erf (`GELUActivation`): gate Φ(z/T)"),
+    ModuleRule(
+        "norm",
+        RMS_CLASSES,
+        held_rms,
+        doc="RMSNorm written out (Llama, Qwen2, Mistral, T5: classes `*RMSNorm`, `T5LayerNorm`): the "
+        "root mean square held",
+    ),
+    ModuleRule(
+        "norm", ("Gemma*RMSNorm",), held_rms_offset, doc="Gemma's RMSNorm `(1 + w)·x/rms`: the root mean square held"
+    ),
+    ModuleRule(
+        "gelu",
+        TANH_GELU_CLASSES,
+        gelu_run(_tanh_gate),
+        doc="tanh GELU written out (GPT-2's `NewGELUActivation`, ...): gate s(z/T), s its tanh form",
+    ),
+    ModuleRule("gelu", QUICK_GELU_CLASSES, gelu_run(_quick_gate), doc="QuickGELU z·σ(1.702z) (CLIP): gate σ(1.702z/T)"),
+    ModuleRule(
+        "gelu",
+        ERF_GELU_CLASSES,
+        gelu_run(_erf_gate),
+        doc="GELU module, also written out with erf (`GELUActivation`): gate Φ(z/T)",
+    ),
 )

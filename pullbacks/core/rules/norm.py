@@ -15,7 +15,7 @@ Channels-first "LayerNorm2d" variants permute and call ``F.layer_norm``, so they
 from __future__ import annotations
 
 import functools
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -28,7 +28,7 @@ def _stats_dtype(z: Tensor) -> torch.dtype:
     return torch.float32 if z.dtype in (torch.float16, torch.bfloat16) else z.dtype
 
 
-def _affine(y: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], dtype: torch.dtype) -> Tensor:
+def _affine(y: Tensor, weight: Tensor | None, bias: Tensor | None, dtype: torch.dtype) -> Tensor:
     y = y.to(dtype)
     if weight is not None:
         y = y * weight
@@ -37,19 +37,19 @@ def _affine(y: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], dtype: 
     return y
 
 
-def held_group_norm(z: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], *,
-                    groups: int, eps: float) -> Tensor:
+def held_group_norm(z: Tensor, weight: Tensor | None, bias: Tensor | None, *, groups: int, eps: float) -> Tensor:
     """``group_norm`` with the per-group mean and variance detached."""
     n, c = z.shape[:2]
     zs = z.to(_stats_dtype(z)).reshape(n, groups, -1)
     var, mean = torch.var_mean(zs.detach(), dim=-1, keepdim=True, correction=0)
     y = ((zs - mean) * (var + eps).rsqrt()).reshape(z.shape)
     view = (1, c) + (1,) * (z.dim() - 2)
-    return _affine(y, None if weight is None else weight.reshape(view), None if bias is None else bias.reshape(view),
-                   z.dtype)
+    return _affine(
+        y, None if weight is None else weight.reshape(view), None if bias is None else bias.reshape(view), z.dtype
+    )
 
 
-def held_rms_norm(z: Tensor, weight: Optional[Tensor], *, shape: Sequence[int], eps: Optional[float]) -> Tensor:
+def held_rms_norm(z: Tensor, weight: Tensor | None, *, shape: Sequence[int], eps: float | None) -> Tensor:
     """``rms_norm`` with the root mean square detached."""
     dims = tuple(range(-len(shape), 0))
     zs = z.to(_stats_dtype(z))
@@ -69,8 +69,7 @@ class HeldLayerNorm(torch.autograd.Function):
     The input is kept only when the weight's gradient may be asked for."""
 
     @staticmethod
-    def forward(ctx, z: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], shape: tuple, eps: float,
-                keep: tuple):
+    def forward(ctx, z: Tensor, weight: Tensor | None, bias: Tensor | None, shape: tuple, eps: float, keep: tuple):
         ctx.shape, ctx.eps, ctx.keep = shape, eps, keep
         out, mean, rstd = torch.native_layer_norm(z, shape, weight, bias, eps)
         ctx.save_for_backward(z if keep[1] else None, weight, mean, rstd)
@@ -100,8 +99,14 @@ def _layer_norm(call: Call, mode) -> Tensor:
 def _group_norm(call: Call, mode) -> Tensor:
     groups = int(call.arg(1, "num_groups", None))
     weight, bias, eps = call.arg(2, "weight", None), call.arg(3, "bias", None), float(call.arg(4, "eps", 1e-5))
-    return soften(mode, functools.partial(_ordinary_group_norm, groups=groups, eps=eps),
-                          functools.partial(held_group_norm, groups=groups, eps=eps), call.input, weight, bias)
+    return soften(
+        mode,
+        functools.partial(_ordinary_group_norm, groups=groups, eps=eps),
+        functools.partial(held_group_norm, groups=groups, eps=eps),
+        call.input,
+        weight,
+        bias,
+    )
 
 
 def _ordinary_group_norm(z, weight, bias, *, groups, eps):
@@ -112,8 +117,13 @@ def _rms_norm(call: Call, mode) -> Tensor:
     shape = _shape(call.arg(1, "normalized_shape", None))
     weight, eps = call.arg(2, "weight", None), call.arg(3, "eps", None)
     eps = None if eps is None else float(eps)
-    return soften(mode, functools.partial(_ordinary_rms_norm, shape=shape, eps=eps),
-                          functools.partial(held_rms_norm, shape=shape, eps=eps), call.input, weight)
+    return soften(
+        mode,
+        functools.partial(_ordinary_rms_norm, shape=shape, eps=eps),
+        functools.partial(held_rms_norm, shape=shape, eps=eps),
+        call.input,
+        weight,
+    )
 
 
 def _ordinary_rms_norm(z, weight, *, shape, eps):
@@ -125,10 +135,20 @@ def _shape(v) -> tuple:
 
 
 RULES = (
-    SoftenedRule("norm", (F.layer_norm, torch.layer_norm), _layer_norm,
-                 doc="layer norm: statistics held, grad·weight/sqrt(var+eps)", autograd=(HeldLayerNorm,),
-                 nodes=("NativeLayerNormBackward",)),
-    SoftenedRule("norm", (F.group_norm, torch.group_norm), _group_norm,
-                 doc="group norm: per-group statistics held", nodes=("NativeGroupNormBackward",)),
+    SoftenedRule(
+        "norm",
+        (F.layer_norm, torch.layer_norm),
+        _layer_norm,
+        doc="layer norm: statistics held, grad·weight/sqrt(var+eps)",
+        autograd=(HeldLayerNorm,),
+        nodes=("NativeLayerNormBackward",),
+    ),
+    SoftenedRule(
+        "norm",
+        (F.group_norm, torch.group_norm),
+        _group_norm,
+        doc="group norm: per-group statistics held",
+        nodes=("NativeGroupNormBackward",),
+    ),
     SoftenedRule("norm", (F.rms_norm, torch.rms_norm), _rms_norm, doc="RMS norm: the root mean square held"),
 )

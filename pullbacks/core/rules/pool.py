@@ -38,13 +38,13 @@ def _offset_span(size: int, size_out: int, offset: int, stride: int) -> tuple[sl
 def _fill_outside(t: Tensor, rows: slice, cols: slice, value: float) -> None:
     """Fill the last two dims of ``t`` with ``value`` outside ``[rows, cols]``."""
     t[..., : rows.start, :].fill_(value)
-    t[..., rows.stop:, :].fill_(value)
+    t[..., rows.stop :, :].fill_(value)
     t[..., rows, : cols.start].fill_(value)
-    t[..., rows, cols.stop:].fill_(value)
+    t[..., rows, cols.stop :].fill_(value)
 
 
 _POOL_BLOCK_BYTES = 4 << 20  # window entries per block: about a cache's worth, and small
-                             # enough for the allocator to reuse one block's memory for the next
+# enough for the allocator to reuse one block's memory for the next
 
 
 def _blocks(n: int, c: int, plane_bytes: int):
@@ -74,7 +74,7 @@ def _soft_pool_local(x: Tensor, grad_out: Tensor, spans, temperature: float, poo
 
 
 _POOLED_RANGE = 60.0  # largest (max - min) / T of a plane that the pooled form takes
-_POOLED_GRAD = 1e8     # largest |grad_out| it takes (so that grad / S cannot overflow)
+_POOLED_GRAD = 1e8  # largest |grad_out| it takes (so that grad / S cannot overflow)
 _LN_2, _LOG2_E = math.log(2.0), 1.0 / math.log(2.0)
 
 
@@ -182,8 +182,11 @@ def soft_max_pool2d_backward(
     h_out, w_out = grad_out.shape[-2:]
     overlap = s[0] < k[0] or s[1] < k[1]  # windows that do not overlap are as fast one by one
     pooled = overlap and d == (1, 1) and x.dtype in (torch.float32, torch.float64)
-    spans = [(_offset_span(h, h_out, i * d[0] - p[0], s[0]), _offset_span(w, w_out, j * d[1] - p[1], s[1]))
-             for i in range(k[0]) for j in range(k[1])]
+    spans = [
+        (_offset_span(h, h_out, i * d[0] - p[0], s[0]), _offset_span(w, w_out, j * d[1] - p[1], s[1]))
+        for i in range(k[0])
+        for j in range(k[1])
+    ]
     grad = torch.empty_like(x)
     # windows that tile x exactly (VGG's 2x2 pools) write every input position once
     tiles = s == k and p == (0, 0) and d == (1, 1) and (h, w) == (h_out * k[0], w_out * k[1])
@@ -206,8 +209,18 @@ class SoftMaxPool2d(torch.autograd.Function):
     gradient backward."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, kernel_size, stride, padding, dilation, ceil_mode: bool,
-                return_indices: bool, temperature: float, pool: str):
+    def forward(
+        ctx,
+        x: Tensor,
+        kernel_size,
+        stride,
+        padding,
+        dilation,
+        ceil_mode: bool,
+        return_indices: bool,
+        temperature: float,
+        pool: str,
+    ):
         ctx.args = (kernel_size, stride, padding, dilation)
         ctx.temperature, ctx.pool = temperature, pool
         ctx.save_for_backward(x)
@@ -224,7 +237,6 @@ class SoftMaxPool2d(torch.autograd.Function):
         return flush_subnormals_(g), None, None, None, None, None, None, None, None
 
 
-
 # ----------------------------------------------------------------------------- the rule
 
 
@@ -237,8 +249,17 @@ def _max_pool2d(call: Call, mode, return_indices: bool | None = None):
     ceil_mode = bool(call.arg(5, "ceil_mode", False))
     if return_indices is None:
         return_indices = bool(call.arg(6, "return_indices", False))
-    return SoftMaxPool2d.apply(call.input, kernel_size, stride, padding, dilation, ceil_mode, return_indices,
-                               mode.temperature_of("max_pool"), mode.options.pool)
+    return SoftMaxPool2d.apply(
+        call.input,
+        kernel_size,
+        stride,
+        padding,
+        dilation,
+        ceil_mode,
+        return_indices,
+        mode.temperature_of("max_pool"),
+        mode.options.pool,
+    )
 
 
 def _max_pool2d_with_indices(call: Call, mode):
@@ -246,10 +267,20 @@ def _max_pool2d_with_indices(call: Call, mode):
 
 
 RULES = (
-    SoftenedRule("max_pool", (F.max_pool2d, torch.max_pool2d), _max_pool2d,
-                 doc="2-D max pool: gradient of the soft max pool (pool=\"soft\") or its weights (\"detached\")",
-                 autograd=(SoftMaxPool2d,), nodes=("MaxPool2DWithIndicesBackward",)),
-    SoftenedRule("max_pool", (F.max_pool2d_with_indices,), _max_pool2d_with_indices,
-                 doc="2-D max pool with indices: the same", autograd=(SoftMaxPool2d,),
-                 nodes=("MaxPool2DWithIndicesBackward",)),
+    SoftenedRule(
+        "max_pool",
+        (F.max_pool2d, torch.max_pool2d),
+        _max_pool2d,
+        doc='2-D max pool: gradient of the soft max pool (pool="soft") or its weights ("detached")',
+        autograd=(SoftMaxPool2d,),
+        nodes=("MaxPool2DWithIndicesBackward",),
+    ),
+    SoftenedRule(
+        "max_pool",
+        (F.max_pool2d_with_indices,),
+        _max_pool2d_with_indices,
+        doc="2-D max pool with indices: the same",
+        autograd=(SoftMaxPool2d,),
+        nodes=("MaxPool2DWithIndicesBackward",),
+    ),
 )

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -42,13 +41,13 @@ def _phi_(v: Tensor) -> Tensor:
     return v.mul_(_SQRT1_2).erf_().add_(1.0).mul_(0.5)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _threshold(dtype: torch.dtype) -> float:
     """Above this ``beta * u``, ``sigmoid`` rounds to 1 in ``dtype`` (and ``exp`` is finite)."""
     return -math.log(torch.finfo(dtype).eps / 4)
 
 
-def gate_times(grad: Tensor, u: Tensor, beta: float, gate: str, out: Optional[Tensor] = None) -> Tensor:
+def gate_times(grad: Tensor, u: Tensor, beta: float, gate: str, out: Tensor | None = None) -> Tensor:
     """``grad * s(beta * u)``, written into ``out`` if given (``out`` may be ``u``).
 
     Sigmoid: one fused kernel, softplus's backward ``grad * e / (1 + e)``, ``e = exp(beta u)``;
@@ -123,13 +122,48 @@ def _leaky_params(call: Call, options) -> tuple:
 _nn = torch._C._nn
 TEMPERATURE = 0.3  # the paper's value: ``temperature=`` (docs/method.md)
 RULES = (
-    GateRule("relu", (F.relu, torch.relu, Tensor.relu), _relu_gate, TEMPERATURE, (torch.relu_, Tensor.relu_),
-             "ReLU: gate s(z/T)", _gate_option, _relu_times, nodes=("ReluBackward",)),
-    GateRule("relu", (F.relu6, _nn.relu6), _hardtanh_gate, TEMPERATURE, (_nn.relu6_,),
-             "ReLU6: gate s(z/T) s((6-z)/T)", _relu6_params, _hardtanh_times, nodes=("HardtanhBackward",)),
-    GateRule("relu", (F.hardtanh, _nn.hardtanh), _hardtanh_gate, TEMPERATURE, (_nn.hardtanh_,),
-             "hardtanh(lo, hi): gate s((z-lo)/T) s((hi-z)/T)", _hardtanh_params, _hardtanh_times,
-             nodes=("HardtanhBackward",)),
-    GateRule("relu", (F.leaky_relu, _nn.leaky_relu), _leaky_gate, TEMPERATURE, (_nn.leaky_relu_,),
-             "LeakyReLU(a): gate a + (1-a) s(z/T)", _leaky_params, _leaky_times, nodes=("LeakyReluBackward",)),
+    GateRule(
+        "relu",
+        (F.relu, torch.relu, Tensor.relu),
+        _relu_gate,
+        TEMPERATURE,
+        (torch.relu_, Tensor.relu_),
+        "ReLU: gate s(z/T)",
+        _gate_option,
+        _relu_times,
+        nodes=("ReluBackward",),
+    ),
+    GateRule(
+        "relu",
+        (F.relu6, _nn.relu6),
+        _hardtanh_gate,
+        TEMPERATURE,
+        (_nn.relu6_,),
+        "ReLU6: gate s(z/T) s((6-z)/T)",
+        _relu6_params,
+        _hardtanh_times,
+        nodes=("HardtanhBackward",),
+    ),
+    GateRule(
+        "relu",
+        (F.hardtanh, _nn.hardtanh),
+        _hardtanh_gate,
+        TEMPERATURE,
+        (_nn.hardtanh_,),
+        "hardtanh(lo, hi): gate s((z-lo)/T) s((hi-z)/T)",
+        _hardtanh_params,
+        _hardtanh_times,
+        nodes=("HardtanhBackward",),
+    ),
+    GateRule(
+        "relu",
+        (F.leaky_relu, _nn.leaky_relu),
+        _leaky_gate,
+        TEMPERATURE,
+        (_nn.leaky_relu_,),
+        "LeakyReLU(a): gate a + (1-a) s(z/T)",
+        _leaky_params,
+        _leaky_times,
+        nodes=("LeakyReluBackward",),
+    ),
 )
