@@ -2,7 +2,8 @@
 
 The preprocessing rule (the demo's): a square image is resized to 224×224; any other is
 resized (bilinear, antialiased) so its short side is 256, then centre-cropped to 224×224.
-Pixels map to ``x = 2 * pixel - 1``.
+Pixels map to ``x = 2 * pixel - 1``. An image under 32 pixels a side is refused (``MIN_SIDE``): the
+resize would be mostly interpolation.
 
 Colour modes are converted to RGB as follows: transparent images (RGBA, LA, P with
 transparency, ...) are composited on white, since transparent areas are background and
@@ -40,6 +41,7 @@ __all__ = [
 ]
 
 SIZE = 224
+MIN_SIDE = 32  # the smallest side an image may have (the smallest ImageNet-style input a CNN's strides leave 1 px of)
 SHORT_SIDE = 256
 MAX_ASPECT = 20  # longer side / shorter side accepted by the preprocessing
 IMAGE_EXTENSIONS = (
@@ -154,6 +156,11 @@ def preprocess(image: Image.Image | np.ndarray) -> torch.Tensor:
         raise ImageLoadError(
             f"the image is {w}×{h} pixels, more than {MAX_ASPECT}:1; resizing its short side to "
             f"{SHORT_SIDE} would need a {max(w, h) * SHORT_SIDE // min(w, h)}-pixel long side. Crop it first."
+        )
+    if min(w, h) < MIN_SIDE:
+        raise ImageLoadError(
+            f"the image is {w}×{h} pixels, under {MIN_SIDE} a side: resized to {SIZE}×{SIZE} for the model it "
+            "would be mostly interpolation, and an explanation of it would mean little. Use a larger image"
         )
     if w == h:
         img = img.resize((SIZE, SIZE), Image.Resampling.BILINEAR)

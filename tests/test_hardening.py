@@ -200,7 +200,7 @@ def test_explain_output_names(tmp_path, capsys):
     from PIL import Image
 
     for ext in ("webp", "bmp"):
-        Image.new("RGB", (40, 30), (200, 30, 30)).save(tmp_path / f"cat.{ext}")
+        Image.new("RGB", (48, 36), (200, 30, 30)).save(tmp_path / f"cat.{ext}")
     for ext in ("webp", "bmp"):
         assert (
             main(

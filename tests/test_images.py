@@ -99,12 +99,12 @@ def test_16_bit_is_scaled_not_clipped(tmp_path):
 
 
 def test_float_and_int32_modes():
-    f = Image.fromarray(np.full((30, 30), 0.25, np.float32))
+    f = Image.fromarray(np.full((40, 40), 0.25, np.float32))
     assert f.mode == "F"
     x = preprocess(f)
     _check(x)
     assert torch.allclose(x, torch.full_like(x, 2 * 64 / 255 - 1), atol=1e-5)  # 0.25 → 64
-    i = Image.fromarray(np.full((30, 30), 65535, np.int32))
+    i = Image.fromarray(np.full((40, 40), 65535, np.int32))
     assert i.mode == "I"
     assert torch.allclose(preprocess(i), torch.ones(3, 224, 224))
 

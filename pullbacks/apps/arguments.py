@@ -176,9 +176,30 @@ def given(args) -> dict:
     return {name: getattr(args, name) for name in options.FIELDS if hasattr(args, name)}
 
 
+CREATED: list[Path] = []  # the folders this command created (``remove_empty``: none is left empty)
+
+
+def remove_empty(folders: list[Path]) -> None:
+    """Remove what ``folders`` (created by this command) hold of empty folders, and each of
+    them if it is then empty: a run stopped before it wrote anything leaves nothing behind,
+    and what it finished stays."""
+    for top in reversed(folders):
+        if not top.is_dir():
+            continue
+        for sub in sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+            if not any(sub.iterdir()):
+                sub.rmdir()
+        if not any(top.iterdir()):
+            top.rmdir()
+    folders.clear()
+
+
 def writable_folder(folder: str, flag: str) -> Path:
     """Create ``folder`` and check it can be written, before any computation."""
     path = Path(folder)
+    missing = next((p for p in reversed([path, *path.parents]) if not p.exists()), None)
+    if missing is not None:
+        CREATED.append(missing)
     try:
         path.mkdir(parents=True, exist_ok=True)
         probe = path / f".pullbacks-write-test-{os.getpid()}"  # one per process: torchrun ranks check at once

@@ -20,6 +20,7 @@ import torch
 from ..core import options
 from ..models import DEFAULT_MODEL
 from .arguments import (
+    CREATED,
     UsageError,
     _Parser,
     add_images,
@@ -31,6 +32,7 @@ from .arguments import (
     non_negative_int,
     port,
     positive_int,
+    remove_empty,
     writable_folder,
 )
 from .service import EXPECTED_ERRORS, coverage_note, format_top5, message, parse_target
@@ -357,7 +359,12 @@ def run_explain_text(args) -> int:
     print(scores.terminal() if sys.stdout.isatty() else scores.label)
     print(scores.table())
     if args.html is not None:
-        Path(args.html).write_text(scores.html(), encoding="utf-8")
+        part = Path(args.html).with_name(f".{Path(args.html).name}.part")  # whole or not at all
+        try:
+            part.write_text(scores.html(), encoding="utf-8")
+            os.replace(part, args.html)
+        finally:
+            part.unlink(missing_ok=True)
         print(args.html)
     return 0
 
@@ -378,13 +385,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.run(args)
     except KeyboardInterrupt:
+        remove_empty(CREATED)
         print(f"pullbacks {args.command}: interrupted", file=sys.stderr)
         return 130
     except (UsageError, RuntimeError, *EXPECTED_ERRORS) as e:
+        remove_empty(CREATED)
         print(f"pullbacks {args.command}: error: {message(e, 'cli')}", file=sys.stderr)
         return 2
     finally:
         warnings.formatwarning = saved
+        CREATED.clear()
 
 
 if __name__ == "__main__":

@@ -82,6 +82,37 @@ def check_inputs(inputs: Tensor) -> None:
         raise ValueError("inputs contain NaN or infinite values; check the image loading")
 
 
+def check_devices(model: nn.Module, inputs: Tensor) -> None:
+    """The model's tensors must hold values (not ``meta``) and sit on the inputs' device."""
+    first = next((t for t in (*model.parameters(), *model.buffers()) if t.is_floating_point()), None)
+    if first is None:
+        return
+    if first.device.type == "meta":
+        raise ValueError(
+            "the model's parameters are on the 'meta' device, which holds no values (a model built "
+            "empty, e.g. with device_map='meta' or init_empty_weights); load its weights first "
+            "(model.to_empty(device='cpu') then load_state_dict(...), or from_pretrained without a meta device)"
+        )
+    if first.device != inputs.device:
+        raise ValueError(
+            f"the model is on {first.device} but the inputs are on {inputs.device}; move one of them: "
+            f"x.to('{first.device}') or model.to('{inputs.device}')"
+        )
+
+
+def shape_hint(shape: tuple) -> str:
+    """What to do with inputs of ``shape`` when an image model wants ``(N, C, H, W)``."""
+    if len(shape) == 3:
+        batched = (1, *shape)
+        return (
+            f"an image model takes (N, C, H, W): if this is one image, add a batch dimension: x[None] (shape {batched})"
+        )
+    if len(shape) > 4:
+        extra = len(shape) - 4
+        return f"an image model takes (N, C, H, W); merge or drop the extra dimensions of {shape}: x.flatten(0,{extra})"
+    return f"an image model takes (N, C, H, W), a text model (N, L) token ids or (N, L, D) embeddings; got {shape}"
+
+
 def _class_hint(value: Any) -> ProblemTypeError:
     return ProblemTypeError(
         f"targets must be class indices, got the string {value!r}",

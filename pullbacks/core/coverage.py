@@ -86,6 +86,7 @@ class Coverage:
     recipe: str = ""  # the recipe of the options in effect
     products: Counter = field(default_factory=Counter)
     unrecognised: Counter = field(default_factory=Counter)
+    off_path: Counter = field(default_factory=Counter)  # calls a rule covers, made with no input needing a gradient
 
     @property
     def complete(self) -> bool:
@@ -105,6 +106,7 @@ class Coverage:
             self.recipe or other.recipe,
             self.products + other.products,
             self.unrecognised + other.unrecognised,
+            self.off_path + other.off_path,
         )
 
     def describe_ordinary(self) -> str:

@@ -194,7 +194,9 @@ class SoftGateMode(TorchFunctionMode):
         if entry is not None:
             if not torch.is_grad_enabled():
                 self.gradless += 1
-            elif _needs_grad(args, kwargs):
+            elif not _needs_grad(args, kwargs):
+                self.counts.off_path[entry[0].family] += 1
+            else:
                 check_no_checkpoint_hooks()
                 rule, inplace = entry
                 self.counts.gated[rule.family] += 1

@@ -116,6 +116,21 @@ class CoverageCheck:
             coverage.ordinary.update(reading.ordinary)
             coverage.products.update(reading.products)
             self.walked = True
+        if not coverage.gated and coverage.off_path:
+            ran = ", ".join(f"{family} {n}" for family, n in coverage.off_path.most_common())
+            raise ProblemValueError(
+                f"no call that pullbacks gates lies between where the gradient starts and the output of "
+                f"{model_name}: the gated calls that ran ({ran}) come before it (their inputs need no "
+                "gradient), so the pullback there equals the vanilla gradient; a layer attribution (Captum's "
+                "LayerGradCam on a model's last block, say) whose layer has no gate after it gives the "
+                "ordinary method",
+                fixes={
+                    "python": "attribute to an earlier layer (one with ReLUs or other gated calls after it), or "
+                    "use the ordinary method on the model itself",
+                    "cli": "attribute to an earlier layer",
+                    "app": "choose an earlier layer",
+                },
+            )
         if not coverage.gated:
             rule = "For an operator not listed, write a rule of your own (pullbacks.GateRule, docs/extending.md"
             raise ProblemValueError(

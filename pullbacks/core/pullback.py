@@ -10,11 +10,13 @@ from torch import Tensor, nn
 from .checks import (
     Targets,
     as_target_tensor,
+    check_devices,
     check_gradient,
     check_inputs,
     check_logits,
     check_model,
     check_target_range,
+    shape_hint,
 )
 from .mode import SoftGateMode
 from .options import GateOptions, build
@@ -60,10 +62,10 @@ def _forward(model: nn.Module, x: Tensor) -> Tensor:
                 f"({str(e).splitlines()[0]}); convert one of them: x.to({dtype}) or "
                 f"model.to({x.dtype})"
             ) from e
-        if x.dim() == 3:
+        if x.dim() == 3 or x.dim() != 4 and any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules()):
             raise ValueError(
                 f"the model failed on inputs of shape {tuple(x.shape)} ({str(e).splitlines()[0]}); "
-                "if this is one image, add a batch dimension: x[None]"
+                f"{shape_hint(tuple(x.shape))}"
             ) from e
         raise
 
@@ -84,6 +86,7 @@ def target_gradient(
             "no gradient to modify; call it outside the `with torch.inference_mode():` block "
             "(torch.no_grad() around it is fine)"
         )
+    check_devices(model, inputs)
     with torch.enable_grad():  # also when called under no_grad (e.g. by Captum's NoiseTunnel)
         # a tensor made under inference mode cannot require a gradient: use a normal copy
         x = (inputs.clone() if inputs.is_inference() else inputs.detach()).requires_grad_(True)
@@ -95,6 +98,11 @@ def target_gradient(
             mode.wrt = (x,)  # the input gradient alone: parameters need none
             with mode:
                 logits = _forward(model, x)
+        if logits.dim() == 2 and logits.shape[0] != targets.numel() and x.dim() != 4:
+            raise ValueError(
+                f"the model returned {logits.shape[0]} rows of logits for {targets.numel()} inputs of shape "
+                f"{tuple(x.shape)}; {shape_hint(tuple(x.shape))}"
+            )
         check_target_range(targets, logits)
         check_logits(logits)
         if gates is not None:

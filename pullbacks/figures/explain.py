@@ -35,10 +35,10 @@ class Explanation:
         return self.perturbed - self.clean
 
     def save(self, path: str | Path, dpi: int = 100) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.figure.savefig(path, dpi=dpi)
-        return path
+        """Write the figure (format from the suffix), whole or not at all (``save_figure``)."""
+        from .grid import save_figure
+
+        return save_figure(self.figure, path, dpi)
 
 
 @torch.no_grad()

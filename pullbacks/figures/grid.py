@@ -7,6 +7,7 @@ is ``x_steps - x0``, min–max rescaled on its own (a cell with no change is mid
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,10 +56,22 @@ class Grid:
 
 
 def save_figure(figure: Figure, path: str | Path, dpi: int = 100) -> Path:
-    """Write ``figure`` to ``path`` (format from the suffix; JPEG at quality 92), creating folders."""
+    """Write ``figure`` to ``path`` (format from the suffix; JPEG at quality 92), creating folders.
+    The file appears whole or not at all: it is written beside ``path`` and renamed (an
+    interrupted save leaves nothing)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=dpi, pil_kwargs={"quality": 92} if path.suffix in (".jpg", ".jpeg") else None)
+    part = path.with_name(f".{path.name}.part")
+    try:
+        figure.savefig(
+            part,
+            dpi=dpi,
+            format=path.suffix.lstrip(".").lower() or None,
+            pil_kwargs={"quality": 92} if path.suffix.lower() in (".jpg", ".jpeg") else None,
+        )
+        os.replace(part, path)
+    finally:
+        part.unlink(missing_ok=True)
     return path
 
 
