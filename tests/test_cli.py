@@ -164,7 +164,7 @@ def test_every_option_has_a_flag_on_every_command_and_reaches_the_options(tmp_pa
 
     from pullbacks.apps import arguments
     from pullbacks.apps.cli import GRID_OMITS, build_parser
-    from pullbacks.apps.evaluation import EVALUATE_OMITS
+    from pullbacks.apps.parser import EVALUATE_OMITS
     from pullbacks.core.options import FIELDS, AscentOptions
 
     assert list(FIELDS) == [f.name for f in dataclasses.fields(AscentOptions)]

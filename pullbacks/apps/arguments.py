@@ -1,20 +1,19 @@
 """The command line's argument types: each parses the text and hands it to the package's
 own validator (``pullbacks.core.validators``), so a wrong value is a one-line message
-naming the flag's problem, exit status 2."""
+naming the flag's problem, exit status 2. Nothing here imports torch at import time: what
+the flags need to know of the package comes from :mod:`.facts`."""
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 
-import torch
-
-from ..core import options, validators
+from ..core import validators
 from ..core.errors import Problem
-from ..core.table import default_temperatures
-from ..models import DEFAULT_MODEL, available_models
+from .facts import facts
 
 
 class UsageError(Exception):
@@ -51,6 +50,10 @@ def device(text: str) -> str:
     name = text.strip().lower()
     if name in ("cpu", "auto"):
         return name
+    if not re.fullmatch(r"(cuda|mps|xpu)(:\d+)?", name):  # torch-free: no such device anywhere
+        raise argparse.ArgumentTypeError(f"unknown device {text!r}; use cpu, cuda, cuda:N, mps or auto")
+    import torch
+
     available = ["cpu", "auto"]
     if torch.cuda.is_available():
         available += ["cuda"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
@@ -88,7 +91,7 @@ def port(text: str) -> int:
 
 def temperatures_help() -> str:
     """The defaults of ``--temperatures``, read from the rule table."""
-    return ",".join(f"{k}={v:g}" for k, v in default_temperatures().items())
+    return ",".join(f"{k}={v:g}" for k, v in facts()["temperatures"].items())
 
 
 # --------------------------------------------------------------------------- groups of flags
@@ -115,8 +118,8 @@ def add_images(p: argparse.ArgumentParser, generated: bool = False) -> None:
 def add_model(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model",
-        default=DEFAULT_MODEL,
-        help=f"one of {', '.join(available_models())}, any torchvision classification model, or "
+        default=facts()["default_model"],
+        help=f"one of {', '.join(facts()['models'])}, any torchvision classification model, or "
         "timm/<name> (default: %(default)s, works offline)",
     )
     p.add_argument(
@@ -130,8 +133,14 @@ def add_model(p: argparse.ArgumentParser) -> None:
 def _option(name: str) -> Callable[[str], object]:
     """The argparse type of option ``name``: ``options.from_text``, its error in the flag's terms."""
 
+    field = facts()["fields"][name]
+
     def convert(text: str):
         try:
+            if field["kind"] in validators.PLAIN_KINDS:  # torch-free: the validators alone
+                return validators.plain_from_text(name, field["kind"], text, tuple(field["choices"]))
+            from ..core import options  # families, variants, rules: the rule table
+
             return options.from_text(name, text)
         except (TypeError, ValueError) as e:
             raise argparse.ArgumentTypeError(
@@ -148,16 +157,16 @@ def add_options(p: argparse.ArgumentParser, omit: tuple[str, ...] = ()) -> None:
     """A flag for every field of ``AscentOptions`` but ``omit`` (generated from ``options.FIELDS``).
     A flag not given leaves no attribute: the value then comes from the model's recommendation
     for the recipe, then the recipe, then ``AscentOptions``."""
-    for name, field in options.FIELDS.items():
+    for name, field in facts()["fields"].items():
         if name in omit:
             continue
-        if field.kind == "flag":
+        if field["kind"] == "flag":
             kind = dict(action=argparse.BooleanOptionalAction)
-        elif field.kind == "choice":
-            kind = dict(choices=field.choices)
+        elif field["kind"] == "choice":
+            kind = dict(choices=tuple(field["choices"]))
         else:
-            kind = dict(type=_option(name), metavar=_METAVARS.get(field.kind))
-        help_text = field.help
+            kind = dict(type=_option(name), metavar=_METAVARS.get(field["kind"]))
+        help_text = field["help"]
         if name == "temperatures":
             help_text += f"; families: {temperatures_help()}"
         p.add_argument(f"--{name.replace('_', '-')}", dest=name, default=argparse.SUPPRESS, help=help_text, **kind)
@@ -173,7 +182,7 @@ def load(args):
 
 def given(args) -> dict:
     """The options whose flags were given (``add_options``), by field name."""
-    return {name: getattr(args, name) for name in options.FIELDS if hasattr(args, name)}
+    return {name: getattr(args, name) for name in facts()["fields"] if hasattr(args, name)}
 
 
 CREATED: list[Path] = []  # the folders this command created (``remove_empty``: none is left empty)

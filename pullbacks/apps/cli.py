@@ -1,7 +1,8 @@
 """Command line: ``pullbacks grid | explain | explain-text | evaluate | app`` (also ``python -m pullbacks``).
 
-The only place arguments are parsed; the argument types (``arguments.py``) call the
-package's validators, and the work is done through the shared service layer.
+The commands; their arguments are parsed by :mod:`.parser` (torch-free: the entry point parses
+before this module, and torch, are imported), whose argument types (``arguments.py``) call the
+package's validators; the work is done through the shared service layer.
 
 Every wrong argument exits with status 2 and a one-line message, never a traceback.
 """
@@ -17,154 +18,12 @@ from pathlib import Path
 
 import torch
 
-from ..core import options
-from ..models import DEFAULT_MODEL
-from .arguments import (
-    CREATED,
-    UsageError,
-    _Parser,
-    add_images,
-    add_model,
-    add_options,
-    device,
-    given,
-    load,
-    non_negative_int,
-    port,
-    positive_int,
-    remove_empty,
-    writable_folder,
-)
+from . import parser
+from .arguments import CREATED, UsageError, given, load, remove_empty, writable_folder
 from .service import EXPECTED_ERRORS, coverage_note, format_top5, message, parse_target
 
-GRID_OMITS = ("method",)  # the grid renders both methods
-TEXT_OMITS = ("steps", "alpha", "eps", "clip")  # no ascent for text: the gate options and the method
-
-
-def build_parser() -> argparse.ArgumentParser:
-    from .. import __version__
-
-    parser = _Parser(
-        prog="pullbacks",
-        description="Excitation pullbacks: explain deep networks with backward-only soft gates (arXiv 2507.22832).",
-    )
-    parser.add_argument("--version", action="version", version=f"pullbacks {__version__} (torch {torch.__version__})")
-    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
-
-    grid = sub.add_parser(
-        "grid",
-        help="render the class × target grid (pullback and vanilla gradient)",
-        description="Render the paper's class × target grid for the pullback and the vanilla gradient.",
-    )
-    add_model(grid)
-    add_options(grid, omit=GRID_OMITS)
-    add_images(grid)
-    grid.add_argument(
-        "--targets",
-        nargs="+",
-        default=None,
-        metavar="CLASS",
-        help="target classes, ids or names (default: the rows' classes plus --extra random ones)",
-    )
-    grid.add_argument("--extra", type=int, default=1, help="random extra target classes (default: %(default)s)")
-    grid.add_argument("--seed", type=int, default=0, help="seed of the extra classes (default: %(default)s)")
-    grid.add_argument("--batch-size", type=positive_int, default=16, help="(image, target) pairs per batch")
-    grid.add_argument("--out", default="out", help="output folder (default: %(default)s)")
-    grid.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    grid.set_defaults(run=run_grid)
-
-    explain = sub.add_parser(
-        "explain",
-        help="explain one image towards one target class",
-        description="Ascend one image towards a target; write clean | perturbed | difference.",
-    )
-    explain.add_argument("image", help="an image file")
-    explain.add_argument("--target", required=True, help="target class: id or name (e.g. 'tabby' or 281)")
-    add_model(explain)
-    add_options(explain)
-    explain.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    explain.add_argument(
-        "--out",
-        default=None,
-        help="output image, .png added if missing (default: <image name>_<ext>_<target>_explained.png)",
-    )
-    explain.set_defaults(run=run_explain)
-
-    text = sub.add_parser(
-        "explain-text",
-        help="score each token of a text for a target (Hugging Face models)",
-        description="Score each token of a text: the pullback with respect to its input embedding "
-        "e_i, reduced to g_i · e_i (or ‖g_i‖). Needs pullbacks[text].",
-    )
-    text.add_argument("text", help="the text to explain")
-    text.add_argument(
-        "--model",
-        required=True,
-        metavar="hf/REPO",
-        help="a sequence classifier or causal LM: hf/<repo id> (from the Hugging Face cache) or "
-        "hf/<folder> saved with save_pretrained",
-    )
-    text.add_argument(
-        "--target",
-        default=None,
-        help="a class id or label, or for a language model the next token "
-        "(one token, e.g. ' Paris'); default: the model's top choice",
-    )
-    text.add_argument("--foil", default=None, help="explain target minus this class or token instead")
-    text.add_argument(
-        "--score",
-        choices=("dot", "norm"),
-        default="dot",
-        help="per-token reduction: dot g·e (signed, default) or norm ‖g‖",
-    )
-    text.add_argument("--device", type=device, default=None, help="cpu (default), cuda, mps or auto")
-    add_options(text, omit=TEXT_OMITS)
-    text.add_argument("--html", default=None, metavar="FILE", help="also write the coloured tokens as HTML")
-    text.set_defaults(run=run_explain_text)
-
-    app = sub.add_parser(
-        "app",
-        help="the interactive explorer as a local web app (Gradio)",
-        description="Serve the explorer in the browser: pullback and vanilla-gradient ascent side "
-        "by side for your images (pip install -e '.[app]').",
-    )
-    app.add_argument(
-        "--model",
-        default=DEFAULT_MODEL,
-        help="the model selected at start (default: %(default)s, works offline); the page offers "
-        "every registered model",
-    )
-    app.add_argument("--host", default="127.0.0.1", help="address to serve on (default: %(default)s)")
-    app.add_argument("--port", type=port, default=7860, help="port (default: %(default)s)")
-    app.add_argument("--device", type=device, default="auto", help="cpu, cuda, mps or auto (default: %(default)s)")
-    app.add_argument(
-        "--max-steps",
-        type=non_negative_int,
-        default=50,
-        metavar="N",
-        help="the most ascent steps one request may ask for, so that one request cannot hold the "
-        "queue for long (0: no cap; default: %(default)s)",
-    )
-    app.add_argument(
-        "--imagenette-root",
-        default=None,
-        metavar="FOLDER",
-        help="where Imagenette is, for its example rows (never downloaded by the app)",
-    )
-    add_options(app, omit=tuple(n for n in options.FIELDS if n != "rules"))  # --rules: Python objects, at start
-    app.set_defaults(run=run_app)
-
-    from .evaluation import add_evaluate, run_evaluate
-
-    ev = sub.add_parser(
-        "evaluate",
-        help="faithfulness metrics against gradient baselines",
-        description="Compare attribution methods with sanity checks and faithfulness metrics, over "
-        "a dataset, resumably, on one process or many (torchrun).",
-    )
-    add_evaluate(ev)
-    ev.set_defaults(run=run_evaluate)
-    return parser
+GRID_OMITS, TEXT_OMITS = parser.GRID_OMITS, parser.TEXT_OMITS
+build_parser = parser.build_parser
 
 
 def _check_host(host: str, port: int) -> None:
@@ -381,9 +240,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
+    return run(args)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the command ``args`` names (parsed by :func:`.parser.build_parser`)."""
+    from .evaluation import run_evaluate
+
+    command = {
+        "grid": run_grid,
+        "explain": run_explain,
+        "explain_text": run_explain_text,
+        "app": run_app,
+        "evaluate": run_evaluate,
+    }[args.run]
     saved, warnings.formatwarning = warnings.formatwarning, _one_line_warning  # one line, no source line
     try:
-        return args.run(args)
+        return command(args)
     except KeyboardInterrupt:
         remove_empty(CREATED)
         print(f"pullbacks {args.command}: interrupted", file=sys.stderr)

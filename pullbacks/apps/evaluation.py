@@ -16,89 +16,9 @@ from ..evaluation.runner import FOCUS, RECORDS
 from ..sources import GROUNDTRUTH
 from .arguments import (
     UsageError,
-    add_images,
-    add_model,
-    add_options,
     load,
-    non_negative_int,
-    positive_int,
     writable_folder,
 )
-
-EVALUATE_OMITS = ("method",)  # every method is set per attribution method
-
-
-def add_evaluate(parser: argparse.ArgumentParser) -> None:
-    """The options of ``pullbacks evaluate``."""
-    s = Settings()
-    add_model(parser)
-    add_images(parser, generated=True)
-    parser.add_argument(
-        "--limit",
-        type=positive_int,
-        default=None,
-        metavar="N",
-        help="evaluate the first N images a shuffling DataLoader seeded --shuffle-seed draws, as the "
-        "follow-up did (default: all)",
-    )
-    parser.add_argument(
-        "--shuffle-seed", type=int, default=314, help="seed of that shuffle (default: %(default)s, the authors')"
-    )
-    parser.add_argument(
-        "--methods",
-        nargs="+",
-        default=None,
-        metavar="METHOD",
-        help=f"any of {', '.join(METHODS)} (default: {' '.join(DEFAULT_METHODS)}; 'all': every one; "
-        "commas also separate)",
-    )
-    parser.add_argument(
-        "--metrics",
-        nargs="+",
-        default=None,
-        metavar="METRIC",
-        help=f"any of {', '.join(METRICS)} (default: all but focus; commas also separate)",
-    )
-    parser.add_argument(
-        "--mosaics",
-        type=non_negative_int,
-        default=0,
-        metavar="N",
-        help="2x2 mosaics for the focus metric (the authors: 500; default: %(default)s)",
-    )
-    parser.add_argument(
-        "--out",
-        default="out/evaluation",
-        help="output folder: records, evaluation.md, results.json, randomisation.png (default: "
-        "%(default)s; the committed results were made with --out media/evaluation)",
-    )
-    parser.add_argument("--seed", type=int, default=0, help="seed of every random draw (default: %(default)s)")
-    parser.add_argument(
-        "--batch-size",
-        type=positive_int,
-        default=s.batch_size,
-        help="images per batch written to disk at once (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--workers", type=non_negative_int, default=0, help="data-loading worker processes (default: %(default)s)"
-    )
-    add_options(parser, omit=EVALUATE_OMITS)
-    parser.add_argument(
-        "--blocks",
-        type=positive_int,
-        default=s.blocks,
-        help="layer blocks in the randomisation cascade (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--ig-steps", type=positive_int, default=s.ig_steps, help="Integrated Gradients steps (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--smoothgrad-samples",
-        type=positive_int,
-        default=s.smoothgrad_samples,
-        help="SmoothGrad noise samples (default: %(default)s)",
-    )
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
 
 
 def _scaled(settings: Settings) -> Settings:

@@ -25,7 +25,16 @@ from .errors import bad_option
 from .recipes import DEFAULT_RECIPE, RECIPES, recipe_values
 from .rules.base import Rule
 from .table import KEYWORDS, check_user_rules, default_temperatures, variant_names
-from .validators import choice, clip_range, plain_number, positive_integer, positive_number, temperature
+from .validators import (
+    PLAIN_KINDS,
+    choice,
+    clip_range,
+    plain_from_text,
+    plain_number,
+    positive_integer,
+    positive_number,
+    temperature,
+)
 
 GATES = ("sigmoid", "normal_cdf")  # s in relu'(z) -> s(z / T)
 POOLS = ("soft", "detached")  # the soft max pool's backward (see docs/method.md)
@@ -370,21 +379,8 @@ def from_text(name: str, text: str) -> Any:
     ``0.3``, mappings as ``gelu=0.5,attention=1``, rules as ``MODULE:NAME`` (imported), clip as
     ``-1,1``, ``none`` for an optional number or no clip, flags as ``true``/``false``."""
     kind, t = FIELDS[name].kind, str(text).strip()
-    if kind in ("optional_number", "clip") and t.lower() == "none":
-        return None
-    if kind in ("temperature", "number", "optional_number", "integer"):
-        try:
-            value = int(t) if kind == "integer" else float(t)
-        except ValueError:
-            raise bad_option(name, text, "an integer" if kind == "integer" else "a number", type_error=True) from None
-        check = {"temperature": temperature, "integer": positive_integer}.get(kind, positive_number)
-        return check(value, name)
-    if kind == "choice":
-        return choice(t, name, FIELDS[name].choices)
-    if kind == "flag":
-        if t.lower() not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
-            raise bad_option(name, text, "true or false")
-        return t.lower() in ("true", "1", "yes", "on")
+    if kind in PLAIN_KINDS:
+        return plain_from_text(name, kind, text, FIELDS[name].choices)
     if kind == "families":
         pairs = _pairs(name, t, "gelu=1.0,attention=1.5")
         try:
@@ -397,11 +393,6 @@ def from_text(name: str, text: str) -> Any:
         pairs = _pairs(name, t, "sdpa=held")
         rule_variants(pairs)
         return pairs
-    if kind == "clip":
-        try:
-            return clip_range(t.split(","))
-        except (TypeError, ValueError):
-            raise bad_option(name, text, "LOW,HIGH with LOW < HIGH, or none") from None
     if kind == "rules":
         return _import_rules(t)
     raise AssertionError(f"no text form for the kind {kind!r}")  # pragma: no cover - FIELDS is closed

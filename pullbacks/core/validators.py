@@ -1,24 +1,29 @@
 """The validators of every option, in one place: each names the problem and what to pass.
 
 The options objects (``options.py``), the rules and the command line's argument types
-call these; nothing else validates an option.
+call these; nothing else validates an option. Importing this module does not import torch
+(the command line answers an argument error before torch loads).
 """
 
 from __future__ import annotations
 
+import difflib
 import math
 import numbers
+import sys
 from typing import Any
 
 import numpy as np
-import torch
 
 from .errors import bad_option
 
 
 def plain_number(value: Any) -> Any:
     """numpy scalars and 0-d tensors as Python numbers (they are what people have)."""
-    if isinstance(value, np.generic) or (isinstance(value, torch.Tensor) and value.dim() == 0):
+    if isinstance(value, np.generic):
+        return value.item()
+    torch = sys.modules.get("torch")  # a tensor exists only once torch is imported
+    if torch is not None and isinstance(value, torch.Tensor) and value.dim() == 0:
         return value.item()
     return value
 
@@ -99,3 +104,42 @@ def clip_range(clip: Any) -> tuple[float, float] | None:
     if not lo < hi:
         raise ValueError(f"clip must satisfy low < high, got {clip!r}")
     return lo, hi
+
+
+# the kinds of option whose text form needs nothing but the validators above (options.FIELDS)
+PLAIN_KINDS = ("temperature", "integer", "number", "optional_number", "choice", "flag", "clip")
+
+
+def plain_from_text(name: str, kind: str, text: str, choices: tuple[str, ...] = ()) -> Any:
+    """The value of option ``name`` of a plain ``kind`` (``PLAIN_KINDS``) written as text:
+    numbers as ``0.3``, ``none`` for an optional number or no clip, clip as ``-1,1``, flags as
+    ``true``/``false``; validated like the keyword, errors name the option."""
+    t = str(text).strip()
+    if kind in ("optional_number", "clip") and t.lower() == "none":
+        return None
+    if kind in ("temperature", "number", "optional_number", "integer"):
+        try:
+            value = int(t) if kind == "integer" else float(t)
+        except ValueError:
+            raise bad_option(name, text, "an integer" if kind == "integer" else "a number", type_error=True) from None
+        check = {"temperature": temperature, "integer": positive_integer}.get(kind, positive_number)
+        return check(value, name)
+    if kind == "choice":
+        return choice(t, name, choices)
+    if kind == "flag":
+        if t.lower() not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
+            raise bad_option(name, text, "true or false")
+        return t.lower() in ("true", "1", "yes", "on")
+    if kind == "clip":
+        try:
+            return clip_range(t.split(","))
+        except (TypeError, ValueError):
+            raise bad_option(name, text, "LOW,HIGH with LOW < HIGH, or none") from None
+    raise ValueError(f"{kind!r} is not a plain kind of option ({', '.join(PLAIN_KINDS)})")
+
+
+def unknown_name(what: str, name: str, allowed) -> str:
+    """The message for a name that is not in ``allowed``, with the closest ones."""
+    close = difflib.get_close_matches(str(name), list(allowed), n=2, cutoff=0.5)
+    hint = f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
+    return f"unknown {what} {name!r}{hint}; choose from {', '.join(allowed)}"

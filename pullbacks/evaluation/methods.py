@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import math
 import numbers
@@ -16,7 +15,7 @@ from ..core.ascent import gradient_ascent
 from ..core.checks import as_target_tensor, check_inputs, check_model
 from ..core.options import AscentOptions
 from ..core.pullback import SoftGated, excitation_pullback
-from ..core.validators import plain_number, positive_integer, positive_number
+from ..core.validators import plain_number, positive_integer, positive_number, unknown_name
 
 
 @dataclass(frozen=True)
@@ -319,13 +318,6 @@ def noise_seed(seed: int, x: Tensor, targets: Tensor) -> int:
     h = hashlib.sha256(f"{int(seed)}:{targets.tolist()}:{x.dtype}:{tuple(x.shape)}".encode())
     h.update(x.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
     return int.from_bytes(h.digest()[:4], "big") >> 1
-
-
-def unknown_name(what: str, name: str, allowed) -> str:
-    """The message for a name that is not in ``allowed``, with the closest ones."""
-    close = difflib.get_close_matches(str(name), list(allowed), n=2, cutoff=0.5)
-    hint = f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
-    return f"unknown {what} {name!r}{hint}; choose from {', '.join(allowed)}"
 
 
 def check_names(
