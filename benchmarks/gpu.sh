@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 out=${OUT:-out/gpu}
 mkdir -p "$out"
 python -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; print(torch.cuda.get_device_name(0), torch.__version__)" | tee "$out/device.txt"
+# the allowlist's CUDA-only entry (the cuDNN batch norm node), proved on the device
+python -m pytest -q -p no:cacheprovider tests/test_allowlist.py -k cudnn | tee "$out/allowlist.txt"
 # the step table: batch 1, 8 and 64 (time; peak memory is the CPU's RSS probe, so skipped here)
 python benchmarks/step.py --device cuda --batch 1 8 64 --models resnet50 vgg11_bn densenet121 convnext_tiny vit_b_16 \
     --repeats 9 --warmup 3 --no-memory | tee "$out/step.md"

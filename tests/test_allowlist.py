@@ -117,7 +117,9 @@ SECOND = {
     "MvBackward0": None,
     "AddcmulBackward0": lambda x: torch.addcmul(C, C, x),
 }
-CUDA_ONLY = {"CudnnBatchNormBackward0"}  # proved by benchmarks/gpu.sh on a GPU (the same builder, on CUDA)
+# proved on CUDA by test_cudnn_batch_norm_in_eval_mode_is_linear (benchmarks/gpu.sh runs it; passed on a lent
+# H200, torch 2.11.0+cu130, 2026-12-04)
+CUDA_ONLY = {"CudnnBatchNormBackward0"}
 
 
 def test_every_entry_has_a_proof():
