@@ -159,7 +159,7 @@ def test_the_committed_networks_solve_images_they_never_saw(family):
 
 @pytest.mark.slow
 def test_the_sweep_scores_the_pullback_against_the_masks():
-    from pullbacks.groundtruth import sweep
+    from pullbacks.experiments import sweep
     from pullbacks.groundtruth.weights import WEIGHTS
 
     if not (WEIGHTS / "densenet.pt").exists():
@@ -170,7 +170,7 @@ def test_the_sweep_scores_the_pullback_against_the_masks():
 
 
 def test_the_known_answers_table_marks_what_does_not_beat_the_edge_detector():
-    from pullbacks.groundtruth.tables import table
+    from pullbacks.experiments.tables import table
 
     edge = [0.2, 0.3, 0.1, 0.4]
     run = {
@@ -218,7 +218,7 @@ def test_the_evaluation_page_shows_the_committed_known_answer_runs(column):
     import json
     from pathlib import Path
 
-    from pullbacks.groundtruth.tables import table
+    from pullbacks.experiments.tables import table
 
     root = Path(__file__).resolve().parents[1]
     page = (root / "EVALUATION.md").read_text(encoding="utf-8")

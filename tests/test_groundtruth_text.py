@@ -12,6 +12,7 @@ import torch
 pytest.importorskip("transformers", reason="transformers is the optional extra pullbacks[text]")
 
 from pullbacks.evaluation.suite import pointing_game, relevance_mass_accuracy  # noqa: E402
+from pullbacks.experiments import text as experiment  # noqa: E402
 from pullbacks.groundtruth import text as task  # noqa: E402
 
 
@@ -65,25 +66,25 @@ def test_the_committed_classifier_is_accurate_and_fully_gated(trained):
 
 def test_evaluation_writes_as_it_goes_and_resumes(tmp_path, monkeypatch):
     calls = []
-    real = task.attributions
+    real = experiment.attributions
 
     def counted(*args, **kwargs):
         calls.append(len(args[2]))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(task, "attributions", counted)
-    monkeypatch.setattr(task, "IG_STEPS", 2)
-    first = task.evaluate(tmp_path, n=6, batch=3, progress=False)
+    monkeypatch.setattr(experiment, "attributions", counted)
+    monkeypatch.setattr(experiment, "IG_STEPS", 2)
+    first = experiment.evaluate(tmp_path, n=6, batch=3, progress=False)
     assert calls == [3, 3] and len(first["correct"]) == 6
     assert set(first["scores"]) == {"relevance_mass_accuracy", "pointing_game"}
     assert all(len(v) == 6 for v in first["scores"]["pointing_game"].values())
-    again = task.evaluate(tmp_path, n=6, batch=3, progress=False)
+    again = experiment.evaluate(tmp_path, n=6, batch=3, progress=False)
     assert calls == [3, 3] and again == first  # nothing recomputed
-    assert "Pullback · input" in task.table(first)
+    assert "Pullback · input" in experiment.table(first)
 
 
 def test_the_evaluation_page_shows_the_committed_results():
     root = task.FOLDER.parents[3]
     results = json.loads((root / "media" / "groundtruth" / "text" / "results.json").read_text())
     assert results["n"] == 1000 and len(results["correct"]) == 1000
-    assert task.table(results) in (root / "EVALUATION.md").read_text(encoding="utf-8")
+    assert experiment.table(results) in (root / "EVALUATION.md").read_text(encoding="utf-8")

@@ -12,7 +12,7 @@ WEIGHTS = Path(__file__).resolve().parent / "weights"
 PREFIX = "groundtruth/"
 FAMILIES = ("resnet", "vgg", "densenet", "vit")
 # recommended ReLU / max-pool temperatures, from the temperature sweep on the task
-# (python -m pullbacks.groundtruth.sweep); the ViT's other families are scaled by the same factor
+# (python -m pullbacks.experiments.sweep); the ViT's other families are scaled by the same factor
 TEMPERATURES = {"resnet": 1.0, "vgg": 1.0, "densenet": 1.0, "vit": 0.5}
 
 

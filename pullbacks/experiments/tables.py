@@ -1,7 +1,7 @@
 """EVALUATION.md's known-answers tables: one column per trained network, from the results.json
 of its run (``pullbacks evaluate --out media/groundtruth/<family>``).
 
-    python -m pullbacks.groundtruth.tables relevance_mass_accuracy resnet vgg densenet vit
+    python -m pullbacks.experiments.tables relevance_mass_accuracy resnet vgg densenet vit
 
 Each cell is the mean ± standard error over the images; † marks a method whose paired bootstrap
 95 % interval against the edge detector does not lie wholly on the better side.
@@ -44,7 +44,7 @@ def table(results: Mapping[str, dict], column: str, seed: int = 0) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m pullbacks.groundtruth.tables", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m pullbacks.experiments.tables", description=__doc__.splitlines()[0])
     p.add_argument("column", choices=sorted(COLUMNS))
     p.add_argument("families", nargs="+")
     p.add_argument("--runs", default="media/groundtruth", help="the folder of the runs (default: %(default)s)")

@@ -2,7 +2,7 @@
 positive relevance on the deciding pixels (relevance mass accuracy), on images of a seed kept
 for this (neither training, held-out check nor evaluation sees them).
 
-    python -m pullbacks.groundtruth.sweep densenet
+    python -m pullbacks.experiments.sweep densenet
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import json
 import numpy as np
 import torch
 
-from .task import generate
-from .weights import FAMILIES, PREFIX
+from ..groundtruth.task import generate
+from ..groundtruth.weights import FAMILIES, PREFIX
 
 SWEEP_SEED = 3_000_017
 TEMPERATURES = (0.03, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0)
@@ -43,7 +43,7 @@ def sweep(family: str, temperatures=TEMPERATURES, n: int = 200, seed: int = SWEE
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m pullbacks.groundtruth.sweep", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m pullbacks.experiments.sweep", description=__doc__.splitlines()[0])
     p.add_argument("families", nargs="*", default=list(FAMILIES), choices=list(FAMILIES))
     args = p.parse_args(argv)
     for family in args.families:

@@ -1,7 +1,7 @@
 """Pictures of the trained networks on the generated task: the class × target grids (does the
 ascent towards a class draw that class's object?) and maps next to the masks.
 
-    python -m pullbacks.groundtruth.figures --out media/groundtruth
+    python -m pullbacks.experiments.figures --out media/groundtruth
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from pathlib import Path
 import torch
 from matplotlib.figure import Figure
 
-from .task import CLASSES, SCALE, generate
-from .weights import FAMILIES, PREFIX
+from ..groundtruth.task import CLASSES, SCALE, generate
+from ..groundtruth.weights import FAMILIES, PREFIX
 
 SEED = 2_000_003  # the evaluation's images (sources.GROUNDTRUTH_SEED): never seen in training
 
@@ -85,7 +85,7 @@ def maps_with_masks(
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m pullbacks.groundtruth.figures", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m pullbacks.experiments.figures", description=__doc__.splitlines()[0])
     p.add_argument("families", nargs="*", default=list(FAMILIES), choices=list(FAMILIES))
     p.add_argument("--out", default="out/groundtruth/figures")
     args = p.parse_args(argv)
