@@ -2,6 +2,7 @@
 
 import re
 import subprocess
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -27,7 +28,7 @@ def test_readme_coverage_example_prints_what_it_says():
     first, second = re.findall(r"```python\n(.*?)```", README, re.S)[:2]
     scope: dict = {}
     exec(compile(first, "README.md", "exec"), scope)
-    code = "\n".join(line[2:] for line in second.splitlines())  # the block is indented in a list
+    code = textwrap.dedent(second)
     exec(compile(code.replace("print(mode.coverage)", "printed = str(mode.coverage)"), "README.md", "exec"), scope)
     claim = re.search(r"print\(mode.coverage\)\s+# (.*)", second).group(1)
     assert scope["printed"] == claim
@@ -68,3 +69,29 @@ def test_extending_guide_runs_and_its_check_holds():
     x = scope["x"].detach()
     rstd = 1 / torch.sqrt(x.var(-1, keepdim=True, unbiased=False) + 1e-5)
     torch.testing.assert_close(g, grad * rstd)  # weight 1: grad_in = grad_out · w / sqrt(var + eps)
+
+
+@pytest.mark.slow
+def test_the_docs_code_blocks_run():
+    """Every Python block of the site's pages that can run does: the getting-started page's
+    blocks in sequence (its coverage block prints what it says), and the method page's Captum
+    block on a small network."""
+    text = (ROOT / "docs" / "index.md").read_text(encoding="utf-8")
+    blocks = [textwrap.dedent(b) for b in re.findall(r"```python\n(.*?)```", text, re.S)]
+    assert len(blocks) == 2
+    scope: dict = {}
+    exec(compile(blocks[0], "docs/index.md", "exec"), scope)
+    torch.testing.assert_close(scope["x"].grad, scope["g"])
+    claim = re.search(r"print\(mode.coverage\)\s+# (.*)", blocks[1]).group(1)
+    exec(
+        compile(blocks[1].replace("print(mode.coverage)", "printed = str(mode.coverage)"), "docs/index.md", "exec"),
+        scope,
+    )
+    assert scope["printed"] == claim
+    pytest.importorskip("captum", reason="the evaluate extra (captum) is not installed")
+    (captum_block,) = re.findall(r"```python\n(.*?)```", (ROOT / "docs" / "method.md").read_text(), re.S)
+    from helpers import tiny_cnn
+
+    scope = {"pullbacks": pullbacks, "model": tiny_cnn(), "x": torch.rand(2, 3, 16, 16) * 2 - 1, "t": 1}
+    exec(compile(captum_block.replace("nt_samples=50", "nt_samples=4"), "docs/method.md", "exec"), scope)
+    assert scope["ip"].shape == scope["sp"].shape == (2, 3, 16, 16)
