@@ -202,9 +202,9 @@ def load_image(path: PathLike) -> torch.Tensor:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(p) as img:
-                img.load()
-                img = ImageOps.exif_transpose(img)
+            with Image.open(p) as opened:
+                opened.load()
+                img = ImageOps.exif_transpose(opened)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         error = fail(
             f"it is too large to open safely ({e})",

@@ -120,7 +120,11 @@ def resolve(sources: Sequence[str] | str, imagenette_root=None, *, download: boo
 
 def load(item: Item) -> torch.Tensor:
     """``item``'s image, 3×H×W in [-1, 1] (:class:`~pullbacks.images.ImageLoadError` if its file cannot be used)."""
-    return item.image if item.image is not None else load_image(item.path)
+    if item.image is not None:
+        return item.image
+    if item.path is None:
+        raise ValueError(f"{item.name}: an item needs an image or the path of one")
+    return load_image(item.path)
 
 
 NAMED = ("builtin", "imagenette")  # the sources whose images a key names: "builtin:chelsea"

@@ -213,7 +213,7 @@ def explain_tokens(
     ids, mask = _padded(tokenizer, texts, device)
     t, f = resolve_target(model, tokenizer, target), resolve_target(model, tokenizer, foil, "foil")
     with torch.no_grad():
-        e = model.get_input_embeddings()(ids)
+        e = model.get_input_embeddings()(ids)  # type: ignore[operator]  # a Hugging Face model's method
         if t is None:
             t_ids = TokenLogits(model, mask, None)(e).argmax(1)
         else:
@@ -263,12 +263,13 @@ def reduce(g: Tensor, e: Tensor, score: str = "dot") -> Tensor:
     return (g * e).sum(-1) if score == "dot" else g.norm(dim=-1)
 
 
-class _Recording:
+class _Recording(CoverageCheck):
     """A coverage check that keeps the coverage it checked."""
 
     def __init__(self, check: CoverageCheck, into: list) -> None:
-        self.check, self.into = check, into
+        super().__init__(check.strict, check.rules)
+        self.into = into
 
-    def __call__(self, coverage: Coverage, *args) -> None:
+    def __call__(self, coverage: Coverage, *args, **kwargs) -> None:
         self.into.append(coverage)
-        self.check(coverage, *args)
+        super().__call__(coverage, *args, **kwargs)

@@ -68,6 +68,26 @@ def test_ci_lints_and_formats_before_the_tests_and_fails_on_a_broken_copy(tmp_pa
     assert subprocess.run([ruff, "format", "--check", "calls.py"], cwd=tmp_path, capture_output=True).returncode != 0
 
 
+def test_ci_type_checks_before_the_tests_and_fails_on_a_type_error(tmp_path):
+    """.ci/run runs mypy (pyproject.toml's settings) before the test command; mypy fails on a
+    module of the package given a type error."""
+    import sys
+
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert ci.index("-m mypy") < ci.index('bash -euo pipefail -c "$cmd"')
+    pytest.importorskip("mypy", reason="mypy is not installed (pip install -e '.[dev]')")
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    (tmp_path / "pullbacks").mkdir()
+    (tmp_path / "pullbacks" / "__init__.py").write_text("")
+    (tmp_path / "pullbacks" / "calls.py").write_text((ROOT / "pullbacks" / "core" / "calls.py").read_text())
+    clean = subprocess.run([sys.executable, "-m", "mypy"], cwd=tmp_path, capture_output=True, text=True)
+    assert clean.returncode == 0, clean.stdout
+    broken = (ROOT / "pullbacks" / "core" / "calls.py").read_text() + "\n\nwrong: int = 'not a number'\n"
+    (tmp_path / "pullbacks" / "calls.py").write_text(broken)
+    failed = subprocess.run([sys.executable, "-m", "mypy"], cwd=tmp_path, capture_output=True, text=True)
+    assert failed.returncode != 0 and "Incompatible types in assignment" in failed.stdout
+
+
 def test_every_name_of_the_api_page_has_a_docstring():
     """docs/api.md lists the public surface (mkdocstrings renders it); each name must say what it is."""
     import importlib

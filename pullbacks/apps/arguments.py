@@ -10,6 +10,7 @@ import os
 import re
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from ..core import validators
 from ..core.errors import Problem
@@ -75,7 +76,7 @@ positive_int = _argument(validators.positive_integer, int)
 
 def non_negative_int(text: str) -> int:
     """An integer >= 0 (0: none)."""
-    return 0 if text.strip() == "0" else positive_int(text)
+    return 0 if text.strip() == "0" else int(positive_int(text))  # type: ignore[call-overload]
 
 
 def port(text: str) -> int:
@@ -160,6 +161,7 @@ def add_options(p: argparse.ArgumentParser, omit: tuple[str, ...] = ()) -> None:
     for name, field in facts()["fields"].items():
         if name in omit:
             continue
+        kind: dict[str, Any]
         if field["kind"] == "flag":
             kind = dict(action=argparse.BooleanOptionalAction)
         elif field["kind"] == "choice":

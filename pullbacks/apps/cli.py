@@ -215,6 +215,7 @@ def run_explain_text(args) -> int:
         method=method,
         options=GateOptions(**chosen) if method == "pullback" else None,
     )
+    assert not isinstance(scores, list)  # one text, one TokenScores
     print(scores.terminal() if sys.stdout.isatty() else scores.label)
     print(scores.table())
     if args.html is not None:
@@ -254,7 +255,8 @@ def run(args: argparse.Namespace) -> int:
         "app": run_app,
         "evaluate": run_evaluate,
     }[args.run]
-    saved, warnings.formatwarning = warnings.formatwarning, _one_line_warning  # one line, no source line
+    saved = warnings.formatwarning
+    warnings.formatwarning = _one_line_warning  # type: ignore[assignment]  # one line, no source line
     try:
         return command(args)
     except KeyboardInterrupt:

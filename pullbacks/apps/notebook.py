@@ -20,6 +20,7 @@ import sys
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import cast
 
 import torch
 from matplotlib.figure import Figure
@@ -73,11 +74,11 @@ class PaperSetup:
     @property
     def images(self) -> Tensor:
         """(rows, 3, 224, 224) in [-1, 1], on the model's device."""
-        return torch.stack([p.image for p in self.photos]).to(self.loaded.device)
+        return torch.stack([p.image for p in self.photos]).to(self.loaded.device)  # type: ignore[misc]  # loaded photos
 
     @property
     def labels(self) -> list[int]:
-        return [p.label for p in self.photos]
+        return [p.label for p in self.photos]  # type: ignore[misc]  # the notebook's rows are labelled
 
     @property
     def row_names(self) -> list[str]:
@@ -325,8 +326,8 @@ def paper_sweep(
         raise ValueError(f"rows must be indices >= 0 of the {n} rows ({', '.join(setup.row_names)}), got {wanted}")
     rows = [r for r in wanted if r < n] or [0]  # rows cut off by max_rows are skipped
     photos = [setup.photos[r] for r in rows]
-    targets = [p.label for p in photos] if target is None else [_class_id(setup, target)] * len(rows)
-    images = torch.stack([p.image for p in photos]).to(loaded.device)
+    targets = [cast(int, p.label) for p in photos] if target is None else [_class_id(setup, target)] * len(rows)
+    images = torch.stack([cast(torch.Tensor, p.image) for p in photos]).to(loaded.device)
     swept = o.replace(pool_temperature=None) if o.recipe == DEFAULT_RECIPE else o  # the seed's pool follows T
     recommended = loaded.spec.settings(o.recipe).get("temperature", recipe_values(o.recipe)["temperature"])
     diffs, figure = temperature_sweep(
@@ -368,10 +369,10 @@ def show_image(source: str | os.PathLike | Figure, width: int = 900, dpi: int = 
             if picture.width <= 1.5 * width:
                 image = Image(filename=os.fspath(source), width=width)
             else:  # embedded at the size it is shown: the committed notebook stays small
-                picture = picture.convert("RGB")
-                picture.thumbnail((width, 10 * picture.height))
+                small = picture.convert("RGB")
+                small.thumbnail((width, 10 * small.height))
                 buffer = BytesIO()
-                picture.save(buffer, format="JPEG", quality=90)
+                small.save(buffer, format="JPEG", quality=90)
                 image = Image(data=buffer.getvalue(), format="jpeg", width=width)
     display(image)
     return image

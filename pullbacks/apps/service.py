@@ -74,7 +74,7 @@ def message(error: BaseException, interface: str = "python") -> str:
     elif isinstance(error, Problem):
         text = error.render(interface)
     elif interface != "python" and getattr(error, "elsewhere", None):
-        text = error.elsewhere
+        text = error.elsewhere  # type: ignore[attr-defined]  # an ImageLoadError's other wording
     else:
         text = str(error)
     text = " ".join(text.split())
@@ -315,7 +315,11 @@ def comparing(
             else:
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     plain = ends.get("gradient")
-    tops = top_k(loaded.model, torch.cat([x0, ends["pullback"]] + ([plain] if vanilla else [])), loaded.classes)
+    tops = top_k(
+        loaded.model,
+        torch.cat([x0, ends["pullback"]] + ([plain] if vanilla and plain is not None else [])),
+        loaded.classes,
+    )
     yield Comparison(
         x0[0].detach(),
         ends["pullback"][0].detach(),

@@ -22,6 +22,7 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -151,7 +152,7 @@ def explaining(
         eps=service.optional(eps, "eps"),
         temperature=temperature,
         temperatures=family_temperatures or None,
-        **({"rules": tuple(rules)} if rules else {}),
+        **cast(dict[str, Any], {"rules": tuple(rules)} if rules else {}),
         **service.from_boxes(more, MORE),
     )
     for item in service.comparing(loaded, x, t, o):
@@ -160,6 +161,7 @@ def explaining(
             continue
         c = item
         note = service.coverage_note(c.coverage, "app")
+        assert c.vanilla is not None and c.top5_vanilla is not None  # the app always asks for the vanilla column
         result = Result(
             _picture(c.clean),
             _picture(c.pullback),
@@ -334,7 +336,7 @@ def build_app(
                     eps = gr.Number(first.eps or 0, label="eps (projection radius, 0: none)")
                     temperature = gr.Number(first.temperature, label="temperature (ReLU family)")
                 with gr.Accordion("temperatures beyond ReLU (used where the model has these operators)", open=False):
-                    family = [gr.Number(first.temperatures[k], label=k) for k in FAMILY_TEMPERATURES]
+                    family = [gr.Number(first.temperature_of(k), label=k) for k in FAMILY_TEMPERATURES]
                 with gr.Accordion("more options (empty: the recipe's or the model's)", open=False):
                     extra = [_more_box(name) for name in MORE]
                     if rules:

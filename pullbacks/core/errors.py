@@ -77,7 +77,7 @@ class ProblemTypeError(Problem, TypeError):
 
 def bad_option(
     option: str, value: Any, expected: str, *, type_error: bool = False, fixes: Mapping[str, str] | None = None
-) -> Problem:
+) -> ProblemTypeError | ProblemValueError:
     """``<option> must be <expected>, got <value>``: a :class:`ProblemTypeError` when the value has
     the wrong type (``type_error``), else a :class:`ProblemValueError`."""
     cls = ProblemTypeError if type_error else ProblemValueError

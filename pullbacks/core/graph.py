@@ -25,6 +25,7 @@ import sys
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from types import FrameType
 from typing import Any
 
 import torch
@@ -52,7 +53,7 @@ def check_no_checkpoint_hooks() -> None:
     versions cannot list the hooks: there the call stack is searched for
     ``torch.utils.checkpoint`` instead."""
     if _TOP_HOOKS is None:
-        frame = sys._getframe(1)
+        frame: FrameType | None = sys._getframe(1)
         while frame is not None:
             if frame.f_code.co_filename.endswith(_CHECKPOINT_FILE):
                 raise RuntimeError(CHECKPOINT_HELP)

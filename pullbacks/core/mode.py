@@ -15,8 +15,9 @@ from __future__ import annotations
 import functools
 import weakref
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 from torch.overrides import TorchFunctionMode
@@ -39,8 +40,8 @@ def fates(rules: tuple = ()) -> dict:
     random numbers, whether the replay recorder watches it): every function the mode does more than
     pass through, so that a call it passes through costs one lookup."""
     entries = table(rules)
-    recorded = set(Recorder().functions)
-    funcs = set(entries) | set(MASKS) | set(DRAWS) | recorded
+    recorded: set[Callable[..., Any]] = set(Recorder().functions)  # type: ignore[arg-type]  # functions are callables
+    funcs: set[Callable[..., Any]] = {*entries, *MASKS, *DRAWS, *recorded}
     return {f: (entries.get(f), MASKS.get(f), f in DRAWS, f in recorded) for f in funcs}
 
 
@@ -52,7 +53,8 @@ def quiet_fates() -> dict:
 
 def module_types(model: torch.nn.Module) -> tuple[type, ...]:
     """The classes of ``model`` and of all its submodules (a cheap fingerprint of its structure)."""
-    out, stack = [], [model]
+    out: list[type] = []
+    stack: list[torch.nn.Module | None] = [model]
     while stack:
         m = stack.pop()
         if m is not None:
@@ -126,7 +128,7 @@ class SoftGateMode(TorchFunctionMode):
         self.modules = (
             ModuleHooks(self, in_effect)
             if any(isinstance(r, ModuleRule) for r in in_effect)
-            and (model is None or any(rule_for(in_effect, c) is not None for c in set(self.structure)))
+            and (model is None or any(rule_for(in_effect, c) is not None for c in set(self.structure or ())))
             else None
         )
 

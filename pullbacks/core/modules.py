@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import threading
+from collections import Counter
 from typing import Any
 
 import torch
@@ -59,7 +60,8 @@ class ModuleHooks:
         self.thread = threading.get_ident()
         self.handles = [
             _module.register_module_forward_pre_hook(self.before),
-            _module.register_module_forward_hook(self.after, with_kwargs=True),
+            # a forward hook may return a replacement output (the rule's); torch's stub says None
+            _module.register_module_forward_hook(self.after, with_kwargs=True),  # type: ignore[arg-type]
         ]
         return self
 
@@ -73,7 +75,7 @@ class ModuleHooks:
     def before(self, module: nn.Module, args: tuple) -> None:
         if threading.get_ident() != self.thread:  # another thread's module: not this block's
             return
-        rule = rule_for(self.rules, type(module))
+        rule = rule_for(self.rules, type(module))  # type: ignore[arg-type]  # classes hash by identity
         if rule is not None:
             self.frames.append((module, rule, self.mode.counts, self.mode.fates))
             self.mode.counts = Coverage(recipe=self.mode.counts.recipe)
@@ -100,7 +102,9 @@ class ModuleHooks:
         t = options.temperature_of(rule.family) if rule.family in ("relu", "max_pool", *options.temperatures) else 1.0
         result, why = rule.apply(module, x, output, t, check=(id(module), type(module)) not in self.recognised)
         if result is None:
-            self._close(Coverage(unrecognised={f"{type(module).__name__} ({rule.family} module rule: {why})": 1}))
+            self._close(
+                Coverage(unrecognised=Counter({f"{type(module).__name__} ({rule.family} module rule: {why})": 1}))
+            )
             return None
         self.recognised.add((id(module), type(module)))
         self.frames.pop()

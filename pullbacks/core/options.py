@@ -19,7 +19,7 @@ import dataclasses
 import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
 
 from .errors import bad_option
 from .recipes import DEFAULT_RECIPE, RECIPES, recipe_values
@@ -51,7 +51,7 @@ class Frozen(dict):
     def _read_only(self, *args, **kwargs):
         raise TypeError("options are frozen: use options.replace(temperatures={...}) (or variants={...})")
 
-    __setitem__ = __delitem__ = update = pop = popitem = clear = setdefault = __ior__ = _read_only  # type: ignore
+    __setitem__ = __delitem__ = update = pop = popitem = clear = setdefault = __ior__ = _read_only
 
     def __reduce__(self):  # copy and pickle build it whole, never item by item
         return (Frozen, (dict(self),))
@@ -167,6 +167,8 @@ class GateOptions:
     rules: tuple[Rule, ...] = ()
     strict: bool | str = False
     replay: bool = True
+    if TYPE_CHECKING:
+        _given: ClassVar[dict[str, Any]]  # set per instance in __post_init__ (not a field)
 
     def __post_init__(self) -> None:
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 - frozen
@@ -225,11 +227,11 @@ class GateOptions:
             return self.temperature
         if family == "max_pool":
             return self.pool_t
-        return self.temperatures[family]
+        return cast(Mapping[str, float], self.temperatures)[family]  # built in __post_init__
 
     def variant_of(self, rule: str) -> str:
         """The variant in effect of the rule named ``rule`` ("sdpa", "mha")."""
-        return self.variants[rule]
+        return cast(Mapping[str, str], self.variants)[rule]  # built in __post_init__
 
     @property
     def gates(self) -> GateOptions:

@@ -22,6 +22,7 @@ import sys
 import warnings
 import weakref
 from collections.abc import Iterable
+from types import FrameType
 
 from torch import Tensor
 
@@ -58,7 +59,8 @@ _PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def _stacklevel() -> int:
     """The stack level of the first frame outside this package (where the warning points)."""
-    frame, level = sys._getframe(1), 1
+    frame: FrameType | None = sys._getframe(1)
+    level = 1
     while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE + os.sep):
         frame, level = frame.f_back, level + 1
     return level
@@ -70,7 +72,7 @@ _WALKED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> ((s
 class CoverageCheck:
     """The coverage policy for one pullback or one whole ascent (see the module docstring)."""
 
-    def __init__(self, strict: bool, rules: Iterable[Rule] = ()) -> None:
+    def __init__(self, strict: bool | str, rules: Iterable[Rule] = ()) -> None:
         self.strict, self.rules, self.warned, self.walked = strict, tuple(rules), False, False
         self.in_effect = rules_in_effect(self.rules)
 
@@ -91,7 +93,7 @@ class CoverageCheck:
         coverage: Coverage,
         model_name: str,
         output: Tensor | None = None,
-        gradless: bool = False,
+        gradless: int = 0,
         model=None,
         structure: tuple | None = None,
         inputs: tuple | None = None,

@@ -69,15 +69,15 @@ def replay_add(fresh: Replay, other, alpha=1) -> Replay:
     if isinstance(other, Replay):
         second = other.run
 
-        def run(leaves: Iterator) -> Tensor:
+        def both(leaves: Iterator) -> Tensor:
             return first(leaves).add_(second(leaves), alpha=alpha)
 
-        return Replay(run, fresh.leaves + other.leaves)
+        return Replay(both, fresh.leaves + other.leaves)
 
-    def run(leaves: Iterator) -> Tensor:
+    def one(leaves: Iterator) -> Tensor:
         return first(leaves).add_(next(leaves), alpha=alpha)
 
-    return Replay(run, fresh.leaves + [other])
+    return Replay(one, fresh.leaves + [other])
 
 
 class Recorder:

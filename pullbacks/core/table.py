@@ -93,9 +93,12 @@ def default_temperatures(user: Iterable[Rule] = ()) -> dict[str, float]:
 
 def variant_names(user: Iterable[Rule] = ()) -> dict[str, tuple[str, ...]]:
     """rule name -> its variants, the default ("soft") first, for the rules that have several."""
-    return {
-        r.name: ("soft", *(v for v, _, _ in r.variants)) for r in rules_in_effect(user) if getattr(r, "variants", ())
-    }
+    found: dict[str, tuple[str, ...]] = {}
+    for r in rules_in_effect(user):
+        variants = getattr(r, "variants", ())  # the softened rules that have several (sdpa, mha)
+        if variants:
+            found[getattr(r, "name")] = ("soft", *(v for v, _, _ in variants))  # noqa: B009 - not every Rule has one
+    return found
 
 
 def operator_names(rules: Iterable[Rule]) -> list[str]:

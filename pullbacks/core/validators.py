@@ -11,6 +11,7 @@ import difflib
 import math
 import numbers
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -47,9 +48,9 @@ MAX_COUNT = 10**9  # steps, samples, batch sizes: far beyond any run, and within
 def positive_integer(value: Any, name: str) -> int:
     """``value`` as an int if it is an integer from 1 to ``MAX_COUNT`` (numpy integers too)."""
     value = plain_number(value)
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) < 1:
         raise bad_option(name, value, "an integer >= 1")
-    if value > MAX_COUNT:
+    if int(value) > MAX_COUNT:
         raise bad_option(name, value, f"at most {MAX_COUNT:,}")
     return int(value)
 
@@ -67,7 +68,7 @@ MIN_TEMPERATURE = 1e-6  # below it the soft gates equal the hard ones to float p
 def temperature(value: Any, name: str = "temperature") -> float:
     """A gate temperature: a finite number >= ``MIN_TEMPERATURE``."""
     try:
-        t = positive_number(value, name)
+        t = float(positive_number(value, name))  # type: ignore[arg-type]  # never None without allow_none
     except ValueError:
         raise bad_option(
             name,
@@ -122,7 +123,8 @@ def plain_from_text(name: str, kind: str, text: str, choices: tuple[str, ...] = 
             value = int(t) if kind == "integer" else float(t)
         except ValueError:
             raise bad_option(name, text, "an integer" if kind == "integer" else "a number", type_error=True) from None
-        check = {"temperature": temperature, "integer": positive_integer}.get(kind, positive_number)
+        checks: dict[str, Callable[[Any, str], Any]] = {"temperature": temperature, "integer": positive_integer}
+        check = checks.get(kind, positive_number)
         return check(value, name)
     if kind == "choice":
         return choice(t, name, choices)

@@ -28,8 +28,11 @@ def select(items: Sequence[Item], limit: int | None = None, seed: int = 314, bat
         return items
     from torch.utils.data import DataLoader
 
-    loader = DataLoader(
-        range(len(items)), batch_size=batch, shuffle=True, generator=torch.Generator().manual_seed(seed)
+    loader: DataLoader = DataLoader(
+        range(len(items)),  # type: ignore[arg-type]  # a sequence serves as a map-style dataset
+        batch_size=batch,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(seed),
     )
     picked: list[int] = []
     for indices in loader:

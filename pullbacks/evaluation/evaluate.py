@@ -188,7 +188,7 @@ def _monotonicity_correlation(r: _Run, result: Evaluation) -> None:
 def _max_sensitivity(r: _Run, result: Evaluation) -> None:
     from .suite import max_sensitivity
 
-    scores = {}
+    scores: dict[str, list] = {}
     for i in range(r.n):  # one image at a time: its noisy copies fill the batch
 
         def explain(method, xs, i=i):

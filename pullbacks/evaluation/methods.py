@@ -66,7 +66,7 @@ class Settings:
             object.__setattr__(self, name, positive_integer(getattr(self, name), f"Settings.{name}"))
         object.__setattr__(self, "ms_radius", positive_number(self.ms_radius, "Settings.ms_radius"))
         sigma = plain_number(self.smoothgrad_sigma)  # 0: SmoothGrad is the gradient
-        if isinstance(sigma, bool) or not isinstance(sigma, numbers.Real) or not 0 <= sigma < math.inf:
+        if isinstance(sigma, bool) or not isinstance(sigma, numbers.Real) or not 0 <= float(sigma) < math.inf:
             raise ValueError(f"Settings.smoothgrad_sigma must be a finite number >= 0, got {self.smoothgrad_sigma!r}")
         object.__setattr__(self, "smoothgrad_sigma", float(sigma))
         baseline = plain_number(self.baseline)

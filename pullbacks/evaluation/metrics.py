@@ -45,10 +45,10 @@ __all__ = ["heatmap", "spearman", "pearson", "mean_se", "bootstrap_ci"]
 
 
 def device_of(model: nn.Module) -> torch.device:
-    for t in model.parameters():
-        return t.device
-    for t in model.buffers():
-        return t.device
+    for p in model.parameters():
+        return p.device
+    for b in model.buffers():
+        return b.device
     return torch.device("cpu")
 
 

@@ -116,7 +116,7 @@ def region_perturbation(
         patch_size=patch,
         regions_evaluation=regions,
         order="morf",
-        perturb_baseline=float(baseline),
+        perturb_baseline=float(baseline),  # type: ignore[arg-type]  # Quantus takes a number too (its annotation says str)
         abs=False,
         normalise=False,
         return_aggregate=False,

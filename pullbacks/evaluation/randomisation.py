@@ -111,8 +111,9 @@ def reinitialise(module: nn.Module) -> None:
     layer initialisation: Kaiming-uniform (``a = sqrt(5)``) for weights of two or more
     dimensions, uniform in ``±1/sqrt(n)`` for vectors.
     """
-    if hasattr(module, "reset_parameters"):
-        module.reset_parameters()
+    reset = getattr(module, "reset_parameters", None)
+    if callable(reset):
+        reset()
         return
     with torch.no_grad():
         for p in module.parameters(recurse=False):

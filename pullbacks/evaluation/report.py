@@ -158,9 +158,7 @@ class Evaluation:
         """The pairs compared: each method with the one it ``pairs_with`` (``METHODS``), then every
         method against the edge
         detector when it ran (a map that does not beat it shows contrast, not evidence)."""
-        pairs = [
-            (a, METHODS[a].pairs_with) for a in METHODS if a in self.methods and METHODS[a].pairs_with in self.methods
-        ]
+        pairs = [(a, b) for a in METHODS if a in self.methods and (b := METHODS[a].pairs_with) in self.methods]
         if EDGE in self.methods:
             pairs += [(m, EDGE) for m in self.methods if not METHODS[m].ignores_model]
         return pairs

@@ -98,10 +98,10 @@ def mosaics(items: Sequence[Item], count: int, seed: int) -> list[Mosaic]:
     """``count`` mosaics from the labelled ``items``, as the follow-up builds them: one target
     image shown in two tiles, and in the other two an image each of a class other than the
     target's (the classes drawn with replacement), placed at random; deterministic from ``seed``."""
-    labelled = [it for it in items if it.label is not None]
+    labelled = [(it, it.label) for it in items if it.label is not None]
     by_class: dict[int, list[str]] = {}
-    for it in labelled:
-        by_class.setdefault(it.label, []).append(it.name)
+    for it, label in labelled:
+        by_class.setdefault(label, []).append(it.name)
     if len(by_class) < 2:
         raise ValueError(
             f"Focus mosaics need labelled images of at least 2 classes, got {len(by_class)}; "
@@ -111,13 +111,20 @@ def mosaics(items: Sequence[Item], count: int, seed: int) -> list[Mosaic]:
     out = []
     for k in range(count):
         rng = random.Random(image_seed(seed, f"mosaic/{k}"))
-        target = rng.choice(labelled)
-        others = [rng.choice(by_class[rng.choice([c for c in classes if c != target.label])]) for _ in range(2)]
+        target, label = rng.choice(labelled)
+        others = [rng.choice(by_class[rng.choice([c for c in classes if c != label])]) for _ in range(2)]
         slots = rng.sample(range(4), 4)
         tiles, is_target = [""] * 4, [False] * 4
         for slot, name, mark in zip(slots, [target.name, target.name] + others, (True, True, False, False)):
             tiles[slot], is_target[slot] = name, mark
-        out.append(Mosaic(f"mosaic/{k}", tuple(tiles), target.label, tuple(is_target)))
+        out.append(
+            Mosaic(
+                f"mosaic/{k}",
+                (tiles[0], tiles[1], tiles[2], tiles[3]),
+                label,
+                (is_target[0], is_target[1], is_target[2], is_target[3]),
+            )
+        )
     return out
 
 
@@ -153,7 +160,7 @@ _FIXES = {
 def output_error(e: OSError, out: str | os.PathLike) -> OutputError:
     """An :class:`OutputError` for the I/O error ``e`` met while writing under ``out``."""
     path = e.filename or out
-    fix = _FIXES.get(e.errno, "check the folder, or pass another --out")
+    fix = _FIXES.get(e.errno or 0, "check the folder, or pass another --out")
     return OutputError(f"cannot write {path} ({e.strerror or e}): {fix}")
 
 
@@ -458,7 +465,7 @@ def merge(
         target_names=[loaded.classes[labels[n]] if labels.get(n, -1) >= 0 else "?" for n in names],
         settings=settings,
     )
-    by = {}
+    by: dict[str, dict[str, dict[str, float]]] = {}
     for r in records:
         by.setdefault(r["metric"], {}).setdefault(r["method"], {})[r["image"]] = r["value"]
     for column, per_method in by.items():

@@ -48,7 +48,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     for family in args.families:
         scores = sweep(family)
-        print(json.dumps({"family": family, "mass_accuracy": scores, "best": max(scores, key=scores.get)}))
+        print(json.dumps({"family": family, "mass_accuracy": scores, "best": max(scores, key=lambda t: scores[t])}))
     return 0
 
 

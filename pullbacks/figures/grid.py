@@ -170,7 +170,7 @@ def render_grids(
     extra: int = 1,
     seed: int = 0,
     methods: Sequence[str] = ("pullback", "gradient"),
-    out: str | Path | None = "media",
+    out: str | os.PathLike | None = "media",
     save_perturbed: bool = False,
     row_names: Sequence[str] | None = None,
     options: AscentOptions | None = None,

@@ -85,7 +85,9 @@ def train(
     ckpt = out / f"{family}.ckpt"
     if ckpt.exists():
         state = torch.load(ckpt, weights_only=False)
-        model.load_state_dict(state["model"]), opt.load_state_dict(state["opt"]), sched.load_state_dict(state["sched"])
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"])
         start_epoch, seconds = state["epoch"], state["seconds"]
         torch.set_rng_state(state["rng"])
     for epoch in range(start_epoch, epochs):

@@ -13,6 +13,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -43,7 +44,8 @@ class InputSpaceWrapper(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if self.identity:
             return self.net(x)
-        return self.net(((x + 1) / 2 - self.mean) / self.std)
+        mean, std = cast(Tensor, self.mean), cast(Tensor, self.std)  # buffers
+        return self.net(((x + 1) / 2 - mean) / std)
 
 
 def resolve_device(device: Device = None) -> torch.device:
@@ -82,7 +84,7 @@ class LoadedModel:
         return self.spec.temperature
 
     @property
-    def pool_temperature(self) -> float:
+    def pool_temperature(self) -> float | None:
         """The recommended max-pool temperature (the spec's)."""
         return self.spec.pool_temperature
 

@@ -158,7 +158,7 @@ def timm_state_dict(name: str) -> StateDict:
     import timm
     from huggingface_hub import constants, try_to_load_from_cache
 
-    hub_id = timm.create_model(name, pretrained=False).pretrained_cfg.get("hf_hub_id")
+    hub_id = timm.create_model(name, pretrained=False).pretrained_cfg.get("hf_hub_id")  # type: ignore[union-attr,operator]
     cached = None
     for file in ("model.safetensors", "pytorch_model.bin"):
         found = try_to_load_from_cache(hub_id, file) if hub_id else None
@@ -222,10 +222,10 @@ def read_state_dict_file(path: Path, name: str) -> dict[str, Tensor]:
     return dict(sd)
 
 
-def _strip_prefix(sd: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
+def _strip_prefix(sd: Mapping[str, Tensor], prefix: str) -> dict[str, Tensor]:
     if sd and all(k.startswith(prefix) for k in sd):
         return {k[len(prefix) :]: v for k, v in sd.items()}
-    return sd
+    return dict(sd)
 
 
 def load_weights(net: nn.Module, sd: StateDict, spec, source: str) -> None:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import torch
 from torch import Tensor
@@ -265,6 +265,10 @@ class GateRule(Rule):
     nodes: tuple[str, ...] = ()
     override: bool = False
     autograd: tuple[type, ...] = ()
+    if TYPE_CHECKING:  # set per instance in __post_init__ (not fields)
+        _checked: ClassVar[bool]
+        _elementwise: ClassVar[bool]
+        _inplace_at: ClassVar[dict[Callable, int | None]]
 
     def __post_init__(self) -> None:
         if not callable(self.gate) or isinstance(self.gate, type) or not _takes_two(self.gate, self.params is not None):

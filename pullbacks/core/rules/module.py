@@ -33,6 +33,7 @@ import fnmatch
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -101,7 +102,7 @@ class ModuleRule(Rule):
                 return True
         return False
 
-    def apply(
+    def apply(  # type: ignore[override]  # applied by the module hooks to a module's output, not to a call
         self, module: nn.Module, x: Tensor, output: Tensor, t: float, check: bool = True
     ) -> tuple[Tensor | None, str]:
         """``(output with the rule's backward, "")``, or ``(None, why)`` when the module is not recognised.
@@ -208,7 +209,8 @@ def held_rms_offset(module: nn.Module, x: Tensor, t: float) -> Tensor:
     """Gemma's RMSNorm: ``(1 + w) · x / rms``, the root mean square held."""
     x32 = x.to(_stats_dtype(x))
     normed = x32 * torch.rsqrt(x32.detach().pow(2).mean(-1, keepdim=True) + _eps(module))
-    return (normed * (1.0 + module.weight.to(normed.dtype))).to(x.dtype)
+    weight = cast(Tensor, module.weight)
+    return (normed * (1.0 + weight.to(normed.dtype))).to(x.dtype)
 
 
 def held_layer(module: nn.Module, x: Tensor, t: float) -> Tensor:

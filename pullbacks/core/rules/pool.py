@@ -233,7 +233,8 @@ class SoftMaxPool2d(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor, *_):
         (x,) = ctx.saved_tensors
-        g = soft_max_pool2d_backward(x, grad, *ctx.args, ctx.temperature, ctx.pool)
+        kernel_size, stride, padding, dilation = ctx.args
+        g = soft_max_pool2d_backward(x, grad, kernel_size, stride, padding, dilation, ctx.temperature, ctx.pool)
         return flush_subnormals_(g), None, None, None, None, None, None, None, None
 
 
