@@ -6,7 +6,7 @@ import difflib
 import functools
 import re
 from collections.abc import Sequence
-from typing import overload
+from typing import Any, overload
 
 
 class ClassNames(Sequence[str]):
@@ -24,7 +24,7 @@ class ClassNames(Sequence[str]):
     def __getitem__(self, i: int) -> str: ...
     @overload
     def __getitem__(self, i: slice) -> list[str]: ...
-    def __getitem__(self, i):
+    def __getitem__(self, i: Any) -> Any:
         if isinstance(i, slice):
             return list(self._names[i])
         return self._names[i]

@@ -101,7 +101,9 @@ def groundtruth_items(text: str) -> list[Item]:
     ]
 
 
-def resolve(sources: Sequence[str] | str, imagenette_root=None, *, download: bool = True) -> list[Item]:
+def resolve(
+    sources: Sequence[str] | str, imagenette_root: str | os.PathLike | None = None, *, download: bool = True
+) -> list[Item]:
     """The images of ``sources``: ``["builtin"]``, ``["imagenette"]`` (downloaded when missing,
     unless ``download=False``), ``["groundtruth:N"]``, one folder (ImageNet layout), or image
     files; a single string is one source. Nothing is loaded from disk yet (:func:`load`)."""
@@ -130,7 +132,7 @@ def load(item: Item) -> torch.Tensor:
 NAMED = ("builtin", "imagenette")  # the sources whose images a key names: "builtin:chelsea"
 
 
-def find(key: str | os.PathLike, imagenette_root=None) -> Item:
+def find(key: str | os.PathLike, imagenette_root: str | os.PathLike | None = None) -> Item:
     """One image by key: ``"builtin:<name>"`` or ``"imagenette:<name>"`` (never downloads), else a file path."""
     text = os.fspath(key)
     source, sep, name = text.partition(":")
@@ -147,7 +149,7 @@ def find(key: str | os.PathLike, imagenette_root=None) -> Item:
 _NAMED: dict[str, list[Item]] = {}
 
 
-def resolve_named(source: str, imagenette_root=None) -> list[Item]:
+def resolve_named(source: str, imagenette_root: str | os.PathLike | None = None) -> list[Item]:
     """The items of a named source (``NAMED``), resolved once per process (never downloads)."""
     key = f"{source}:{imagenette_root}"
     if key not in _NAMED:  # a key never downloads Imagenette: the notebook's paper section does that

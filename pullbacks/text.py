@@ -16,6 +16,7 @@ from __future__ import annotations
 import html
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -117,7 +118,7 @@ def _last_positions(mask: Tensor) -> Tensor:
     return torch.where(mask.bool(), positions, torch.full_like(positions, -1)).max(1).values
 
 
-def _padded(tokenizer, texts: list[str], device) -> tuple[Tensor, Tensor]:
+def _padded(tokenizer: Any, texts: list[str], device: torch.device | str) -> tuple[Tensor, Tensor]:
     """Token ids, padded on the right, and the attention mask (the tokenizer is not changed, also
     when it has no pad token: padded positions are masked, their id does not matter)."""
     rows = [tokenizer(t)["input_ids"] for t in texts]
@@ -138,7 +139,7 @@ def _is_language_model(model: nn.Module) -> bool:
     )
 
 
-def resolve_target(model: nn.Module, tokenizer, value: Target, what: str = "target") -> int | None:
+def resolve_target(model: nn.Module, tokenizer: Any, value: Target, what: str = "target") -> int | None:
     """A class (id or label of ``config.id2label``) for a classifier; a token (id, or a string that
     is exactly one token) for a language model; None stays None (the model's own choice)."""
     if value is None or (isinstance(value, int) and not isinstance(value, bool)):
@@ -166,7 +167,7 @@ def resolve_target(model: nn.Module, tokenizer, value: Target, what: str = "targ
     )
 
 
-def _name(model: nn.Module, tokenizer, i: int) -> str:
+def _name(model: nn.Module, tokenizer: Any, i: int) -> str:
     if _is_language_model(model):
         return repr(tokenizer.decode([i]))
     labels = getattr(model.config, "id2label", None) or {}
@@ -175,7 +176,7 @@ def _name(model: nn.Module, tokenizer, i: int) -> str:
 
 def explain_tokens(
     model: nn.Module,
-    tokenizer,
+    tokenizer: Any,
     text: str | Sequence[str],
     target: Target = None,
     *,
@@ -183,7 +184,7 @@ def explain_tokens(
     score: str = "dot",
     method: str = "pullback",
     options: GateOptions | None = None,
-    **overrides,
+    **overrides: Any,
 ) -> TokenScores | list[TokenScores]:
     """Per-token scores of ``text`` (one string, or a list: batched) for ``target``.
 
@@ -270,6 +271,6 @@ class _Recording(CoverageCheck):
         super().__init__(check.strict, check.rules)
         self.into = into
 
-    def __call__(self, coverage: Coverage, *args, **kwargs) -> None:
+    def __call__(self, coverage: Coverage, *args: Any, **kwargs: Any) -> None:
         self.into.append(coverage)
         super().__call__(coverage, *args, **kwargs)

@@ -10,7 +10,7 @@ import os
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from ..core import validators
 from ..core.errors import Problem
@@ -22,14 +22,14 @@ class UsageError(Exception):
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, status 2
+    def error(self, message: str) -> NoReturn:  # one line, status 2
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 def _argument(validator: Callable, parse: Callable = float, none: bool = False) -> Callable[[str], object]:
     """An argparse type that parses the text and hands it to the package's own validator."""
 
-    def convert(text: str):
+    def convert(text: str) -> object:
         if none and text.strip().lower() == "none":
             return None
         try:
@@ -136,7 +136,7 @@ def _option(name: str) -> Callable[[str], object]:
 
     field = facts()["fields"][name]
 
-    def convert(text: str):
+    def convert(text: str) -> object:
         try:
             if field["kind"] in validators.PLAIN_KINDS:  # torch-free: the validators alone
                 return validators.plain_from_text(name, field["kind"], text, tuple(field["choices"]))
@@ -174,7 +174,7 @@ def add_options(p: argparse.ArgumentParser, omit: tuple[str, ...] = ()) -> None:
         p.add_argument(f"--{name.replace('_', '-')}", dest=name, default=argparse.SUPPRESS, help=help_text, **kind)
 
 
-def load(args):
+def load(args: argparse.Namespace) -> tuple[Any, Any]:
     """The model of ``--model/--weights/--device``, and the ascent options of the flags given."""
     from ..models import load_model
 
@@ -182,7 +182,7 @@ def load(args):
     return loaded, loaded.options(**given(args))
 
 
-def given(args) -> dict:
+def given(args: argparse.Namespace) -> dict:
     """The options whose flags were given (``add_options``), by field name."""
     return {name: getattr(args, name) for name in facts()["fields"] if hasattr(args, name)}
 

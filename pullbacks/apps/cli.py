@@ -15,6 +15,7 @@ import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -89,7 +90,9 @@ def run_app(args: argparse.Namespace) -> int:
     return 0  # pragma: no cover - the loop only ends by Ctrl-C
 
 
-def _photos(images: list[str], loaded, imagenette_root=None):
+def _photos(
+    images: list[str], loaded: Any, imagenette_root: str | os.PathLike | None = None
+) -> tuple[torch.Tensor, list[int], list[str], bool]:
     """``--images`` (:func:`pullbacks.sources.resolve`): (images, labels, names, labelled); rows
     without a class get the model's prediction."""
     from ..sources import load, resolve
@@ -98,21 +101,21 @@ def _photos(images: list[str], loaded, imagenette_root=None):
     batch = torch.stack([load(item) for item in items])
     known = [item.label_for(len(loaded.classes)) for item in items]  # an ImageNet label means nothing to
     if all(label is not None for label in known):  # a model of other classes
-        return batch, known, [item.name for item in items], True
+        return batch, [int(label) for label in known if label is not None], [item.name for item in items], True
     with torch.no_grad():
         predicted = loaded.model(batch.to(loaded.device)).argmax(1).tolist()
     labels = [p if label is None else label for label, p in zip(known, predicted)]
     return batch, labels, [item.name for item in items], False
 
 
-def _class_id(classes, text: str) -> int:
+def _class_id(classes: Any, text: str) -> int:
     try:
         return parse_target(text, classes)
     except ValueError as e:
         raise UsageError(str(e)) from None
 
 
-def _explain_out(args, target: int) -> Path:
+def _explain_out(args: argparse.Namespace, target: int) -> Path:
     """``--out``: a file (``.png`` added if it has no suffix), or a folder (an existing one, or
     one written with a trailing slash) to put the default file name in."""
     image = Path(args.image)
@@ -132,7 +135,7 @@ def _explain_out(args, target: int) -> Path:
     return out
 
 
-def run_grid(args) -> int:
+def run_grid(args: argparse.Namespace) -> int:
     from ..figures.grid import render_grids
     from ..images import skipped_files
 
@@ -166,7 +169,7 @@ def run_grid(args) -> int:
     return 0
 
 
-def run_explain(args) -> int:
+def run_explain(args: argparse.Namespace) -> int:
     from ..figures.explain import explain_image
     from ..images import load_image
 
@@ -193,7 +196,7 @@ def run_explain(args) -> int:
     return 0
 
 
-def run_explain_text(args) -> int:
+def run_explain_text(args: argparse.Namespace) -> int:
     from ..core.options import GateOptions
     from ..models import load_text_model
     from ..text import explain_tokens
@@ -229,7 +232,9 @@ def run_explain_text(args) -> int:
     return 0
 
 
-def _one_line_warning(message_, category, filename, lineno, file=None, line=None) -> str:
+def _one_line_warning(
+    message_: Warning | str, category: type, filename: str, lineno: int, file: Any = None, line: str | None = None
+) -> str:
     coverage = getattr(message_, "coverage", None)  # a PartialPullbackWarning: in the flag's terms
     text = coverage_note(coverage, "cli") if coverage is not None else " ".join(str(message_).split())
     return f"pullbacks: warning: {text}\n"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -50,9 +51,9 @@ def explore(
     temperature: float | None = None,
     pool_temperature: float | None = None,
     method: str = DEFAULTS.method,
-    device=None,
-    weights="default",
-    imagenette_root=None,
+    device: str | None = None,
+    weights: str = "default",
+    imagenette_root: str | os.PathLike | None = None,
     more: dict | None = None,
     rules: tuple = (),
 ) -> Explanation:
@@ -91,12 +92,12 @@ def explore(
         **({"rules": tuple(rules)} if rules else {}),
     )
     given.update(service.from_boxes(more, MORE))
-    options = loaded.options(**given)
+    options = loaded.options(**given)  # type: ignore[arg-type]  # option keywords, validated by AscentOptions
     return explain_image(loaded.model, x, target_id, loaded.classes, options=options)
 
 
 def _top5_html(result: Explanation) -> str:  # the notebook's form of service.format_top5
-    def rows(top):
+    def rows(top: Sequence[tuple[str, float]]) -> str:
         return "".join(f"<tr><td style='text-align:right'>{p:.1%}</td><td>{n}</td></tr>" for n, p in top)
 
     return (
@@ -110,7 +111,7 @@ def _top5_html(result: Explanation) -> str:  # the notebook's form of service.fo
 def explorer_widget(
     models: Sequence[str] | None = None,
     *,
-    device=None,
+    device: str | None = None,
     image: str = "builtin:chelsea",
     model: str = DEFAULT_MODEL,
     target: str = "",
@@ -120,12 +121,12 @@ def explorer_widget(
     eps: float | str | None = "recipe",
     temperature: float | None = None,
     method: str = DEFAULTS.method,
-    weights="default",
-    imagenette_root=None,
+    weights: str = "default",
+    imagenette_root: str | os.PathLike | None = None,
     width: int = 900,
     run: bool = False,
     rules: tuple = (),
-):
+) -> Any:
     """The explorer as ipywidgets controls; press *Explain* (or ``run=True``) to see
     clean | perturbed | difference with the top-5 classes before and after.
 
@@ -173,7 +174,7 @@ def explorer_widget(
     button = w.Button(description="Explain", button_style="primary")
     output = w.Output()
 
-    def on_change(_) -> None:  # a model or recipe chosen: its recommended settings
+    def on_change(_: object) -> None:  # a model or recipe chosen: its recommended settings
         o = service.recommended(c["model"].value, c["recipe"].value)
         c["temperature"].value, c["steps"].value, c["alpha"].value, c["eps"].value = (
             o.temperature,
@@ -185,7 +186,7 @@ def explorer_widget(
     c["model"].observe(on_change, names="value")
     c["recipe"].observe(on_change, names="value")
 
-    def update(_=None) -> Explanation | None:
+    def update(_: object = None) -> Explanation | None:
         output.clear_output(wait=True)
         with output:
             try:

@@ -20,7 +20,7 @@ import sys
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import torch
 from matplotlib.figure import Figure
@@ -91,7 +91,7 @@ class _DropDownloadNotices:
 
     _PREFIXES = ("Downloading: ", "Downloading ", "Extracting ", "Using downloaded ")
 
-    def __init__(self, stream) -> None:
+    def __init__(self, stream: Any) -> None:
         self._stream = stream
         self._dropped = False
 
@@ -102,12 +102,12 @@ class _DropDownloadNotices:
         self._dropped = False
         return self._stream.write(text)
 
-    def __getattr__(self, name):
+    def __getattr__(self, name: str) -> Any:
         return getattr(self._stream, name)
 
 
 @contextlib.contextmanager
-def _quiet_downloads():
+def _quiet_downloads() -> Iterator[None]:
     with (
         contextlib.redirect_stderr(_DropDownloadNotices(sys.stderr)),
         contextlib.redirect_stdout(_DropDownloadNotices(sys.stdout)),
@@ -115,7 +115,7 @@ def _quiet_downloads():
         yield
 
 
-def _describe_weights(weights, model_name: str) -> str:
+def _describe_weights(weights: str, model_name: str) -> str:
     if weights is None or weights == "random":
         return "random weights"
     if isinstance(weights, str) and weights == "default":
@@ -126,10 +126,10 @@ def _describe_weights(weights, model_name: str) -> str:
 def paper_setup(
     model_name: str,
     data: str = "imagenette",
-    device=None,
+    device: str | None = None,
     *,
-    weights="default",
-    imagenette_root=None,
+    weights: str = "default",
+    imagenette_root: str | os.PathLike | None = None,
     download: bool = True,
     fallback: bool = True,
     max_rows: int | None = None,
@@ -193,7 +193,9 @@ def loaded_is_offline(model_name: str) -> bool:
     return str(model_name).strip().lower().replace("-", "_") == OFFLINE_MODEL
 
 
-def paper_setups(models: Iterable[str], data: str = "imagenette", device=None, **kw) -> Iterator[PaperSetup]:
+def paper_setups(
+    models: Iterable[str], data: str = "imagenette", device: str | None = None, **kw: Any
+) -> Iterator[PaperSetup]:
     """:func:`paper_setup` for each model, lazily (one model in memory at a time).
 
     ``models`` may also be one string of names separated by commas. A setup that
@@ -236,7 +238,7 @@ def _given(overrides: dict) -> dict:
     return given({k: v for k, v in overrides.items() if not (k == "eps" and v == "recipe")})
 
 
-def _class_id(setup: PaperSetup, name_or_id) -> int:
+def _class_id(setup: PaperSetup, name_or_id: str | int) -> int:
     return setup.loaded.classes.index(name_or_id)
 
 
@@ -251,7 +253,7 @@ def paper_grids(
     save_perturbed: bool = True,
     batch_size: int = 16,
     progress: bool = True,
-    **overrides,
+    **overrides: Any,
 ) -> PaperFigures:
     """Render and save the class × target grids of ``setup`` (the paper's Figure 1).
 
@@ -308,7 +310,7 @@ def paper_sweep(
     temperatures: Sequence[float] = DEFAULT_TEMPERATURES,
     options: AscentOptions | None = None,
     out: str | os.PathLike | None = "media",
-    **overrides,
+    **overrides: Any,
 ) -> tuple[Tensor, Figure, Path | None]:
     """The temperature sweep of ``setup``'s rows ``rows`` towards ``target`` (``None``:
     each row's own class), saved as :func:`sweep_file`. Rows beyond
@@ -349,7 +351,7 @@ def paper_sweep(
     return diffs, figure, path
 
 
-def show_image(source: str | os.PathLike | Figure, width: int = 900, dpi: int = 80):
+def show_image(source: str | os.PathLike | Figure, width: int = 900, dpi: int = 80) -> Any:
     """Display a saved image file, or a figure as a JPEG, at a modest ``width`` (pixels).
 
     JPEG keeps a notebook's committed outputs small. Returns the IPython display object.

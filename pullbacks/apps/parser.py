@@ -6,6 +6,7 @@ commands themselves run in :mod:`.cli`."""
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from importlib import metadata
 
 from ..core import validators
@@ -22,7 +23,7 @@ from .arguments import (
 from .facts import facts
 
 
-def _names(what: str, allowed: list[str]):
+def _names(what: str, allowed: list[str]) -> Callable[[str], str]:
     """An argparse type for ``--methods``/``--metrics`` items (commas also separate; 'all' is every one)."""
 
     def convert(text: str) -> str:

@@ -15,10 +15,12 @@ Every default comes from :class:`~pullbacks.core.options.AscentOptions`.
 
 from __future__ import annotations
 
+import os
 import threading
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -109,7 +111,7 @@ def coverage_note(coverage: Coverage | None, interface: str = "python") -> str:
 # --------------------------------------------------------------------------- images
 
 
-def image_choices(imagenette_root=None) -> list[tuple[str, str]]:
+def image_choices(imagenette_root: str | os.PathLike | None = None) -> list[tuple[str, str]]:
     """``(label, key)`` pairs: the built-in photos, then the Imagenette rows if they are on
     disk (never downloads)."""
     choices = []
@@ -124,7 +126,9 @@ def image_choices(imagenette_root=None) -> list[tuple[str, str]]:
     return choices
 
 
-def resolve_image(image, imagenette_root=None, n_classes: int = 1000) -> tuple[Tensor, str, int | None]:
+def resolve_image(
+    image: Any, imagenette_root: str | os.PathLike | None = None, n_classes: int = 1000
+) -> tuple[Tensor, str, int | None]:
     """An image key (``"builtin:chelsea"``, a file path: :func:`pullbacks.sources.find`), a
     :class:`Photo` or a (3, H, W) tensor → (tensor in [-1, 1], name, label); ``label`` is the
     class of a built-in, Imagenette or generated image for a model of ``n_classes`` classes
@@ -154,7 +158,7 @@ class Models:
         self._lock = threading.Lock()
         self._loaded: dict[tuple[str, str, str], LoadedModel] = {}
 
-    def get(self, model, device=None, weights="default") -> LoadedModel:
+    def get(self, model: str | LoadedModel, device: str | None = None, weights: str = "default") -> LoadedModel:
         """``model`` (a name, or a :class:`LoadedModel` returned as it is), loaded once."""
         if isinstance(model, LoadedModel):
             return model
@@ -186,7 +190,7 @@ def class_choices(classes: Sequence[str]) -> list[str]:
     return [f"{name} ({i})" for i, name in enumerate(classes)]
 
 
-def parse_target(text, classes: ClassNames) -> int:
+def parse_target(text: Any, classes: ClassNames) -> int:
     """A class from ``"tabby"``, ``"281"``, ``281`` or ``"tabby (281)"``."""
     if text is None or (isinstance(text, str) and not text.strip()):
         raise ValueError("choose a target class: type part of its name (e.g. 'ostrich') or its ImageNet index")
@@ -223,7 +227,7 @@ def _name_and_index(text: str) -> tuple[str, int | None]:
     return head.strip(), int(digits)
 
 
-def optional(value, name: str) -> float | None:
+def optional(value: Any, name: str) -> float | None:
     """A setting where 0 or None means "none" (eps: no projection; a temperature: the model's own)."""
     if value is None:
         return None
@@ -234,7 +238,7 @@ def optional(value, name: str) -> float | None:
     return None if number == 0 else number
 
 
-def eps(value):
+def eps(value: Any) -> float | None:
     """The projection radius typed by a person: "recipe" (or FROM_RECIPE) for the recipe's,
     0 or None for no projection, else a number."""
     if value is FROM_RECIPE or (isinstance(value, str) and value.strip().lower() == "recipe"):
@@ -242,7 +246,7 @@ def eps(value):
     return optional(value, "eps")
 
 
-def whole(value, name: str) -> int:
+def whole(value: Any, name: str) -> int:
     """A count typed into a number box: a whole number."""
     if value is None:
         raise ValueError(f"{name} must be a whole number >= 1, got nothing")

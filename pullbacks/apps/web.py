@@ -85,7 +85,7 @@ def _diff(perturbed: torch.Tensor, clean: torch.Tensor) -> np.ndarray:
 CACHE_SECONDS = (300, 600)  # Gradio's copies of the results: every 5 minutes, those older than 10 are deleted
 
 
-def _without_server_paths(text: str, upload) -> str:
+def _without_server_paths(text: str, upload: Any) -> str:
     """``text`` with the server's temporary path of an upload replaced by the file's name."""
     if upload:
         path = os.fspath(upload)
@@ -93,12 +93,12 @@ def _without_server_paths(text: str, upload) -> str:
     return text.replace(tempfile.gettempdir(), "…")
 
 
-def _validate_quietly(component) -> None:
+def _validate_quietly(component: Any) -> None:
     """Gradio's own check of an input (a value not among a dropdown's choices, text in a number
     box) answers with a message in the page and prints no traceback on the server."""
     check = component.preprocess
 
-    def preprocess(payload):
+    def preprocess(payload: Any) -> Any:
         try:
             return check(payload)
         except Exception as e:
@@ -116,16 +116,16 @@ def explaining(
     upload: str | None,
     example: str | None,
     model: str,
-    target,
-    steps=DEFAULTS.steps,
-    alpha=DEFAULTS.alpha,
-    eps=DEFAULTS.eps,
-    temperature=None,
+    target: Any,
+    steps: Any = DEFAULTS.steps,
+    alpha: Any = DEFAULTS.alpha,
+    eps: Any = DEFAULTS.eps,
+    temperature: Any = None,
     family_temperatures: dict | None = None,
     recipe: str = DEFAULTS.recipe,
     *,
     device: str = "cpu",
-    imagenette_root=None,
+    imagenette_root: str | os.PathLike | None = None,
     out_dir: str | Path | None = None,
     max_steps: int | None = MAX_STEPS,
     more: dict | None = None,
@@ -178,7 +178,7 @@ def explaining(
         yield result
 
 
-def explain(*args, progress: bool = False, **kwargs) -> Result:
+def explain(*args: Any, progress: bool = False, **kwargs: Any) -> Result:
     """Ascend the image towards ``target`` along the excitation pullback and the vanilla
     gradient with the same settings, under ``recipe`` (arguments as :func:`explaining`).
     ``temperature`` None: the model's recommended one; ``eps`` 0: no projection. Raises the
@@ -191,7 +191,7 @@ def explain(*args, progress: bool = False, **kwargs) -> Result:
     raise AssertionError("explaining() ended without its result")  # pragma: no cover
 
 
-def _save(r: Result, name: str, target_name: str, out_dir) -> Path:
+def _save(r: Result, name: str, target_name: str, out_dir: str | Path | None) -> Path:
     """source | pullback | pullback diff | vanilla | vanilla diff, side by side, as one PNG."""
     row = np.concatenate([r.source, r.pullback, r.pullback_diff, r.vanilla, r.vanilla_diff], axis=1)
     folder = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="pullbacks-"))
@@ -218,7 +218,7 @@ def _more_box(name: str) -> gr.components.Component:
 def build_app(
     model: str = DEFAULT_MODEL,
     device: str = "cpu",
-    imagenette_root=None,
+    imagenette_root: str | os.PathLike | None = None,
     models: Sequence[str] | None = None,
     max_steps: int | None = MAX_STEPS,
     rules: tuple = (),
@@ -235,7 +235,18 @@ def build_app(
     images = image_choices(imagenette_root)
     first = service.recommended(start.name, DEFAULTS.recipe)
 
-    def run(upload, example, model_name, target, recipe, steps, alpha, eps, temperature, *rest):
+    def run(
+        upload: Any,
+        example: Any,
+        model_name: str,
+        target: Any,
+        recipe: str,
+        steps: Any,
+        alpha: Any,
+        eps: Any,
+        temperature: Any,
+        *rest: Any,
+    ) -> Any:
         # a generator: Gradio closes it when the request is cancelled or its client goes away,
         # and the ascent stops at its next step
         folder = Path(tempfile.mkdtemp(prefix="pullbacks-"))  # this request's PNG; removed once delivered
@@ -281,12 +292,13 @@ def build_app(
         finally:  # Gradio has copied the PNG into its own cache (bounded by delete_cache) by now
             shutil.rmtree(folder, ignore_errors=True)
 
-    def settings_changed(name, recipe):  # a model or recipe chosen: its recommended settings in the boxes
+    def settings_changed(name: str, recipe: str) -> Any:
+        """A model or recipe chosen: its recommended settings in the boxes."""
         try:
             o = service.recommended(name, recipe)
         except ValueError as e:
             raise gr.Error(service.message(e, "app"), print_exception=False) from None
-        return (o.temperature, o.steps, o.alpha, o.eps or 0, *(o.temperatures[k] for k in FAMILY_TEMPERATURES))
+        return (o.temperature, o.steps, o.alpha, o.eps or 0, *(o.temperature_of(k) for k in FAMILY_TEMPERATURES))
 
     with gr.Blocks(title="pullbacks: excitation pullbacks", analytics_enabled=False, delete_cache=CACHE_SECONDS) as app:
         gr.Markdown(

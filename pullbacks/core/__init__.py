@@ -8,7 +8,7 @@ validators, the errors) can be imported without torch.
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 _WHERE = {
     "soft_gates": "mode",
@@ -45,7 +45,7 @@ if TYPE_CHECKING:  # the same names, for type checkers and editors (redundant al
     from .rules.module import ModuleRule as ModuleRule
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     if name in _WHERE:
         return getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
     raise AttributeError(f"module 'pullbacks.core' has no attribute {name!r}")

@@ -9,6 +9,7 @@ x = clamp(x, lo, hi)                              if clip is not None
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 from torch import Tensor, nn
 from tqdm.auto import tqdm
@@ -29,7 +30,7 @@ def ascent_steps(
     inputs: Tensor,
     targets: Targets,
     options: GateOptions | None = None,
-    **overrides,
+    **overrides: Any,
 ) -> Iterator[Tensor]:
     """The ascent of :func:`gradient_ascent` one step at a time: yields ``x`` after each
     step (so a caller can show progress, or stop between steps by no longer iterating).
@@ -65,7 +66,7 @@ def gradient_ascent(
     options: AscentOptions | None = None,
     *,
     progress: bool = False,
-    **overrides,
+    **overrides: Any,
 ) -> Tensor:
     """Return ``inputs`` after ``steps`` steps of projected gradient ascent on the target
     logits, along the excitation pullback (``method="pullback"``) or the vanilla gradient

@@ -48,7 +48,7 @@ def check_model(model: nn.Module) -> None:
         )
 
 
-def check_in_range(inputs: Tensor, clip) -> None:
+def check_in_range(inputs: Tensor, clip: tuple[float, float] | None) -> None:
     """The ascent clamps every step to ``clip``: an input outside it would be moved by the
     clamp alone, silently. Refuse it, saying what the library expects."""
     if clip is None:

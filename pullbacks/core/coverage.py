@@ -20,7 +20,7 @@ from torch import Tensor
 _nn = torch._C._nn
 
 
-def _named(name: str, *functions) -> dict[Callable, str]:
+def _named(name: str, *functions: Callable | None) -> dict[Callable, str]:
     return {f: name for f in functions if f is not None}
 
 

@@ -80,7 +80,7 @@ class _Roots(list):
 
     last = None
 
-    def keep(self, out) -> None:
+    def keep(self, out: object) -> None:
         """Add the tensors of ``out`` that have a backward node."""
         for t in (out,) if isinstance(out, torch.Tensor) else out if isinstance(out, (tuple, list)) else ():
             if isinstance(t, torch.Tensor) and t.grad_fn is not None:
@@ -167,7 +167,7 @@ class SoftGateMode(TorchFunctionMode):
         """The temperature of ``family`` in effect."""
         return self.options.temperature_of(family)
 
-    def replay(self, z) -> Replay | None:
+    def replay(self, z: torch.Tensor) -> Replay | None:
         """A replay of ``z`` for a rule to keep instead of ``z`` (None without one)."""
         return None if self.recorder is None else self.recorder.replay(z)
 
@@ -182,7 +182,7 @@ class SoftGateMode(TorchFunctionMode):
 
     # ------------------------------------------------------------ the mode
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):
+    def __torch_function__(self, func: Callable, types: tuple, args: tuple = (), kwargs: dict | None = None) -> Any:
         fate = self.fates.get(func)  # one lookup: most calls are neither gated, masks, drawn nor recorded
         if fate is None:
             out = func(*args, **kwargs) if kwargs else func(*args)
@@ -216,7 +216,7 @@ class SoftGateMode(TorchFunctionMode):
             self.roots.keep(out)
         return out
 
-    def __enter__(self):
+    def __enter__(self) -> SoftGateMode:
         from torch.overrides import _get_current_function_mode_stack
 
         if any(isinstance(m, SoftGateMode) for m in _get_current_function_mode_stack()):
@@ -229,7 +229,7 @@ class SoftGateMode(TorchFunctionMode):
             self.modules.__enter__()
         return out
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: Any) -> None:
         if self.modules is not None:
             self.modules.__exit__(*exc)
         if self.recorder is not None:
@@ -245,7 +245,7 @@ class SoftGateMode(TorchFunctionMode):
 
 
 @contextmanager
-def soft_gates(options: GateOptions | None = None, **overrides) -> Iterator[SoftGateMode]:
+def soft_gates(options: GateOptions | None = None, **overrides: Any) -> Iterator[SoftGateMode]:
     """Give every call the rule table covers, made inside the block, its soft backward:
     ``relu'(z) = 1[z > 0]`` becomes ``s(z / T)``, max pooling back-propagates through a soft
     max pool of temperature ``pool_temperature`` (default: ``temperature``), and SiLU/GELU/

@@ -49,7 +49,7 @@ def _the_input(args: tuple, kwargs: dict) -> Any:
 class ModuleHooks:
     """The module rules of one mode (``mode.coverage`` is what they count into)."""
 
-    def __init__(self, mode, rules: tuple[Rule, ...]) -> None:
+    def __init__(self, mode: Any, rules: tuple[Rule, ...]) -> None:
         self.mode, self.rules = mode, rules
         self.frames: list[tuple[nn.Module, ModuleRule, Coverage, dict]] = []  # module, rule, set aside: coverage, fates
         self.handles: list = []
@@ -65,7 +65,7 @@ class ModuleHooks:
         ]
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: Any) -> None:
         for handle in self.handles:
             handle.remove()
         self.handles = []

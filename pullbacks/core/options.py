@@ -48,12 +48,12 @@ class Frozen(dict):
     def __hash__(self) -> int:  # type: ignore[override]
         return hash(tuple(sorted(self.items())))
 
-    def _read_only(self, *args, **kwargs):
+    def _read_only(self, *args: Any, **kwargs: Any) -> None:
         raise TypeError("options are frozen: use options.replace(temperatures={...}) (or variants={...})")
 
-    __setitem__ = __delitem__ = update = pop = popitem = clear = setdefault = __ior__ = _read_only
+    __setitem__ = __delitem__ = update = pop = popitem = clear = setdefault = __ior__ = _read_only  # type: ignore[assignment]  # every mutator refuses
 
-    def __reduce__(self):  # copy and pickle build it whole, never item by item
+    def __reduce__(self) -> tuple:  # copy and pickle build it whole, never item by item
         return (Frozen, (dict(self),))
 
 
@@ -116,7 +116,7 @@ class _FromRecipe:
     def __repr__(self) -> str:
         return "<from the recipe>"
 
-    def __reduce__(self):
+    def __reduce__(self) -> str:
         return "FROM_RECIPE"
 
 
@@ -238,7 +238,7 @@ class GateOptions:
         """Only the gate options."""
         return build(GateOptions, self, {})
 
-    def replace(self: OptionsT, **changes) -> OptionsT:
+    def replace(self: OptionsT, **changes: Any) -> OptionsT:
         """A validated copy with ``changes`` (unknown names are a TypeError listing the valid ones)."""
         return build(type(self), self, changes)
 

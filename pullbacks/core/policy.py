@@ -94,7 +94,7 @@ class CoverageCheck:
         model_name: str,
         output: Tensor | None = None,
         gradless: int = 0,
-        model=None,
+        model: object = None,
         structure: tuple | None = None,
         inputs: tuple | None = None,
     ) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -24,7 +25,7 @@ from .policy import CoverageCheck
 from .randomness import NoRandomMode
 
 
-def logits_of(output) -> Tensor:
+def logits_of(output: Any) -> Tensor:
     """The logits in a model's output: a tensor, a mapping with ``"logits"``, an object with
     a ``.logits`` tensor (Hugging Face outputs), or a tuple/list whose first item is one."""
     if isinstance(output, Tensor):
@@ -42,7 +43,7 @@ def logits_of(output) -> Tensor:
     )
 
 
-def _dtype_of(model: nn.Module):
+def _dtype_of(model: nn.Module) -> torch.dtype | None:
     for p in model.parameters():
         if p.is_floating_point():
             return p.dtype
@@ -126,7 +127,7 @@ def excitation_pullback(
     inputs: Tensor,
     targets: Targets,
     options: GateOptions | None = None,
-    **overrides,
+    **overrides: Any,
 ) -> Tensor:
     """The excitation pullback of the target logits with respect to ``inputs``.
 
@@ -162,7 +163,7 @@ class SoftGated(nn.Module):
     Options: a :class:`GateOptions` and/or its fields as keywords.
     """
 
-    def __init__(self, model: nn.Module, options: GateOptions | None = None, **overrides) -> None:
+    def __init__(self, model: nn.Module, options: GateOptions | None = None, **overrides: Any) -> None:
         super().__init__()
         check_model(model)
         self.model = model

@@ -10,6 +10,7 @@ call never draws: the RNG state is as it was.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -21,8 +22,8 @@ class RandomForwardError(ValueError):
     """The model's forward pass draws random numbers."""
 
 
-def _arg(name: str, position: int, default):
-    def read(args: tuple, kwargs: dict):
+def _arg(name: str, position: int, default: Any) -> Callable[[tuple, dict], Any]:
+    def read(args: tuple, kwargs: dict) -> Any:
         return kwargs[name] if name in kwargs else args[position] if len(args) > position else default
 
     return read
@@ -104,7 +105,7 @@ def check_draw(func: Callable, args: tuple, kwargs: dict) -> None:
 class NoRandomMode(TorchFunctionMode):
     """Refuses every random draw made while it is active (see :func:`check_draw`)."""
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):
+    def __torch_function__(self, func: Callable, types: tuple, args: tuple = (), kwargs: dict | None = None) -> Any:
         kwargs = kwargs or {}
         if func in DRAWS:
             check_draw(func, args, kwargs)

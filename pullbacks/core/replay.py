@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -44,13 +45,15 @@ class Replay:
         """True if no input was modified in place since the replay was recorded."""
         return self._versions() == self.versions
 
-    def keep(self, ctx) -> Callable[[Iterator], Tensor]:
+    def keep(self, ctx: Any) -> Callable[[Iterator], Tensor]:
         """Save the inputs on ``ctx`` (autograd checks they stay unmodified) and return ``run``."""
         ctx.save_for_backward(*self.leaves)
         return self.run
 
 
-def replay_batch_norm(x, mean, var, weight, bias, eps: float) -> Replay:
+def replay_batch_norm(
+    x: Tensor, mean: Tensor, var: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float
+) -> Replay:
     """``F.batch_norm(x, mean, var, weight, bias, training=False, eps=eps)``, which is
     ``torch.batch_norm`` with the cuDNN flag of the moment."""
     cudnn = torch.backends.cudnn.enabled
@@ -63,7 +66,7 @@ def replay_batch_norm(x, mean, var, weight, bias, eps: float) -> Replay:
     return Replay(run, [x, weight, bias, mean, var])
 
 
-def replay_add(fresh: Replay, other, alpha=1) -> Replay:
+def replay_add(fresh: Replay, other: Replay | Tensor, alpha: float = 1) -> Replay:
     """``fresh + alpha * other`` where ``fresh`` is itself replayed (``other``: a tensor or a replay)."""
     first = fresh.run
     if isinstance(other, Replay):
@@ -110,14 +113,14 @@ class Recorder:
         """Remember ``out``'s replay until ``out`` is freed (so its inputs are not held longer)."""
         key, recorder = id(out), weakref.ref(self)  # no reference cycle: the garbage collector stays idle
 
-        def forget(ref) -> None:
+        def forget(ref: object) -> None:
             replays = getattr(recorder(), "_replays", {})
             if replays.get(key, (None,))[0] is ref:
                 del replays[key]
 
         self._replays[key] = (weakref.ref(out, forget), out._version, replay)
 
-    def replay(self, z) -> Replay | None:
+    def replay(self, z: Tensor) -> Replay | None:
         """The replay of ``z``, if ``z`` came out of a recorded call and neither it nor the
         replay's inputs were modified since."""
         entry = self._replays.get(id(z))
@@ -126,7 +129,7 @@ class Recorder:
         ref, version, replay = entry
         return replay if ref() is z and z._version == version and replay.unchanged() else None
 
-    def _batch_norm(self, func, args, kwargs):
+    def _batch_norm(self, func: Callable, args: tuple, kwargs: dict) -> Tensor:
         out = func(*args, **kwargs)
         if out.numel() < self.MIN_ELEMENTS:
             return out
@@ -137,7 +140,7 @@ class Recorder:
             self._remember(out, replay_batch_norm(x, mean, var, weight, bias, float(eps)))
         return out
 
-    def _add(self, func, args, kwargs):
+    def _add(self, func: Callable, args: tuple, kwargs: dict) -> Tensor:
         a = arg(args, kwargs, 0, "input", kwargs.get("self"))
         b = arg(args, kwargs, 1, "other", None)
         alpha = kwargs.get("alpha", 1)
@@ -156,7 +159,7 @@ class Recorder:
         return out
 
 
-def keep_input(ctx, z: Tensor, inplace: bool, replay: Replay | None) -> None:
+def keep_input(ctx: Any, z: Tensor, inplace: bool, replay: Replay | None) -> None:
     """Keep what the backward pass needs to know ``z``: the replay's inputs if there is
     one, else ``z`` (a copy if the call is about to overwrite it)."""
     if replay is not None:
@@ -166,7 +169,7 @@ def keep_input(ctx, z: Tensor, inplace: bool, replay: Replay | None) -> None:
         ctx.save_for_backward(z.clone() if inplace else z)
 
 
-def saved_input(ctx) -> tuple[Tensor, bool]:
+def saved_input(ctx: Any) -> tuple[Tensor, bool]:
     """``z`` again, and whether it sits in a fresh buffer that the backward may overwrite."""
     if ctx.replay is not None:
         return ctx.replay(iter(ctx.saved_tensors)), True

@@ -11,7 +11,7 @@ import difflib
 import math
 import numbers
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -140,7 +140,7 @@ def plain_from_text(name: str, kind: str, text: str, choices: tuple[str, ...] = 
     raise ValueError(f"{kind!r} is not a plain kind of option ({', '.join(PLAIN_KINDS)})")
 
 
-def unknown_name(what: str, name: str, allowed) -> str:
+def unknown_name(what: str, name: str, allowed: Iterable[str]) -> str:
     """The message for a name that is not in ``allowed``, with the closest ones."""
     close = difflib.get_close_matches(str(name), list(allowed), n=2, cutoff=0.5)
     hint = f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""

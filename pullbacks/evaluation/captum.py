@@ -9,6 +9,7 @@ captum.attr.IntegratedGradients(pullbacks.SoftGated(model))           # Integrat
 from __future__ import annotations
 
 import warnings
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -39,6 +40,9 @@ from ..core.options import AscentOptions, GateOptions, build
 from ..core.pullback import SoftGated, excitation_pullback
 from .metrics import forked_rng
 
+if TYPE_CHECKING:
+    from .methods import Settings
+
 
 def cam_layer(model: nn.Module) -> nn.Module:
     """The layer Grad-CAM reads: the model's last ``nn.Conv2d`` (in module order)."""
@@ -51,7 +55,7 @@ def cam_layer(model: nn.Module) -> nn.Module:
     return convs[-1]
 
 
-def guided_pullback_cam(model: nn.Module, x: Tensor, y: Tensor, s, seed: int = 0) -> Tensor:
+def guided_pullback_cam(model: nn.Module, x: Tensor, y: Tensor, s: Settings, seed: int = 0) -> Tensor:
     """Guided Grad-CAM with the pullback in both places (ours): the excitation pullback times
     the non-negative Grad-CAM of :class:`SoftGated` ``model`` at :func:`cam_layer`, upsampled
     to the input (nearest, as Captum's ``GuidedGradCam``); gates ``s.ascent.gates``."""
@@ -70,17 +74,17 @@ def _leaf(x: Tensor) -> Tensor:
     return x.detach().clone().requires_grad_(True)  # a fresh leaf (Captum warns otherwise)
 
 
-def saliency(model: nn.Module, x: Tensor, y: Tensor, s, seed: int = 0) -> Tensor:
+def saliency(model: nn.Module, x: Tensor, y: Tensor, s: Settings, seed: int = 0) -> Tensor:
     """Captum ``Saliency``, signed: the vanilla gradient."""
     return Saliency(model).attribute(_leaf(x), target=y, abs=False)
 
 
-def input_x_gradient(model: nn.Module, x: Tensor, y: Tensor, s, seed: int = 0) -> Tensor:
+def input_x_gradient(model: nn.Module, x: Tensor, y: Tensor, s: Settings, seed: int = 0) -> Tensor:
     """Captum ``InputXGradient``."""
     return InputXGradient(model).attribute(_leaf(x), target=y)
 
 
-def smoothgrad(model: nn.Module, x: Tensor, y: Tensor, s, seed: int = 0) -> Tensor:
+def smoothgrad(model: nn.Module, x: Tensor, y: Tensor, s: Settings, seed: int = 0) -> Tensor:
     """Captum ``NoiseTunnel(Saliency)``, signed: ``s.smoothgrad_samples`` draws of σ ``s.smoothgrad_sigma``."""
     with forked_rng(seed, x.device):  # reproducible; the caller's RNG is restored
         return NoiseTunnel(Saliency(model)).attribute(
@@ -94,14 +98,14 @@ def smoothgrad(model: nn.Module, x: Tensor, y: Tensor, s, seed: int = 0) -> Tens
         )
 
 
-def integrated_gradients(model: nn.Module, x: Tensor, y: Tensor, s, seed: int = 0) -> Tensor:
+def integrated_gradients(model: nn.Module, x: Tensor, y: Tensor, s: Settings, seed: int = 0) -> Tensor:
     """Captum ``IntegratedGradients`` from ``s.baseline``, ``s.ig_steps`` Gauss-Legendre points."""
     return IntegratedGradients(model).attribute(
         _leaf(x), baselines=s.baseline, target=y, n_steps=s.ig_steps, internal_batch_size=s.batch_size
     )
 
 
-def gradient_shap(model: nn.Module, x: Tensor, y: Tensor, s, seed: int = 0) -> Tensor:
+def gradient_shap(model: nn.Module, x: Tensor, y: Tensor, s: Settings, seed: int = 0) -> Tensor:
     """Captum ``GradientShap`` from the constant baseline ``s.baseline``."""
     with forked_rng(seed, x.device):
         return GradientShap(model).attribute(
@@ -113,28 +117,28 @@ def gradient_shap(model: nn.Module, x: Tensor, y: Tensor, s, seed: int = 0) -> T
         )
 
 
-def guided_gradcam(model: nn.Module, x: Tensor, y: Tensor, s, seed: int = 0) -> Tensor:
+def guided_gradcam(model: nn.Module, x: Tensor, y: Tensor, s: Settings, seed: int = 0) -> Tensor:
     """Captum ``GuidedGradCam`` at :func:`cam_layer` (its guided backprop rewrites nn.ReLU modules only)."""
     with warnings.catch_warnings():  # Captum announces its temporary hooks on every call
         warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU activations")
         return GuidedGradCam(model, cam_layer(model)).attribute(_leaf(x), target=y)
 
 
-def guided_backprop(model: nn.Module, x: Tensor, y: Tensor, s, seed: int = 0) -> Tensor:
+def guided_backprop(model: nn.Module, x: Tensor, y: Tensor, s: Settings, seed: int = 0) -> Tensor:
     """Captum ``GuidedBackprop`` (rewrites nn.ReLU modules only)."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU activations")
         return GuidedBackprop(model).attribute(_leaf(x), target=y)
 
 
-def gradcam(model: nn.Module, x: Tensor, y: Tensor, s, seed: int = 0) -> Tensor:
+def gradcam(model: nn.Module, x: Tensor, y: Tensor, s: Settings, seed: int = 0) -> Tensor:
     """Captum ``LayerGradCam`` at :func:`cam_layer`: non-negative, upsampled (nearest) to the input,
     the same in every channel."""
     cam = LayerGradCam(model, cam_layer(model)).attribute(_leaf(x), target=y, relu_attributions=True)
     return LayerAttribution.interpolate(cam, x.shape[2:]).expand_as(x).clone()
 
 
-def _captum_target(model: nn.Module, inputs: Tensor, target) -> Tensor:
+def _captum_target(model: nn.Module, inputs: Tensor, target: Any) -> Tensor:
     """Captum's ``target`` (int, list of ints, tensor, or None for the predicted class)."""
     if target is None:
         with torch.no_grad():
@@ -144,7 +148,7 @@ def _captum_target(model: nn.Module, inputs: Tensor, target) -> Tensor:
     return as_target_tensor(target, inputs.shape[0], inputs.device)
 
 
-def _no_extra_args(additional_forward_args) -> None:
+def _no_extra_args(additional_forward_args: Any) -> None:
     if additional_forward_args is not None:
         raise TypeError("additional_forward_args are not supported: the model must take the inputs alone")
 
@@ -157,12 +161,12 @@ class ExcitationPullback(GradientAttribution):
     Options: a :class:`GateOptions` and/or its fields as keywords.
     """
 
-    def __init__(self, model: nn.Module, options: GateOptions | None = None, **overrides) -> None:
+    def __init__(self, model: nn.Module, options: GateOptions | None = None, **overrides: Any) -> None:
         super().__init__(model)
         self.options = build(GateOptions, options, overrides)
 
     @log_usage()  # NoiseTunnel calls the undecorated method through __wrapped__
-    def attribute(self, inputs: Tensor, target=None, additional_forward_args=None) -> Tensor:
+    def attribute(self, inputs: Tensor, target: Any = None, additional_forward_args: Any = None) -> Tensor:
         _no_extra_args(additional_forward_args)
         t = _captum_target(self.forward_func, inputs, target)
         return excitation_pullback(self.forward_func, inputs, t, self.options)
@@ -174,12 +178,12 @@ class Ascent(GradientAttribution):
     (``method="gradient"``), as the paper shows it. Options: an :class:`AscentOptions`
     and/or its fields as keywords."""
 
-    def __init__(self, model: nn.Module, options: AscentOptions | None = None, **overrides) -> None:
+    def __init__(self, model: nn.Module, options: AscentOptions | None = None, **overrides: Any) -> None:
         super().__init__(model)
         self.options = build(AscentOptions, options, overrides)
 
     @log_usage()  # NoiseTunnel calls the undecorated method through __wrapped__
-    def attribute(self, inputs: Tensor, target=None, additional_forward_args=None) -> Tensor:
+    def attribute(self, inputs: Tensor, target: Any = None, additional_forward_args: Any = None) -> Tensor:
         _no_extra_args(additional_forward_args)
         t = _captum_target(self.forward_func, inputs, target)
         x0 = inputs.detach()

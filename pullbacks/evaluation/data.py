@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from typing import TypeVar
 
 import torch
 from torch.utils.data import Dataset
@@ -42,7 +43,10 @@ def select(items: Sequence[Item], limit: int | None = None, seed: int = 314, bat
     return [items[i] for i in picked[:limit]]
 
 
-def shard(items: Sequence[Item], rank: int, world: int) -> list[Item]:
+T = TypeVar("T")
+
+
+def shard(items: Sequence[T], rank: int, world: int) -> list[T]:
     """This process's share: every ``world``-th item from ``rank`` on."""
     return list(items)[rank::world]
 
@@ -68,8 +72,9 @@ class Images(Dataset):
         """Item ``i``'s image (:class:`~pullbacks.images.ImageLoadError` if it cannot be loaded)."""
         return load(self.items[i])
 
-    def __getitem__(self, i: int):
-        label = -1 if self.items[i].label is None else self.items[i].label
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, int, str]:
+        label = self.items[i].label
+        label = -1 if label is None else label
         try:
             return self.image(i), label, i, ""
         except (ImageLoadError, OSError) as e:

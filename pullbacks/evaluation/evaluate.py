@@ -12,6 +12,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -191,7 +192,7 @@ def _max_sensitivity(r: _Run, result: Evaluation) -> None:
     scores: dict[str, list] = {}
     for i in range(r.n):  # one image at a time: its noisy copies fill the batch
 
-        def explain(method, xs, i=i):
+        def explain(method: str, xs: Tensor, i: int = i) -> Tensor:
             return attribute(r.model, xs, r.t[i : i + 1].expand(xs.shape[0]), method, r.settings)
 
         one = max_sensitivity(
@@ -291,7 +292,7 @@ assert all(c in COLUMNS for m in METRICS.values() for c in m.columns), "every co
 def evaluate(
     model: nn.Module,
     inputs: Tensor,
-    targets,
+    targets: Any,
     *,
     methods: Sequence[str] | None = None,
     metrics: Sequence[str] | None = None,

@@ -5,8 +5,9 @@ from __future__ import annotations
 import hashlib
 import math
 import numbers
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -114,12 +115,12 @@ class Method:
     ignores_model: bool = False
 
 
-def _pullback(model, x, y, s, seed):
+def _pullback(model: nn.Module, x: Tensor, y: Tensor, s: Settings, seed: int) -> Tensor:
     return excitation_pullback(model, x, y, s.ascent.gates)
 
 
 def _ascent(kind: str) -> Attribute:
-    def run(model, x, y, s, seed):
+    def run(model: nn.Module, x: Tensor, y: Tensor, s: Settings, seed: int) -> Tensor:
         return gradient_ascent(model, x, y, s.ascent.replace(method=kind)) - x
 
     return run
@@ -129,7 +130,7 @@ def _captum(name: str, soft: bool = False) -> Attribute:
     """Captum's method ``name`` (a function of ``captum.py``), on ``SoftGated(model)`` when ``soft``:
     Captum is imported when the method runs (it is needed for these alone)."""
 
-    def run(model, x, y, s, seed):
+    def run(model: nn.Module, x: Tensor, y: Tensor, s: Settings, seed: int) -> Tensor:
         from . import captum
 
         return getattr(captum, name)(SoftGated(model, s.ascent.gates) if soft else model, x, y, s, seed)
@@ -138,7 +139,7 @@ def _captum(name: str, soft: bool = False) -> Attribute:
 
 
 def _map(name: str) -> Attribute:
-    def run(model, x, y, s, seed):
+    def run(model: nn.Module, x: Tensor, y: Tensor, s: Settings, seed: int) -> Tensor:
         return baseline_map(x, name, seed)
 
     return run
@@ -257,12 +258,12 @@ PAIRS = tuple((k, m.pairs_with) for k, m in METHODS.items() if m.pairs_with)
 assert all(b in METHODS for _, b in PAIRS), "a method pairs with a method of the registry"
 
 
-def _chunks(n: int, size: int):
+def _chunks(n: int, size: int) -> Iterator[slice]:
     for i in range(0, n, max(1, size)):
         yield slice(i, min(n, i + max(1, size)))
 
 
-def attribute(model: nn.Module, inputs: Tensor, targets, method: str, settings: Settings = Settings()) -> Tensor:
+def attribute(model: nn.Module, inputs: Tensor, targets: Any, method: str, settings: Settings = Settings()) -> Tensor:
     """The attribution of ``method`` (a key of ``METHODS``): a tensor shaped like ``inputs``, signed.
 
     Computed in chunks of ``settings.batch_size`` inputs, with gradients enabled even when the

@@ -31,7 +31,7 @@ take ``[-1, 1]``, where ``0.0`` is mid-grey (the default).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import numpy as np
@@ -53,7 +53,7 @@ def device_of(model: nn.Module) -> torch.device:
 
 
 @contextmanager
-def forked_rng(seed: int, device: torch.device):
+def forked_rng(seed: int, device: torch.device) -> Iterator[None]:
     """Seed torch's RNG (CPU, and the model's CUDA device) and numpy's global one (Captum's
     GradientShap draws from it) inside, restore both after."""
     devices = (
@@ -66,7 +66,7 @@ def forked_rng(seed: int, device: torch.device):
 
 
 @contextmanager
-def numpy_rng_preserved():
+def numpy_rng_preserved() -> Iterator[None]:
     """Quantus seeds numpy's global RNG; give the caller theirs back."""
     state = np.random.get_state()
     try:

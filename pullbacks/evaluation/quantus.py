@@ -8,8 +8,10 @@ Quantus as it is (region perturbation).
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import torch
@@ -37,14 +39,14 @@ def _reduce(a: Tensor, reduce: str | None) -> Tensor:
 
 def explain_func(
     model: nn.Module,
-    inputs,
-    targets,
+    inputs: Any,
+    targets: Any,
     *,
     method: str = "pullback",
     reduce: str | None = "sum",
-    device=None,
+    device: Any = None,
     settings: Settings | None = None,
-    **options,
+    **options: Any,
 ) -> np.ndarray:
     """A Quantus ``explain_func``: attributions of ``inputs`` (numpy or tensor, ``(N, C, H, W)``)
     for ``targets`` (ints) as a float32 numpy array.
@@ -80,7 +82,7 @@ def explain_func(
 
 
 @contextmanager
-def _quiet():
+def _quiet() -> Iterator[None]:
     """Quantus warns about its parameterisation on every call; the report documents it."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -6,6 +6,7 @@ import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -295,7 +296,7 @@ class Evaluation:
         return "\n".join(parts) + "\n"
 
     def to_dict(self) -> dict:
-        def arr(v):
+        def arr(v: Any) -> list[float | None]:
             return [None if not math.isfinite(x) else float(x) for x in np.asarray(v, dtype=float).ravel()]
 
         return dict(

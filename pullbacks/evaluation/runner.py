@@ -29,9 +29,10 @@ import json
 import os
 import random
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -47,6 +48,9 @@ from .evaluate import METRICS, MOSAICS, evaluate
 from .methods import Settings, attribute
 from .report import Evaluation
 from .suite import focus
+
+if TYPE_CHECKING:
+    from ..models.load import LoadedModel
 
 (FOCUS,) = MOSAICS  # the one metric on mosaics
 
@@ -240,7 +244,7 @@ def _cut_torn_tail(path: Path) -> None:
 
 
 @contextmanager
-def _lock(path: Path):
+def _lock(path: Path) -> Iterator[None]:
     """An exclusive lock on ``path`` for the run: a second run on the same --out is refused at once."""
     try:
         import fcntl
@@ -294,7 +298,7 @@ def _check_spec(out: Path, spec: dict, rank: int, world: int) -> None:
 
 
 def run(
-    loaded,
+    loaded: LoadedModel,
     items: Sequence[Item],
     *,
     methods: Sequence[str],
@@ -320,7 +324,20 @@ def run(
         raise output_error(e, out) from None
 
 
-def _run(loaded, items, tiles, methods, metrics, settings, out, spec, workers, progress, rank, world):
+def _run(
+    loaded: LoadedModel,
+    items: Sequence[Item],
+    tiles: Sequence[Mosaic],
+    methods: Sequence[str],
+    metrics: Sequence[str],
+    settings: Settings,
+    out: Path,
+    spec: dict,
+    workers: int,
+    progress: bool,
+    rank: int,
+    world: int,
+) -> Evaluation | None:
     _check_spec(out, spec, rank, world)
     folder = out / "records"
     folder.mkdir(parents=True, exist_ok=True)
@@ -347,7 +364,7 @@ def _first_columns(metrics: Sequence[str]) -> list[str]:
     return [METRICS[m].columns[0] for m in metrics]
 
 
-def _bar(total: int, progress: bool, rank: int, what: str):
+def _bar(total: int, progress: bool, rank: int, what: str) -> Any:
     from tqdm.auto import tqdm
 
     return tqdm(
@@ -360,7 +377,17 @@ def _bar(total: int, progress: bool, rank: int, what: str):
     )
 
 
-def _score_images(loaded, items, methods, metrics, settings, path, workers, progress, rank) -> None:
+def _score_images(
+    loaded: LoadedModel,
+    items: Sequence[Item],
+    methods: Sequence[str],
+    metrics: Sequence[str],
+    settings: Settings,
+    path: Path,
+    workers: int,
+    progress: bool,
+    rank: int,
+) -> None:
     if not items:
         return
     loader = DataLoader(Images(items), batch_size=settings.batch_size, num_workers=workers)
@@ -408,7 +435,16 @@ def _score_images(loaded, items, methods, metrics, settings, path, workers, prog
             bar.update(len(labels))
 
 
-def _score_mosaics(loaded, mosaics_, items, methods, settings, path, progress, rank) -> None:
+def _score_mosaics(
+    loaded: LoadedModel,
+    mosaics_: Sequence[Mosaic],
+    items: Sequence[Item],
+    methods: Sequence[str],
+    settings: Settings,
+    path: Path,
+    progress: bool,
+    rank: int,
+) -> None:
     if not mosaics_:
         return
     needed = {name for m in mosaics_ for name in m.tiles}
@@ -432,7 +468,7 @@ def _score_mosaics(loaded, mosaics_, items, methods, settings, path, progress, r
             bar.update(1)
 
 
-def _num(v) -> float | None:
+def _num(v: Any) -> float | None:
     v = float(v)
     return None if not np.isfinite(v) else v
 
@@ -443,7 +479,7 @@ def merge(
     tiles: Sequence[Mosaic],
     methods: Sequence[str],
     metrics: Sequence[str],
-    loaded,
+    loaded: LoadedModel,
     settings: Settings,
 ) -> Evaluation:
     """``OUT/records.jsonl.gz`` (each (image, method, metric) once, sorted) and the report."""

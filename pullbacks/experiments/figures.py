@@ -84,7 +84,7 @@ def maps_with_masks(
     return fig
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m pullbacks.experiments.figures", description=__doc__.splitlines()[0])
     p.add_argument("families", nargs="*", default=list(FAMILIES), choices=list(FAMILIES))
     p.add_argument("--out", default="out/groundtruth/figures")

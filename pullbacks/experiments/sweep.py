@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -20,7 +21,9 @@ SWEEP_SEED = 3_000_017
 TEMPERATURES = (0.03, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0)
 
 
-def sweep(family: str, temperatures=TEMPERATURES, n: int = 200, seed: int = SWEEP_SEED) -> dict[float, float]:
+def sweep(
+    family: str, temperatures: Sequence[float] = TEMPERATURES, n: int = 200, seed: int = SWEEP_SEED
+) -> dict[float, float]:
     """Mean relevance mass accuracy of the pullback at each ReLU/max-pool temperature (for the
     ViT, its stem's ReLU at that temperature and every other family's scaled by the same factor
     from its default)."""
@@ -42,7 +45,7 @@ def sweep(family: str, temperatures=TEMPERATURES, n: int = 200, seed: int = SWEE
     return out
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m pullbacks.experiments.sweep", description=__doc__.splitlines()[0])
     p.add_argument("families", nargs="*", default=list(FAMILIES), choices=list(FAMILIES))
     args = p.parse_args(argv)

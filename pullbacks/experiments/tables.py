@@ -43,7 +43,7 @@ def table(results: Mapping[str, dict], column: str, seed: int = 0) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m pullbacks.experiments.tables", description=__doc__.splitlines()[0])
     p.add_argument("column", choices=sorted(COLUMNS))
     p.add_argument("families", nargs="+")

@@ -12,6 +12,7 @@ import json
 import math
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -21,7 +22,9 @@ from ..groundtruth.text import COLOURS, EVAL_SEED, _ids, generate, load
 IG_STEPS = 32  # Integrated Gradients (and Integrated Pullbacks) steps along the embeddings
 
 
-def _integrated(model, e, mask, labels, gates) -> torch.Tensor:
+def _integrated(
+    model: torch.nn.Module, e: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor, gates: Any
+) -> torch.Tensor:
     """Integrated gradients from the zero embedding (midpoint rule): ``e · mean_k g(α_k e)``,
     each ``g`` under ``gates`` (None: vanilla; else Integrated Pullbacks)."""
     from ..text import token_gradient
@@ -32,7 +35,9 @@ def _integrated(model, e, mask, labels, gates) -> torch.Tensor:
     return (total / steps * e).sum(-1)
 
 
-def attributions(model, tok, texts: list[str], labels: torch.Tensor, seed: int = EVAL_SEED) -> dict[str, torch.Tensor]:
+def attributions(
+    model: torch.nn.Module, tok: Any, texts: list[str], labels: torch.Tensor, seed: int = EVAL_SEED
+) -> dict[str, torch.Tensor]:
     """Token scores (N, n) of every method for the true classes."""
     from ..core.options import GateOptions
     from ..text import reduce, token_gradient
@@ -40,7 +45,7 @@ def attributions(model, tok, texts: list[str], labels: torch.Tensor, seed: int =
     ids = _ids(tok, texts)
     mask = torch.ones_like(ids)
     with torch.no_grad():
-        e = model.get_input_embeddings()(ids)
+        e = model.get_input_embeddings()(ids)  # type: ignore[operator]  # a Hugging Face model's method
     gates = GateOptions()
     g_pb = token_gradient(model, e, mask, labels, gates)
     g = token_gradient(model, e, mask, labels, None)
@@ -181,7 +186,7 @@ def figure(
     return out
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m pullbacks.experiments.text", description=__doc__.splitlines()[0])
     p.add_argument("--out", default="media/groundtruth/text")
     p.add_argument("--n", type=int, default=1000)

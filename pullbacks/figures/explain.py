@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from matplotlib.figure import Figure
@@ -58,7 +59,7 @@ def explain_image(
     *,
     options: AscentOptions | None = None,
     progress: bool = False,
-    **overrides,
+    **overrides: Any,
 ) -> Explanation:
     """Ascend ``image`` (3, H, W) towards ``target`` and describe the result. Options: an
     :class:`AscentOptions` and/or its fields as keywords (``method``, ``steps``, ...)."""
@@ -73,12 +74,18 @@ def explain_image(
     return Explanation(x0[0].detach(), x[0].detach(), int(target), name, before, after, figure)
 
 
-def _top5_text(top: list[tuple[str, float]]) -> str:
+def _top5_text(top: Sequence[tuple[str, float]]) -> str:
     return "\n".join(f"{p:6.1%}  {n}" for n, p in top)
 
 
 def draw_explanation(
-    clean: Tensor, perturbed: Tensor, target_name: str, before, after, method: str, steps: int
+    clean: Tensor,
+    perturbed: Tensor,
+    target_name: str,
+    before: Sequence[tuple[str, float]],
+    after: Sequence[tuple[str, float]],
+    method: str,
+    steps: int,
 ) -> Figure:
     fig = Figure(figsize=(10, 4.6))
     axes = fig.subplots(1, 3)

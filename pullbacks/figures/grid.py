@@ -11,6 +11,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from matplotlib.figure import Figure
@@ -97,7 +98,7 @@ def class_target_grid(
     batch_size: int = 16,
     progress: bool = True,
     title: str | None = None,
-    **overrides,
+    **overrides: Any,
 ) -> Grid:
     """Run the ascent for every (image, target) pair, ``batch_size`` pairs at a time,
     and draw the grid: the clean image, then one column per target.
@@ -176,7 +177,7 @@ def render_grids(
     options: AscentOptions | None = None,
     batch_size: int = 16,
     progress: bool = True,
-    **overrides,
+    **overrides: Any,
 ) -> dict[str, Grid]:
     """The paper's figure for each method, on the same images and targets.
 

@@ -9,6 +9,7 @@ difference stops depending on the image. Used to choose a model's default temper
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from matplotlib.figure import Figure
@@ -43,7 +44,7 @@ def temperature_sweep(
     row_names: Sequence[str] | None = None,
     target_names: Sequence[str] | None = None,
     title: str | None = None,
-    **overrides,
+    **overrides: Any,
 ) -> tuple[Tensor, Figure]:
     """Ascend ``images`` towards ``targets`` once per temperature (and once along the
     vanilla gradient when ``vanilla``); return the differences and their figure.

@@ -25,6 +25,7 @@ import math
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -68,7 +69,7 @@ def generate(n: int, seed: int) -> tuple[list[str], torch.Tensor, torch.Tensor]:
     return texts, torch.tensor(labels), masks
 
 
-def tokenizer():
+def tokenizer() -> Any:
     """The task's word-level tokenizer (``[CLS] words [SEP]``)."""
     from tokenizers import Tokenizer, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
@@ -83,11 +84,11 @@ def tokenizer():
     )
 
 
-def build():
+def build() -> Any:
     """The classifier, randomly initialised (seeded by the caller)."""
     from transformers import DistilBertConfig, DistilBertForSequenceClassification
 
-    config = DistilBertConfig(
+    config = DistilBertConfig(  # type: ignore[call-arg]  # its keywords reach PretrainedConfig
         vocab_size=len(WORDS),
         dim=64,
         hidden_dim=128,
@@ -105,14 +106,14 @@ def build():
     return DistilBertForSequenceClassification(config)
 
 
-def load(folder: str | os.PathLike = FOLDER):
+def load(folder: str | os.PathLike = FOLDER) -> tuple[Any, Any]:
     """The trained classifier (eval mode) and its tokenizer."""
     from ..models import load_text_model
 
     return load_text_model(str(folder))
 
 
-def _ids(tok, texts: list[str]) -> torch.Tensor:
+def _ids(tok: Any, texts: list[str]) -> torch.Tensor:
     return torch.tensor([tok(t)["input_ids"] for t in texts])
 
 
@@ -175,7 +176,7 @@ def train(
 # ----------------------------------------------------------------------------- evaluation
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m pullbacks.groundtruth.text", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="train the classifier (weights into the package folder by default)")

@@ -146,7 +146,7 @@ def train(
     return report
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m pullbacks.groundtruth.train", description=__doc__.splitlines()[0])
     p.add_argument("families", nargs="+", choices=list(ARCHITECTURES))
     p.add_argument("--out", default="out/groundtruth")

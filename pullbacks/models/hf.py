@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import os
 from pathlib import Path
+from typing import Any
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -25,7 +26,7 @@ from .weights import HUB_HOST, OFFLINE_MODEL, WeightsUnavailableError, _hub_reac
 HF_PREFIX = "hf/"
 
 
-def _transformers():
+def _transformers() -> Any:
     try:
         import transformers
     except ImportError as e:
@@ -80,7 +81,7 @@ def _why(repo: str, local: bool, error: OSError) -> str:
 
 
 @functools.lru_cache(maxsize=8)
-def _pretrained(repo: str):
+def _pretrained(repo: str) -> Any:
     """(config, processor) of ``repo`` from the cache (or downloaded when the hub can be reached)."""
     t = _transformers()
     local = _offline(repo)
@@ -92,7 +93,7 @@ def _pretrained(repo: str):
     return config, processor
 
 
-def _size(processor) -> tuple[int, int] | None:
+def _size(processor: Any) -> tuple[int, int] | None:
     size = getattr(processor, "crop_size", None) or getattr(processor, "size", None) or {}
     if "height" in size and "width" in size:
         return int(size["height"]), int(size["width"])
@@ -143,7 +144,7 @@ def normalisation(repo: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
     return mean, std
 
 
-def text_model(repo: str):
+def text_model(repo: str) -> tuple[Any, Any]:
     """``(model, tokenizer)`` of a repo id or folder: a sequence classifier or a causal LM (by its
     config's architectures), sdpa attention, on the CPU as loaded."""
     t = _transformers()

@@ -13,7 +13,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -88,7 +88,7 @@ class LoadedModel:
         """The recommended max-pool temperature (the spec's)."""
         return self.spec.pool_temperature
 
-    def options(self, options: AscentOptions | None = None, **overrides) -> AscentOptions:
+    def options(self, options: AscentOptions | None = None, **overrides: Any) -> AscentOptions:
         """Ascent options for this model: ``options`` (default: the model's recommended
         settings under ``recipe``, then the recipe's) with ``overrides``. A ``temperature``,
         ``FROM_RECIPE``, or None where None means nothing else (:func:`~pullbacks.core.options.given`),
@@ -159,7 +159,7 @@ def load_model(
     return LoadedModel(model=model, spec=spec, classes=spec.classes(), device=dev, weights=source)
 
 
-def load_text_model(name: str, *, device: Device = None):
+def load_text_model(name: str, *, device: Device = None) -> tuple[nn.Module, Any]:
     """``(model, tokenizer)`` of a Hugging Face text model, ``"hf/<repo id>"`` (from the local cache)
     or ``"hf/<folder>"`` (saved with ``save_pretrained``): a sequence classifier or a causal LM, eval
     mode, parameters frozen, attention through ``scaled_dot_product_attention`` (``pullbacks[text]``)."""

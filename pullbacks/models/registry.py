@@ -70,7 +70,7 @@ class ModelSpec:
         }
 
 
-def _tv_builder(fn_name: str, **kwargs) -> Callable[[], nn.Module]:
+def _tv_builder(fn_name: str, **kwargs: Any) -> Callable[[], nn.Module]:
     def build() -> nn.Module:
         import torchvision.models as tvm
 
@@ -85,7 +85,7 @@ def _build_efficientnet_lite0() -> nn.Module:
     return timm.create_model("tf_efficientnet_lite0", pretrained=False)
 
 
-def _tv_spec(name: str, weights_attr: str | None = None, **kw) -> ModelSpec:
+def _tv_spec(name: str, weights_attr: str | None = None, **kw: Any) -> ModelSpec:
     """Any torchvision classification model: its DEFAULT weights (or ``weights_attr``), the
     mean/std of their transforms and the class names of their metadata."""
     import torchvision.models as tvm
@@ -116,7 +116,7 @@ def _timm_classes(build: Callable[[], nn.Module]) -> ClassNames:
     return ClassNames([d.split(",")[0].strip() for d in ImageNetInfo(subset).label_descriptions()])
 
 
-def _timm_spec(name: str, check: bool = True, **kw) -> ModelSpec:
+def _timm_spec(name: str, check: bool = True, **kw: Any) -> ModelSpec:
     """Any timm model, as ``timm/<name>``: normalisation from its pretrained config.
     ``check``: refuse a name timm does not know (imports timm)."""
     if check:

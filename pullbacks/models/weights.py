@@ -14,6 +14,7 @@ import pickle
 import re
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import torch
@@ -65,7 +66,7 @@ def _weights_file_name(url: str) -> str:
     return os.path.basename(urlparse(url).path)
 
 
-def torchvision_weights(weights_attr: str):
+def torchvision_weights(weights_attr: str) -> Any:
     """``"ResNet50_Weights.IMAGENET1K_V1"`` as torchvision's weights member."""
     import torchvision.models as tvm
 
@@ -228,7 +229,7 @@ def _strip_prefix(sd: Mapping[str, Tensor], prefix: str) -> dict[str, Tensor]:
     return dict(sd)
 
 
-def load_weights(net: nn.Module, sd: StateDict, spec, source: str) -> None:
+def load_weights(net: nn.Module, sd: StateDict, spec: Any, source: str) -> None:
     """Load ``sd`` into ``net`` by name, or by position (every shape checked) if allowed."""
     sd = dict(sd)
     if spec.fix_keys is not None:

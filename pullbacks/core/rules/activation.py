@@ -17,6 +17,7 @@ At ``T = 1`` this is the ordinary derivative minus its gate-derivative term (for
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -61,7 +62,7 @@ def _gelu_times(grad: Tensor, z: Tensor, t: float, fresh: bool, approximate: str
     return gate_times(grad, z, 1.0 / t, "normal_cdf", out=z if fresh else None)
 
 
-def _gelu_params(call: Call, options) -> tuple:
+def _gelu_params(call: Call, options: Any) -> tuple:
     return (call.arg(1, "approximate", "none"),)
 
 

@@ -25,15 +25,17 @@ from __future__ import annotations
 import functools
 import inspect
 import math
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .base import Call, SoftenedRule, soften
+from .base import Call, Context, SoftenedRule, soften
 
 
-def _no_dropout(p) -> None:
+def _no_dropout(p: float) -> None:
     if p:
         raise ValueError(
             f"attention dropout is active (dropout_p={p}): the backward could not follow the "
@@ -41,17 +43,19 @@ def _no_dropout(p) -> None:
         )
 
 
-def _sdpa(q, k, v, mask, *, scale, causal, gqa):
+def _sdpa(
+    q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, *, scale: float | None, causal: bool, gqa: bool
+) -> Tensor:
     return F.scaled_dot_product_attention(
         q, k, v, attn_mask=mask, dropout_p=0.0, is_causal=causal, scale=scale, enable_gqa=gqa
     )
 
 
-def _sdpa_rule(softened_sdpa):
+def _sdpa_rule(softened_sdpa: Callable[..., Tensor]) -> Callable[[Call, Context], Tensor]:
     """The rule of ``F.scaled_dot_product_attention`` whose backward is that of
     ``softened_sdpa(q, k, v, mask, scale=scale / T, causal=..., gqa=...)``."""
 
-    def run(call: Call, mode) -> Tensor:
+    def run(call: Call, mode: Context) -> Tensor:
         q, k, v = call.input, call.arg(1, "key", None), call.arg(2, "value", None)
         mask, p = call.arg(3, "attn_mask", None), call.arg(4, "dropout_p", 0.0)
         causal, scale = call.arg(5, "is_causal", False), call.arg(6, "scale", None)
@@ -66,7 +70,9 @@ def _sdpa_rule(softened_sdpa):
     return run
 
 
-def held_attention(q, k, v, mask, *, scale, causal, gqa):
+def held_attention(
+    q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, *, scale: float, causal: bool, gqa: bool
+) -> Tensor:
     """``W v`` with ``W = softmax(scale q k^T + mask)`` computed from detached ``q``, ``k``:
     the attention weights held constant (boolean and causal masks as ``-inf``)."""
     q, k = q.detach(), k.detach()
@@ -91,7 +97,7 @@ _attention_held = _sdpa_rule(held_attention)
 _MHA = inspect.signature(F.multi_head_attention_forward)
 
 
-def _mha(names: tuple, others: dict, temperature: float | None, *tensors):
+def _mha(names: tuple, others: dict, temperature: float | None, *tensors: Tensor | None) -> Any:
     """``F.multi_head_attention_forward`` with the tensors ``names`` given positionally and
     the query projection divided by ``temperature`` (None: unchanged)."""
     kw = dict(zip(names, tensors), **others)
@@ -108,14 +114,14 @@ def _mha(names: tuple, others: dict, temperature: float | None, *tensors):
     return F.multi_head_attention_forward(**kw)
 
 
-def _mha_inputs(names: tuple, others: dict, temperature: float, *tensors):
+def _mha_inputs(names: tuple, others: dict, temperature: float, *tensors: Tensor | None) -> Any:
     """``F.multi_head_attention_forward`` with the query and key inputs divided by ``temperature``."""
     kw = dict(zip(names, tensors), **others)
     kw["query"], kw["key"] = kw["query"] / temperature, kw["key"] / temperature
     return F.multi_head_attention_forward(**kw)
 
 
-def _multi_head(call: Call, mode, softened=_mha):
+def _multi_head(call: Call, mode: Context, softened: Callable[..., Any] = _mha) -> Any:
     bound = _MHA.bind(*call.args, **call.kwargs)
     bound.apply_defaults()
     kw = dict(bound.arguments)
@@ -130,7 +136,7 @@ def _multi_head(call: Call, mode, softened=_mha):
     )
 
 
-def _multi_head_inputs(call: Call, mode):
+def _multi_head_inputs(call: Call, mode: Context) -> Any:
     return _multi_head(call, mode, _mha_inputs)
 
 

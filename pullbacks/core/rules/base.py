@@ -350,7 +350,9 @@ class SoftGate(torch.autograd.Function):
     it, or its replay), in-place outputs marked dirty, subnormals flushed once."""
 
     @staticmethod
-    def forward(ctx, z: Tensor, rule: GateRule, call: Call, temperature: float, params: tuple, inplace: bool, replay):
+    def forward(
+        ctx: Any, z: Tensor, rule: GateRule, call: Call, temperature: float, params: tuple, inplace: bool, replay: Any
+    ) -> Tensor:
         ctx.rule, ctx.temperature, ctx.params = rule, temperature, params
         keep_input(ctx, z, inplace, replay)
         out = call.func(*call.args, **call.kwargs)
@@ -359,7 +361,7 @@ class SoftGate(torch.autograd.Function):
         return out
 
     @staticmethod
-    def backward(ctx, grad: Tensor):
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
         z, fresh = saved_input(ctx)
         g = ctx.rule.backward(grad, z, ctx.temperature, fresh, ctx.params)
         return flush_subnormals_(g), None, None, None, None, None, None
@@ -368,7 +370,7 @@ class SoftGate(torch.autograd.Function):
 # ----------------------------------------------------------------------------- softened forwards
 
 
-def soften(mode: Context, ordinary: Callable, softened: Callable, *tensors):
+def soften(mode: Context, ordinary: Callable, softened: Callable, *tensors: Tensor | None) -> Any:
     """``Softened.apply``, told which tensors' gradients can be wanted (``mode.wanted``):
     leaves other than the pullback's inputs (the parameters) get none, which spares their
     weight-gradient work."""
@@ -387,7 +389,7 @@ class Softened(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, ordinary: Callable, softened: Callable, keep: tuple, *tensors):
+    def forward(ctx: Any, ordinary: Callable, softened: Callable, keep: tuple, *tensors: Tensor | None) -> Any:
         ctx.softened, ctx.keep = softened, keep
         ctx.save_for_backward(*tensors)
         out = ordinary(*tensors)
@@ -396,7 +398,7 @@ class Softened(torch.autograd.Function):
         return out
 
     @staticmethod
-    def backward(ctx, *grads):
+    def backward(ctx: Any, *grads: Tensor | None) -> tuple[Tensor | None, ...]:
         need = [bool(n) and k for n, k in zip(ctx.needs_input_grad[3:], ctx.keep)]
         with torch.enable_grad(), torch._C.DisableTorchFunction():
             inputs = [

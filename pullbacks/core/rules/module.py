@@ -33,7 +33,7 @@ import fnmatch
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -138,13 +138,15 @@ class Straight(torch.autograd.Function):
     computed or kept in the forward pass but ``x``)."""
 
     @staticmethod
-    def forward(ctx, rule: ModuleRule, module: nn.Module, t: float, output: Tensor, x: Tensor, *params: Tensor):
+    def forward(
+        ctx: Any, rule: ModuleRule, module: nn.Module, t: float, output: Tensor, x: Tensor, *params: Tensor
+    ) -> Tensor:
         ctx.rule, ctx.module, ctx.t = rule, module, t
         ctx.save_for_backward(x)
         return output.view_as(output)
 
     @staticmethod
-    def backward(ctx, grad: Tensor):
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
         (x,) = ctx.saved_tensors
         params = list(ctx.module.parameters())
         need_x = ctx.needs_input_grad[4]

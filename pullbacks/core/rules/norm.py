@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .base import Call, SoftenedRule, flush_subnormals_, soften
+from .base import Call, Context, SoftenedRule, flush_subnormals_, soften
 
 
 def _stats_dtype(z: Tensor) -> torch.dtype:
@@ -69,14 +70,16 @@ class HeldLayerNorm(torch.autograd.Function):
     The input is kept only when the weight's gradient may be asked for."""
 
     @staticmethod
-    def forward(ctx, z: Tensor, weight: Tensor | None, bias: Tensor | None, shape: tuple, eps: float, keep: tuple):
+    def forward(
+        ctx: Any, z: Tensor, weight: Tensor | None, bias: Tensor | None, shape: tuple, eps: float, keep: tuple
+    ) -> Tensor:
         ctx.shape, ctx.eps, ctx.keep = shape, eps, keep
         out, mean, rstd = torch.native_layer_norm(z, shape, weight, bias, eps)
         ctx.save_for_backward(z if keep[1] else None, weight, mean, rstd)
         return out
 
     @staticmethod
-    def backward(ctx, grad: Tensor):
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
         z, weight, mean, rstd = ctx.saved_tensors
         need = [bool(n) and k for n, k in zip(ctx.needs_input_grad[:3], ctx.keep)]
         g_z = g_w = g_b = None
@@ -90,13 +93,13 @@ class HeldLayerNorm(torch.autograd.Function):
         return flush_subnormals_(g_z), g_w, g_b, None, None, None
 
 
-def _layer_norm(call: Call, mode) -> Tensor:
+def _layer_norm(call: Call, mode: Context) -> Tensor:
     shape = _shape(call.arg(1, "normalized_shape", None))
     weight, bias, eps = call.arg(2, "weight", None), call.arg(3, "bias", None), float(call.arg(4, "eps", 1e-5))
     return HeldLayerNorm.apply(call.input, weight, bias, shape, eps, mode.wanted((call.input, weight, bias)))
 
 
-def _group_norm(call: Call, mode) -> Tensor:
+def _group_norm(call: Call, mode: Context) -> Tensor:
     groups = int(call.arg(1, "num_groups", None))
     weight, bias, eps = call.arg(2, "weight", None), call.arg(3, "bias", None), float(call.arg(4, "eps", 1e-5))
     return soften(
@@ -109,11 +112,11 @@ def _group_norm(call: Call, mode) -> Tensor:
     )
 
 
-def _ordinary_group_norm(z, weight, bias, *, groups, eps):
+def _ordinary_group_norm(z: Tensor, weight: Tensor | None, bias: Tensor | None, *, groups: int, eps: float) -> Tensor:
     return F.group_norm(z, groups, weight, bias, eps)
 
 
-def _rms_norm(call: Call, mode) -> Tensor:
+def _rms_norm(call: Call, mode: Context) -> Tensor:
     shape = _shape(call.arg(1, "normalized_shape", None))
     weight, eps = call.arg(2, "weight", None), call.arg(3, "eps", None)
     eps = None if eps is None else float(eps)
@@ -126,11 +129,11 @@ def _rms_norm(call: Call, mode) -> Tensor:
     )
 
 
-def _ordinary_rms_norm(z, weight, *, shape, eps):
+def _ordinary_rms_norm(z: Tensor, weight: Tensor | None, *, shape: tuple, eps: float | None) -> Tensor:
     return F.rms_norm(z, shape, weight, eps)
 
 
-def _shape(v) -> tuple:
+def _shape(v: int | Sequence[int]) -> tuple:
     return (v,) if isinstance(v, int) else tuple(v)
 
 

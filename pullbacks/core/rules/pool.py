@@ -14,15 +14,17 @@ Padding positions are not window entries; ``kernel_size``, ``stride``, ``padding
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .base import Call, SoftenedRule, flush_subnormals_
+from .base import Call, Context, SoftenedRule, flush_subnormals_
 
 
-def _pair(v) -> tuple[int, int]:
+def _pair(v: int | Sequence[int]) -> tuple[int, int]:
     return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[-1]))
 
 
@@ -47,14 +49,14 @@ _POOL_BLOCK_BYTES = 4 << 20  # window entries per block: about a cache's worth, 
 # enough for the allocator to reuse one block's memory for the next
 
 
-def _blocks(n: int, c: int, plane_bytes: int):
+def _blocks(n: int, c: int, plane_bytes: int) -> list[tuple[slice, slice]]:
     """``(batch, channel)`` slices covering ``n x c`` planes, about ``_POOL_BLOCK_BYTES`` each."""
     planes = max(1, _POOL_BLOCK_BYTES // max(plane_bytes, 1))
     nb, cb = (max(1, planes // c), c) if planes >= c else (1, planes)
     return [(slice(b, b + nb), slice(ch, ch + cb)) for b in range(0, n, nb) for ch in range(0, c, cb)]
 
 
-def _soft_pool_local(x: Tensor, grad_out: Tensor, spans, temperature: float, pool: str) -> Tensor:
+def _soft_pool_local(x: Tensor, grad_out: Tensor, spans: Any, temperature: float, pool: str) -> Tensor:
     """``d_j`` for every window entry ``j``: a ``(kh * kw, n, c, h_out, w_out)`` tensor."""
     u = x.new_empty((len(spans), *grad_out.shape))
     for uj, ((r_out, r_in), (c_out, c_in)) in zip(u, spans):
@@ -105,7 +107,16 @@ def _window_spread(a: Tensor, dim: int, k: int, s: int, p: int, size: int) -> Te
     return out
 
 
-def _pooled(x: Tensor, grad_out: Tensor, k, s, p, temperature: float, pool: str, out: Tensor) -> bool:
+def _pooled(
+    x: Tensor,
+    grad_out: Tensor,
+    k: tuple[int, int],
+    s: tuple[int, int],
+    p: tuple[int, int],
+    temperature: float,
+    pool: str,
+    out: Tensor,
+) -> bool:
     """The soft max-pool gradient through window sums, written into ``out``; False (and
     nothing written) where it does not apply.
 
@@ -151,10 +162,10 @@ def _pooled(x: Tensor, grad_out: Tensor, k, s, p, temperature: float, pool: str,
 def soft_max_pool2d_backward(
     x: Tensor,
     grad_out: Tensor,
-    kernel_size,
-    stride,
-    padding,
-    dilation,
+    kernel_size: Any,
+    stride: Any,
+    padding: Any,
+    dilation: Any,
     temperature: float,
     pool: str = "soft",
 ) -> Tensor:
@@ -210,17 +221,17 @@ class SoftMaxPool2d(torch.autograd.Function):
 
     @staticmethod
     def forward(
-        ctx,
+        ctx: Any,
         x: Tensor,
-        kernel_size,
-        stride,
-        padding,
-        dilation,
+        kernel_size: Any,
+        stride: Any,
+        padding: Any,
+        dilation: Any,
         ceil_mode: bool,
         return_indices: bool,
         temperature: float,
         pool: str,
-    ):
+    ) -> Tensor | tuple[Tensor, Tensor]:
         ctx.args = (kernel_size, stride, padding, dilation)
         ctx.temperature, ctx.pool = temperature, pool
         ctx.save_for_backward(x)
@@ -231,7 +242,7 @@ class SoftMaxPool2d(torch.autograd.Function):
         return torch.max_pool2d(x, kernel_size, stride, padding, dilation, ceil_mode)
 
     @staticmethod
-    def backward(ctx, grad: Tensor, *_):
+    def backward(ctx: Any, grad: Tensor, *_: Any) -> tuple[Tensor | None, ...]:
         (x,) = ctx.saved_tensors
         kernel_size, stride, padding, dilation = ctx.args
         g = soft_max_pool2d_backward(x, grad, kernel_size, stride, padding, dilation, ctx.temperature, ctx.pool)
@@ -241,7 +252,7 @@ class SoftMaxPool2d(torch.autograd.Function):
 # ----------------------------------------------------------------------------- the rule
 
 
-def _max_pool2d(call: Call, mode, return_indices: bool | None = None):
+def _max_pool2d(call: Call, mode: Context, return_indices: bool | None = None) -> Any:
     kernel_size = call.arg(1, "kernel_size", None)
     stride = call.arg(2, "stride", None)
     if stride is None or (isinstance(stride, (list, tuple)) and len(stride) == 0):
@@ -263,7 +274,7 @@ def _max_pool2d(call: Call, mode, return_indices: bool | None = None):
     )
 
 
-def _max_pool2d_with_indices(call: Call, mode):
+def _max_pool2d_with_indices(call: Call, mode: Context) -> Any:
     return _max_pool2d(call, mode, return_indices=True)
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -77,7 +78,7 @@ def _relu_times(grad: Tensor, z: Tensor, t: float, fresh: bool, gate: str) -> Te
     return gate_times(grad, z, 1.0 / t, gate, out=z if fresh else None)
 
 
-def _gate_option(call: Call, options) -> tuple:
+def _gate_option(call: Call, options: Any) -> tuple:
     return (options.gate,)
 
 
@@ -95,11 +96,11 @@ def _hardtanh_times(grad: Tensor, z: Tensor, t: float, fresh: bool, lo: float, h
     return gate_times(lower, above, -beta, gate, out=above)
 
 
-def _relu6_params(call: Call, options) -> tuple:
+def _relu6_params(call: Call, options: Any) -> tuple:
     return 0.0, 6.0, options.gate
 
 
-def _hardtanh_params(call: Call, options) -> tuple:
+def _hardtanh_params(call: Call, options: Any) -> tuple:
     return float(call.arg(1, "min_val", -1.0)), float(call.arg(2, "max_val", 1.0)), options.gate
 
 
@@ -115,7 +116,7 @@ def _leaky_times(grad: Tensor, z: Tensor, t: float, fresh: bool, slope: float, g
     return g.mul_(1.0 - slope).add_(grad, alpha=slope)
 
 
-def _leaky_params(call: Call, options) -> tuple:
+def _leaky_params(call: Call, options: Any) -> tuple:
     return float(call.arg(1, "negative_slope", 0.01)), options.gate
 
 
