@@ -104,13 +104,27 @@ class TokenLogits(nn.Module):
     def forward(self, e: Tensor) -> Tensor:
         from .core.pullback import logits_of
 
-        logits = logits_of(self.model(inputs_embeds=e, attention_mask=self.mask))
+        last = _last_positions(self.mask)
+        keep = torch.unique(last) if _keeps_logits(self.model) else None  # the LM head where a target is
+        extra = {} if keep is None else {"logits_to_keep": keep}
+        logits = logits_of(self.model(inputs_embeds=e, attention_mask=self.mask, **extra))
         if logits.dim() == 3:  # a language model: the next token after each text's last real token
-            last = _last_positions(self.mask)
-            logits = logits[torch.arange(logits.shape[0], device=logits.device), last]
+            rows = torch.arange(logits.shape[0], device=logits.device)
+            logits = logits[rows, last if keep is None else torch.searchsorted(keep, last)]
         if self.foils is not None:
             logits = logits - logits.gather(1, self.foils[:, None])
         return logits
+
+
+def _keeps_logits(model: nn.Module) -> bool:
+    """Whether ``model`` computes its LM head only at the positions given as ``logits_to_keep``
+    (Hugging Face causal LMs): then the head runs where a target needs it, not at every token."""
+    import inspect
+
+    try:
+        return "logits_to_keep" in inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):  # pragma: no cover - a forward without a signature
+        return False
 
 
 def _last_positions(mask: Tensor) -> Tensor:

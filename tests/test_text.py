@@ -215,3 +215,26 @@ def test_the_follow_ups_recipe_reaches_text():
     torch.testing.assert_close(got.scores, ref, rtol=1e-9, atol=1e-12)
     seed = explain_tokens(model, tok, "w5 w9 w12", 2)
     assert float((seed.scores - got.scores).norm()) > 1e-6 * float(got.scores.norm())
+
+
+@pytest.mark.parametrize("build", ["llama", "gpt2"])
+def test_the_lm_head_runs_only_where_a_target_is_and_changes_nothing(build, monkeypatch):
+    """A causal LM's head is applied at each text's last real token alone (logits_to_keep), and
+    the scores equal those of the full logits (the head at every position), padded batches too."""
+    import pullbacks.text as text_module
+
+    model = llama()[0] if build == "llama" else gpt2()
+    tok = tokenizer()
+    texts = ["w5 w9 w12 w7", "w8 w3", "w1 w2 w3 w4 w5 w6"]
+    head = model.get_output_embeddings()
+    seen: list[tuple[int, ...]] = []
+    handle = head.register_forward_hook(lambda m, args, out: seen.append(tuple(args[0].shape)))
+    try:
+        kept = explain_tokens(model, tok, texts, "w11")
+    finally:
+        handle.remove()
+    assert seen == [(3, 3, model.config.hidden_size)]  # three distinct last positions, not 6 of each row
+    monkeypatch.setattr(text_module, "_keeps_logits", lambda model: False)
+    full = explain_tokens(model, tok, texts, "w11")
+    for a, b in zip(kept, full):
+        torch.testing.assert_close(a.scores, b.scores, rtol=1e-12, atol=1e-14)

@@ -74,18 +74,14 @@ def held_attention(
     q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, *, scale: float, causal: bool, gqa: bool
 ) -> Tensor:
     """``W v`` with ``W = softmax(scale q k^T + mask)`` computed from detached ``q``, ``k``:
-    the attention weights held constant (boolean and causal masks as ``-inf``)."""
-    q, k = q.detach(), k.detach()
-    if gqa and k.shape[-3] != q.shape[-3]:
-        k = k.repeat_interleave(q.shape[-3] // k.shape[-3], dim=-3)
-        v = v.repeat_interleave(q.shape[-3] // v.shape[-3], dim=-3)
-    scores = torch.matmul(q, k.transpose(-2, -1)) * scale
-    if causal:
-        keep = torch.ones(q.shape[-2], k.shape[-2], dtype=torch.bool, device=q.device).tril()
-        scores = scores.masked_fill(~keep, float("-inf"))
-    if mask is not None:
-        scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask
-    return torch.matmul(torch.softmax(scores, dim=-1).to(v.dtype), v)
+    the attention weights held constant, so the gradient reaches ``v`` alone, ``Wᵀ grad``.
+
+    It is the same SDPA kernel on ``q.detach()`` and ``k.detach()``: memory linear in the
+    sequence wherever the kernel's is (no ``n × n`` weights are kept), grouped-query attention
+    without copying K/V (``enable_gqa``), and the masks with SDPA's own meaning."""
+    return F.scaled_dot_product_attention(
+        q.detach(), k.detach(), v, attn_mask=mask, dropout_p=0.0, is_causal=causal, scale=scale, enable_gqa=gqa
+    )
 
 
 _attention = _sdpa_rule(_sdpa)
