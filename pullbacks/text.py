@@ -288,3 +288,142 @@ class _Recording(CoverageCheck):
     def __call__(self, coverage: Coverage, *args: Any, **kwargs: Any) -> None:
         self.into.append(coverage)
         super().__call__(coverage, *args, **kwargs)
+
+
+# --------------------------------------------------------------------------- a generated continuation
+
+
+@dataclass
+class GenerationScores:
+    """The attribution of each token of a continuation to every token before it: ``scores`` is
+    ``k × n`` (row ``i``: the scores of all ``n`` tokens for the logit of continuation token
+    ``i`` at the position before it; zero from that position on), ``tokens`` the ``n`` tokens
+    as text, ``prompt_length`` where the continuation starts, ``coverage`` of the forward pass."""
+
+    tokens: list[str]
+    scores: Tensor
+    prompt_length: int
+    coverage: Coverage | None = None
+    method: str = "pullback"
+    score: str = "dot"
+
+    @property
+    def continuation(self) -> list[str]:
+        """The ``k`` continuation tokens, as text."""
+        return self.tokens[self.prompt_length :]
+
+    def figure(self, width: float | None = None) -> Any:
+        """A heat map: continuation tokens down, every token across, red positive and blue
+        negative, each row scaled to its own largest magnitude."""
+        import matplotlib.pyplot as plt
+
+        k, n = self.scores.shape
+        rows = self.scores / self.scores.abs().amax(1, keepdim=True).clamp_min(1e-30)
+        fig, ax = plt.subplots(figsize=(width or max(4.0, 0.35 * n + 1.5), max(2.0, 0.35 * k + 1.2)))
+        ax.imshow(rows.numpy(), cmap="bwr", vmin=-1, vmax=1, aspect="auto", interpolation="nearest")
+        ax.set_xticks(range(n), [repr(t)[1:-1] for t in self.tokens], rotation=90, fontsize=8, family="monospace")
+        ax.set_yticks(range(k), [repr(t)[1:-1] for t in self.continuation], fontsize=8, family="monospace")
+        ax.axvline(self.prompt_length - 0.5, color="black", linewidth=0.8)
+        ax.set_xlabel("token attributed to")
+        ax.set_ylabel("generated token")
+        short = {"dot": "g·e", "norm": "‖g‖"}[self.score]
+        ax.set_title(f"{self.method} ({short}); each row scaled to its largest |score|", fontsize=9)
+        fig.tight_layout()
+        return fig
+
+    def _repr_png_(self) -> bytes:
+        from io import BytesIO
+
+        import matplotlib.pyplot as plt
+
+        fig = self.figure()
+        buffer = BytesIO()
+        fig.savefig(buffer, format="png", dpi=100)
+        plt.close(fig)
+        return buffer.getvalue()
+
+
+def explain_generation(
+    model: nn.Module,
+    tokenizer: Any,
+    prompt: str,
+    continuation: str | None = None,
+    *,
+    max_new_tokens: int = 16,
+    score: str = "dot",
+    method: str = "pullback",
+    options: GateOptions | None = None,
+    progress: bool = False,
+    **overrides: Any,
+) -> GenerationScores:
+    """Each token of a continuation of ``prompt`` attributed to every token before it: a ``k × n``
+    matrix from one forward pass (teacher-forced) and ``k`` backward passes.
+
+    ``continuation``: the text that follows the prompt (its tokens are appended to the prompt's);
+    None: the model's greedy continuation of ``max_new_tokens`` tokens. Row ``i`` is what
+    :func:`explain_tokens` gives for the prompt and the first ``i`` continuation tokens with the
+    next one as the target. Causal language models only; options as for :func:`explain_tokens`.
+    """
+    from tqdm.auto import tqdm
+
+    from .core.checks import check_model
+    from .core.mode import SoftGateMode
+
+    if not _is_language_model(model):
+        raise ProblemValueError("explain_generation needs a causal language model (…ForCausalLM)", option="model")
+    if score not in SCORES:
+        raise ProblemValueError(f"unknown score {score!r}: one of {', '.join(SCORES)}", option="score", value=score)
+    if method not in METHODS:
+        raise ProblemValueError(f"unknown method {method!r}: one of {', '.join(METHODS)}", option="method")
+    check_model(model)
+    gates = build(GateOptions, options, overrides) if method == "pullback" else None
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    prompt_ids = tokenizer(prompt)["input_ids"]
+    if not prompt_ids:
+        raise ProblemValueError("the prompt has no tokens: give some text", option="prompt")
+    if continuation is None:
+        with torch.no_grad():
+            start = torch.tensor([prompt_ids], device=device)
+            made = model.generate(  # type: ignore[operator]  # a Hugging Face model's method
+                start, attention_mask=torch.ones_like(start), max_new_tokens=max_new_tokens, do_sample=False
+            )
+        new_ids = made[0, len(prompt_ids) :].tolist()
+    else:
+        new_ids = tokenizer(continuation, add_special_tokens=False)["input_ids"]
+    if not new_ids:
+        raise ProblemValueError("the continuation has no tokens", option="continuation")
+    ids = torch.tensor([prompt_ids + new_ids], device=device)
+    mask = torch.ones_like(ids)
+    k, p = len(new_ids), len(prompt_ids)
+    positions = torch.arange(p - 1, p - 1 + k, device=device)  # the logit of token i+1 is read at i
+    with torch.no_grad():
+        e = model.get_input_embeddings()(ids)  # type: ignore[operator]  # a Hugging Face model's method
+    x = e.detach().requires_grad_(True)
+    extra = {"logits_to_keep": positions} if _keeps_logits(model) else {}
+    coverage = None
+    with torch.enable_grad():
+        if gates is None:
+            logits = model(inputs_embeds=x, attention_mask=mask, **extra).logits
+        else:
+            mode = SoftGateMode(gates, refuse_random=True, model=model)
+            mode.wrt = (x,)
+            with mode:
+                logits = model(inputs_embeds=x, attention_mask=mask, **extra).logits
+            coverage = mode.coverage
+            CoverageCheck(gates.strict, gates.rules)(
+                coverage, type(model).__name__, logits, mode.gradless, model, mode.structure, mode.wrt
+            )
+        at = torch.arange(k, device=device) if extra else positions
+        chosen = logits[0, at, torch.tensor(new_ids, device=device)]
+        rows = []
+        for i in tqdm(range(k), desc="generated tokens", disable=not progress, leave=False):
+            (g,) = torch.autograd.grad(chosen[i], x, retain_graph=i < k - 1)
+            rows.append(reduce(g, x.detach(), score)[0])
+    return GenerationScores(
+        tokens=[tokenizer.decode([i]) for i in ids[0].tolist()],
+        scores=torch.stack(rows).detach().cpu(),
+        prompt_length=p,
+        coverage=coverage,
+        method=method,
+        score=score,
+    )

@@ -238,3 +238,44 @@ def test_the_lm_head_runs_only_where_a_target_is_and_changes_nothing(build, monk
     full = explain_tokens(model, tok, texts, "w11")
     for a, b in zip(kept, full):
         torch.testing.assert_close(a.scores, b.scores, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("build", ["llama", "gpt2"])
+@pytest.mark.parametrize("method", ["pullback", "gradient"])
+def test_a_generated_continuation_equals_single_next_token_attributions_row_by_row(build, method):
+    from pullbacks.text import explain_generation
+
+    model = llama()[0] if build == "llama" else gpt2()
+    tok = tokenizer()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    prompt, continuation = "w5 w9 w12", " w7 w3 w20"
+    got = explain_generation(model, tok, prompt, continuation, method=method)
+    words = (prompt + continuation).split()
+    assert got.scores.shape == (3, 6) and got.prompt_length == 3 and [t.strip() for t in got.continuation] == words[3:]
+    for i in range(3):
+        single = explain_tokens(model, tok, " ".join(words[: 3 + i]), words[3 + i], method=method)
+        torch.testing.assert_close(got.scores[i, : 3 + i], single.scores, rtol=1e-9, atol=1e-12)
+        assert not got.scores[i, 3 + i :].any()  # causal: nothing after the position read
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    if method == "pullback":
+        assert got.coverage is not None and got.coverage.complete
+    greedy = explain_generation(model, tok, prompt, max_new_tokens=4, method=method)
+    assert greedy.scores.shape == (4, 7)
+    png = greedy._repr_png_()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_explain_text_generate_writes_the_heat_map(tmp_path, capsys):
+    from PIL import Image
+
+    from pullbacks.apps.cli import main
+
+    model, tok = gpt2(torch.float32), tokenizer()
+    model.save_pretrained(tmp_path / "lm")
+    tok.save_pretrained(tmp_path / "lm")
+    out = tmp_path / "maps" / "g.png"
+    code = main(["explain-text", "w5 w9 w12", "--model", f"hf/{tmp_path / 'lm'}", "--generate", "3", "--png", str(out)])
+    printed = capsys.readouterr().out.splitlines()
+    assert code == 0 and printed[0].startswith("continuation: ") and printed[-1] == str(out)
+    with Image.open(out) as im:
+        assert im.format == "PNG" and im.width > 200

@@ -196,6 +196,34 @@ def run_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _explain_generation(args: argparse.Namespace, model: Any, tokenizer: Any, chosen: dict) -> int:
+    """``explain-text --generate N``: the continuation, its heat map written to ``--png``."""
+    from ..core.options import GateOptions
+    from ..figures.grid import save_figure
+    from ..text import explain_generation
+
+    method = chosen.pop("method", "pullback")
+    result = explain_generation(
+        model,
+        tokenizer,
+        args.text,
+        max_new_tokens=args.generate,
+        score=args.score,
+        method=method,
+        options=GateOptions(**chosen) if method == "pullback" else None,
+        progress=sys.stderr.isatty(),
+    )
+    print(f"continuation: {''.join(result.continuation)!r}")
+    import matplotlib.pyplot as plt
+
+    figure = result.figure()
+    try:
+        print(save_figure(figure, args.png, dpi=110))
+    finally:
+        plt.close(figure)
+    return 0
+
+
 def run_explain_text(args: argparse.Namespace) -> int:
     from ..core.options import GateOptions
     from ..models import load_text_model
@@ -205,8 +233,12 @@ def run_explain_text(args: argparse.Namespace) -> int:
         raise UsageError(f"--model {args.model!r}: text models are Hugging Face models, hf/<repo id> or hf/<folder>")
     if args.html is not None:
         writable_folder(str(Path(args.html).parent), "--html")
+    if args.generate:
+        writable_folder(str(Path(args.png).parent), "--png")
     model, tokenizer = load_text_model(args.model, device=args.device)
     chosen = given(args)
+    if args.generate:
+        return _explain_generation(args, model, tokenizer, chosen)
     method = chosen.pop("method", "pullback")
     scores = explain_tokens(
         model,

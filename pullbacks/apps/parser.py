@@ -125,6 +125,17 @@ def build_parser() -> argparse.ArgumentParser:
     text.add_argument("--device", type=device, default=None, help="cpu (default), cuda, mps or auto")
     add_options(text, omit=TEXT_OMITS)
     text.add_argument("--html", default=None, metavar="FILE", help="also write the coloured tokens as HTML")
+    text.add_argument(
+        "--generate",
+        type=non_negative_int,
+        default=0,
+        metavar="N",
+        help="a causal LM: continue the text by N greedy tokens and attribute each to every token before "
+        "it (a heat map, written to --png)",
+    )
+    text.add_argument(
+        "--png", default="generation.png", metavar="FILE", help="the heat map of --generate (default: %(default)s)"
+    )
     text.set_defaults(run="explain_text")
 
     app = sub.add_parser(
