@@ -44,7 +44,7 @@ def test_token_metrics_on_hand_made_maps():
 
 @pytest.fixture(scope="module")
 def trained():
-    return task.load()
+    return experiment.load()
 
 
 def test_the_committed_classifier_is_accurate_and_fully_gated(trained):

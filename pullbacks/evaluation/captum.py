@@ -41,7 +41,7 @@ from ..core.pullback import SoftGated, excitation_pullback
 from .metrics import forked_rng
 
 if TYPE_CHECKING:
-    from .methods import Settings
+    from .settings import Settings
 
 
 def cam_layer(model: nn.Module) -> nn.Module:

@@ -17,9 +17,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..groundtruth.text import COLOURS, EVAL_SEED, _ids, generate, load
+from ..groundtruth.text import COLOURS, EVAL_SEED, FOLDER, _ids, generate
 
 IG_STEPS = 32  # Integrated Gradients (and Integrated Pullbacks) steps along the embeddings
+
+
+def load(folder: str | os.PathLike = FOLDER) -> tuple[Any, Any]:
+    """The trained classifier (eval mode) and its tokenizer, as the model registry loads it."""
+    from ..models import load_text_model
+
+    return load_text_model(str(folder))
 
 
 def _integrated(

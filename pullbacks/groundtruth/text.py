@@ -106,13 +106,6 @@ def build() -> Any:
     return DistilBertForSequenceClassification(config)
 
 
-def load(folder: str | os.PathLike = FOLDER) -> tuple[Any, Any]:
-    """The trained classifier (eval mode) and its tokenizer."""
-    from ..models import load_text_model
-
-    return load_text_model(str(folder))
-
-
 def _ids(tok: Any, texts: list[str]) -> torch.Tensor:
     return torch.tensor([tok(t)["input_ids"] for t in texts])
 

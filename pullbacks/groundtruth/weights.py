@@ -34,12 +34,11 @@ def build(family: str) -> torch.nn.Module:
 
 
 def state_dict(family: str) -> dict:
-    """The committed ``state_dict`` of ``family`` (WeightsUnavailableError with the command that makes it)."""
-    from ..models.weights import WeightsUnavailableError
-
+    """The committed ``state_dict`` of ``family`` (FileNotFoundError with the command that makes it;
+    the model registry reports it as its WeightsUnavailableError)."""
     path = WEIGHTS / f"{family}.pt"
     if not path.exists():
-        raise WeightsUnavailableError(
+        raise FileNotFoundError(
             f"no trained weights for {PREFIX}{family} in this installation ({path.name} is missing); make them with "
             f"python -m pullbacks.groundtruth.train {family} --out out/groundtruth, then copy "
             f"out/groundtruth/{family}.pt to pullbacks/groundtruth/weights/"

@@ -21,6 +21,7 @@ from .weights import (
     OFFLINE_MODEL,
     TIMM_PREFIX,
     StateDict,
+    WeightsUnavailableError,
     densenet_fix_keys,
     efficientnet_lite0_state_dict,
     timm_state_dict,
@@ -202,6 +203,14 @@ MODELS: dict[str, ModelSpec] = {
 }
 
 
+def _committed(load: Callable[[str], dict], family: str) -> dict:
+    """A ground-truth network's committed weights; a missing file is a WeightsUnavailableError."""
+    try:
+        return load(family)
+    except FileNotFoundError as e:
+        raise WeightsUnavailableError(str(e)) from None
+
+
 def _groundtruth_specs() -> dict[str, ModelSpec]:
     """The networks trained on the generated task (pullbacks.groundtruth): [-1, 1] inputs as
     trained (mean = std = 0.5), the task's class names, committed weights."""
@@ -212,7 +221,7 @@ def _groundtruth_specs() -> dict[str, ModelSpec]:
         gt.PREFIX + f: ModelSpec(
             name=gt.PREFIX + f,
             build=functools.partial(gt.build, f),
-            default_weights=functools.partial(gt.state_dict, f),
+            default_weights=functools.partial(_committed, gt.state_dict, f),
             temperature=gt.TEMPERATURES[f],
             pool_temperature=gt.TEMPERATURES[f],
             temperatures=gt.family_temperatures(f),
